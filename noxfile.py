@@ -1,0 +1,57 @@
+"""Developer and CI sessions: `nox` runs tests, lint and typecheck (the default set).
+
+Rule: everything the tests need is installed by this file (pip packages through the project's
+extras, Debian packages through apt-get), so a fresh machine needs only `pip install nox && nox`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+# Debian packages whose real binaries the integration tests run against.
+DEBIAN_TOOLS = {"prometheus": "prometheus"}
+
+
+def _ensure_debian_tools(session: nox.Session) -> None:
+    """Install missing Debian tools with apt-get when we are root (CI and the dev machines are)."""
+    missing = [pkg for binary, pkg in DEBIAN_TOOLS.items() if shutil.which(binary) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        session.warn(f"missing {missing}; install them with apt-get (tests needing them will fail)")
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, external=True, env=env)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests against the emulator, the real kubectl and the real Prometheus."""
+    _ensure_debian_tools(session)
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format check) and the import-linter layer contracts from DESIGN.md."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", "src", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("lint-imports")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package and the tests."""
+    session.install("-e", ".[test,typecheck]")
+    session.run("mypy")
