@@ -1,0 +1,275 @@
+"""Blockers: the reasons a node that needs a reboot must still wait.
+
+Rule: a blocker answers one question, "must this node wait right now?", with `None` (no) or a
+`BlockReason` (yes, and why). It fails safe: when it cannot find out (the source is unreachable,
+slow, or answers something it does not understand) the answer is "wait", never "go". A reason's
+`kind` is a short stable label (the `rebootd_blocked{reason}` gauge); its `detail` is for humans
+and never carries a credential. Blockers hold no global state and import nothing heavy (no
+Kubernetes client), so every blocker of the project can live here.
+
+The Prometheus blocker keeps kured's semantics (`--prometheus-url`, `--alert-filter-regexp`,
+`--alert-firing-only`, `--alert-filter-match-only`): every active alert (pending or firing)
+blocks; `firing_only` ignores pending ones; an alert whose `alertname` the filter finds
+(an unanchored search, like Go's `MatchString`) is ignored, or with `filter_match_only` it is the
+only kind that blocks. Where kured queries the `ALERTS` series, we read `/api/v1/alerts`: the
+same alerts and states, taken from the rule manager's current state instead of the TSDB. The
+HTTP call is a single aiohttp GET (no client library for Prometheus' HTTP API is a dependency of
+ours, and the API is one endpoint); redirects are not followed, so an Authorization header never
+travels to another origin.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+import structlog
+from yarl import URL
+
+ALERTS_PATH = "/api/v1/alerts"
+MAX_NAMES_IN_DETAIL = 10
+ACTIVE_STATES = frozenset({"pending", "firing"})
+
+
+@dataclass(frozen=True)
+class BlockReason:
+    """Why a node must wait: `kind` labels the metric, `detail` names the alerts or the error."""
+
+    kind: str
+    detail: str
+
+
+class Blocker(Protocol):
+    """One concern that can hold a reboot back (kured's RebootBlocker)."""
+
+    name: str
+
+    async def check(self) -> BlockReason | None:
+        """`None` when this blocker does not block now; otherwise the reason."""
+        ...
+
+
+@dataclass(frozen=True)
+class ActiveAlert:
+    """An alert Prometheus reports as active: its `alertname` and state (`pending` / `firing`)."""
+
+    name: str
+    state: str
+
+
+class PrometheusAnswerError(ValueError):
+    """Prometheus answered, but not with a successful alerts document."""
+
+
+def parse_alerts(payload: object) -> list[ActiveAlert]:
+    """The active alerts in a decoded `/api/v1/alerts` answer; raises PrometheusAnswerError.
+
+    Entries without an `alertname` label are skipped (as kured skips samples without one); an
+    entry without a state counts as pending, so it still blocks unless `firing_only`.
+    """
+    if not isinstance(payload, dict):
+        raise PrometheusAnswerError("answer is not a JSON object")
+    status = payload.get("status")
+    if status != "success":
+        error_type = payload.get("errorType", "")
+        error = payload.get("error", "")
+        raise PrometheusAnswerError(f"status {status!r} {error_type} {error}".strip()[:300])
+    data = payload.get("data")
+    alerts = data.get("alerts") if isinstance(data, dict) else None
+    if not isinstance(alerts, list):
+        raise PrometheusAnswerError("answer has no data.alerts list")
+    active: list[ActiveAlert] = []
+    for entry in alerts:
+        labels = entry.get("labels") if isinstance(entry, dict) else None
+        name = labels.get("alertname") if isinstance(labels, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        state = entry.get("state")
+        active.append(ActiveAlert(name=name, state=state if isinstance(state, str) else "pending"))
+    return active
+
+
+def blocking_alert_names(
+    alerts: Iterable[ActiveAlert],
+    *,
+    filter_regexp: re.Pattern[str] | None,
+    filter_match_only: bool,
+    firing_only: bool,
+) -> list[str]:
+    """kured's ActiveAlerts: the sorted, distinct names of the alerts that block a reboot."""
+    names: set[str] = set()
+    for alert in alerts:
+        if alert.state not in ACTIVE_STATES:
+            continue
+        if firing_only and alert.state != "firing":
+            continue
+        if filter_regexp is not None and (filter_regexp.search(alert.name) is not None) != filter_match_only:
+            continue
+        names.add(alert.name)
+    return sorted(names)
+
+
+def describe_alerts(names: Sequence[str], *, limit: int = MAX_NAMES_IN_DETAIL) -> str:
+    """`3 active alerts: A, B, C`, naming at most `limit` alerts and then `+N more`."""
+    shown = ", ".join(names[:limit])
+    more = f", +{len(names) - limit} more" if len(names) > limit else ""
+    noun = "alert" if len(names) == 1 else "alerts"
+    return f"{len(names)} active {noun}: {shown}{more}"
+
+
+def redact_url(url: URL) -> str:
+    """The URL without user info, query and fragment, safe for reasons, logs and reprs."""
+    return str(url.with_user(None).with_query(None).with_fragment(None))
+
+
+class PrometheusAlertBlocker:
+    """Blocks while Prometheus reports active alerts selected by kured's filter rules.
+
+    The caller owns `session`. `url` is the Prometheus base URL (a path prefix is kept); user
+    info in it is used as basic auth and never shown. `ca_file` replaces the trusted CAs for
+    this endpoint only. `timeout` bounds the whole request, connection included.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        url: str,
+        filter_regexp: re.Pattern[str] | None,
+        filter_match_only: bool,
+        firing_only: bool,
+        bearer_token: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        ca_file: Path | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        parsed = URL(url)
+        safe_url = redact_url(parsed)
+        if parsed.scheme not in {"http", "https"} or not parsed.host:
+            raise ValueError(f"prometheus url must be http(s)://host[:port][/path], got {safe_url!r}")
+        if parsed.query_string or parsed.fragment:
+            raise ValueError(f"prometheus url must not carry a query or fragment: {safe_url!r}")
+        if parsed.user is not None:
+            if basic_auth is not None or bearer_token is not None:
+                raise ValueError(f"prometheus url {safe_url!r} has user info and other credentials are set")
+            basic_auth = (parsed.user, parsed.password or "")
+        if bearer_token is not None and basic_auth is not None:
+            raise ValueError("set either a bearer token or basic auth for prometheus, not both")
+        credentials = [bearer_token or "", *(basic_auth or ())]
+        if any("\r" in value or "\n" in value for value in credentials):
+            raise ValueError("prometheus credentials contain a line break (a token file's trailing newline?)")
+        if timeout <= 0:
+            raise ValueError(f"prometheus timeout must be positive, got {timeout}")
+
+        base = parsed.with_user(None)
+        self.name = "prometheus"
+        self._session = session
+        self._base_url = safe_url
+        self._endpoint = base.with_path(base.path.rstrip("/") + ALERTS_PATH)
+        self._filter_regexp = filter_regexp
+        self._filter_match_only = filter_match_only
+        self._firing_only = firing_only
+        self._timeout = timeout
+        self._ca_file = ca_file
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+        )
+        self._headers: dict[str, str] = {"Accept": "application/json"}
+        self._secrets: tuple[str, ...] = ()
+        self._auth_kind: str | None = None
+        if bearer_token is not None:
+            self._headers["Authorization"] = f"Bearer {bearer_token}"
+            self._secrets = (bearer_token,)
+            self._auth_kind = "bearer"
+        elif basic_auth is not None:
+            header = aiohttp.encode_basic_auth(basic_auth[0], basic_auth[1])
+            self._headers["Authorization"] = header
+            self._secrets = (basic_auth[1], header.removeprefix("Basic "))
+            self._auth_kind = "basic"
+        self._log = structlog.get_logger().bind(blocker=self.name, url=self._base_url)
+
+    def __repr__(self) -> str:
+        pattern = self._filter_regexp.pattern if self._filter_regexp is not None else None
+        return (
+            f"PrometheusAlertBlocker(url={self._base_url!r}, filter_regexp={pattern!r}, "
+            f"filter_match_only={self._filter_match_only}, firing_only={self._firing_only}, "
+            f"auth={self._auth_kind!r}, ca_file={self._ca_file!r}, timeout={self._timeout})"
+        )
+
+    async def check(self) -> BlockReason | None:
+        """Ask Prometheus once: the blocking alerts, `prometheus_unreachable`, or `None`.
+
+        Network, TLS, HTTP and protocol failures become `prometheus_unreachable`; anything else
+        that escapes is a bug, and the caller treats a blocker that raises as blocking.
+        """
+        try:
+            alerts = await self._fetch_alerts()
+        except (aiohttp.ClientError, TimeoutError, OSError, PrometheusAnswerError) as exc:
+            error = self._scrub(self._describe_error(exc))
+            self._log.warning("rebootd.blockers.prometheus_unreachable", error=error)
+            return BlockReason(kind="prometheus_unreachable", detail=f"prometheus {self._base_url}: {error}")
+        names = blocking_alert_names(
+            alerts,
+            filter_regexp=self._filter_regexp,
+            filter_match_only=self._filter_match_only,
+            firing_only=self._firing_only,
+        )
+        if not names:
+            self._log.debug("rebootd.blockers.prometheus_clear", active=len(alerts))
+            return None
+        detail = self._scrub(describe_alerts(names))
+        self._log.info(
+            "rebootd.blockers.prometheus_blocked", count=len(names), alerts=names[:MAX_NAMES_IN_DETAIL]
+        )
+        return BlockReason(kind="prometheus_alerts", detail=detail)
+
+    async def _fetch_alerts(self) -> list[ActiveAlert]:
+        async with self._session.get(
+            self._endpoint,
+            headers=self._headers,
+            ssl=self._ssl,
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            allow_redirects=False,
+        ) as response:
+            body = await response.read()
+            if not 200 <= response.status < 300:
+                raise PrometheusAnswerError(self._http_error(response.status, response.reason, body))
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise PrometheusAnswerError(f"answer is not JSON ({type(exc).__name__})") from exc
+        return parse_alerts(payload)
+
+    @staticmethod
+    def _http_error(status: int, reason: str | None, body: bytes) -> str:
+        """`HTTP 503 Service Unavailable`, plus Prometheus' own error text when it sent one."""
+        message = f"HTTP {status} {reason or ''}".strip()
+        if 300 <= status < 400:
+            return f"{message} (redirects are not followed: configure the final URL)"
+        try:
+            parse_alerts(json.loads(body))
+        except PrometheusAnswerError as exc:
+            return f"{message}: {exc}"
+        except ValueError:
+            pass
+        return message
+
+    def _describe_error(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError) and not str(exc):
+            return f"no answer within {self._timeout:g}s"
+        if isinstance(exc, PrometheusAnswerError):
+            return str(exc)
+        return f"{type(exc).__name__}: {exc}"
+
+    def _scrub(self, text: str) -> str:
+        """Defence in depth: no credential survives into a reason or a log line."""
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
