@@ -17,7 +17,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
 # Debian packages whose real binaries the integration tests run against.
-DEBIAN_TOOLS = {"prometheus": "prometheus"}
+DEBIAN_TOOLS = {"prometheus": "prometheus", "openssl": "openssl"}
 
 
 def _ensure_debian_tools(session: nox.Session) -> None:
@@ -30,7 +30,9 @@ def _ensure_debian_tools(session: nox.Session) -> None:
         return
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     session.run("apt-get", "update", "-qq", external=True, env=env)
-    session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, external=True, env=env)
+    session.run(
+        "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, external=True, env=env
+    )
 
 
 @nox.session(python=PYTHON)

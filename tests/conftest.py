@@ -6,10 +6,8 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures.prometheus"]
 
-settings.register_profile(
-    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")

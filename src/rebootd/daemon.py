@@ -1,0 +1,203 @@
+"""Wires the daemon together and supervises its tasks.
+
+Rule: every long-running piece is a named task under the `Supervisor`. SIGTERM/SIGINT set the
+stop event and the daemon stops cleanly within `STOP_TIMEOUT` seconds, exit 0. A task that
+crashes (or returns when it should run forever) is logged, `/healthz` turns 503 naming it, the
+other tasks are cancelled and the process exits 1 so the kubelet restarts it: never half-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from rebootd.clock import Clock, SystemClock
+from rebootd.logs import get_logger
+from rebootd.metrics import Metrics
+from rebootd.sentinel import Checker, SentinelError, make_checker
+from rebootd.server import HealthReport, MetricsServer, Probes, build_app
+from rebootd.settings import Settings
+
+STOP_TIMEOUT = 5.0
+
+
+class Supervisor:
+    """Named tasks that must all stay alive; the first failure stops everything."""
+
+    def __init__(self, *, linger: float = 1.0) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._failed: dict[str, str] = {}
+        self._stopping = False
+        self._linger = linger
+        self._log = get_logger()
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks[name] = task
+        return task
+
+    def health(self) -> HealthReport:
+        for name, task in self._tasks.items():
+            if task.done() and not self._stopping and name not in self._failed:
+                self._failed[name] = self._describe(task)
+        ok = not self._failed
+        detail: dict[str, Any] = {"tasks": sorted(self._tasks)}
+        if not ok:
+            detail["failed"] = dict(self._failed)
+        return ok, detail
+
+    @staticmethod
+    def _describe(task: asyncio.Task[Any]) -> str:
+        if task.cancelled():
+            return "cancelled"
+        exc = task.exception()
+        return "returned unexpectedly" if exc is None else f"{type(exc).__name__}: {exc}"
+
+    async def run_until(self, stop: asyncio.Event) -> int:
+        """Wait for `stop` or for any task to end; 0 on a requested stop, 1 on a task failure."""
+        stop_waiter = asyncio.create_task(stop.wait(), name="stop-signal")
+        try:
+            pending = {stop_waiter, *self._tasks.values()}
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_waiter.cancel()
+        crashed = [t for t in done if t is not stop_waiter and (t.cancelled() or t.exception() is not None)]
+        if not crashed and stop.is_set():
+            return 0
+        crashed = crashed or [t for t in done if t is not stop_waiter]
+        for task in crashed:
+            reason = self._describe(task)
+            self._failed[task.get_name()] = reason
+            exc = None if task.cancelled() else task.exception()
+            self._log.error("rebootd.daemon.task_failed", task=task.get_name(), reason=reason, exc_info=exc)
+        # Keep answering 503 briefly so probes and operators see which task failed.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self._linger)
+        return 1
+
+    async def shutdown(self, *, within: float = STOP_TIMEOUT) -> None:
+        self._stopping = True
+        for task in self._tasks.values():
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks.values(), timeout=within)
+
+
+@dataclass
+class SentinelState:
+    """What the sentinel last said; the cycle waits on `changed`."""
+
+    required: bool = False
+    checked: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def publish(self, required: bool) -> None:
+        if required != self.required or not self.checked:
+            self.required = required
+            self.checked = True
+            self.changed.set()
+
+
+async def watch_sentinel(
+    *,
+    checker: Checker,
+    state: SentinelState,
+    metrics: Metrics,
+    node: str,
+    period: float,
+    stop: asyncio.Event,
+) -> None:
+    """Check the sentinel every `period` until `stop`; failures are logged and counted, never fatal."""
+    log = get_logger(node=node)
+    while not stop.is_set():
+        try:
+            required = await checker.reboot_required()
+        except SentinelError as exc:
+            metrics.sentinel_errors.labels(node=node).inc()
+            log.warning("rebootd.sentinel.check_failed", error=str(exc))
+        else:
+            if required != state.required or not state.checked:
+                log.info("rebootd.sentinel.changed", reboot_required=required)
+            state.publish(required)
+            metrics.reboot_required.labels(node=node).set(1 if required else 0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=period)
+
+
+class Daemon:
+    """One node's rebootd: sentinel, metrics/health server, and (once wired) the reboot cycle."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        checker: Checker | None = None,
+        extra_tasks: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] | None = None,
+        linger: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock if clock is not None else SystemClock()
+        self.metrics = metrics if metrics is not None else Metrics.create()
+        self.checker = (
+            checker
+            if checker is not None
+            else make_checker(
+                sentinel_file=settings.reboot_sentinel,
+                sentinel_command=settings.reboot_sentinel_command or None,
+                timeout=settings.reboot_sentinel_command_timeout,
+            )
+        )
+        self.sentinel = SentinelState()
+        self.supervisor = Supervisor(linger=linger)
+        self._extra_tasks = dict(extra_tasks or {})
+        self._ready = False
+        self.server: MetricsServer | None = None
+        self.started = asyncio.Event()
+        self._log = get_logger(node=settings.node_id)
+
+    def _readiness(self) -> HealthReport:
+        ok, detail = self.supervisor.health()
+        ready = ok and self._ready and self.sentinel.checked
+        return ready, {**detail, "sentinel_checked": self.sentinel.checked}
+
+    async def run(self, *, stop: asyncio.Event) -> int:
+        """Run until `stop` is set (exit code 0) or a supervised task fails (exit code 1)."""
+        s = self.settings
+        app = build_app(
+            registry=self.metrics.registry,
+            probes=Probes(health=self.supervisor.health, ready=self._readiness),
+        )
+        self.server = MetricsServer(app=app, host=s.metrics_host, port=s.metrics_port)
+        await self.server.start()
+        self._log.info("rebootd.daemon.started", metrics_port=self.server.port, period=s.period)
+        try:
+            self.supervisor.spawn(
+                "sentinel",
+                watch_sentinel(
+                    checker=self.checker,
+                    state=self.sentinel,
+                    metrics=self.metrics,
+                    node=s.node_id,
+                    period=s.period,
+                    stop=stop,
+                ),
+            )
+            for name, factory in self._extra_tasks.items():
+                self.supervisor.spawn(name, factory(stop))
+            self._ready = True
+            self.started.set()
+            code = await self.supervisor.run_until(stop)
+        finally:
+            await asyncio.shield(self._shutdown())
+        self._log.info("rebootd.daemon.stopped", exit_code=code)
+        return code
+
+    async def _shutdown(self) -> None:
+        await self.supervisor.shutdown(within=STOP_TIMEOUT - 1)
+        if self.server is not None:
+            await self.server.stop()

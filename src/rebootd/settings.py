@@ -1,0 +1,569 @@
+"""Every rebootd option: one pydantic-settings model, read from `REBOOTD_*` env vars and CLI flags.
+
+Rule: configuration is validated completely before anything runs. A bad value or a contradiction
+is reported as one `Problem` per option (env var, flag, the value given, what is expected) and the
+process exits 2; nothing is silently replaced by a default. Secrets (notify URLs, Prometheus
+credentials) are `SecretStr` and never printed. Flags win over env vars. A leaf module: it
+imports only other leaves (`durations`, `schedule`, `selectors`).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import time, tzinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+
+from rebootd.durations import format_duration, parse_duration
+from rebootd.schedule import Window, format_days, parse_days, parse_time_of_day, parse_time_zone
+from rebootd.selectors import SelectorError, parse_label_selector
+
+ENV_PREFIX = "REBOOTD_"
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_URL_START = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+# --- value parsers: each raises ValueError whose text says what is expected -------------------
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 1h30m, 500ms, or a number of seconds")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("expected a non-negative duration")
+        return float(value)
+    return value
+
+
+def _days(value: Any) -> Any:
+    return parse_days(value) if isinstance(value, str) else value
+
+
+def _time_of_day(value: Any) -> Any:
+    return parse_time_of_day(value) if isinstance(value, str) else value
+
+
+def _time_zone(value: str) -> str:
+    parse_time_zone(value)
+    return value
+
+
+def _regexp(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"expected a valid regular expression ({exc})") from None
+    return value
+
+
+def _selector(value: str) -> str:
+    try:
+        parse_label_selector(value)
+    except SelectorError as exc:
+        raise ValueError(f"expected a label selector such as app=db,tier!=cache ({exc})") from None
+    return value
+
+
+def _selectors(value: Any) -> Any:
+    """Repeatable selectors; in one env var they are separated by `;` (a comma means AND)."""
+    if isinstance(value, str):
+        value = [part for part in value.split(";") if part.strip()]
+    if isinstance(value, list | tuple):
+        return tuple(_selector(str(item).strip()) for item in value)
+    return value
+
+
+def _labels(value: Any) -> Any:
+    """`key=value` pairs, comma-separated; each must be a valid label."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        pairs = []
+        for item in value:
+            key, sep, val = str(item).strip().partition("=")
+            if not sep or not key:
+                raise ValueError(f"expected key=value label pairs, comma-separated (got {item!r})")
+            try:
+                parse_label_selector(f"{key}={val}")
+            except SelectorError as exc:
+                raise ValueError(f"expected valid key=value labels ({exc})") from None
+            pairs.append(f"{key}={val}")
+        return tuple(pairs)
+    return value
+
+
+def _command(value: Any) -> Any:
+    """A command line, split like a POSIX shell would (no shell is ever run)."""
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise ValueError(f"expected a command line ({exc})") from None
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _notify_urls(value: Any) -> Any:
+    """Apprise URLs separated by whitespace, or by commas that start a new `scheme://`."""
+    if isinstance(value, str):
+        value = [u for chunk in _URL_START.split(value) for u in chunk.split() if u]
+    if isinstance(value, list | tuple):
+        urls = []
+        for item in value:
+            raw = item.get_secret_value() if isinstance(item, SecretStr) else str(item)
+            parts = urlsplit(raw)
+            if (
+                not parts.scheme
+                or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", parts.scheme)
+                or "://" not in raw
+            ):
+                raise ValueError("expected notification URLs such as slack://T/B/C or json://host/path")
+            urls.append(SecretStr(raw))
+        return tuple(urls)
+    return value
+
+
+def _http_url(value: str) -> str:
+    if value == "":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as http://prometheus.monitoring:9090")
+    return value
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
+        raise ValueError("expected a DNS-1123 label (lowercase letters, digits, '-', at most 63)")
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
+        raise ValueError("expected a DNS-1123 subdomain (lowercase letters, digits, '-', '.')")
+    return value
+
+
+def _label_key(value: str) -> str:
+    if value == "":
+        return value
+    try:
+        parse_label_selector(value)
+    except SelectorError as exc:
+        raise ValueError(f"expected a label/taint key such as rebootd.io/reboot ({exc})") from None
+    if any(ch in value for ch in "=!, "):
+        raise ValueError("expected a single label/taint key such as rebootd.io/reboot")
+    return value
+
+
+def _signal_number(value: int) -> int:
+    if not 1 <= value <= signal.SIGRTMAX:
+        raise ValueError(f"expected a signal number from 1 to {int(signal.SIGRTMAX)} (SIGRTMIN+5 is 39)")
+    return value
+
+
+def _template(value: str) -> str:
+    try:
+        value.replace("%s", "{node}").format(node="n", reason="r")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"expected a template with {{node}} / {{reason}} or kured's %s ({exc!s})") from None
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)]
+Days = Annotated[
+    frozenset[int], NoDecode, BeforeValidator(_days), PlainSerializer(format_days, return_type=str)
+]
+TimeOfDay = Annotated[time, BeforeValidator(_time_of_day), PlainSerializer(time.isoformat, return_type=str)]
+Selectors = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_selectors)]
+Labels = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_labels)]
+Command = Annotated[
+    tuple[str, ...], NoDecode, BeforeValidator(_command), PlainSerializer(shlex.join, return_type=str)
+]
+NotifyUrls = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_notify_urls)]
+Regexp = Annotated[
+    re.Pattern[str] | None,
+    BeforeValidator(_regexp),
+    PlainSerializer(lambda p: "" if p is None else p.pattern, return_type=str),
+]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class Settings(BaseSettings):
+    """All options. Field descriptions are the reference documentation (docs/configuration.md)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True, hide_input_in_errors=False
+    )
+
+    # --- identity and sentinel -----------------------------------------------------------------
+    node_id: str = Field(
+        "", description="Name of the Node this daemon runs on (from the downward API). Required by `run`."
+    )
+    reboot_sentinel: Path = Field(
+        Path("/var/run/reboot-required"), description="File whose existence means a reboot is required."
+    )
+    reboot_sentinel_command: Command = Field(
+        (),
+        description="Command whose exit status 0 means a reboot is required; replaces the sentinel file.",
+    )
+    reboot_sentinel_command_timeout: Duration = Field(
+        30.0, description="Time limit for one run of the sentinel command."
+    )
+    period: Duration = Field(60.0, description="How often the sentinel is checked.")
+
+    # --- maintenance window --------------------------------------------------------------------
+    reboot_days: Days = Field(
+        frozenset(range(7)), description="Days reboots may start: names (mo,tu,...) or ranges (mo-fr)."
+    )
+    start_time: TimeOfDay = Field(time(0, 0), description="Window start (HH:MM[:SS], 5pm, 17).")
+    end_time: TimeOfDay = Field(
+        time(23, 59, 59), description="Window end, inclusive to the end of its second; before start = wraps."
+    )
+    time_zone: Annotated[str, AfterValidator(_time_zone)] = Field(
+        "UTC", description="Time zone of the window: UTC, Local or an IANA name."
+    )
+
+    # --- lock ----------------------------------------------------------------------------------
+    lock_namespace: Annotated[str, AfterValidator(_dns_label)] = Field(
+        "kube-system", description="Namespace of the coordination.k8s.io/v1 Lease used as the lock."
+    )
+    lock_name: Annotated[str, AfterValidator(_dns_subdomain)] = Field(
+        "rebootd", description="Name of the Lease used as the lock."
+    )
+    lock_ttl: Duration = Field(
+        300.0, description="A holder whose record has not changed for this long is considered dead."
+    )
+    lock_renew_interval: Duration = Field(
+        30.0, description="How often a holder renews its record; at most a third of the lock TTL."
+    )
+    lock_release_delay: Duration = Field(
+        0.0, description="Keep the slot closed this long after a node finishes (throttles the rollout)."
+    )
+    concurrency: int = Field(1, ge=1, description="How many nodes may be disrupted at once.")
+    zone_concurrency: NonNegativeInt = Field(
+        0, description="How many nodes per zone may be disrupted at once (0 = no per-zone limit)."
+    )
+    zone_label: Annotated[str, AfterValidator(_label_key)] = Field(
+        "topology.kubernetes.io/zone", description="Node label that names a node's zone."
+    )
+    max_unavailable_nodes: NonNegativeInt | None = Field(
+        None,
+        description="Take no slot while this many nodes are already unavailable (NotReady or unschedulable).",
+    )
+    max_unavailable_nodes_per_zone: NonNegativeInt | None = Field(
+        None, description="The same budget within the node's own zone."
+    )
+
+    # --- drain ---------------------------------------------------------------------------------
+    drain_grace_period: int = Field(
+        -1, ge=-1, description="Seconds each pod gets to terminate; -1 uses the pod's own grace period."
+    )
+    drain_timeout: Duration = Field(
+        900.0,
+        description="Give up a drain after this long: uncordon, free the slot, retry later (0 = never).",
+    )
+    skip_wait_for_delete_timeout: NonNegativeInt = Field(
+        0, description="Do not wait for pods terminating for longer than this many seconds (0 = always wait)."
+    )
+    drain_pod_selector: Annotated[str, AfterValidator(_selector)] = Field(
+        "", description="Only evict pods matching this label selector (empty = all)."
+    )
+    drain_delay: Duration = Field(0.0, description="Wait this long after cordoning before draining.")
+    force_reboot: bool = Field(False, description="Reboot even if the drain failed or timed out.")
+
+    # --- reboot --------------------------------------------------------------------------------
+    reboot_method: Literal["command", "signal"] = Field(
+        "command", description="How to reboot: run the reboot command, or send reboot-signal to PID 1."
+    )
+    reboot_command: Command = Field(
+        ("/bin/systemctl", "reboot"), description="Command that reboots the host (method `command`)."
+    )
+    reboot_nsenter: bool = Field(
+        True, description="Run the reboot command in the host's namespaces through nsenter into PID 1."
+    )
+    reboot_signal: Annotated[int, AfterValidator(_signal_number)] = Field(
+        39, description="Signal sent to PID 1 by method `signal` (39 = SIGRTMIN+5: systemd reboot)."
+    )
+    reboot_delay: Duration = Field(0.0, description="Wait this long after the drain before rebooting.")
+    boot_timeout: Duration = Field(
+        900.0,
+        description="A node not back (new bootID and Ready) this long after its reboot halts the rollout.",
+    )
+    recovery_timeout: Duration = Field(
+        900.0,
+        description="Disrupted workloads not healthy this long after the node is back halt the rollout.",
+    )
+    min_reboot_interval: Duration = Field(
+        3600.0,
+        description="A node that asks again sooner than this after its last reboot waits (reboot loop).",
+    )
+
+    # --- blockers ------------------------------------------------------------------------------
+    prometheus_url: Annotated[str, AfterValidator(_http_url)] = Field(
+        "", description="Prometheus to ask for active alerts; any active alert blocks reboots."
+    )
+    prometheus_bearer_token: SecretStr | None = Field(None, description="Bearer token for Prometheus.")
+    prometheus_username: str = Field("", description="Basic-auth user name for Prometheus.")
+    prometheus_password: SecretStr | None = Field(None, description="Basic-auth password for Prometheus.")
+    prometheus_ca_file: Path | None = Field(None, description="CA bundle to verify Prometheus' certificate.")
+    alert_filter_regexp: Regexp = Field(None, description="Alert names matching this are ignored.")
+    alert_filter_match_only: bool = Field(
+        False, description="Invert the filter: only alerts matching alert-filter-regexp block."
+    )
+    alert_firing_only: bool = Field(False, description="Only firing alerts block (pending ones do not).")
+    blocking_pod_selector: Selectors = Field(
+        (),
+        description="Any pod matching one of these selectors blocks reboots (repeat the flag; `;` in env).",
+    )
+
+    # --- node marks ----------------------------------------------------------------------------
+    annotate_nodes: bool = Field(False, description="Record the phase and its times as node annotations.")
+    pre_reboot_node_labels: Labels = Field(
+        (), description="Labels set on the node before its reboot (k=v,...)."
+    )
+    post_reboot_node_labels: Labels = Field(
+        (), description="Labels set on the node after its reboot (k=v,...)."
+    )
+    prefer_no_schedule_taint: Annotated[str, AfterValidator(_label_key)] = Field(
+        "", description="Taint key set (PreferNoSchedule) while a reboot is pending (empty = none)."
+    )
+
+    # --- notifications -------------------------------------------------------------------------
+    notify_url: NotifyUrls = Field((), description="Apprise notification URLs (space-separated).")
+    message_template_drain: Annotated[str, AfterValidator(_template)] = Field(
+        "Draining node {node}", description="Message sent when a node is drained ({node}; kured's %s works)."
+    )
+    message_template_reboot: Annotated[str, AfterValidator(_template)] = Field(
+        "Rebooting node {node}", description="Message sent when a node is rebooted."
+    )
+    message_template_uncordon: Annotated[str, AfterValidator(_template)] = Field(
+        "Node {node} rebooted and uncordoned", description="Message sent when a node is back in service."
+    )
+    message_template_halt: Annotated[str, AfterValidator(_template)] = Field(
+        "Reboot rollout halted at node {node}: {reason}", description="Message sent when the rollout halts."
+    )
+    message_template_block: Annotated[str, AfterValidator(_template)] = Field(
+        "Reboot of node {node} is blocked: {reason}", description="Message sent when a reboot is blocked."
+    )
+
+    # --- process -------------------------------------------------------------------------------
+    kubeconfig: Path | None = Field(
+        None, description="kubeconfig file; unset = in-cluster service account, then $KUBECONFIG."
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics and health server binds.")  # noqa: S104
+    metrics_port: int = Field(8080, ge=1, le=65535, description="Port of the metrics and health server.")
+    log_format: Literal["text", "json"] = Field("text", description="Log format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    @field_validator("log_level", "log_format", "reboot_method", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: Any,
+        env_settings: Any,
+        dotenv_settings: Any,
+        file_secret_settings: Any,
+    ) -> tuple[Any, ...]:
+        # Only explicit values: `load_settings` merges env vars and flags itself so that the
+        # environment is injectable in tests and flags win over env vars.
+        return (init_settings,)
+
+    # --- derived views ---------------------------------------------------------------------------
+    @property
+    def tz(self) -> tzinfo:
+        return parse_time_zone(self.time_zone)
+
+    @property
+    def window(self) -> Window:
+        return Window(days=self.reboot_days, start=self.start_time, end=self.end_time, tz=self.tz)
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective configuration for display: JSON-friendly, secrets as `**********`."""
+        data = self.model_dump(mode="json")
+        for name, value in data.items():
+            if name == "prometheus_url" and value:
+                data[name] = redact_url(value)
+        return data
+
+
+SECRET_FIELDS = frozenset(
+    name for name, info in Settings.model_fields.items() if "SecretStr" in str(info.annotation)
+)
+
+
+def redact_url(url: str) -> str:
+    """Hide the password part of `scheme://user:password@host/...`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+# --- loading and reporting -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad option, reported as `REBOOTD_X (--x): got 'v': expected ...`."""
+
+    field: str
+    given: str
+    expected: str
+
+    def render(self) -> str:
+        return f"{env_name(self.field)} ({flag_name(self.field)}): got {self.given}: {self.expected}"
+
+
+class InvalidConfig(Exception):
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("\n".join(p.render() for p in problems))
+        self.problems = tuple(problems)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' env source reading an injected mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls, case_sensitive=False, env_prefix=ENV_PREFIX)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {key.lower(): value for key, value in self._environ.items()}
+
+
+_TYPE_EXPECTATIONS = {
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "bool_parsing": "expected true or false",
+    "literal_error": None,  # pydantic's own text lists the choices
+    "greater_than_equal": None,
+    "less_than_equal": None,
+    "extra_forbidden": "unknown option",
+}
+
+
+def _given(field: str, raw: Mapping[str, Any]) -> str:
+    if field in SECRET_FIELDS or field == "notify_url":
+        return "'**********'"
+    value = raw.get(field, "")
+    if isinstance(value, list | tuple):
+        value = " ".join(map(str, value))
+    text = str(value)
+    if field == "prometheus_url":
+        text = redact_url(text)
+    return repr(text[:200])
+
+
+def _problems_from(error: ValidationError, raw: Mapping[str, Any]) -> list[Problem]:
+    problems: dict[str, Problem] = {}
+    for err in error.errors(include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        if field in problems:
+            continue
+        expected = _TYPE_EXPECTATIONS.get(err["type"]) or str(err["msg"])
+        expected = expected.removeprefix("Value error, ")
+        if expected.startswith("Input should be"):
+            expected = "expected " + expected.removeprefix("Input should be ").rstrip(".")
+        problems[field] = Problem(field=field, given=_given(field, raw), expected=expected)
+    return list(problems.values())
+
+
+def _contradictions(settings: Settings, raw: Mapping[str, Any]) -> list[Problem]:
+    explicit = settings.model_fields_set
+    found: list[Problem] = []
+
+    def add(field: str, expected: str) -> None:
+        found.append(Problem(field=field, given=_given(field, raw), expected=expected))
+
+    if {"reboot_sentinel", "reboot_sentinel_command"} <= explicit and settings.reboot_sentinel_command:
+        add("reboot_sentinel_command", "give either a sentinel file or a sentinel command, not both")
+    if settings.start_time == settings.end_time:
+        add("end_time", "expected an end time different from start-time (the window would be empty)")
+    if settings.lock_ttl < 3 * settings.lock_renew_interval:
+        minimum = format_duration(3 * settings.lock_renew_interval)
+        add("lock_ttl", f"expected at least 3 x lock-renew-interval ({minimum})")
+    if settings.lock_renew_interval <= 0:
+        add("lock_renew_interval", "expected a positive duration")
+    if settings.period <= 0:
+        add("period", "expected a positive duration")
+    if settings.zone_concurrency > settings.concurrency:
+        add("zone_concurrency", f"expected at most concurrency ({settings.concurrency})")
+    if settings.alert_filter_match_only and settings.alert_filter_regexp is None:
+        add("alert_filter_match_only", "expected alert-filter-regexp to be set as well")
+    if settings.reboot_method == "command" and not settings.reboot_command:
+        add("reboot_command", "expected a command for reboot-method=command")
+    if bool(settings.prometheus_username) != (settings.prometheus_password is not None):
+        add("prometheus_username", "expected prometheus-username and prometheus-password together")
+    if settings.prometheus_bearer_token is not None and settings.prometheus_password is not None:
+        add("prometheus_bearer_token", "give either a bearer token or basic auth for Prometheus, not both")
+    return found
+
+
+def load_settings(
+    *, environ: Mapping[str, str], flags: Mapping[str, Any] | None = None, require_node: bool = False
+) -> Settings:
+    """Settings from env vars (`REBOOTD_*` in `environ`) overridden by `flags`; raises InvalidConfig."""
+    env_values = _MappingEnvSource(Settings, environ=environ)()
+    raw: dict[str, Any] = {**env_values, **{k: v for k, v in (flags or {}).items() if v is not None}}
+    try:
+        settings = Settings(**raw)
+    except ValidationError as exc:
+        raise InvalidConfig(_problems_from(exc, raw)) from None
+    problems = _contradictions(settings, raw)
+    if require_node and not settings.node_id.strip():
+        problems.insert(0, Problem(field="node_id", given="''", expected="required: the name of this Node"))
+    if problems:
+        raise InvalidConfig(problems)
+    return settings
+
+
+def field_help() -> list[tuple[str, str, str, str]]:
+    """(env var, flag, default, description) for every option, in declaration order."""
+    defaults = Settings.model_construct().model_dump(mode="json")
+    rows = []
+    for name, info in Settings.model_fields.items():
+        default = defaults.get(name)
+        shown = "(unset)" if default in (None, "", []) else str(default)
+        if isinstance(default, list):
+            shown = ",".join(map(str, default)) or "(unset)"
+        rows.append((env_name(name), flag_name(name), shown, info.description or ""))
+    return rows
