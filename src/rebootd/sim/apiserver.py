@@ -1,0 +1,659 @@
+"""The emulator's HTTP face: aiohttp routes speaking the Kubernetes REST protocol.
+
+Rule: this module only translates HTTP to `Registry` calls and back. It parses the path the way
+kube-apiserver's RequestInfoFactory does (so RBAC attributes match), authenticates bearer tokens,
+applies injected faults and partitions, answers every error as a `Status` body, negotiates Table
+output for kubectl, pages lists and streams watches (one JSON object per line, flushed at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+import yaml
+from aiohttp import web
+
+from rebootd.clock import Clock
+from rebootd.sim import errors
+from rebootd.sim.errors import ApiError, JsonObj
+from rebootd.sim.faults import FaultInjector
+from rebootd.sim.fieldselectors import parse_fields, parse_labels
+from rebootd.sim.listing import Pager
+from rebootd.sim.objects import strip_type
+from rebootd.sim.rbac import deny_message
+from rebootd.sim.registry import DeleteOptions, Registry, Selection
+from rebootd.sim.resources import (
+    GROUP_VERSIONS,
+    VERSION_INFO,
+    ResourceInfo,
+    api_group,
+    api_group_list,
+    api_resource_list,
+    api_versions,
+    resource_for,
+)
+from rebootd.sim.store import DELETED, Store, TooOldResourceVersion
+from rebootd.sim.tables import to_table, wants_table
+from rebootd.sim.timing import EmulatorTiming
+
+log = structlog.get_logger("rebootd.sim")
+
+NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
+
+
+class Authorizer(Protocol):
+    """What the emulator needs of `rebootd.sim.rbac.Authorizer`."""
+
+    def authorize(
+        self,
+        *,
+        user: str,
+        groups: Sequence[str],
+        verb: str,
+        api_group: str,
+        resource: str,
+        subresource: str,
+        namespace: str,
+        name: str,
+    ) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """kube-apiserver's request attributes."""
+
+    is_resource: bool
+    path: str
+    verb: str
+    api_prefix: str = ""
+    group: str = ""
+    version: str = ""
+    namespace: str = ""
+    resource: str = ""
+    subresource: str = ""
+    name: str = ""  # the RBAC attribute: from the path, or a list/watch's metadata.name selector
+    path_name: str = ""  # the object named by the URL itself
+
+
+def truthy(value: str | None) -> bool:
+    """Query booleans: present and anything but `0`/`false` is true."""
+    return value is not None and value.lower() not in ("0", "false")
+
+
+def request_info(method: str, path: str, query: Mapping[str, str]) -> RequestInfo:
+    parts = [p for p in path.strip("/").split("/") if p]
+    plain_verb = method.lower()
+    if len(parts) < 2 or parts[0] not in ("api", "apis"):
+        return RequestInfo(is_resource=False, path=path, verb=plain_verb)
+    prefix = parts[0]
+    if prefix == "api":
+        group, version, rest = "", parts[1], parts[2:]
+    else:
+        if len(parts) < 3:
+            return RequestInfo(is_resource=False, path=path, verb=plain_verb)
+        group, version, rest = parts[1], parts[2], parts[3:]
+    if not rest:
+        return RequestInfo(is_resource=False, path=path, verb=plain_verb)
+    verb = {"post": "create", "put": "update", "patch": "patch", "delete": "delete"}.get(plain_verb, "get")
+    watch_path = False
+    if rest[0] == "watch":
+        watch_path = True
+        rest = rest[1:]
+    namespace = ""
+    if rest and rest[0] == "namespaces" and len(rest) > 1:
+        namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+    resource = rest[0] if rest else ""
+    name = rest[1] if len(rest) > 1 else ""
+    subresource = rest[2] if len(rest) > 2 else ""
+    if resource == "namespaces" and namespace and name == namespace:
+        namespace = ""
+    path_name = name
+    if not name:
+        if verb == "get":
+            verb = "watch" if watch_path or truthy(query.get("watch")) else "list"
+        elif verb == "delete":
+            verb = "deletecollection"
+    elif watch_path and verb == "get":
+        verb = "watch"
+    if verb in ("list", "watch", "deletecollection") and not name:
+        selector = query.get("fieldSelector") or ""
+        for term in selector.split(","):
+            if term.startswith("metadata.name="):
+                name = term.split("=", 1)[1]
+            elif term.startswith("metadata.name=="):
+                name = term.split("==", 1)[1]
+    return RequestInfo(
+        is_resource=True,
+        path=path,
+        verb=verb,
+        api_prefix=prefix,
+        group=group,
+        version=version,
+        namespace=namespace,
+        resource=resource,
+        subresource=subresource,
+        name=name,
+        path_name=path_name,
+    )
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def json_response(obj: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(body=dumps(obj), status=status, content_type="application/json", headers=headers)
+
+
+def error_response(error: ApiError) -> web.Response:
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    return json_response(error.status(), status=error.code, headers=headers)
+
+
+class ApiServer:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: Store,
+        pager: Pager,
+        clock: Clock,
+        timing: EmulatorTiming,
+        faults: FaultInjector | None,
+        authorizer: Authorizer | None,
+        tokens: Mapping[str, tuple[str, Sequence[str]]] | None,
+        request_counts: Counter[tuple[str, str]],
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.pager = pager
+        self.clock = clock
+        self.timing = timing
+        self.faults = faults
+        self.authorizer = authorizer
+        self.tokens = dict(tokens or {})
+        self.request_counts = request_counts
+        self.server_address = "127.0.0.1:0"
+        self._closing = asyncio.Event()
+        self._watch_tasks: set[asyncio.Task[Any]] = set()
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    def shutting_down(self) -> None:
+        self._closing.set()
+
+    # -- entry -----------------------------------------------------------------------------------
+
+    def _identity(self, request: web.Request) -> tuple[str, Sequence[str], str]:
+        header = request.headers.get("Authorization", "")
+        if header.lower().startswith("bearer "):
+            token = header[7:].strip()
+            identity = self.tokens.get(token)
+            if identity is None:
+                raise errors.unauthorized()
+            user, groups = identity
+            return user, [*groups, "system:authenticated"], user
+        return "system:anonymous", ["system:unauthenticated"], "anonymous"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        info = request_info(request.method, request.path, query)
+        try:
+            user, groups, client = self._identity(request)
+        except ApiError as exc:
+            return error_response(exc)
+        self.request_counts[(client, info.verb)] += 1
+        if self.faults is not None and self.faults.is_partitioned(client=client):
+            return await self._drop(request, client)
+        try:
+            if self.faults is not None and info.is_resource:
+                fault = self.faults.decide(client=client, verb=info.verb, write=info.verb in WRITE_VERBS)
+                if fault is not None:
+                    if fault.kind == "latency":
+                        await asyncio.sleep(fault.delay)
+                    else:
+                        raise self._fault_error(fault.kind, fault.retry_after, info)
+            if not info.is_resource:
+                return self._non_resource(request)
+            if self.authorizer is not None and not self.authorizer.authorize(
+                user=user,
+                groups=groups,
+                verb=info.verb,
+                api_group=info.group,
+                resource=info.resource,
+                subresource=info.subresource,
+                namespace=info.namespace,
+                name=info.name,
+            ):
+                raise self._forbidden(info, user)
+            return await self._resource(request, info, client)
+        except ApiError as exc:
+            return error_response(exc)
+
+    async def _drop(self, request: web.Request, client: str) -> web.StreamResponse:
+        """A partitioned client: the request hangs, then the connection is cut without an answer."""
+        deadline = asyncio.get_running_loop().time() + self.timing.partition_hang
+        while asyncio.get_running_loop().time() < deadline and not self._closing.is_set():
+            await asyncio.sleep(min(0.05, self.timing.partition_hang))
+        log.debug("rebootd.sim.partition_drop", client=client, path=request.path)
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError
+
+    def _fault_error(self, kind: str, retry_after: int | None, info: RequestInfo) -> ApiError:
+        if kind == "error500":
+            return errors.internal("injected fault: etcdserver: request timed out")
+        if kind == "error503":
+            return errors.service_unavailable()
+        if kind == "throttle429":
+            return ApiError(
+                code=429,
+                reason="TooManyRequests",
+                message="Too many requests, please try again later.",
+                retry_after=retry_after or 1,
+            )
+        target = resource_for(group=info.group, version=info.version, plural=info.resource)
+        return errors.conflict(resource=info.resource, group=info.group if target else "", name=info.name)
+
+    def _forbidden(self, info: RequestInfo, user: str) -> ApiError:
+        message = deny_message(
+            user=user,
+            verb=info.verb,
+            api_group=info.group,
+            resource=info.resource,
+            subresource=info.subresource,
+            namespace=info.namespace,
+            name=info.name,
+        )
+        details: JsonObj = {}
+        if info.name:
+            details["name"] = info.name
+        if info.group:
+            details["group"] = info.group
+        details["kind"] = info.resource
+        return ApiError(code=403, reason="Forbidden", message=message, details=details)
+
+    # -- discovery -------------------------------------------------------------------------------
+
+    def _non_resource(self, request: web.Request) -> web.Response:
+        path = request.path.rstrip("/") or "/"
+        parts = [p for p in path.strip("/").split("/") if p]
+        if path == "/version":
+            return json_response(VERSION_INFO)
+        if path in ("/healthz", "/livez", "/readyz"):
+            return web.Response(text="ok", content_type="text/plain")
+        if path == "/api":
+            return json_response(api_versions(server_address=self.server_address))
+        if path == "/apis":
+            return json_response(api_group_list())
+        if len(parts) == 2 and parts[0] == "api":
+            listing = api_resource_list(parts[1])
+            if listing is not None:
+                return json_response(listing)
+        if len(parts) == 2 and parts[0] == "apis" and parts[1] in GROUP_VERSIONS:
+            return json_response(api_group(parts[1]))
+        if len(parts) == 3 and parts[0] == "apis":
+            listing = api_resource_list(f"{parts[1]}/{parts[2]}")
+            if listing is not None:
+                return json_response(listing)
+        return error_response(errors.path_not_found())
+
+    # -- resources -------------------------------------------------------------------------------
+
+    async def _resource(self, request: web.Request, req: RequestInfo, client: str) -> web.StreamResponse:
+        info = resource_for(group=req.group, version=req.version, plural=req.resource)
+        if info is None:
+            raise errors.path_not_found()
+        if req.namespace and not info.namespaced and info.plural != "namespaces":
+            raise errors.path_not_found()
+        allowed_sub = {"", "status"} if info.status_subresource else {""}
+        if info.plural == "pods" and not info.group:
+            allowed_sub.add("eviction")
+        if req.subresource not in allowed_sub:
+            raise errors.path_not_found()
+        query = request.query
+        dry_run = bool(query.get("dryRun"))
+        method = request.method
+        namespace = req.namespace if info.namespaced else ""
+        if method == "GET":
+            if not req.path_name:
+                if req.verb == "watch":
+                    return await self._watch(request, info, namespace, client)
+                return self._list(request, info, namespace)
+            if req.verb == "watch":
+                return await self._watch(request, info, namespace, client, name=req.path_name)
+            obj = self.registry.get(info, namespace, req.name)
+            return self._object_response(request, info, self.registry.view(info, obj))
+        if method == "POST":
+            if req.subresource == "eviction":
+                body = await self._body(request, info)
+                status = self.registry.evict(namespace, req.name, body, client=client)
+                return json_response(status, status=int(status.get("code", 201)))
+            if req.name:
+                raise errors.method_not_supported(resource=info.plural, group=info.group, verb="POST")
+            body = await self._body(request, info)
+            created = self.registry.create(info, namespace, body, client=client, dry_run=dry_run)
+            return self._object_response(request, info, self.registry.view(info, created), status=201)
+        if method == "PUT":
+            if not req.name:
+                raise errors.method_not_supported(resource=info.plural, group=info.group, verb="PUT")
+            body = await self._body(request, info)
+            obj, was_created = self.registry.update(
+                info, namespace, req.name, body, client=client, subresource=req.subresource, dry_run=dry_run
+            )
+            return self._object_response(
+                request, info, self.registry.view(info, obj), status=201 if was_created else 200
+            )
+        if method == "PATCH":
+            if not req.name:
+                raise errors.method_not_supported(resource=info.plural, group=info.group, verb="PATCH")
+            raw = await request.read()
+            obj, was_created = self.registry.patch(
+                info,
+                namespace,
+                req.name,
+                content_type=request.headers.get("Content-Type", ""),
+                raw=raw,
+                client=client,
+                subresource=req.subresource,
+                field_manager=query.get("fieldManager"),
+                dry_run=dry_run,
+            )
+            return self._object_response(
+                request, info, self.registry.view(info, obj), status=201 if was_created else 200
+            )
+        if method == "DELETE":
+            raw = await request.read()
+            options_body: Any = None
+            if raw.strip():
+                try:
+                    options_body = json.loads(raw)
+                except ValueError as exc:
+                    raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
+            options = DeleteOptions.from_body(options_body if isinstance(options_body, dict) else None, query=query)
+            if not req.name:
+                return self._delete_collection(request, info, namespace, options, client)
+            result = self.registry.delete(info, namespace, req.name, options, client=client)
+            return json_response(result)
+        raise errors.method_not_supported(resource=info.plural, group=info.group, verb=method)
+
+    def _delete_collection(
+        self, request: web.Request, info: ResourceInfo, namespace: str, options: DeleteOptions, client: str
+    ) -> web.Response:
+        selection = self._selection(request, info, namespace)
+        deleted = []
+        for obj in self.registry.select(info, selection):
+            with contextlib.suppress(ApiError):
+                self.registry.delete(
+                    info,
+                    obj["metadata"].get("namespace", ""),
+                    obj["metadata"]["name"],
+                    options,
+                    client=client,
+                )
+                deleted.append(strip_type(self.registry.view(info, obj)))
+        return json_response(
+            {
+                "kind": f"{info.kind}List",
+                "apiVersion": info.api_version,
+                "metadata": {"resourceVersion": str(self.store.resource_version)},
+                "items": deleted,
+            }
+        )
+
+    async def _body(self, request: web.Request, info: ResourceInfo) -> Any:
+        media = request.headers.get("Content-Type", "application/json").split(";", 1)[0].strip().lower()
+        raw = await request.read()
+        if media in ("", "application/json", "*/*"):
+            try:
+                return json.loads(raw)
+            except ValueError as exc:
+                raise errors.bad_request(
+                    f'{info.kind} in version "{info.version}" cannot be handled as a {info.kind}: '
+                    f"couldn't get version/kind; json parse error: {exc}"
+                ) from exc
+        if media in ("application/yaml", "application/x-yaml"):
+            try:
+                return yaml.safe_load(raw.decode("utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise errors.bad_request(f"error converting YAML to JSON: {exc}") from exc
+        raise ApiError(
+            code=415,
+            reason="UnsupportedMediaType",
+            message=(
+                "the body of the request was in an unknown format - accepted media types include: "
+                + ", ".join(BODY_TYPES[:2])
+            ),
+        )
+
+    def _object_response(
+        self, request: web.Request, info: ResourceInfo, obj: JsonObj, *, status: int = 200
+    ) -> web.Response:
+        if wants_table(request.headers.get("Accept", "")) and request.method == "GET":
+            table = to_table(
+                info.storage,
+                [obj],
+                now=self.clock.now(),
+                resource_version=obj["metadata"].get("resourceVersion", ""),
+                include_object=request.query.get("includeObject", "Metadata"),
+            )
+            return json_response(table, status=status)
+        return json_response(obj, status=status)
+
+    # -- list ------------------------------------------------------------------------------------
+
+    def _selection(self, request: web.Request, info: ResourceInfo, namespace: str) -> Selection:
+        query = request.query
+        labels = parse_labels(query["labelSelector"]) if query.get("labelSelector") else None
+        fields = (
+            parse_fields(query["fieldSelector"], supported=info.field_labels)
+            if query.get("fieldSelector")
+            else None
+        )
+        return Selection(
+            namespace=namespace if info.namespaced and namespace else None, labels=labels, fields=fields
+        )
+
+    def _list(self, request: web.Request, info: ResourceInfo, namespace: str) -> web.Response:
+        query = request.query
+        selection = self._selection(request, info, namespace)
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError as exc:
+            raise errors.bad_request(f"invalid limit: {query.get('limit')}") from exc
+        if query.get("resourceVersion") == "0" and not query.get("continue"):
+            limit = 0  # served from the watch cache: no paging before 1.33
+        token = query.get("continue") or ""
+        if token:
+            page = self.pager.next(
+                token,
+                limit=limit,
+                current=lambda: (self.registry.select(info, selection), self.store.resource_version),
+            )
+        else:
+            page = self.pager.first(
+                self.registry.select(info, selection),
+                resource_version=self.store.resource_version,
+                limit=limit,
+            )
+        items = [self.registry.view(info, obj) for obj in page.items]
+        if wants_table(request.headers.get("Accept", "")):
+            table = to_table(
+                info.storage,
+                items,
+                now=self.clock.now(),
+                resource_version=str(page.resource_version),
+                continue_token=page.continue_token,
+                include_object=query.get("includeObject", "Metadata"),
+                remaining=page.remaining,
+            )
+            return json_response(table)
+        metadata: JsonObj = {"resourceVersion": str(page.resource_version)}
+        if page.continue_token:
+            metadata["continue"] = page.continue_token
+        if page.remaining is not None:
+            metadata["remainingItemCount"] = page.remaining
+        body = {
+            "kind": f"{info.kind}List",
+            "apiVersion": info.api_version,
+            "metadata": metadata,
+            "items": [strip_type(obj) for obj in items],
+        }
+        return json_response(body)
+
+    # -- watch -----------------------------------------------------------------------------------
+
+    async def _watch(
+        self, request: web.Request, info: ResourceInfo, namespace: str, client: str, *, name: str = ""
+    ) -> web.StreamResponse:
+        query = request.query
+        selection = self._selection(request, info, namespace)
+        if name:
+            from rebootd.selectors import FieldSelector, FieldTerm
+
+            terms = (
+                *(selection.fields.terms if selection.fields else ()),
+                FieldTerm("metadata.name", "=", name),
+            )
+            selection = Selection(
+                namespace=selection.namespace, labels=selection.labels, fields=FieldSelector(terms)
+            )
+        rv_text = query.get("resourceVersion") or ""
+        since: int | None = None
+        if rv_text and rv_text != "0":
+            try:
+                since = int(rv_text)
+            except ValueError as exc:
+                raise errors.bad_request(f"invalid resource version: {rv_text}") from exc
+        send_initial = truthy(query.get("sendInitialEvents")) if "sendInitialEvents" in query else False
+        if send_initial:
+            since = None
+        bookmarks = truthy(query.get("allowWatchBookmarks")) if "allowWatchBookmarks" in query else False
+        timeout = self.timing.watch_timeout
+        if query.get("timeoutSeconds"):
+            try:
+                timeout = float(int(query["timeoutSeconds"]))
+            except ValueError as exc:
+                raise errors.bad_request(f"invalid timeoutSeconds: {query['timeoutSeconds']}") from exc
+        table = wants_table(request.headers.get("Accept", ""))
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        expire = since is not None and self.faults is not None and self.faults.expire_on_resume(client=client)
+        try:
+            if expire:
+                raise TooOldResourceVersion(requested=since or 0, oldest=self.store.resource_version)
+            watcher, backlog = self.store.watch(
+                info.storage,
+                namespace=selection.namespace,
+                predicate=selection.predicate(info.storage),
+                since=since,
+            )
+        except TooOldResourceVersion as exc:
+            await response.write(self._error_line(exc))
+            await response.write_eof()
+            return response
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + timeout if timeout > 0 else start + self.timing.watch_timeout
+        drop_after = self.faults.watch_drop_after(client=client) if self.faults is not None else None
+        drop_at = start + drop_after if drop_after is not None else None
+        next_bookmark = start + self.timing.bookmark_interval
+        headers = True
+        last_rv = since if since is not None else self.store.resource_version
+
+        def line(kind: str, obj: JsonObj) -> bytes:
+            nonlocal headers, last_rv
+            view = self.registry.view(info, obj)
+            with contextlib.suppress(ValueError, KeyError):
+                last_rv = max(last_rv, int(obj["metadata"]["resourceVersion"]))
+            if table and kind != "ERROR":
+                view = to_table(
+                    info.storage,
+                    [view],
+                    now=self.clock.now(),
+                    resource_version=view["metadata"].get("resourceVersion", ""),
+                    include_object=query.get("includeObject", "Metadata"),
+                    headers=headers,
+                )
+                headers = False
+            return dumps({"type": kind, "object": view}) + b"\n"
+
+        try:
+            chunk = b"".join(line(kind, obj) for kind, obj in backlog)
+            if send_initial and bookmarks:
+                chunk += self._bookmark_line(info, self.store.resource_version, initial_end=True)
+            if chunk:
+                await response.write(chunk)
+            while not self._closing.is_set():
+                now = loop.time()
+                if drop_at is not None and now >= drop_at:
+                    log.debug("rebootd.sim.watch_dropped", client=client, resource=info.plural)
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                if now >= deadline:
+                    break
+                if self.faults is not None and self.faults.is_partitioned(client=client):
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                if bookmarks and now >= next_bookmark:
+                    next_bookmark = now + self.timing.bookmark_interval
+                    await response.write(self._bookmark_line(info, max(last_rv, self.store.resource_version)))
+                    continue
+                wake = min(deadline, next_bookmark if bookmarks else deadline, drop_at or deadline, now + 0.5)
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), timeout=max(0.0, wake - now))
+                except TimeoutError:
+                    if watcher.overflowed:
+                        break
+                    continue
+                items = [item]
+                while not watcher.queue.empty():
+                    items.append(watcher.queue.get_nowait())
+                if watcher.overflowed:
+                    await response.write(self._error_line(None))
+                    break
+                await response.write(b"".join(line(kind, obj) for kind, obj in items))
+            if watcher.overflowed:
+                await response.write(self._error_line(None))
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        finally:
+            self.store.unwatch(watcher)
+        return response
+
+    def _error_line(self, exc: TooOldResourceVersion | None) -> bytes:
+        if exc is not None:
+            message = f"too old resource version: {exc.requested} ({exc.oldest})"
+        else:
+            message = "too old resource version: the watch fell behind and was closed"
+        status = errors.expired(message).status()
+        return dumps({"type": "ERROR", "object": status}) + b"\n"
+
+    def _bookmark_line(self, info: ResourceInfo, rv: int, *, initial_end: bool = False) -> bytes:
+        metadata: JsonObj = {"resourceVersion": str(rv)}
+        if initial_end:
+            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+        kind = "Event" if info.plural == "events" else info.kind
+        obj = {"kind": kind, "apiVersion": info.api_version, "metadata": metadata}
+        return dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+
+__all__ = ["DELETED", "ApiServer", "Authorizer", "RequestInfo", "request_info", "truthy"]

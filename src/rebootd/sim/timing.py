@@ -1,0 +1,21 @@
+"""Timing knobs of the emulated cluster (seconds), scaled down in tests.
+
+Rule: every duration the emulator waits on comes from here; nothing hard-codes a sleep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EmulatorTiming:
+    grace_scale: float = 1.0  # multiplies a pod's termination grace period (tests use ~0.01)
+    pod_ready_delay: float = 1.0  # a new or restarted pod becomes Ready after this
+    boot_seconds: float = 5.0  # a rebooting node is back Ready after this
+    bookmark_interval: float = 60.0  # BOOKMARK events on watches that allow them
+    disrupted_pod_ttl: float = 120.0  # PDB status.disruptedPods entries expire after this
+    continue_ttl: float = 300.0  # continue tokens expire after this (410 Expired)
+    partition_hang: float = 2.0  # a partitioned client's request hangs this long, then is dropped
+    watch_timeout: float = 1800.0  # server-side watch timeout when the client sets none
+    scheduler_retry: float = 0.5  # an unschedulable pod is retried this often

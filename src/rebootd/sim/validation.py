@@ -1,0 +1,272 @@
+"""Decoding (400) and validation (422) of request bodies, strict where kube-apiserver is strict.
+
+Rule: a body the real server cannot decode (wrong JSON types, a MicroTime without exactly six
+fractional digits and a zone) is a 400 `X in version "v" cannot be handled as a X: ...`; a decoded
+object that breaks a validation rule is a 422 `Invalid` with field causes. Messages follow the Go
+sources (encoding/json, time.Parse, pkg/apis/*/validation). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from rebootd.selectors import SelectorError, validate_label_key, validate_label_value
+from rebootd.sim.errors import (
+    ApiError,
+    FieldError,
+    bad_request,
+    forbidden_value,
+    invalid,
+    invalid_value,
+    required_value,
+)
+from rebootd.sim.resources import ResourceInfo
+
+MICRO_LAYOUT = "2006-01-02T15:04:05.000000Z07:00"
+_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})")
+_ZONE_RE = re.compile(r"^(Z|[+-]\d{2}:\d{2})$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+    "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+INT32_MAX = 2**31 - 1
+
+
+class DecodeError(Exception):
+    """The Go decoder's error text, before the `X in version ... cannot be handled` prefix."""
+
+
+def parse_micro_time(value: str) -> str:
+    """Check `value` against RFC3339Micro the way Go's time.Parse does; return the error text or ""."""
+    prefix = f'parsing time "{value}" as "{MICRO_LAYOUT}": '
+    match = _DATE_RE.match(value)
+    if match is None:
+        return prefix + f'cannot parse "{value}" as "2006"'
+    rest = value[match.end() :]
+    if len(rest) < 7 or rest[0] != "." or not rest[1:7].isdigit():
+        return prefix + f'cannot parse "{rest}" as ".000000"'
+    zone = rest[7:]
+    if not _ZONE_RE.match(zone):
+        return prefix + f'cannot parse "{zone}" as "Z07:00"'
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return prefix + "day out of range"
+    return ""
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def _unmarshal_error(value: Any, *, struct: str, path: str, go_type: str) -> DecodeError:
+    return DecodeError(
+        f"json: cannot unmarshal {_type_name(value)} into Go struct field {struct}.{path} of type {go_type}"
+    )
+
+
+def _check_int32(value: Any, *, struct: str, path: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _unmarshal_error(value, struct=struct, path=path, go_type="int32")
+    if isinstance(value, float) and not value.is_integer():
+        raise _unmarshal_error(value, struct=struct, path=path, go_type="int32")
+    if not -(2**31) <= int(value) <= INT32_MAX:
+        raise _unmarshal_error(value, struct=struct, path=path, go_type="int32")
+
+
+def _check_string(value: Any, *, struct: str, path: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise _unmarshal_error(value, struct=struct, path=path, go_type="string")
+
+
+def _check_micro(value: Any, *, struct: str, path: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise _unmarshal_error(value, struct=struct, path=path, go_type="v1.MicroTime")
+    problem = parse_micro_time(value)
+    if problem:
+        raise DecodeError(problem)
+
+
+def _check_string_map(value: Any, *, path: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise _unmarshal_error(value, struct="ObjectMeta", path=path, go_type="map[string]string")
+    for item in value.values():
+        if not isinstance(item, str):
+            raise _unmarshal_error(item, struct="ObjectMeta", path=path, go_type="string")
+
+
+def decode_check(info: ResourceInfo, body: Any, *, version: str | None = None) -> dict[str, Any]:
+    """Raise the 400 a real server answers when `body` cannot be decoded as `info.kind`."""
+    shown_version = version or info.version
+    prefix = f'{info.kind} in version "{shown_version}" cannot be handled as a {info.kind}: '
+    if not isinstance(body, dict):
+        raise bad_request(prefix + f"json: cannot unmarshal {_type_name(body)} into Go value of type struct")
+    kind = body.get("kind")
+    if kind not in (None, "", info.kind):
+        raise bad_request(f"the object provided is unrecognized (must be of type {info.kind}): {kind}")
+    try:
+        metadata = body.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise _unmarshal_error(metadata, struct=info.kind, path="metadata", go_type="v1.ObjectMeta")
+        metadata = metadata or {}
+        for key in ("name", "namespace", "generateName", "resourceVersion", "uid"):
+            _check_string(metadata.get(key), struct="ObjectMeta", path=f"metadata.{key}")
+        _check_string_map(metadata.get("labels"), path="metadata.labels")
+        _check_string_map(metadata.get("annotations"), path="metadata.annotations")
+        if info.kind == "Lease" and info.group == "coordination.k8s.io":
+            _check_lease(body)
+        if info.kind == "Event" and info.group == "events.k8s.io":
+            _check_micro(body.get("eventTime"), struct="Event", path="eventTime")
+    except DecodeError as exc:
+        raise bad_request(prefix + str(exc)) from exc
+    return body
+
+
+def _check_lease(body: Mapping[str, Any]) -> None:
+    spec = body.get("spec")
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise _unmarshal_error(spec, struct="Lease", path="spec", go_type="v1.LeaseSpec")
+    _check_string(spec.get("holderIdentity"), struct="LeaseSpec", path="spec.holderIdentity")
+    _check_int32(spec.get("leaseDurationSeconds"), struct="LeaseSpec", path="spec.leaseDurationSeconds")
+    _check_int32(spec.get("leaseTransitions"), struct="LeaseSpec", path="spec.leaseTransitions")
+    _check_micro(spec.get("acquireTime"), struct="LeaseSpec", path="spec.acquireTime")
+    _check_micro(spec.get("renewTime"), struct="LeaseSpec", path="spec.renewTime")
+    _check_string(spec.get("strategy"), struct="LeaseSpec", path="spec.strategy")
+    _check_string(spec.get("preferredHolder"), struct="LeaseSpec", path="spec.preferredHolder")
+
+
+def _name_errors(info: ResourceInfo, name: str) -> list[FieldError]:
+    if info.plural == "namespaces":
+        if not _DNS1123_LABEL.match(name) or len(name) > 63:
+            return [invalid_value("metadata.name", name, _LABEL_MSG)]
+        return []
+    if info.plural == "events":
+        return []
+    if len(name) > 253:
+        return [invalid_value("metadata.name", name, "must be no more than 253 characters")]
+    if not _DNS1123_SUBDOMAIN.match(name):
+        return [invalid_value("metadata.name", name, _SUBDOMAIN_MSG)]
+    return []
+
+
+def _label_errors(labels: Mapping[str, str]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for key, value in labels.items():
+        try:
+            validate_label_key(key)
+        except SelectorError as exc:
+            errors.append(FieldError("FieldValueInvalid", "metadata.labels", str(exc).split(": ", 1)[-1]))
+        try:
+            validate_label_value(value)
+        except SelectorError as exc:
+            errors.append(
+                FieldError("FieldValueInvalid", f"metadata.labels[{key}]", str(exc).split(": ", 1)[-1])
+            )
+    return errors
+
+
+def validate(info: ResourceInfo, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> None:
+    """Raise 422 Invalid for an object the real validation rejects."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    errors: list[FieldError] = []
+    if old is None:
+        errors.extend(_name_errors(info, name))
+    errors.extend(_label_errors(meta.get("labels") or {}))
+    spec = obj.get("spec") or {}
+    if info.kind == "Lease":
+        duration = spec.get("leaseDurationSeconds")
+        if duration is not None and int(duration) <= 0:
+            errors.append(invalid_value("spec.leaseDurationSeconds", int(duration), "must be greater than 0"))
+        transitions = spec.get("leaseTransitions")
+        if transitions is not None and int(transitions) < 0:
+            errors.append(
+                invalid_value("spec.leaseTransitions", int(transitions), "must be greater than or equal to 0")
+            )
+    elif info.kind == "Pod":
+        if old is None and not spec.get("containers"):
+            errors.append(required_value("spec.containers"))
+        if old is not None:
+            errors.extend(_pod_update_errors(spec, old.get("spec") or {}))
+    elif info.kind == "PodDisruptionBudget":
+        if "minAvailable" in spec and "maxUnavailable" in spec:
+            errors.append(
+                invalid_value(
+                    "spec",
+                    spec,
+                    "minAvailable and maxUnavailable cannot be both set",
+                    raw="policy.PodDisruptionBudgetSpec{...}",
+                )
+            )
+    if errors:
+        raise invalid(kind=info.kind, group=info.group, name=name, errors=errors)
+
+
+_POD_MUTABLE = (
+    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,"
+    "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),"
+    "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"
+)
+
+
+def _pod_update_errors(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[FieldError]:
+    def normalised(spec: Mapping[str, Any]) -> dict[str, Any]:
+        result = {k: v for k, v in spec.items() if k not in ("activeDeadlineSeconds", "tolerations")}
+        for key in ("containers", "initContainers"):
+            if isinstance(result.get(key), list):
+                result[key] = [
+                    {k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c
+                    for c in result[key]
+                ]
+        return result
+
+    if normalised(new) != normalised(old):
+        return [forbidden_value("spec", _POD_MUTABLE)]
+    old_tolerations = old.get("tolerations") or []
+    new_tolerations = new.get("tolerations") or []
+    if any(t not in new_tolerations for t in old_tolerations):
+        return [
+            forbidden_value(
+                "spec.tolerations", "existing toleration can not be modified except its tolerationSeconds"
+            )
+        ]
+    return []
+
+
+def missing_resource_version(*, info: ResourceInfo, name: str) -> ApiError:
+    """The generic store's answer to an unconditional update of a type that forbids it."""
+    return invalid(
+        kind=info.plural,
+        group=info.group,
+        name=name,
+        errors=[invalid_value("metadata.resourceVersion", 0, "must be specified for an update", raw="0x0")],
+    )
