@@ -564,8 +564,9 @@ class ApiServer:
                 since=since,
             )
         except TooOldResourceVersion as exc:
-            await response.write(self._error_line(exc))
-            await response.write_eof()
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(self._error_line(exc))
+                await response.write_eof()
             return response
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -633,8 +634,8 @@ class ApiServer:
             if watcher.overflowed:
                 await response.write(self._error_line(None))
             await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+        except ConnectionResetError:
+            log.debug("rebootd.sim.watch_client_gone", client=client, resource=info.plural)
         finally:
             self.store.unwatch(watcher)
         return response

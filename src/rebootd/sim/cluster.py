@@ -220,8 +220,9 @@ class Cluster:
         if meta.get("deletionTimestamp"):
             return
         if not spec.get("nodeName"):
-            self._unscheduled.add(key)
-            self._soon()
+            if spec.get("schedulerName", "default-scheduler") == "default-scheduler":
+                self._unscheduled.add(key)
+                self._soon()
             return
         if event.type == ADDED and (pod.get("status") or {}).get("phase") == "Pending":
             uid = meta.get("uid")

@@ -1,0 +1,101 @@
+"""kubernetes-asyncio against the emulator: typed reads, optimistic concurrency, strict Lease rules, watch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.rest import ApiException
+
+from rebootd.sim.emulator import Emulator
+from tests.fixtures.emulator import EmulatorFactory
+
+
+@pytest.fixture
+async def api(emulator: Emulator, tmp_path: Path) -> AsyncIterator[client.ApiClient]:
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig", token="t-daemon")
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    async with client.ApiClient(configuration) as api_client:
+        yield api_client
+
+
+@pytest.fixture
+async def emulator(emulator_factory: EmulatorFactory) -> Emulator:
+    return await emulator_factory(tokens={"t-daemon": ("system:serviceaccount:kube-system:rebootd", ["rebootd"])})
+
+
+def lease_body(name: str, *, holder: str, rv: str | None = None, uid: str | None = None) -> dict[str, object]:
+    metadata: dict[str, object] = {"name": name, "namespace": "default"}
+    if rv is not None:
+        metadata["resourceVersion"] = rv
+    if uid is not None:
+        metadata["uid"] = uid
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30, "renewTime": "2026-01-01T00:00:00.000000Z"},
+    }
+
+
+async def test_read_node_returns_typed_object(emulator: Emulator, api: client.ApiClient) -> None:
+    emulator.add_node(name="node-a", zone="zone-1")
+    node = await client.CoreV1Api(api).read_node("node-a")
+    assert isinstance(node, client.V1Node)
+    assert node.metadata.labels["topology.kubernetes.io/zone"] == "zone-1"
+    ready = next(c for c in node.status.conditions if c.type == "Ready")
+    assert ready.status == "True" and ready.reason == "KubeletReady"
+    assert node.status.node_info.boot_id
+    assert emulator.request_counts[("system:serviceaccount:kube-system:rebootd", "get")] == 1
+
+
+async def test_stale_replace_is_a_409_conflict(emulator: Emulator, api: client.ApiClient) -> None:
+    emulator.add_node(name="node-a")
+    core = client.CoreV1Api(api)
+    first = await core.read_node("node-a")
+    second = await core.read_node("node-a")
+    first.metadata.labels["a"] = "1"
+    await core.replace_node("node-a", first)
+    second.metadata.labels["b"] = "2"
+    with pytest.raises(ApiException) as info:
+        await core.replace_node("node-a", second)
+    assert info.value.status == 409
+    assert '"reason":"Conflict"' in info.value.body
+    assert 'Operation cannot be fulfilled on nodes \\"node-a\\"' in info.value.body or (
+        'Operation cannot be fulfilled on nodes "node-a"' in info.value.body
+    )
+
+
+async def test_lease_update_without_resource_version_is_422(emulator: Emulator, api: client.ApiClient) -> None:
+    coordination = client.CoordinationV1Api(api)
+    created = await coordination.create_namespaced_lease("default", lease_body("lock", holder="a"))
+    assert created.metadata.resource_version
+    with pytest.raises(ApiException) as info:
+        await coordination.replace_namespaced_lease("lock", "default", lease_body("lock", holder="b"))
+    assert info.value.status == 422
+    assert "must be specified for an update" in info.value.body
+    assert "metadata.resourceVersion" in info.value.body
+    stored = emulator.get_object(kind="Lease", namespace="default", name="lock")
+    assert stored is not None and stored["spec"]["holderIdentity"] == "a"
+
+
+async def test_watch_streams_changes_after_the_list_resource_version(
+    emulator: Emulator, api: client.ApiClient
+) -> None:
+    emulator.add_node(name="node-a")
+    core = client.CoreV1Api(api)
+    listing = await core.list_node()
+    emulator.set_node_ready(name="node-a", ready=False)
+    events = []
+    async with watch.Watch() as stream:
+        async for event in stream.stream(
+            core.list_node, resource_version=listing.metadata.resource_version, timeout_seconds=1
+        ):
+            events.append((event["type"], event["object"].metadata.name))
+            ready = next(c for c in event["object"].status.conditions if c.type == "Ready")
+            if ready.status != "True":
+                break
+    assert events == [("MODIFIED", "node-a")]
