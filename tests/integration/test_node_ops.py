@@ -1,0 +1,260 @@
+"""Operations on the own Node against the emulator: cordon as a compare-and-swap, uncordon
+removing the field, taints changed without clobbering concurrent writers, labels/annotations
+merged, Events that the real `kubectl describe node` shows, and the proof-of-reboot readings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from rebootd.clock import SystemClock
+from rebootd.kube import Kube, RetryPolicy
+from rebootd.node import (
+    add_taint,
+    boot_id,
+    cordon,
+    is_ready,
+    ready_transition,
+    record_event,
+    remove_taint,
+    set_annotations,
+    set_labels,
+    taint_patch_add,
+    uncordon,
+)
+from rebootd.sim.emulator import Emulator
+from tests.fixtures.emulator import Kubectl, emulator, emulator_factory, kubectl
+
+__all__ = ["emulator", "emulator_factory", "kubectl"]
+
+TAINT = "rebootd.io/reboot"
+FAST_RETRY = RetryPolicy(attempts=3, base=0.02, cap=0.1)
+
+
+class RacingKube(Kube):
+    """A real client whose next `get_node` is followed, before its caller can write, by another
+    client's write: the race that guarded writes must survive."""
+
+    race: Callable[[], Awaitable[None]] | None = None
+
+    async def get_node(self, *, name: str) -> dict[str, Any]:
+        obj = await super().get_node(name=name)
+        race, self.race = self.race, None
+        if race is not None:
+            await race()
+        return obj
+
+
+async def connect(emu: Emulator, path: Path, cls: type[Kube] = Kube) -> Kube:
+    plain = await Kube.connect(kubeconfig=emu.write_kubeconfig(path), retry=FAST_RETRY)
+    if cls is Kube:
+        return plain
+    await plain.close()
+    client = await cls.connect(kubeconfig=path, retry=FAST_RETRY)
+    assert isinstance(client, cls)
+    return client
+
+
+@pytest.fixture
+async def clients(emulator: Emulator, tmp_path: Path) -> AsyncIterator[tuple[RacingKube, Kube]]:
+    """Our client (which can be raced) and an admin's."""
+    ours = await connect(emulator, tmp_path / "ours", RacingKube)
+    admin = await connect(emulator, tmp_path / "admin")
+    assert isinstance(ours, RacingKube)
+    try:
+        yield ours, admin
+    finally:
+        await ours.close()
+        await admin.close()
+
+
+def node_spec(emu: Emulator, name: str = "n1") -> dict[str, Any]:
+    obj = emu.get_object(kind="Node", name=name)
+    assert obj is not None
+    return dict(obj["spec"])
+
+
+async def test_cordon_reports_whether_the_node_was_already_unschedulable(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    kube, _ = clients
+    emulator.add_node(name="n1")
+    emulator.add_node(name="admin-cordoned", unschedulable=True)
+
+    assert await cordon(kube, node="n1") is False
+    assert node_spec(emulator)["unschedulable"] is True
+    assert await cordon(kube, node="n1") is True, "a second cordon finds it cordoned"
+    writes_before = len(emulator.history)
+    assert await cordon(kube, node="admin-cordoned") is True
+    assert not [h for h in emulator.history[writes_before:] if h.event == "write"], "no write needed"
+
+
+async def test_cordon_racing_an_admin_cordon_reports_already_cordoned(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    """The admin cordons between our read and our write: our write is refused (resourceVersion),
+    we re-read and report the node as the admin's, so rebootd will never uncordon it."""
+    kube, admin = clients
+    emulator.add_node(name="n1")
+
+    async def admin_cordons() -> None:
+        await admin.patch_node(name="n1", patch={"spec": {"unschedulable": True}}, patch_type="strategic")
+
+    kube.race = admin_cordons
+
+    assert await cordon(kube, node="n1") is True
+
+
+async def test_uncordon_removes_the_field(emulator: Emulator, clients: tuple[RacingKube, Kube]) -> None:
+    kube, _ = clients
+    emulator.add_node(name="n1", unschedulable=True)
+
+    await uncordon(kube, node="n1")
+
+    assert "unschedulable" not in node_spec(emulator)
+
+
+async def test_taints_are_added_and_removed_without_touching_others(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    kube, _ = clients
+    other = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
+    emulator.add_node(name="n1", taints=[other])
+
+    assert await add_taint(kube, node="n1", key=TAINT) is True
+    assert await add_taint(kube, node="n1", key=TAINT) is False, "idempotent"
+    assert node_spec(emulator)["taints"] == [other, {"key": TAINT, "effect": "PreferNoSchedule"}]
+    assert await remove_taint(kube, node="n1", key=TAINT) is True
+    assert await remove_taint(kube, node="n1", key=TAINT) is False
+    assert node_spec(emulator)["taints"] == [other]
+
+
+async def test_adding_the_first_taint_and_removing_the_last_one(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    kube, _ = clients
+    emulator.add_node(name="n1")
+
+    await add_taint(kube, node="n1", key=TAINT, effect="NoSchedule", value="now")
+    assert node_spec(emulator)["taints"] == [{"key": TAINT, "value": "now", "effect": "NoSchedule"}]
+    await remove_taint(kube, node="n1", key=TAINT, effect="NoSchedule")
+    assert "taints" not in node_spec(emulator)
+
+
+async def test_taint_writes_survive_a_concurrent_taint_change(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    """Someone adds a taint between our read and our JSON patch: the `test` op fails (422), we
+    re-read and retry, and both taints end up on the node; the same for a removal."""
+    kube, admin = clients
+    emulator.add_node(name="n1")
+    theirs = {"key": "maintenance", "effect": "NoExecute"}
+    later = {"key": "late", "effect": "NoSchedule"}
+
+    async def admin_adds(taint: dict[str, str]) -> None:
+        current = node_spec(emulator).get("taints")
+        ops = taint_patch_add({"spec": {"taints": current}, "metadata": {}}, key=taint["key"],
+                              effect=taint["effect"])  # fmt: skip
+        assert ops is not None
+        if current is None:  # the resourceVersion guard is for our write, not this admin's
+            ops = [{"op": "add", "path": "/spec/taints", "value": [taint]}]
+        await admin.patch_node(name="n1", patch=ops, patch_type="json")
+
+    kube.race = lambda: admin_adds(theirs)
+    await add_taint(kube, node="n1", key=TAINT)
+    assert node_spec(emulator)["taints"] == [theirs, {"key": TAINT, "effect": "PreferNoSchedule"}]
+
+    kube.race = lambda: admin_adds(later)
+    await remove_taint(kube, node="n1", key=TAINT)
+    assert node_spec(emulator)["taints"] == [theirs, later]
+    assert kube.requests["patch"] == 4, "each write failed its test once, then succeeded"
+
+
+async def test_labels_and_annotations_are_merged_and_none_deletes(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    kube, _ = clients
+    emulator.add_node(name="n1", labels={"team": "infra"})
+
+    await set_labels(kube, node="n1", labels={"rebootd.io/rebooting": "true"})
+    await set_annotations(kube, node="n1", annotations={"rebootd.io/holder": "{}", "x": "1"})
+    await set_labels(kube, node="n1", labels={"rebootd.io/rebooting": None})
+    await set_annotations(kube, node="n1", annotations={"x": None})
+
+    node = emulator.get_object(kind="Node", name="n1")
+    assert node is not None
+    assert node["metadata"]["labels"]["team"] == "infra"
+    assert "rebootd.io/rebooting" not in node["metadata"]["labels"]
+    assert node["metadata"]["annotations"]["rebootd.io/holder"] == "{}"
+    assert "x" not in node["metadata"]["annotations"]
+    assert node["metadata"]["annotations"]["node.alpha.kubernetes.io/ttl"] == "0", "others untouched"
+
+
+async def test_events_are_listed_by_kubectl_describe_node(
+    emulator: Emulator, clients: tuple[RacingKube, Kube], kubectl: Kubectl
+) -> None:
+    kube, _ = clients
+    node = emulator.add_node(name="n1")
+
+    await record_event(kube, node="n1", node_uid=node["metadata"]["uid"], reason="RebootdDrain",
+                       message="cordoned; draining before reboot", clock=SystemClock())  # fmt: skip
+    await record_event(kube, node="n1", node_uid="", reason="RebootdDrainFailed", message="PDB db allows 0",
+                       type="Warning", clock=SystemClock())  # fmt: skip
+
+    events = emulator.list_objects(kind="Event", namespace="default")
+    assert len(events) == 2
+    assert len({e["metadata"]["name"] for e in events}) == 2, "unique names"
+    assert all(e["metadata"]["name"].startswith("n1.") for e in events)
+    assert {e["involvedObject"]["uid"] for e in events} == {node["metadata"]["uid"]}
+    assert {(e["source"]["component"], e["source"]["host"], e["count"]) for e in events} == {
+        ("rebootd", "n1", 1)
+    }
+    described = await kubectl("describe", "node", "n1")
+    events_section = described.split("Events:", 1)[1]
+    assert "Normal   RebootdDrain" in events_section
+    assert "cordoned; draining before reboot" in events_section
+    assert "Warning  RebootdDrainFailed" in events_section
+
+
+async def test_record_event_never_raises(emulator: Emulator, tmp_path: Path) -> None:
+    emulator.add_node(name="n1")
+    kube = await connect(emulator, tmp_path / "kc")
+    await emulator.close()  # the API is gone
+    try:
+        with capture_logs() as logs:
+            await record_event(kube, node="n1", node_uid="uid", reason="RebootdReboot", message="rebooting",
+                               clock=SystemClock())  # fmt: skip
+    finally:
+        await kube.close()
+    assert [e["event"] for e in logs if e["event"].startswith("rebootd.node.")] == [
+        "rebootd.node.event_failed"
+    ]
+
+
+async def test_boot_id_and_ready_transition_prove_a_reboot(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    kube, _ = clients
+    emulator.add_node(name="n1")
+    before = await kube.get_node(name="n1")
+    requested = ready_transition(before)
+    assert boot_id(before)
+    assert is_ready(before)
+    assert requested is not None
+
+    emulator.reboot_node(name="n1")
+    down = await kube.get_node(name="n1")
+    assert not is_ready(down)
+    assert ready_transition(down) is None
+
+    async with kube.follow(kind="nodes", namespace=None, name="n1") as follower:
+        up = await follower.wait_for(is_ready, timeout=10.0)
+    assert up is not None
+    assert boot_id(up) != boot_id(before)
+    transition = ready_transition(up)
+    assert transition is not None
+    assert transition >= requested
