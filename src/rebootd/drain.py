@@ -7,8 +7,8 @@ finish says which pods are left and why. Cordoning is not done here (the cycle c
 
 Order, as k8s.io/kubectl/pkg/drain: list the node's pods (`fieldSelector=spec.nodeName=NODE`,
 `labelSelector=pod_selector`, paged), filter each pod (`filter_pod`; the filters run in kubectl's
-order and the first one that leaves a pod on the node decides), then evict every remaining pod concurrently and wait
-for each to disappear. kured's settings are fixed on: `--force`, `--ignore-daemonsets`,
+order and the first one that leaves a pod on the node decides), then evict every remaining pod
+concurrently and wait for each to disappear. kured's settings are fixed on: `--force`, `--ignore-daemonsets`,
 `--delete-emptydir-data` (so no filter verdict is an error, only "evict" or "skip").
 
 Eviction answers: 201 -> wait for the pod to be gone; 404 -> gone; 429 (a PDB allows no
