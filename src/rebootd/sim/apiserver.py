@@ -195,6 +195,7 @@ class ApiServer:
 
     def shutting_down(self) -> None:
         self._closing.set()
+        self.store.close_watchers()
 
     # -- entry -----------------------------------------------------------------------------------
 
@@ -607,7 +608,7 @@ class ApiServer:
                     if request.transport is not None:
                         request.transport.abort()
                     return response
-                if now >= deadline:
+                if now >= deadline or request.transport is None or request.transport.is_closing():
                     break
                 if self.faults is not None and self.faults.is_partitioned(client=client):
                     if request.transport is not None:
@@ -627,8 +628,7 @@ class ApiServer:
                 items = [item]
                 while not watcher.queue.empty():
                     items.append(watcher.queue.get_nowait())
-                if watcher.overflowed:
-                    await response.write(self._error_line(None))
+                if watcher.overflowed or watcher.closed:
                     break
                 await response.write(b"".join(line(kind, obj) for kind, obj in items))
             if watcher.overflowed:

@@ -79,7 +79,7 @@ class Emulator:
         self.url = ""
         self._node_count = 0
         for name in BASE_NAMESPACES:
-            self.add_namespace(name=name)
+            self._ensure_namespace(name)
 
     @property
     def request_counts(self) -> Mapping[tuple[str, str], int]:
@@ -161,11 +161,14 @@ class Emulator:
     # -- set-up ----------------------------------------------------------------------------------
 
     def add_namespace(self, *, name: str) -> dict[str, Any]:
+        return deep_copy(self._ensure_namespace(name))
+
+    def _ensure_namespace(self, name: str) -> JsonObj:
         existing = self.store.get("namespaces", "", name)
         if existing is not None:
-            return deep_copy(existing)
+            return existing
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-        return deep_copy(self.registry.create(BY_GROUP_RESOURCE[("", "namespaces")], "", body, client=SETUP))
+        return self.registry.create(BY_GROUP_RESOURCE[("", "namespaces")], "", body, client=SETUP)
 
     def add_node(
         self,
@@ -297,7 +300,7 @@ class Emulator:
         tolerations: Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """A pod in `phase`. With `node` None it stays unscheduled (no scheduler picks it up)."""
-        self.add_namespace(name=namespace)
+        self._ensure_namespace(namespace)
         metadata: JsonObj = {"name": name, "namespace": namespace, "labels": dict(labels or {})}
         if annotations:
             metadata["annotations"] = dict(annotations)
@@ -359,7 +362,7 @@ class Emulator:
     ) -> None:
         """A workload with its owner objects and Ready pods spread over `nodes` (default: every
         schedulable node; a DaemonSet runs on every node), plus a PDB when asked."""
-        self.add_namespace(name=namespace)
+        self._ensure_namespace(namespace)
         pod_labels = {"app": name, **dict(labels or {})}
         template_spec: JsonObj = {
             "containers": [{"name": "app", "image": PAUSE_IMAGE}],

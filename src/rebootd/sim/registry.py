@@ -156,11 +156,18 @@ class Registry:
         self.clock = clock
         self.rng = rng
         self.history = history
+        self._now_second = -1
+        self._now_text = ""
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def now(self) -> str:
-        return rfc3339(self.clock.now())
+        """metav1.Time of now (formatting is cached per second: it dominates bulk set-up)."""
+        moment = self.clock.now()
+        second = int(moment.timestamp())
+        if second != self._now_second:
+            self._now_second, self._now_text = second, rfc3339(moment)
+        return self._now_text
 
     def now_micro(self) -> str:
         return micro_time(self.clock.now())
@@ -246,11 +253,12 @@ class Registry:
         verb: str = "create",
         keep_status: bool = False,
     ) -> JsonObj:
-        """POST. `keep_status` is for the simulated controllers that create objects with a status
-        (the HTTP layer never sets it: the real strategies reset status on create)."""
+        """POST. `body` becomes the stored object: callers pass a dict nobody else holds. `keep_status`
+        is for the simulated controllers that create objects with a status (the HTTP layer never
+        sets it: the real strategies reset status on create)."""
         decode_check(info, body)
-        obj = self._storage_body(info, deep_copy(body))
-        meta = obj.get("metadata") or {}
+        obj = self._storage_body(info, body)  # the caller hands over a dict nobody else holds
+        meta = obj.setdefault("metadata", {})
         if info.namespaced:
             body_ns = meta.get("namespace") or ""
             if body_ns and body_ns != namespace:

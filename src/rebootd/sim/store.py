@@ -15,6 +15,7 @@ Everything runs on one event loop thread; nothing here awaits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -258,6 +259,14 @@ class Store:
         bucket = self._bucket(watcher.storage)
         if watcher in bucket.watchers:
             bucket.watchers.remove(watcher)
+
+    def close_watchers(self) -> None:
+        """Wake every watcher so its stream ends (server shutdown)."""
+        for bucket in self._buckets.values():
+            for watcher in bucket.watchers:
+                watcher.closed = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    watcher.queue.put_nowait(("CLOSED", {}))
 
     def watcher_count(self) -> int:
         return sum(len(b.watchers) for b in self._buckets.values())
