@@ -53,6 +53,7 @@ PATCH_CONTENT_TYPES: dict[str, str] = {
     "json": "application/json-patch+json",
 }
 WATCH_MAX_LINE = 64 * 1024 * 1024  # one watch event per line; etcd caps objects at ~1.5 MiB
+WATCH_STABLE_SECONDS = 1.0  # a watch up this long (or with an event) resets the follower's backoff
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -202,18 +203,25 @@ def format_microtime(dt: datetime) -> str:
 
 @dataclass(frozen=True)
 class Resource:
-    prefix: str  # "/api/v1" or "/apis/GROUP/VERSION"
+    api_version: str  # "v1" or "GROUP/VERSION"
     plural: str
+    kind: str
     namespaced: bool
+
+    @property
+    def prefix(self) -> str:
+        return "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
 
 
 RESOURCES: dict[str, Resource] = {
-    "nodes": Resource("/api/v1", "nodes", namespaced=False),
-    "pods": Resource("/api/v1", "pods", namespaced=True),
-    "events": Resource("/api/v1", "events", namespaced=True),
-    "daemonsets": Resource("/apis/apps/v1", "daemonsets", namespaced=True),
-    "leases": Resource("/apis/coordination.k8s.io/v1", "leases", namespaced=True),
-    "poddisruptionbudgets": Resource("/apis/policy/v1", "poddisruptionbudgets", namespaced=True),
+    "nodes": Resource("v1", "nodes", "Node", namespaced=False),
+    "pods": Resource("v1", "pods", "Pod", namespaced=True),
+    "events": Resource("v1", "events", "Event", namespaced=True),
+    "daemonsets": Resource("apps/v1", "daemonsets", "DaemonSet", namespaced=True),
+    "leases": Resource("coordination.k8s.io/v1", "leases", "Lease", namespaced=True),
+    "poddisruptionbudgets": Resource(
+        "policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", namespaced=True
+    ),
 }
 
 
@@ -789,19 +797,29 @@ class ObjectFollower:
         items, rv = await self.kube.list_with_version(
             kind=self.kind, namespace=self.namespace, field_selector=f"metadata.name={self.name}"
         )
-        self._set(next((i for i in items if i.get("metadata", {}).get("name") == self.name), None))
+        obj = next((i for i in items if i.get("metadata", {}).get("name") == self.name), None)
+        if obj is not None:
+            # list items come without kind/apiVersion; give `latest` the shape of a GET or a watch event
+            res = RESOURCES[self.kind]
+            obj = {"kind": res.kind, "apiVersion": res.api_version, **obj}
+        self._set(obj)
         self._rv = rv
 
     async def _run(self) -> None:
         log = get_logger(kind=self.kind, namespace=self.namespace, name=self.name)
         loop = asyncio.get_running_loop()
+        # `failures` counts failed requests and broken or empty watches since the last stable watch
+        # (one that delivered an event or stayed up for WATCH_STABLE_SECONDS): a watch that keeps
+        # breaking, or a re-list that only leads to another 410, waits longer each time.
         failures = 0
+        last_expired = False
         try:
             while True:
+                started, events = loop.time(), 0
                 try:
                     if self._rv is None:
                         await self._relist()
-                    started, events = loop.time(), 0
+                        started = loop.time()
                     async for event in self.kube.watch(
                         kind=self.kind,
                         namespace=self.namespace,
@@ -810,16 +828,22 @@ class ObjectFollower:
                         timeout_seconds=self.resync_seconds,
                     ):
                         events += 1
-                        failures = 0
                         self._apply(event)
-                    if events or loop.time() - started >= 1.0:
-                        continue  # the server ended the stream (timeoutSeconds): resume at once
-                    raise KubeError(status=0, reason="WatchEmpty", message="the watch ended at once")
-                except Expired:
-                    log.info("rebootd.kube.follow.relist", resource_version=self._rv)
-                    self._rv = None
+                    if not events and loop.time() - started < WATCH_STABLE_SECONDS:
+                        raise KubeError(status=0, reason="WatchEmpty", message="the watch ended at once")
+                    failures, last_expired = 0, False  # the server ended it (timeoutSeconds): resume now
                 except KubeError as exc:
+                    if events or loop.time() - started >= WATCH_STABLE_SECONDS:
+                        failures, last_expired = 0, False
                     failures += 1
+                    expired = isinstance(exc, Expired)
+                    if expired:
+                        self._rv = None
+                    if expired and not last_expired:
+                        last_expired = True
+                        log.info("rebootd.kube.follow.relist", reason=exc.reason, failures=failures)
+                        continue  # re-list at once
+                    last_expired = expired
                     delay = self.kube.retry.backoff(attempt=failures, rng=self.kube._rng)
                     log.info(
                         "rebootd.kube.follow.retry",
