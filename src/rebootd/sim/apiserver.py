@@ -247,9 +247,8 @@ class ApiServer:
 
     async def _drop(self, request: web.Request, client: str) -> web.StreamResponse:
         """A partitioned client: the request hangs, then the connection is cut without an answer."""
-        deadline = asyncio.get_running_loop().time() + self.timing.partition_hang
-        while asyncio.get_running_loop().time() < deadline and not self._closing.is_set():
-            await asyncio.sleep(min(0.05, self.timing.partition_hang))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=self.timing.partition_hang)
         log.debug("rebootd.sim.partition_drop", client=client, path=request.path)
         if request.transport is not None:
             request.transport.abort()
@@ -294,7 +293,7 @@ class ApiServer:
         path = request.path.rstrip("/") or "/"
         parts = [p for p in path.strip("/").split("/") if p]
         if path == "/version":
-            return json_response(VERSION_INFO)
+            return json_response(dict(VERSION_INFO))
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok", content_type="text/plain")
         if path == "/api":
@@ -385,7 +384,9 @@ class ApiServer:
                     options_body = json.loads(raw)
                 except ValueError as exc:
                     raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
-            options = DeleteOptions.from_body(options_body if isinstance(options_body, dict) else None, query=query)
+            options = DeleteOptions.from_body(
+                options_body if isinstance(options_body, dict) else None, query=query
+            )
             if not req.name:
                 return self._delete_collection(request, info, namespace, options, client)
             result = self.registry.delete(info, namespace, req.name, options, client=client)

@@ -25,9 +25,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free port)")
     parser.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    parser.add_argument("--zones", type=int, default=1, help="number of zones the nodes spread over (default 1)")
+    parser.add_argument(
+        "--zones", type=int, default=1, help="number of zones the nodes spread over (default 1)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the emulator's random choices")
-    parser.add_argument("--kubeconfig", type=Path, default=None, help="write a kubeconfig for the emulator here")
+    parser.add_argument(
+        "--kubeconfig", type=Path, default=None, help="write a kubeconfig for the emulator here"
+    )
     args = parser.parse_args(list(argv))
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")

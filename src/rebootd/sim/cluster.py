@@ -299,9 +299,13 @@ class Cluster:
                 entry["state"] = {"running": {"startedAt": now}}
             if restarts:
                 entry["lastState"] = {
-                    "terminated": {"exitCode": 255, "reason": "Unknown", "startedAt": status.get("startTime", now),
-                                   "finishedAt": now}
-                }  # fmt: skip
+                    "terminated": {
+                        "exitCode": 255,
+                        "reason": "Unknown",
+                        "startedAt": status.get("startTime", now),
+                        "finishedAt": now,
+                    }
+                }
             elif before.get("lastState"):
                 entry["lastState"] = before["lastState"]
             container_statuses.append(entry)
@@ -823,8 +827,14 @@ class Cluster:
         if self.store.get("namespaces", "", "default") is not None:
             self.registry.create(EVENTS, "default", body, client=component)
 
-    def _write_node(self, node: JsonObj, *, spec: JsonObj | None = None, status: JsonObj | None = None,
-                    client: str = KUBELET) -> JsonObj:  # fmt: skip
+    def _write_node(
+        self,
+        node: JsonObj,
+        *,
+        spec: JsonObj | None = None,
+        status: JsonObj | None = None,
+        client: str = KUBELET,
+    ) -> JsonObj:
         new = dict(node)
         new["metadata"] = dict(node["metadata"])
         if spec is not None:
@@ -846,9 +856,14 @@ class Cluster:
         else:
             value, reason, message = "False", "KubeletNotReady", "container runtime is down"
         node_status["conditions"] = set_condition(
-            list(node_status.get("conditions") or []), kind="Ready", status=value, now=now, reason=reason,
-            message=message, heartbeat=True,
-        )  # fmt: skip
+            list(node_status.get("conditions") or []),
+            kind="Ready",
+            status=value,
+            now=now,
+            reason=reason,
+            message=message,
+            heartbeat=True,
+        )
         spec = dict(node.get("spec") or {})
         taints = [t for t in spec.get("taints") or [] if t.get("key") != UNREACHABLE_TAINT]
         if not ready:
@@ -863,14 +878,23 @@ class Cluster:
         )
         if was_ready != ready:
             self.registry.record(
-                event="node_ready" if ready else "node_not_ready", client=KUBELET, verb="", kind="Node",
-                namespace="", name=name, resource_version=stored["metadata"]["resourceVersion"],
-            )  # fmt: skip
+                event="node_ready" if ready else "node_not_ready",
+                client=KUBELET,
+                verb="",
+                kind="Node",
+                namespace="",
+                name=name,
+                resource_version=stored["metadata"]["resourceVersion"],
+            )
             if ready:
                 self.event(node=stored, reason="NodeReady", message=f"Node {name} status is now: NodeReady")
             else:
-                self.event(node=stored, reason="NodeNotReady", message=f"Node {name} status is now: NodeNotReady",
-                           component="node-controller")  # fmt: skip
+                self.event(
+                    node=stored,
+                    reason="NodeNotReady",
+                    message=f"Node {name} status is now: NodeNotReady",
+                    component="node-controller",
+                )
         if not ready:
             for pod in self.store.pods_on_node(name):
                 if is_pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
@@ -912,9 +936,15 @@ class Cluster:
         boot_id = ((node.get("status") or {}).get("nodeInfo") or {}).get("bootID", "")
         self.rebooting.add(name)
         self.registry.record(
-            event="reboot_started", client=KUBELET, verb="", kind="Node", namespace="", name=name,
-            resource_version=node["metadata"]["resourceVersion"], detail=boot_id,
-        )  # fmt: skip
+            event="reboot_started",
+            client=KUBELET,
+            verb="",
+            kind="Node",
+            namespace="",
+            name=name,
+            resource_version=node["metadata"]["resourceVersion"],
+            detail=boot_id,
+        )
         self.set_node_ready(name, ready=False, status="Unknown")
         self.later(self.timing.boot_seconds, lambda: self._boot_complete(name))
 
@@ -933,9 +963,11 @@ class Cluster:
         self.rebooting.discard(name)
         self.event(node=node, reason="Starting", message="Starting kubelet.")
         self.event(
-            node=node, reason="Rebooted", message=f"Node {name} has been rebooted, boot id: {info['bootID']}",
+            node=node,
+            reason="Rebooted",
+            message=f"Node {name} has been rebooted, boot id: {info['bootID']}",
             type_="Warning",
-        )  # fmt: skip
+        )
         for key in sorted(self._pending_deletions):
             pod = self.store.get("pods", *key)
             if pod is not None and (pod.get("spec") or {}).get("nodeName") == name:

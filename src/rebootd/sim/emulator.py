@@ -7,9 +7,10 @@ on the caller's loop; timers and streams end with `close()`. Objects handed out 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from rebootd.sim.listing import Pager
 from rebootd.sim.objects import deep_copy, is_node_ready
 from rebootd.sim.registry import Registry
 from rebootd.sim.resources import BY_GROUP_RESOURCE, info_of_storage, storage_of_kind
-from rebootd.sim.store import Store
+from rebootd.sim.store import Store, StoreEvent
 from rebootd.sim.timing import EmulatorTiming
 
 __all__ = ["Emulator", "EmulatorTiming", "HistoryRecord"]
@@ -55,7 +56,7 @@ class Emulator:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.timing = timing if timing is not None else EmulatorTiming()
         self.faults = faults
-        self.rng = random.Random(seed)  # noqa: S311 - simulation, not crypto
+        self.rng = random.Random(seed)  # noqa: S311 - a seeded simulation, not cryptography
         self.history: list[HistoryRecord] = []
         self.store = Store()
         self.registry = Registry(store=self.store, clock=self.clock, rng=self.rng, history=self.history)
@@ -95,7 +96,7 @@ class Emulator:
         site = web.TCPSite(runner, host, port)
         await site.start()
         self._runner = runner
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+        server = site._server
         sockets = getattr(server, "sockets", None) or []
         bound = sockets[0].getsockname()[1] if sockets else port
         shown_host = f"[{host}]" if ":" in host else host
@@ -149,6 +150,23 @@ class Emulator:
     def list_objects(self, *, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         storage = storage_of_kind(kind)
         return [deep_copy(obj) for obj in self.store.sorted_objects(storage, namespace)]
+
+    async def wait_until(self, predicate: Callable[[], bool], *, within: float = 10.0) -> None:
+        """Return once `predicate()` holds, re-checked after every change in the store (no
+        polling); raises TimeoutError after `within` seconds."""
+        changed = asyncio.Event()
+
+        def on_change(_event: StoreEvent) -> None:
+            changed.set()
+
+        self.store.add_listener(on_change)
+        try:
+            async with asyncio.timeout(within):
+                while not predicate():
+                    changed.clear()
+                    await changed.wait()
+        finally:
+            self.store.remove_listener(on_change)
 
     def compact(self) -> None:
         """Drop the watch history (as an etcd compaction): older watch resourceVersions get 410."""
@@ -211,14 +229,20 @@ class Emulator:
             "message": "kubelet is posting ready status" if ready else "Kubelet stopped posting node status.",
         }
         conditions = [
-            {"type": kind, "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now,
-             "reason": f"KubeletHas{reason}", "message": message}
+            {
+                "type": kind,
+                "status": "False",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+                "reason": f"KubeletHas{reason}",
+                "message": message,
+            }
             for kind, reason, message in (
                 ("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory available"),
                 ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
                 ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"),
             )
-        ]  # fmt: skip
+        ]
         conditions.append(ready_condition)
         status = {
             "capacity": {
@@ -330,16 +354,26 @@ class Emulator:
             now = self.registry.now()
             body["status"] = {
                 "phase": phase,
-                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now,
-                                "reason": "PodCompleted"}],
+                "conditions": [
+                    {"type": "Ready", "status": "False", "lastTransitionTime": now, "reason": "PodCompleted"}
+                ],
                 "containerStatuses": [
-                    {"name": c["name"], "ready": False, "restartCount": 0, "image": c["image"],
-                     "state": {"terminated": {"exitCode": 0 if phase == "Succeeded" else 1,
-                                              "reason": "Completed" if phase == "Succeeded" else "Error",
-                                              "finishedAt": now}}}
+                    {
+                        "name": c["name"],
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": c["image"],
+                        "state": {
+                            "terminated": {
+                                "exitCode": 0 if phase == "Succeeded" else 1,
+                                "reason": "Completed" if phase == "Succeeded" else "Error",
+                                "finishedAt": now,
+                            }
+                        },
+                    }
                     for c in body["spec"]["containers"]
                 ],
-            }  # fmt: skip
+            }
         else:
             body["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         pods = BY_GROUP_RESOURCE[("", "pods")]
@@ -436,9 +470,12 @@ class Emulator:
             if kind == "DaemonSet":
                 pod["spec"]["tolerations"] = [
                     {"key": key, "operator": "Exists", "effect": "NoSchedule"}
-                    for key in ("node.kubernetes.io/unschedulable", "node.kubernetes.io/unreachable",
-                                "node.kubernetes.io/not-ready")
-                ]  # fmt: skip
+                    for key in (
+                        "node.kubernetes.io/unschedulable",
+                        "node.kubernetes.io/unreachable",
+                        "node.kubernetes.io/not-ready",
+                    )
+                ]
             if node is not None:
                 pod["spec"]["nodeName"] = node
                 node_obj = self.store.get("nodes", "", node)

@@ -139,7 +139,8 @@ def conflict(*, resource: str, group: str, name: str, cause: str = MODIFIED) -> 
     return ApiError(
         code=409,
         reason="Conflict",
-        message=f'Operation cannot be fulfilled on {qualified(resource=resource, group=group)} "{name}": {cause}',
+        message=f'Operation cannot be fulfilled on {qualified(resource=resource, group=group)} "{name}": '
+        f"{cause}",
         details=_details(name=name, group=group, kind=resource),
     )
 

@@ -9,6 +9,7 @@ Status the server answers. Pure functions, no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from rebootd.selectors import (
@@ -89,12 +90,14 @@ def namespace_fields(obj: Mapping[str, Any]) -> dict[str, str]:
     return fields
 
 
-FIELD_GETTERS: Mapping[str, Callable[[Mapping[str, Any]], dict[str, str]]] = {
-    "pods": pod_fields,
-    "nodes": node_fields,
-    "events": event_fields,
-    "namespaces": namespace_fields,
-}
+FIELD_GETTERS: Mapping[str, Callable[[Mapping[str, Any]], dict[str, str]]] = MappingProxyType(
+    {
+        "pods": pod_fields,
+        "nodes": node_fields,
+        "events": event_fields,
+        "namespaces": namespace_fields,
+    }
+)
 
 
 def object_fields(storage: str, obj: Mapping[str, Any]) -> dict[str, str]:

@@ -50,7 +50,8 @@ def unsupported_media_type() -> ApiError:
     return ApiError(
         code=415,
         reason="UnsupportedMediaType",
-        message=f"the body of the request was in an unknown format - accepted media types include: {accepted}",
+        message="the body of the request was in an unknown format - accepted media types include: "
+        + accepted,
     )
 
 

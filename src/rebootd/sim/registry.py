@@ -17,10 +17,9 @@ from datetime import timedelta
 from typing import Any
 
 from rebootd.clock import Clock
-from rebootd.selectors import LabelSelector, SelectorError, label_selector_from_object
+from rebootd.selectors import FieldSelector, LabelSelector, SelectorError, label_selector_from_object
 from rebootd.sim import errors
 from rebootd.sim.errors import JsonObj
-from rebootd.selectors import FieldSelector
 from rebootd.sim.fieldselectors import object_fields
 from rebootd.sim.history import HistoryRecord
 from rebootd.sim.objects import deep_copy, is_pod_ready, micro_time, rfc3339, set_condition
@@ -38,6 +37,9 @@ CREATE_ON_UPDATE = frozenset({"leases.coordination.k8s.io", "events"})
 # Stores whose DELETE answers with the object itself (ReturnDeletedObject).
 RETURNS_DELETED_OBJECT = frozenset({"pods"})
 NAMESPACE_TERMINATING = "NamespaceTerminating"
+MULTIPLE_PDBS = (
+    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+)
 
 
 @dataclass(frozen=True)
@@ -445,7 +447,7 @@ class Registry:
         meta = dict(obj["metadata"])
         for key in ("selfLink", "managedFields"):
             meta.pop(key, None)
-        for key in SYSTEM_META + ("name", "namespace"):
+        for key in (*SYSTEM_META, "name", "namespace"):
             if key in old["metadata"]:
                 meta[key] = old["metadata"][key]
             else:
@@ -505,7 +507,8 @@ class Registry:
             applied_meta = applied.setdefault("metadata", {})
             if applied_meta.get("name", name) != name:
                 raise errors.bad_request(
-                    f"the name of the object ({applied_meta.get('name')}) does not match the name on the URL ({name})"
+                    f"the name of the object ({applied_meta.get('name')}) does not match "
+                    f"the name on the URL ({name})"
                 )
             applied_meta["name"] = name
             return self.create(info, namespace, applied, client=client, dry_run=dry_run, verb="patch"), True
@@ -541,7 +544,10 @@ class Registry:
                 resource=info.plural,
                 group=info.group,
                 name=name,
-                cause=f"Precondition failed: UID in precondition: {options.uid}, UID in object meta: {meta.get('uid')}",
+                cause=(
+                    f"Precondition failed: UID in precondition: {options.uid}, "
+                    f"UID in object meta: {meta.get('uid')}"
+                ),
             )
         if options.resource_version is not None and options.resource_version != meta.get("resourceVersion"):
             raise errors.conflict(
@@ -724,7 +730,7 @@ class Registry:
                 "apiVersion": "v1",
                 "metadata": {},
                 "status": "Failure",
-                "message": "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                "message": MULTIPLE_PDBS,
                 "code": 500,
             }
         if not pdbs:
@@ -783,7 +789,8 @@ class Registry:
                     {
                         "reason": "DisruptionBudget",
                         "message": (
-                            f"The disruption budget {name} needs {status.get('desiredHealthy', 0)} healthy pods "
+                            f"The disruption budget {name} needs {status.get('desiredHealthy', 0)} "
+                            "healthy pods "
                             f"and has {status.get('currentHealthy', 0)} currently"
                         ),
                     }

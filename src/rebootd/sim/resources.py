@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 META_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
@@ -106,33 +107,116 @@ def _r(
 
 
 RESOURCES: tuple[ResourceInfo, ...] = (
-    _r("", "v1", "namespaces", "Namespace", namespaced=False, short=("ns",), fields=NAMESPACE_FIELDS, status=True),
+    _r(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        short=("ns",),
+        fields=NAMESPACE_FIELDS,
+        status=True,
+    ),
     _r("", "v1", "nodes", "Node", namespaced=False, short=("no",), fields=NODE_FIELDS, status=True),
-    _r("", "v1", "pods", "Pod", namespaced=True, short=("po",), fields=POD_FIELDS, status=True, categories=("all",)),
+    _r(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        namespaced=True,
+        short=("po",),
+        fields=POD_FIELDS,
+        status=True,
+        categories=("all",),
+    ),
     _r("", "v1", "events", "Event", namespaced=True, short=("ev",), fields=EVENT_FIELDS),
-    _r("apps", "v1", "deployments", "Deployment", namespaced=True, short=("deploy",), status=True,
-       generation=True, categories=("all",)),
-    _r("apps", "v1", "replicasets", "ReplicaSet", namespaced=True, short=("rs",), status=True, generation=True,
-       categories=("all",)),
-    _r("apps", "v1", "statefulsets", "StatefulSet", namespaced=True, short=("sts",), status=True,
-       generation=True, categories=("all",)),
-    _r("apps", "v1", "daemonsets", "DaemonSet", namespaced=True, short=("ds",), status=True, generation=True,
-       categories=("all",)),
+    _r(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        namespaced=True,
+        short=("deploy",),
+        status=True,
+        generation=True,
+        categories=("all",),
+    ),
+    _r(
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        namespaced=True,
+        short=("rs",),
+        status=True,
+        generation=True,
+        categories=("all",),
+    ),
+    _r(
+        "apps",
+        "v1",
+        "statefulsets",
+        "StatefulSet",
+        namespaced=True,
+        short=("sts",),
+        status=True,
+        generation=True,
+        categories=("all",),
+    ),
+    _r(
+        "apps",
+        "v1",
+        "daemonsets",
+        "DaemonSet",
+        namespaced=True,
+        short=("ds",),
+        status=True,
+        generation=True,
+        categories=("all",),
+    ),
     _r("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
-    _r("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", namespaced=True, short=("pdb",),
-       status=True, generation=True),
-    _r("events.k8s.io", "v1", "events", "Event", namespaced=True, storage="events", short=("ev",),
-       fields=EVENT_FIELDS),
-)  # fmt: skip
+    _r(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        namespaced=True,
+        short=("pdb",),
+        status=True,
+        generation=True,
+    ),
+    _r(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "Event",
+        namespaced=True,
+        storage="events",
+        short=("ev",),
+        fields=EVENT_FIELDS,
+    ),
+)
 
-BY_GROUP_RESOURCE: dict[tuple[str, str], ResourceInfo] = {(r.group, r.plural): r for r in RESOURCES}
-BY_STORAGE_KIND: dict[str, ResourceInfo] = {}
-for _info in RESOURCES:
-    BY_STORAGE_KIND.setdefault(_info.storage, _info)
-KIND_TO_STORAGE: dict[str, str] = {}
-for _info in RESOURCES:
-    KIND_TO_STORAGE.setdefault(_info.kind, _info.storage)
-KIND_TO_STORAGE.update({"Lease": "leases.coordination.k8s.io", "Event": "events"})
+
+def _by_storage() -> dict[str, ResourceInfo]:
+    found: dict[str, ResourceInfo] = {}
+    for info in RESOURCES:
+        found.setdefault(info.storage, info)
+    return found
+
+
+def _kind_to_storage() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for info in RESOURCES:
+        found.setdefault(info.kind, info.storage)
+    return found
+
+
+BY_GROUP_RESOURCE: Mapping[tuple[str, str], ResourceInfo] = MappingProxyType(
+    {(r.group, r.plural): r for r in RESOURCES}
+)
+BY_STORAGE_KIND: Mapping[str, ResourceInfo] = MappingProxyType(_by_storage())
+KIND_TO_STORAGE: Mapping[str, str] = MappingProxyType(_kind_to_storage())
 
 # Group versions served; policy/v1beta1 exists only for the Eviction body.
 GROUP_VERSIONS: dict[str, str] = {
@@ -239,14 +323,16 @@ def api_group_list() -> dict[str, Any]:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
-VERSION_INFO: dict[str, str] = {
-    "major": "1",
-    "minor": "32",
-    "gitVersion": "v1.32.0",
-    "gitCommit": "0000000000000000000000000000000000000000",
-    "gitTreeState": "clean",
-    "buildDate": "2024-12-11T00:00:00Z",
-    "goVersion": "go1.23.3",
-    "compiler": "gc",
-    "platform": "linux/amd64",
-}
+VERSION_INFO: Mapping[str, str] = MappingProxyType(
+    {
+        "major": "1",
+        "minor": "32",
+        "gitVersion": "v1.32.0",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2024-12-11T00:00:00Z",
+        "goVersion": "go1.23.3",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }
+)

@@ -226,6 +226,10 @@ class Store:
         """In-process observers (the simulated controllers); called after watchers, in RV order."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Callable[[StoreEvent], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def watch(
         self, storage: str, *, namespace: str | None, predicate: Predicate | None, since: int | None
     ) -> tuple[Watcher, list[tuple[str, JsonObj]]]:

@@ -7,8 +7,9 @@ the current time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from rebootd.sim.objects import condition, parse_time
@@ -227,93 +228,95 @@ def _generic_row(obj: JsonObj, now: datetime) -> list[Any]:
     return [obj["metadata"]["name"], obj["metadata"].get("creationTimestamp")]
 
 
-PRINTERS: dict[str, tuple[Sequence[Column], Row]] = {
-    "pods": (
-        [
-            _NAME,
-            ("Ready", "string", 0, ""),
-            ("Status", "string", 0, ""),
-            ("Restarts", "string", 0, ""),
-            _AGE,
-            ("IP", "string", 1, ""),
-            ("Node", "string", 1, ""),
-            ("Nominated Node", "string", 1, ""),
-            ("Readiness Gates", "string", 1, ""),
-        ],
-        _pod_row,
-    ),
-    "nodes": (
-        [
-            _NAME,
-            ("Status", "string", 0, ""),
-            ("Roles", "string", 0, ""),
-            _AGE,
-            ("Version", "string", 0, ""),
-            ("Internal-IP", "string", 1, ""),
-            ("External-IP", "string", 1, ""),
-            ("OS-Image", "string", 1, ""),
-            ("Kernel-Version", "string", 1, ""),
-            ("Container-Runtime", "string", 1, ""),
-        ],
-        _node_row,
-    ),
-    "leases.coordination.k8s.io": ([_NAME, ("Holder", "string", 0, ""), _AGE], _lease_row),
-    "poddisruptionbudgets.policy": (
-        [
-            _NAME,
-            ("Min Available", "string", 0, ""),
-            ("Max Unavailable", "string", 0, ""),
-            ("Allowed Disruptions", "integer", 0, ""),
-            _AGE,
-        ],
-        _pdb_row,
-    ),
-    "namespaces": ([_NAME, ("Status", "string", 0, ""), _AGE], _namespace_row),
-    "events": (
-        [
-            ("Last Seen", "string", 0, ""),
-            ("Type", "string", 0, ""),
-            ("Reason", "string", 0, ""),
-            ("Object", "string", 0, ""),
-            ("Message", "string", 0, ""),
-        ],
-        _event_row,
-    ),
-    "deployments.apps": (
-        [
-            _NAME,
-            ("Ready", "string", 0, ""),
-            ("Up-to-date", "integer", 0, ""),
-            ("Available", "integer", 0, ""),
-            _AGE,
-        ],
-        _deployment_row,
-    ),
-    "replicasets.apps": (
-        [
-            _NAME,
-            ("Desired", "integer", 0, ""),
-            ("Current", "integer", 0, ""),
-            ("Ready", "integer", 0, ""),
-            _AGE,
-        ],
-        _replicaset_row,
-    ),
-    "statefulsets.apps": ([_NAME, ("Ready", "string", 0, ""), _AGE], _statefulset_row),
-    "daemonsets.apps": (
-        [
-            _NAME,
-            ("Desired", "integer", 0, ""),
-            ("Current", "integer", 0, ""),
-            ("Ready", "integer", 0, ""),
-            ("Up-to-date", "integer", 0, ""),
-            ("Available", "integer", 0, ""),
-            ("Node Selector", "string", 0, ""),
-            _AGE,
-        ],
-        _daemonset_row,
-    ),
-}
+PRINTERS: Mapping[str, tuple[Sequence[Column], Row]] = MappingProxyType(
+    {
+        "pods": (
+            [
+                _NAME,
+                ("Ready", "string", 0, ""),
+                ("Status", "string", 0, ""),
+                ("Restarts", "string", 0, ""),
+                _AGE,
+                ("IP", "string", 1, ""),
+                ("Node", "string", 1, ""),
+                ("Nominated Node", "string", 1, ""),
+                ("Readiness Gates", "string", 1, ""),
+            ],
+            _pod_row,
+        ),
+        "nodes": (
+            [
+                _NAME,
+                ("Status", "string", 0, ""),
+                ("Roles", "string", 0, ""),
+                _AGE,
+                ("Version", "string", 0, ""),
+                ("Internal-IP", "string", 1, ""),
+                ("External-IP", "string", 1, ""),
+                ("OS-Image", "string", 1, ""),
+                ("Kernel-Version", "string", 1, ""),
+                ("Container-Runtime", "string", 1, ""),
+            ],
+            _node_row,
+        ),
+        "leases.coordination.k8s.io": ([_NAME, ("Holder", "string", 0, ""), _AGE], _lease_row),
+        "poddisruptionbudgets.policy": (
+            [
+                _NAME,
+                ("Min Available", "string", 0, ""),
+                ("Max Unavailable", "string", 0, ""),
+                ("Allowed Disruptions", "integer", 0, ""),
+                _AGE,
+            ],
+            _pdb_row,
+        ),
+        "namespaces": ([_NAME, ("Status", "string", 0, ""), _AGE], _namespace_row),
+        "events": (
+            [
+                ("Last Seen", "string", 0, ""),
+                ("Type", "string", 0, ""),
+                ("Reason", "string", 0, ""),
+                ("Object", "string", 0, ""),
+                ("Message", "string", 0, ""),
+            ],
+            _event_row,
+        ),
+        "deployments.apps": (
+            [
+                _NAME,
+                ("Ready", "string", 0, ""),
+                ("Up-to-date", "integer", 0, ""),
+                ("Available", "integer", 0, ""),
+                _AGE,
+            ],
+            _deployment_row,
+        ),
+        "replicasets.apps": (
+            [
+                _NAME,
+                ("Desired", "integer", 0, ""),
+                ("Current", "integer", 0, ""),
+                ("Ready", "integer", 0, ""),
+                _AGE,
+            ],
+            _replicaset_row,
+        ),
+        "statefulsets.apps": ([_NAME, ("Ready", "string", 0, ""), _AGE], _statefulset_row),
+        "daemonsets.apps": (
+            [
+                _NAME,
+                ("Desired", "integer", 0, ""),
+                ("Current", "integer", 0, ""),
+                ("Ready", "integer", 0, ""),
+                ("Up-to-date", "integer", 0, ""),
+                ("Available", "integer", 0, ""),
+                ("Node Selector", "string", 0, ""),
+                _AGE,
+            ],
+            _daemonset_row,
+        ),
+    }
+)
 _GENERIC: tuple[Sequence[Column], Row] = ([_NAME, ("Created At", "date", 0, "")], _generic_row)
 
 

@@ -217,18 +217,37 @@ def validate(info: ResourceInfo, obj: Mapping[str, Any], old: Mapping[str, Any] 
             errors.append(required_value("spec.containers"))
         if old is not None:
             errors.extend(_pod_update_errors(spec, old.get("spec") or {}))
-    elif info.kind == "PodDisruptionBudget":
-        if "minAvailable" in spec and "maxUnavailable" in spec:
-            errors.append(
-                invalid_value(
-                    "spec",
-                    spec,
-                    "minAvailable and maxUnavailable cannot be both set",
-                    raw="policy.PodDisruptionBudgetSpec{...}",
-                )
+    elif info.kind == "Event" and info.group == "events.k8s.io" and old is None:
+        errors.extend(_events_v1_errors(obj))
+    elif info.kind == "PodDisruptionBudget" and "minAvailable" in spec and "maxUnavailable" in spec:
+        errors.append(
+            invalid_value(
+                "spec",
+                spec,
+                "minAvailable and maxUnavailable cannot be both set",
+                raw="policy.PodDisruptionBudgetSpec{...}",
             )
+        )
     if errors:
         raise invalid(kind=info.kind, group=info.group, name=name, errors=errors)
+
+
+def _events_v1_errors(event: Mapping[str, Any]) -> list[FieldError]:
+    """ValidateEventCreate for events.k8s.io/v1 (checked on the stored core/v1 form)."""
+    errors: list[FieldError] = []
+    if not event.get("eventTime"):
+        errors.append(required_value("eventTime"))
+    if event.get("type") not in ("Normal", "Warning"):
+        errors.append(invalid_value("type", "", f"has invalid value: {event.get('type', '')}"))
+    for core_key, v1_key in (
+        ("reportingComponent", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+        ("action", "action"),
+        ("reason", "reason"),
+    ):
+        if not event.get(core_key):
+            errors.append(required_value(v1_key))
+    return errors
 
 
 _POD_MUTABLE = (

@@ -68,15 +68,15 @@ class RawApi:
     async def delete(self, path: str, body: Any = None) -> Reply:
         return await self.request("DELETE", path, body=body)
 
-    async def watch(self, path: str, *, max_events: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def watch(self, path: str, *, max_events: int, within: float = 5.0) -> list[dict[str, Any]]:
         """Read up to `max_events` watch events (or until the server ends the stream)."""
-        return [event async for event in self.watch_stream(path, max_events=max_events, timeout=timeout)]
+        return [event async for event in self.watch_stream(path, max_events=max_events, within=within)]
 
     async def watch_stream(
-        self, path: str, *, max_events: int, timeout: float = 5.0
+        self, path: str, *, max_events: int, within: float = 5.0
     ) -> AsyncIterator[dict[str, Any]]:
         count = 0
-        async with asyncio.timeout(timeout), self.session.get(self.base + path) as response:
+        async with asyncio.timeout(within), self.session.get(self.base + path) as response:
             assert response.status == 200, await response.text()
             while count < max_events:
                 line = await response.content.readline()
@@ -91,11 +91,17 @@ def lease(name: str, *, namespace: str = "default", holder: str = "a", **meta: A
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {"name": name, "namespace": namespace, **meta},
-        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30, "renewTime": "2026-01-01T00:00:00.000000Z"},
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": 30,
+            "renewTime": "2026-01-01T00:00:00.000000Z",
+        },
     }
 
 
-def pod(name: str, *, namespace: str = "default", node: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def pod(
+    name: str, *, namespace: str = "default", node: str | None = None, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
     if node is not None:
         spec["nodeName"] = node

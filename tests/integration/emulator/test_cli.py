@@ -19,11 +19,18 @@ SRC = str(Path(__file__).resolve().parents[3] / "src")
 
 async def start_command(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
-    code = "import sys; from rebootd.sim.cli import emulator_command; sys.exit(emulator_command(sys.argv[1:]))"
+    code = (
+        "import sys; from rebootd.sim.cli import emulator_command; sys.exit(emulator_command(sys.argv[1:]))"
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
+        sys.executable,
+        "-c",
+        code,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
     assert process.stdout is not None
     async with asyncio.timeout(30):
         while True:
@@ -36,7 +43,9 @@ async def start_command(*args: str) -> tuple[asyncio.subprocess.Process, str]:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_emulator_command_serves_a_seeded_cluster_until_signalled(tmp_path: Path, signum: int) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    process, url = await start_command("--nodes", "4", "--zones", "2", "--seed", "7", "--kubeconfig", str(kubeconfig))
+    process, url = await start_command(
+        "--nodes", "4", "--zones", "2", "--seed", "7", "--kubeconfig", str(kubeconfig)
+    )
     try:
         assert url.startswith("http://127.0.0.1:")
         kubectl = Kubectl(
@@ -44,7 +53,9 @@ async def test_emulator_command_serves_a_seeded_cluster_until_signalled(tmp_path
             kubeconfig=kubeconfig,
             cache_dir=tmp_path / "kube-cache",
         )
-        nodes = (await kubectl("get", "nodes", "-L", "topology.kubernetes.io/zone", "--no-headers")).splitlines()
+        nodes = (
+            await kubectl("get", "nodes", "-L", "topology.kubernetes.io/zone", "--no-headers")
+        ).splitlines()
         assert [line.split()[0] for line in nodes] == ["node-000", "node-001", "node-002", "node-003"]
         assert {line.split()[-1] for line in nodes} == {"zone-a", "zone-b"}
         pdbs = await kubectl("get", "pdb", "-A", "--no-headers", "-o", "custom-columns=NAME:.metadata.name")

@@ -34,7 +34,9 @@ async def test_lists_carry_empty_items_without_kind_and_one_global_resource_vers
     emulator: Emulator, raw: RawApi
 ) -> None:
     empty = await raw.get(LEASES)
-    assert empty.status == 200 and empty.body["items"] == [] and empty.body["kind"] == "LeaseList"
+    assert empty.status == 200
+    assert empty.body["items"] == []
+    assert empty.body["kind"] == "LeaseList"
     created = await raw.post(LEASES, lease("one"))
     node_rv = emulator.add_node(name="node-a")["metadata"]["resourceVersion"]
     assert created.status == 201
@@ -42,7 +44,8 @@ async def test_lists_carry_empty_items_without_kind_and_one_global_resource_vers
     listing = await raw.get(LEASES)
     assert listing.body["metadata"]["resourceVersion"] == node_rv  # one counter for every type
     assert isinstance(listing.body["metadata"]["resourceVersion"], str)
-    assert "kind" not in listing.body["items"][0] and "apiVersion" not in listing.body["items"][0]
+    assert "kind" not in listing.body["items"][0]
+    assert "apiVersion" not in listing.body["items"][0]
 
 
 async def test_noop_write_keeps_resource_version_and_emits_no_event(emulator: Emulator, raw: RawApi) -> None:
@@ -61,7 +64,8 @@ async def test_stale_put_is_conflict_with_the_exact_message(emulator: Emulator, 
     assert (await raw.put(f"{LEASES}/lock", fresh)).status == 200
     stale = dict(created, spec=dict(created["spec"], holderIdentity="c"))
     reply = await raw.put(f"{LEASES}/lock", stale)
-    assert reply.status == 409 and reply.reason == "Conflict"
+    assert reply.status == 409
+    assert reply.reason == "Conflict"
     assert reply.message == (
         'Operation cannot be fulfilled on leases.coordination.k8s.io "lock": the object has been modified; '
         "please apply your changes to the latest version and try again"
@@ -83,7 +87,8 @@ async def test_put_without_resource_version_allowed_for_pods_and_nodes_refused_f
     assert (await raw.put(f"{PODS}/p", current)).status == 200
     await raw.post(LEASES, lease("lock"))
     reply = await raw.put(f"{LEASES}/lock", lease("lock", holder="b"))
-    assert reply.status == 422 and reply.reason == "Invalid"
+    assert reply.status == 422
+    assert reply.reason == "Invalid"
     assert reply.message == (
         'leases.coordination.k8s.io "lock" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
         "must be specified for an update"
@@ -99,7 +104,8 @@ async def test_put_without_resource_version_allowed_for_pods_and_nodes_refused_f
 
 async def test_put_to_missing_object_creates_leases_only(emulator: Emulator, raw: RawApi) -> None:
     created = await raw.put(f"{LEASES}/fresh", lease("fresh"))
-    assert created.status == 201 and created.body["metadata"]["uid"]
+    assert created.status == 201
+    assert created.body["metadata"]["uid"]
     emulator.add_node(name="node-a")
     assert (await raw.put(f"{PODS}/ghost", pod("ghost", node="node-a"))).status == 404
     node = (await raw.get(f"{NODES}/node-a")).body
@@ -107,12 +113,15 @@ async def test_put_to_missing_object_creates_leases_only(emulator: Emulator, raw
     assert (await raw.put(f"{NODES}/ghost-node", node)).status == 404
 
 
-async def test_put_with_uid_of_a_deleted_and_recreated_lease_is_conflict(emulator: Emulator, raw: RawApi) -> None:
+async def test_put_with_uid_of_a_deleted_and_recreated_lease_is_conflict(
+    emulator: Emulator, raw: RawApi
+) -> None:
     old = (await raw.post(LEASES, lease("lock"))).body
     assert (await raw.delete(f"{LEASES}/lock")).status == 200
     assert (await raw.post(LEASES, lease("lock", holder="other"))).status == 201
     reply = await raw.put(f"{LEASES}/lock", old)
-    assert reply.status == 409 and reply.reason == "Conflict"
+    assert reply.status == 409
+    assert reply.reason == "Conflict"
     assert "Precondition failed: UID in precondition" in reply.message
     assert (await raw.delete(f"{LEASES}/lock")).status == 200
     gone = await raw.put(f"{LEASES}/lock", old)  # the uid precondition also refuses to re-create
@@ -122,35 +131,45 @@ async def test_put_with_uid_of_a_deleted_and_recreated_lease_is_conflict(emulato
 async def test_post_of_an_existing_name_is_already_exists(emulator: Emulator, raw: RawApi) -> None:
     await raw.post(LEASES, lease("lock"))
     reply = await raw.post(LEASES, lease("lock"))
-    assert reply.status == 409 and reply.reason == "AlreadyExists"
+    assert reply.status == 409
+    assert reply.reason == "AlreadyExists"
     assert reply.message == 'leases.coordination.k8s.io "lock" already exists'
 
 
 async def test_delete_preconditions_and_return_shapes(emulator: Emulator, raw: RawApi) -> None:
     created = (await raw.post(LEASES, lease("lock"))).body
     wrong = await raw.delete(f"{LEASES}/lock", {"preconditions": {"uid": "not-it"}})
-    assert wrong.status == 409 and wrong.reason == "Conflict"
+    assert wrong.status == 409
+    assert wrong.reason == "Conflict"
     stale = await raw.delete(f"{LEASES}/lock", {"preconditions": {"resourceVersion": "1"}})
     assert stale.status == 409
     done = await raw.delete(
-        f"{LEASES}/lock", {"preconditions": {"uid": created["metadata"]["uid"], "resourceVersion": created["metadata"]["resourceVersion"]}}
+        f"{LEASES}/lock",
+        {
+            "preconditions": {
+                "uid": created["metadata"]["uid"],
+                "resourceVersion": created["metadata"]["resourceVersion"],
+            }
+        },
     )
     assert done.status == 200
-    assert done.body["kind"] == "Status" and done.body["status"] == "Success"
+    assert done.body["kind"] == "Status"
+    assert done.body["status"] == "Success"
     assert done.body["details"]["uid"] == created["metadata"]["uid"]
     emulator.add_node(name="node-a")
     emulator.add_pod(name="p", node="node-a")
     reply = await raw.delete(f"{PODS}/p?gracePeriodSeconds=0")
-    assert reply.status == 200 and reply.body["kind"] == "Pod"
+    assert reply.status == 200
+    assert reply.body["kind"] == "Pod"
     assert emulator.get_object(kind="Pod", namespace="default", name="p") is None
 
 
-async def test_delete_body_wins_over_query_and_negative_grace_becomes_one(emulator: Emulator, raw: RawApi) -> None:
+async def test_delete_body_wins_over_query_and_negative_grace_becomes_one(
+    emulator: Emulator, raw: RawApi
+) -> None:
     emulator.add_node(name="node-a")
     emulator.add_pod(name="p", node="node-a", termination_grace_seconds=30)
-    reply = await raw.request(
-        "DELETE", f"{PODS}/p?gracePeriodSeconds=0", body={"gracePeriodSeconds": -5}
-    )
+    reply = await raw.request("DELETE", f"{PODS}/p?gracePeriodSeconds=0", body={"gracePeriodSeconds": -5})
     assert reply.status == 200
     assert reply.body["metadata"]["deletionGracePeriodSeconds"] == 1
     assert reply.body["metadata"]["deletionTimestamp"]
@@ -164,7 +183,9 @@ async def test_graceful_pod_delete_is_modified_then_deleted(emulator: Emulator, 
     reply = await raw.delete(f"{PODS}/p")
     assert reply.body["metadata"]["deletionGracePeriodSeconds"] == 10
     assert emulator.get_object(kind="Pod", namespace="default", name="p") is not None
-    events = await raw.watch(f"{PODS}?watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Dp", max_events=2)
+    events = await raw.watch(
+        f"{PODS}?watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Dp", max_events=2
+    )
     assert [e["type"] for e in events] == ["MODIFIED", "DELETED"]  # removed after 10 s x grace_scale
     assert unscheduled["metadata"]["name"] == "u"
     gone = await raw.delete(f"{PODS}/u")  # unscheduled: grace 0, removed at once
@@ -187,19 +208,23 @@ async def test_lease_microtime_needs_six_digits_and_a_zone(
     body = lease("lock")
     body["spec"]["renewTime"] = value
     reply = await raw.post(LEASES, body)
-    assert reply.status == 400 and reply.reason == "BadRequest"
+    assert reply.status == 400
+    assert reply.reason == "BadRequest"
     assert reply.message.startswith('Lease in version "v1" cannot be handled as a Lease: ')
     assert problem in reply.message
     body["spec"]["renewTime"] = "2026-01-01T00:00:00.000000+02:00"
     assert (await raw.post(LEASES, body)).status == 201
 
 
-async def test_lease_preferred_holder_is_dropped_and_durations_validated(emulator: Emulator, raw: RawApi) -> None:
+async def test_lease_preferred_holder_is_dropped_and_durations_validated(
+    emulator: Emulator, raw: RawApi
+) -> None:
     body = lease("lock")
     body["spec"]["preferredHolder"] = "someone"
     body["spec"]["strategy"] = "OldestEmulationVersion"
     created = await raw.post(LEASES, body)
-    assert "preferredHolder" not in created.body["spec"] and "strategy" not in created.body["spec"]
+    assert "preferredHolder" not in created.body["spec"]
+    assert "strategy" not in created.body["spec"]
     bad = lease("bad")
     bad["spec"]["leaseDurationSeconds"] = 0
     reply = await raw.post(LEASES, bad)
@@ -211,6 +236,9 @@ async def test_lease_preferred_holder_is_dropped_and_durations_validated(emulato
 
 
 async def test_missing_namespace_is_not_found(emulator: Emulator, raw: RawApi) -> None:
-    reply = await raw.post("/apis/coordination.k8s.io/v1/namespaces/elsewhere/leases", lease("x", namespace="elsewhere"))
-    assert reply.status == 404 and reply.message == 'namespaces "elsewhere" not found'
+    reply = await raw.post(
+        "/apis/coordination.k8s.io/v1/namespaces/elsewhere/leases", lease("x", namespace="elsewhere")
+    )
+    assert reply.status == 404
+    assert reply.message == 'namespaces "elsewhere" not found'
     await asyncio.sleep(0)

@@ -21,7 +21,12 @@ def node_event(node: dict[str, Any], *, reason: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": f"{node['metadata']['name']}.reboot", "namespace": "default"},
-        "involvedObject": {"kind": "Node", "name": node["metadata"]["name"], "uid": node["metadata"]["uid"], "apiVersion": "v1"},
+        "involvedObject": {
+            "kind": "Node",
+            "name": node["metadata"]["name"],
+            "uid": node["metadata"]["uid"],
+            "apiVersion": "v1",
+        },
         "reason": reason,
         "message": "rebooting for kernel update",
         "type": "Normal",
@@ -32,21 +37,18 @@ def node_event(node: dict[str, Any], *, reason: str) -> dict[str, Any]:
     }
 
 
-async def wait_for(predicate: Any, *, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 async def test_node_events_are_found_the_way_kubectl_describe_asks(emulator: Emulator, raw: RawApi) -> None:
     node = emulator.add_node(name="node-a")
     emulator.add_node(name="node-b")
     assert (await raw.post(EVENTS, node_event(node, reason="RebootScheduled"))).status == 201
-    query = "fieldSelector=involvedObject.name%3Dnode-a,involvedObject.namespace%3D,involvedObject.kind%3DNode"
+    query = (
+        "fieldSelector=involvedObject.name%3Dnode-a,involvedObject.namespace%3D,involvedObject.kind%3DNode"
+    )
     found = (await raw.get(f"{EVENTS}?{query}")).body["items"]
     assert [e["reason"] for e in found] == ["RebootScheduled"]
     v1 = (await raw.get("/apis/events.k8s.io/v1/namespaces/default/events")).body["items"]
-    assert v1[0]["regarding"]["name"] == "node-a" and v1[0]["note"] == "rebooting for kernel update"
+    assert v1[0]["regarding"]["name"] == "node-a"
+    assert v1[0]["note"] == "rebooting for kernel update"
     created = await raw.post(
         "/apis/events.k8s.io/v1/namespaces/default/events",
         {
@@ -63,12 +65,19 @@ async def test_node_events_are_found_the_way_kubectl_describe_asks(emulator: Emu
             "note": "now",
         },
     )
-    assert created.status == 201 and created.body["apiVersion"] == "events.k8s.io/v1"
+    assert created.status == 201
+    assert created.body["apiVersion"] == "events.k8s.io/v1"
     core = (await raw.get(f"{EVENTS}/node-a.v1")).body
-    assert core["involvedObject"]["name"] == "node-a" and core["message"] == "now"
+    assert core["involvedObject"]["name"] == "node-a"
+    assert core["message"] == "now"
     bad = await raw.post(
         "/apis/events.k8s.io/v1/namespaces/default/events",
-        {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}, "eventTime": "2026-01-01T00:00:00Z"},
+        {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": "x"},
+            "eventTime": "2026-01-01T00:00:00Z",
+        },
     )
     assert bad.status == 400
 
@@ -87,13 +96,17 @@ async def test_reboot_changes_boot_id_and_goes_not_ready_then_ready(emulator: Em
     ready = next(c for c in down["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "Unknown"
     pod = emulator.get_object(kind="Pod", namespace="default", name="db-0")
-    assert pod is not None and next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")["status"] == "False"
+    assert pod is not None
+    assert next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")["status"] == "False"
 
     def node_ready() -> bool:
         node = emulator.get_object(kind="Node", name="node-a")
-        return node is not None and next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
+        return (
+            node is not None
+            and next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
+        )
 
-    await wait_for(node_ready)
+    await emulator.wait_until(node_ready)
     after = emulator.get_object(kind="Node", name="node-a")
     assert after is not None
     assert after["status"]["nodeInfo"]["bootID"] != boot_id
@@ -102,11 +115,15 @@ async def test_reboot_changes_boot_id_and_goes_not_ready_then_ready(emulator: Em
 
     def pod_ready() -> bool:
         current = emulator.get_object(kind="Pod", namespace="default", name="db-0")
-        return current is not None and next(c for c in current["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
+        return (
+            current is not None
+            and next(c for c in current["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
+        )
 
-    await wait_for(pod_ready)
+    await emulator.wait_until(pod_ready)
     pod = emulator.get_object(kind="Pod", namespace="default", name="db-0")
-    assert pod is not None and pod["status"]["containerStatuses"][0]["restartCount"] == 1
+    assert pod is not None
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 1
     kinds = [r.event for r in emulator.history if r.name == "node-a" and r.event != "write"]
     assert kinds == ["reboot_started", "node_not_ready", "node_ready"]
 
@@ -120,14 +137,15 @@ async def test_broken_workload_crash_loops_after_reboot_until_repaired(emulator:
     def crashing() -> bool:
         pod = emulator.get_object(kind="Pod", namespace="default", name="db-0")
         state = (pod or {}).get("status", {}).get("containerStatuses", [{}])[0].get("state", {})
-        return state.get("waiting", {}).get("reason") == "CrashLoopBackOff"
+        return bool(state.get("waiting", {}).get("reason") == "CrashLoopBackOff")
 
-    await wait_for(crashing)
+    await emulator.wait_until(crashing)
     await asyncio.sleep(0.2)
     assert crashing()
     emulator.repair_pod(namespace="default", pod_prefix="db-")
     pod = emulator.get_object(kind="Pod", namespace="default", name="db-0")
-    assert pod is not None and pod["status"]["containerStatuses"][0]["ready"] is True
+    assert pod is not None
+    assert pod["status"]["containerStatuses"][0]["ready"] is True
 
 
 async def test_boot_failure_keeps_the_node_not_ready(emulator: Emulator) -> None:
@@ -145,17 +163,28 @@ async def test_discovery_documents_kubectl_needs(emulator: Emulator, raw: RawApi
     version = (await raw.get("/version")).body
     assert (version["major"], version["minor"], version["gitVersion"]) == ("1", "32", "v1.32.0")
     api = (await raw.get("/api")).body
-    assert api["kind"] == "APIVersions" and api["versions"] == ["v1"]
+    assert api["kind"] == "APIVersions"
+    assert api["versions"] == ["v1"]
     assert api["serverAddressByClientCIDRs"][0]["serverAddress"] == emulator.url.removeprefix("http://")
     core = (await raw.get("/api/v1")).body
     eviction = next(r for r in core["resources"] if r["name"] == "pods/eviction")
-    assert eviction == {"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
-                        "version": "v1", "kind": "Eviction", "verbs": ["create"]}  # fmt: skip
+    assert eviction == {
+        "name": "pods/eviction",
+        "singularName": "",
+        "namespaced": True,
+        "group": "policy",
+        "version": "v1",
+        "kind": "Eviction",
+        "verbs": ["create"],
+    }
     assert {"nodes", "pods", "events", "namespaces"} <= {r["name"] for r in core["resources"]}
     groups = (await raw.get("/apis")).body
     assert {g["preferredVersion"]["groupVersion"] for g in groups["groups"]} == {
-        "apps/v1", "coordination.k8s.io/v1", "policy/v1", "events.k8s.io/v1"
-    }  # fmt: skip
+        "apps/v1",
+        "coordination.k8s.io/v1",
+        "policy/v1",
+        "events.k8s.io/v1",
+    }
     apps = (await raw.get("/apis/apps/v1")).body
     assert "daemonsets" in {r["name"] for r in apps["resources"]}
     assert "leases" in {r["name"] for r in (await raw.get("/apis/coordination.k8s.io/v1")).body["resources"]}
@@ -176,15 +205,19 @@ async def test_rbac_denial_is_403_with_the_apiserver_message(emulator_factory: E
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
         "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
     }
-    emu = await emulator_factory(authorizer=Authorizer.from_documents([role, binding]), tokens={"t-alice": ("alice", [])})
+    emu = await emulator_factory(
+        authorizer=Authorizer.from_documents([role, binding]), tokens={"t-alice": ("alice", [])}
+    )
     emu.add_node(name="node-a")
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer t-alice"}) as session:
         api = RawApi(session, emu.url)
         assert (await api.get(NODES)).status == 200
         denied = await api.get("/api/v1/namespaces/default/pods/x")
-        assert denied.status == 403 and denied.reason == "Forbidden"
+        assert denied.status == 403
+        assert denied.reason == "Forbidden"
         assert denied.message == (
-            'pods "x" is forbidden: User "alice" cannot get resource "pods" in API group "" in the namespace "default"'
+            'pods "x" is forbidden: User "alice" cannot get resource "pods" in API group "" '
+            'in the namespace "default"'
         )
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer wrong"}) as session:
         assert (await RawApi(session, emu.url).get(NODES)).status == 401
@@ -197,7 +230,8 @@ async def test_injected_faults_answer_as_a_real_server_would(emulator_factory: E
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer t-1"}) as session:
         api = RawApi(session, emu.url)
         throttled = await api.get(LEASES)
-        assert throttled.status == 429 and throttled.headers["Retry-After"] == "3"
+        assert throttled.status == 429
+        assert throttled.headers["Retry-After"] == "3"
         assert throttled.body["details"]["retryAfterSeconds"] == 3
         assert (await api.get("/version")).status == 200  # discovery is not a resource request
     assert faults.counts["throttle429"] == 1

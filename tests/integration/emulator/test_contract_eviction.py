@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from rebootd.sim.emulator import Emulator
 from rebootd.sim.errors import ApiError
 from tests.integration.emulator.http import PDBS, PODS, RawApi
@@ -13,11 +15,20 @@ BUDGET_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budg
 
 
 def eviction(name: str, *, version: str = "policy/v1", **extra: Any) -> dict[str, Any]:
-    return {"apiVersion": version, "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}, **extra}
+    return {
+        "apiVersion": version,
+        "kind": "Eviction",
+        "metadata": {"name": name, "namespace": "default"},
+        **extra,
+    }
 
 
 def web_pods(emulator: Emulator, prefix: str = "web") -> list[dict[str, Any]]:
-    return [p for p in emulator.list_objects(kind="Pod", namespace="default") if p["metadata"]["name"].startswith(prefix)]
+    return [
+        p
+        for p in emulator.list_objects(kind="Pod", namespace="default")
+        if p["metadata"]["name"].startswith(prefix)
+    ]
 
 
 async def evict(raw: RawApi, name: str, **extra: Any) -> Any:
@@ -34,7 +45,8 @@ async def test_step1_missing_pod_is_404_and_name_mismatch_400(emulator: Emulator
     three_nodes(emulator)
     emulator.add_pod(name="p", node="node-0")
     mismatch = await raw.post(f"{PODS}/p/eviction", eviction("other"))
-    assert mismatch.status == 400 and mismatch.message == "name in URL does not match name in Eviction object"
+    assert mismatch.status == 400
+    assert mismatch.message == "name in URL does not match name in Eviction object"
 
 
 async def test_step2_pending_pods_are_deleted_without_a_budget_check(emulator: Emulator, raw: RawApi) -> None:
@@ -43,16 +55,27 @@ async def test_step2_pending_pods_are_deleted_without_a_budget_check(emulator: E
     emulator.add_pod(name="web-pending", node="node-0", phase="Pending", labels={"app": "web"})
     reply = await evict(raw, "web-pending")
     assert reply.status == 201
-    assert reply.body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+    assert reply.body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "code": 201,
+    }
     record = next(r for r in emulator.history if r.event == "eviction")
-    assert record.name == "web-pending" and record.pdb is None
+    assert record.name == "web-pending"
+    assert record.pdb is None
 
 
 async def test_step3_two_matching_budgets_is_500(emulator: Emulator, raw: RawApi) -> None:
     three_nodes(emulator)
     emulator.add_workload(kind="Deployment", name="web", replicas=2, pdb_max_unavailable=1)
-    second = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "second"},
-              "spec": {"minAvailable": 0, "selector": {}}}  # fmt: skip
+    second = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "second"},
+        "spec": {"minAvailable": 0, "selector": {}},
+    }
     assert (await raw.post(PDBS, second)).status == 201
     reply = await evict(raw, web_pods(emulator)[0]["metadata"]["name"])
     assert reply.status == 500
@@ -69,19 +92,28 @@ async def test_step4_unready_pod_is_evicted_without_decrement_when_budget_is_hea
     emulator.add_pod(name="web-sick", node="node-0", ready=False, labels={"app": "web"})
     await asyncio.sleep(0.05)
     before = emulator.get_object(kind="PodDisruptionBudget", namespace="default", name="web")
-    assert before is not None and before["status"]["currentHealthy"] == 3
+    assert before is not None
+    assert before["status"]["currentHealthy"] == 3
     reply = await evict(raw, "web-sick")
     assert reply.status == 201
     after = emulator.get_object(kind="PodDisruptionBudget", namespace="default", name="web")
-    assert after is not None and "web-sick" not in after["status"].get("disruptedPods", {})
+    assert after is not None
+    assert "web-sick" not in after["status"].get("disruptedPods", {})
 
 
 async def test_step4_always_allow_policy_evicts_unready_pods(emulator: Emulator, raw: RawApi) -> None:
     three_nodes(emulator)
     emulator.add_pod(name="solo", node="node-0", ready=False, labels={"app": "solo"})
-    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "solo"},
-           "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "solo"}},
-                    "unhealthyPodEvictionPolicy": "AlwaysAllow"}}  # fmt: skip
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "solo"},
+        "spec": {
+            "minAvailable": 1,
+            "selector": {"matchLabels": {"app": "solo"}},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
     await raw.post(PDBS, pdb)
     await asyncio.sleep(0.05)
     assert (await evict(raw, "solo")).status == 201
@@ -91,10 +123,14 @@ async def test_step5_budget_at_zero_is_429_with_the_exact_cause(emulator: Emulat
     three_nodes(emulator)
     emulator.add_workload(kind="Deployment", name="web", replicas=3, pdb_min_available=3)
     reply = await evict(raw, web_pods(emulator)[0]["metadata"]["name"])
-    assert reply.status == 429 and reply.reason == "TooManyRequests"
+    assert reply.status == 429
+    assert reply.reason == "TooManyRequests"
     assert reply.message == BUDGET_MESSAGE
     assert reply.body["details"]["causes"] == [
-        {"reason": "DisruptionBudget", "message": "The disruption budget web needs 3 healthy pods and has 3 currently"}
+        {
+            "reason": "DisruptionBudget",
+            "message": "The disruption budget web needs 3 healthy pods and has 3 currently",
+        }
     ]
     assert "Retry-After" not in reply.headers
 
@@ -107,22 +143,25 @@ def test_step5_unprocessed_budget_generation_is_429_retry_after_10() -> None:
     assert pdb is not None
     bumped = dict(pdb, spec=dict(pdb["spec"], maxUnavailable=2))
     bumped["metadata"] = dict(pdb["metadata"], generation=2)
+    # the disruption controller has not run yet (no event loop turn): observedGeneration 1 < 2
     emulator.registry.put_internal("poddisruptionbudgets.policy", bumped, pdb, client="test", verb="update")
-    try:
+    with pytest.raises(ApiError) as info:
         emulator.registry.evict("default", "db-0", eviction("db-0"), client="test")
-    except ApiError as error:
-        assert error.code == 429 and error.retry_after == 10
-        assert error.details is not None
-        assert error.details["causes"][0]["message"] == "The disruption budget db is still being processed by the server."
-    else:
-        raise AssertionError("eviction was admitted against an unprocessed budget")
+    assert info.value.code == 429
+    assert info.value.retry_after == 10
+    assert info.value.details is not None
+    assert info.value.details["causes"][0]["message"] == (
+        "The disruption budget db is still being processed by the server."
+    )
 
 
 async def test_step5_and_6_admitted_eviction_decrements_marks_and_deletes_gracefully(
     emulator: Emulator, raw: RawApi
 ) -> None:
     three_nodes(emulator)
-    emulator.add_workload(kind="Deployment", name="web", replicas=3, pdb_max_unavailable=1, termination_grace_seconds=20)
+    emulator.add_workload(
+        kind="Deployment", name="web", replicas=3, pdb_max_unavailable=1, termination_grace_seconds=20
+    )
     victim = web_pods(emulator)[0]
     name = victim["metadata"]["name"]
     reply = await evict(raw, name, version="policy/v1beta1")
@@ -130,44 +169,66 @@ async def test_step5_and_6_admitted_eviction_decrements_marks_and_deletes_gracef
     pdb = emulator.get_object(kind="PodDisruptionBudget", namespace="default", name="web")
     assert pdb is not None
     pod = emulator.get_object(kind="Pod", namespace="default", name=name)
-    assert pod is not None and pod["metadata"]["deletionGracePeriodSeconds"] == 20
+    assert pod is not None
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == 20
     target = next(c for c in pod["status"]["conditions"] if c["type"] == "DisruptionTarget")
-    assert target["status"] == "True" and target["reason"] == "EvictionByEvictionAPI"
+    assert target["status"] == "True"
+    assert target["reason"] == "EvictionByEvictionAPI"
     record = next(r for r in emulator.history if r.event == "eviction")
     assert (record.name, record.pdb, record.disruptions_allowed) == (name, "web", 1)
     assert pdb["status"]["disruptionsAllowed"] == 0
     healthy = [
-        p for p in web_pods(emulator) if p["status"]["phase"] == "Running" and "deletionTimestamp" not in p["metadata"]
+        p
+        for p in web_pods(emulator)
+        if p["status"]["phase"] == "Running" and "deletionTimestamp" not in p["metadata"]
     ]
     second = await evict(raw, healthy[0]["metadata"]["name"])
     assert second.status == 429
 
 
-async def test_disruption_controller_recomputes_status_and_forgets_gone_pods(emulator: Emulator, raw: RawApi) -> None:
+async def test_disruption_controller_recomputes_status_and_forgets_gone_pods(
+    emulator: Emulator, raw: RawApi
+) -> None:
     three_nodes(emulator)
     emulator.add_workload(kind="StatefulSet", name="db", replicas=3, pdb_min_available="50%")
     pdb = emulator.get_object(kind="PodDisruptionBudget", namespace="default", name="db")
     assert pdb is not None
     status = pdb["status"]
-    assert (status["expectedPods"], status["desiredHealthy"], status["currentHealthy"], status["disruptionsAllowed"]) == (3, 2, 3, 1)
+    assert (
+        status["expectedPods"],
+        status["desiredHealthy"],
+        status["currentHealthy"],
+        status["disruptionsAllowed"],
+    ) == (3, 2, 3, 1)
     assert status["observedGeneration"] == pdb["metadata"]["generation"]
     assert (await evict(raw, "db-0")).status == 201
-    for _ in range(200):  # bounded: the pod goes after 30 s x grace_scale, then comes back
-        pdb = emulator.get_object(kind="PodDisruptionBudget", namespace="default", name="db")
-        assert pdb is not None
-        if "db-0" not in pdb["status"].get("disruptedPods", {}) and pdb["status"]["currentHealthy"] == 3:
-            break
-        await asyncio.sleep(0.02)
+
+    def settled() -> bool:  # the pod goes after 30 s x grace_scale, then comes back Ready
+        current = emulator.get_object(kind="PodDisruptionBudget", namespace="default", name="db")
+        assert current is not None
+        return (
+            "db-0" not in current["status"].get("disruptedPods", {})
+            and current["status"]["currentHealthy"] == 3
+        )
+
+    await emulator.wait_until(settled)
+    pdb = emulator.get_object(kind="PodDisruptionBudget", namespace="default", name="db")
+    assert pdb is not None
     assert pdb["status"]["disruptionsAllowed"] == 1
     assert "disruptedPods" not in pdb["status"]
 
 
-async def test_eviction_in_a_terminating_namespace_is_403_namespace_terminating(emulator: Emulator, raw: RawApi) -> None:
+async def test_eviction_in_a_terminating_namespace_is_403_namespace_terminating(
+    emulator: Emulator, raw: RawApi
+) -> None:
     three_nodes(emulator)
     emulator.add_pod(name="p", namespace="doomed", node="node-0", termination_grace_seconds=3000)
     reply = await raw.delete("/api/v1/namespaces/doomed")
-    assert reply.status == 200 and reply.body["status"]["phase"] == "Terminating"
-    evicted = await raw.post("/api/v1/namespaces/doomed/pods/p/eviction",
-                             {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p", "namespace": "doomed"}})  # fmt: skip
+    assert reply.status == 200
+    assert reply.body["status"]["phase"] == "Terminating"
+    evicted = await raw.post(
+        "/api/v1/namespaces/doomed/pods/p/eviction",
+        {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p", "namespace": "doomed"}},
+    )
     assert evicted.status == 403
     assert evicted.body["details"]["causes"][0]["reason"] == "NamespaceTerminating"

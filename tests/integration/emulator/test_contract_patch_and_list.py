@@ -15,7 +15,8 @@ async def test_all_four_patch_types_and_415_for_others(emulator: Emulator, raw: 
     emulator.add_node(name="node-a")
     path = f"{NODES}/node-a"
     merged = await raw.patch(path, {"metadata": {"labels": {"m": "1"}}}, content_type=MERGE)
-    assert merged.status == 200 and merged.body["metadata"]["labels"]["m"] == "1"
+    assert merged.status == 200
+    assert merged.body["metadata"]["labels"]["m"] == "1"
     strategic = await raw.patch(path, {"metadata": {"annotations": {"s": "1"}}}, content_type=STRATEGIC)
     assert strategic.body["metadata"]["annotations"]["s"] == "1"
     json_patch = await raw.patch(
@@ -23,32 +24,48 @@ async def test_all_four_patch_types_and_415_for_others(emulator: Emulator, raw: 
     )
     assert json_patch.body["metadata"]["labels"]["j"] == "1"
     applied = await raw.request(
-        "PATCH", f"{LEASES}/applied?fieldManager=test", raw=b"apiVersion: coordination.k8s.io/v1\nkind: Lease\n"
-        b"metadata:\n  name: applied\nspec:\n  holderIdentity: me\n", content_type=APPLY
+        "PATCH",
+        f"{LEASES}/applied?fieldManager=test",
+        raw=b"apiVersion: coordination.k8s.io/v1\nkind: Lease\n"
+        b"metadata:\n  name: applied\nspec:\n  holderIdentity: me\n",
+        content_type=APPLY,
     )
-    assert applied.status == 201 and applied.body["spec"]["holderIdentity"] == "me"
+    assert applied.status == 201
+    assert applied.body["spec"]["holderIdentity"] == "me"
     no_manager = await raw.request("PATCH", f"{LEASES}/applied", raw=b"spec: {}\n", content_type=APPLY)
-    assert no_manager.status == 422 and "fieldManager: Required value" in no_manager.message
+    assert no_manager.status == 422
+    assert "fieldManager: Required value" in no_manager.message
     unsupported = await raw.patch(path, {"metadata": {}}, content_type="application/json")
-    assert unsupported.status == 415 and unsupported.reason == "UnsupportedMediaType"
+    assert unsupported.status == 415
+    assert unsupported.reason == "UnsupportedMediaType"
     assert "application/strategic-merge-patch+json" in unsupported.message
 
 
 async def test_patch_concurrency_missing_object_and_failed_test(emulator: Emulator, raw: RawApi) -> None:
     emulator.add_node(name="node-a")
     path = f"{NODES}/node-a"
-    stale = await raw.patch(path, {"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}}, content_type=MERGE)
-    assert stale.status == 409 and stale.reason == "Conflict"
+    stale = await raw.patch(
+        path, {"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}}, content_type=MERGE
+    )
+    assert stale.status == 409
+    assert stale.reason == "Conflict"
     missing = await raw.patch(f"{NODES}/nope", {"metadata": {"labels": {"x": "y"}}}, content_type=MERGE)
     assert missing.status == 404
     failed = await raw.patch(
-        path, [{"op": "test", "path": "/spec/taints", "value": []}, {"op": "add", "path": "/spec/taints", "value": []}],
+        path,
+        [
+            {"op": "test", "path": "/spec/taints", "value": []},
+            {"op": "add", "path": "/spec/taints", "value": []},
+        ],
         content_type=JSON_PATCH,
     )
-    assert failed.status == 422 and failed.reason == "Invalid"
+    assert failed.status == 422
+    assert failed.reason == "Invalid"
 
 
-async def test_cordon_and_uncordon_by_strategic_merge_removes_the_field(emulator: Emulator, raw: RawApi) -> None:
+async def test_cordon_and_uncordon_by_strategic_merge_removes_the_field(
+    emulator: Emulator, raw: RawApi
+) -> None:
     emulator.add_node(name="node-a")
     path = f"{NODES}/node-a"
     cordoned = await raw.patch(path, {"spec": {"unschedulable": True}}, content_type=STRATEGIC)
@@ -60,7 +77,9 @@ async def test_cordon_and_uncordon_by_strategic_merge_removes_the_field(emulator
 async def test_taints_are_replaced_whole_by_strategic_merge(emulator: Emulator, raw: RawApi) -> None:
     emulator.add_node(name="node-a", taints=[{"key": "a", "effect": "NoSchedule"}])
     path = f"{NODES}/node-a"
-    reply = await raw.patch(path, {"spec": {"taints": [{"key": "b", "effect": "NoSchedule"}]}}, content_type=STRATEGIC)
+    reply = await raw.patch(
+        path, {"spec": {"taints": [{"key": "b", "effect": "NoSchedule"}]}}, content_type=STRATEGIC
+    )
     assert reply.body["spec"]["taints"] == [{"key": "b", "effect": "NoSchedule"}]
     # the safe way to add one taint: JSON patch guarded by a test of the current list
     guarded = await raw.patch(
@@ -86,11 +105,14 @@ async def test_status_conditions_merge_by_type_finalizers_as_set_and_null_delete
     ready = {"type": "Ready", "status": "False", "reason": "Test"}
     reply = await raw.patch(path, {"status": {"conditions": [ready]}}, content_type=STRATEGIC)
     merged_ready = next(c for c in reply.body["status"]["conditions"] if c["type"] == "Ready")
-    assert merged_ready["status"] == "False" and merged_ready["message"] == "kubelet is posting ready status"
+    assert merged_ready["status"] == "False"
+    assert merged_ready["message"] == "kubelet is posting ready status"
     await raw.post(LEASES, lease("fin", finalizers=["a"]))
     reply = await raw.patch(f"{LEASES}/fin", {"metadata": {"finalizers": ["b", "a"]}}, content_type=STRATEGIC)
     assert reply.body["metadata"]["finalizers"] == ["a", "b"]
-    reply = await raw.patch(f"{NODES}/node-a", {"metadata": {"labels": {"drop": None}}}, content_type=STRATEGIC)
+    reply = await raw.patch(
+        f"{NODES}/node-a", {"metadata": {"labels": {"drop": None}}}, content_type=STRATEGIC
+    )
     assert "drop" not in reply.body["metadata"]["labels"]
 
 
@@ -118,7 +140,8 @@ async def test_field_and_label_selectors(emulator: Emulator, raw: RawApi) -> Non
     assert await names("fieldSelector=spec.unschedulable%3Dtrue", NODES) == ["node-b"]
     assert await names("fieldSelector=spec.unschedulable%3Dfalse", NODES) == ["node-a"]
     bad = await raw.get(f"{PODS}?fieldSelector=spec.foo%3Dbar")
-    assert bad.status == 400 and bad.message == "field label not supported: spec.foo"
+    assert bad.status == 400
+    assert bad.message == "field label not supported: spec.foo"
     bad_lease = await raw.get(f"{LEASES}?fieldSelector=spec.holderIdentity%3Dx")
     assert bad_lease.status == 400
 
@@ -148,7 +171,8 @@ async def test_expired_continue_token_is_410_with_a_fresh_token(emulator: Emulat
     first = (await raw.get(f"{PODS}?limit=2")).body
     emulator.expire_continue_tokens()
     reply = await raw.get(f"{PODS}?limit=2&continue={first['metadata']['continue']}")
-    assert reply.status == 410 and reply.reason == "Expired"
+    assert reply.status == 410
+    assert reply.reason == "Expired"
     assert reply.message.startswith("The provided continue parameter is too old")
     fresh = reply.body["metadata"]["continue"]
     rest = (await raw.get(f"{PODS}?limit=10&continue={fresh}")).body

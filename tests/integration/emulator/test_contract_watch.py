@@ -9,25 +9,37 @@ from rebootd.sim.emulator import Emulator
 from tests.integration.emulator.http import LEASES, NODES, PODS, RawApi, lease
 
 
-async def test_watch_without_resource_version_starts_with_synthetic_added(emulator: Emulator, raw: RawApi) -> None:
+async def test_watch_without_resource_version_starts_with_synthetic_added(
+    emulator: Emulator, raw: RawApi
+) -> None:
     emulator.add_node(name="node-a")
     emulator.add_node(name="node-b")
     events = await raw.watch(f"{NODES}?watch=1&timeoutSeconds=1", max_events=2)
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "node-a"), ("ADDED", "node-b")]
-    assert events[0]["object"]["kind"] == "Node" and events[0]["object"]["apiVersion"] == "v1"
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "node-a"),
+        ("ADDED", "node-b"),
+    ]
+    assert events[0]["object"]["kind"] == "Node"
+    assert events[0]["object"]["apiVersion"] == "v1"
     zero = await raw.watch(f"{NODES}?watch=1&resourceVersion=0&timeoutSeconds=1", max_events=2)
     assert len(zero) == 2
 
 
-async def test_watch_from_a_resource_version_sends_only_later_changes(emulator: Emulator, raw: RawApi) -> None:
+async def test_watch_from_a_resource_version_sends_only_later_changes(
+    emulator: Emulator, raw: RawApi
+) -> None:
     created = (await raw.post(LEASES, lease("lock"))).body
     rv = created["metadata"]["resourceVersion"]
-    updated = (await raw.put(f"{LEASES}/lock", dict(created, spec=dict(created["spec"], holderIdentity="b")))).body
+    updated = (
+        await raw.put(f"{LEASES}/lock", dict(created, spec=dict(created["spec"], holderIdentity="b")))
+    ).body
     await raw.delete(f"{LEASES}/lock")
     events = await raw.watch(f"{LEASES}?watch=1&resourceVersion={rv}&timeoutSeconds=1", max_events=2)
     assert [e["type"] for e in events] == ["MODIFIED", "DELETED"]
     assert events[0]["object"]["metadata"]["resourceVersion"] == updated["metadata"]["resourceVersion"]
-    assert int(events[1]["object"]["metadata"]["resourceVersion"]) > int(updated["metadata"]["resourceVersion"])
+    assert int(events[1]["object"]["metadata"]["resourceVersion"]) > int(
+        updated["metadata"]["resourceVersion"]
+    )
 
 
 async def test_selector_enter_and_leave_become_added_and_deleted(emulator: Emulator, raw: RawApi) -> None:
@@ -35,9 +47,12 @@ async def test_selector_enter_and_leave_become_added_and_deleted(emulator: Emula
     rv = emulator.store.resource_version
     path = f"{NODES}/node-a"
     for value in (True, None):
-        await raw.patch(path, {"spec": {"unschedulable": value}}, content_type="application/strategic-merge-patch+json")
+        await raw.patch(
+            path, {"spec": {"unschedulable": value}}, content_type="application/strategic-merge-patch+json"
+        )
     events = await raw.watch(
-        f"{NODES}?watch=1&resourceVersion={rv}&fieldSelector=spec.unschedulable%3Dtrue&timeoutSeconds=1", max_events=2
+        f"{NODES}?watch=1&resourceVersion={rv}&fieldSelector=spec.unschedulable%3Dtrue&timeoutSeconds=1",
+        max_events=2,
     )
     assert [e["type"] for e in events] == ["ADDED", "DELETED"]
     left = events[1]["object"]
@@ -51,9 +66,12 @@ async def test_too_old_resource_version_is_an_error_event_with_410(emulator: Emu
     emulator.add_node(name="node-b")
     emulator.compact()
     events = await raw.watch(f"{NODES}?watch=1&resourceVersion={old_rv - 1}", max_events=5)
-    assert len(events) == 1 and events[0]["type"] == "ERROR"
+    assert len(events) == 1
+    assert events[0]["type"] == "ERROR"
     status = events[0]["object"]
-    assert status["code"] == 410 and status["reason"] == "Expired" and status["kind"] == "Status"
+    assert status["code"] == 410
+    assert status["reason"] == "Expired"
+    assert status["kind"] == "Status"
     assert status["message"].startswith(f"too old resource version: {old_rv - 1} (")
 
 
@@ -64,13 +82,18 @@ async def test_bookmarks_carry_only_the_resource_version(emulator: Emulator, raw
         f"{PODS}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=2", max_events=1
     )
     assert events[0]["type"] == "BOOKMARK"
-    assert events[0]["object"] == {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": str(rv)}}
+    assert events[0]["object"] == {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": str(rv)},
+    }
 
 
 async def test_timeout_seconds_closes_the_stream_cleanly(emulator: Emulator, raw: RawApi) -> None:
     started = time.monotonic()
-    events = await raw.watch(f"{LEASES}?watch=1&resourceVersion={emulator.store.resource_version}&timeoutSeconds=1",
-                             max_events=5)  # fmt: skip
+    events = await raw.watch(
+        f"{LEASES}?watch=1&resourceVersion={emulator.store.resource_version}&timeoutSeconds=1", max_events=5
+    )
     elapsed = time.monotonic() - started
     assert events == []
     assert 0.9 <= elapsed < 3.0
@@ -83,7 +106,9 @@ async def test_events_arrive_while_the_watch_is_open(emulator: Emulator, raw: Ra
     received: list[str] = []
 
     async def consume() -> None:
-        async for event in raw.watch_stream(f"{NODES}?watch=1&resourceVersion={rv}&timeoutSeconds=5", max_events=2):
+        async for event in raw.watch_stream(
+            f"{NODES}?watch=1&resourceVersion={rv}&timeoutSeconds=5", max_events=2
+        ):
             received.append(event["type"])
 
     task = asyncio.create_task(consume())
@@ -103,7 +128,9 @@ async def test_a_watcher_that_falls_behind_gets_410_instead_of_unbounded_memory(
     received: list[dict[str, object]] = []
 
     async def consume() -> None:
-        async for event in raw.watch_stream(f"{NODES}?watch=1&resourceVersion={rv}&timeoutSeconds=5", max_events=20):
+        async for event in raw.watch_stream(
+            f"{NODES}?watch=1&resourceVersion={rv}&timeoutSeconds=5", max_events=20
+        ):
             received.append(event)
 
     task = asyncio.create_task(consume())

@@ -53,11 +53,13 @@ async def test_cordon_sets_unschedulable_and_uncordon_removes_the_field(
     small_cluster(emulator)
     assert "node/node-0 cordoned" in await kubectl("cordon", "node-0")
     node = emulator.get_object(kind="Node", name="node-0")
-    assert node is not None and node["spec"]["unschedulable"] is True
+    assert node is not None
+    assert node["spec"]["unschedulable"] is True
     assert "SchedulingDisabled" in await kubectl("get", "node", "node-0")
     assert "node/node-0 uncordoned" in await kubectl("uncordon", "node-0")
     node = emulator.get_object(kind="Node", name="node-0")
-    assert node is not None and "unschedulable" not in node["spec"]
+    assert node is not None
+    assert "unschedulable" not in node["spec"]
     writes = [r for r in emulator.history if r.kind == "Node" and r.name == "node-0" and r.verb == "patch"]
     assert [(r.unschedulable_before, r.unschedulable_after) for r in writes] == [(False, True), (True, False)]
     assert all(r.client == "anonymous" for r in writes)
@@ -77,7 +79,8 @@ async def test_drain_evicts_when_the_budget_allows_and_pods_come_back_elsewhere(
     evictions = [r for r in emulator.history if r.event == "eviction"]
     assert {r.name.rsplit("-", 2)[0] for r in evictions} == {"web", "cache"}
     web_eviction = next(r for r in evictions if r.name.startswith("web"))
-    assert web_eviction.pdb == "web" and web_eviction.disruptions_allowed == 1
+    assert web_eviction.pdb == "web"
+    assert web_eviction.disruptions_allowed == 1
     on_node = [p for p in emulator.list_objects(kind="Pod") if p["spec"].get("nodeName") == "node-1"]
     assert [p["metadata"]["name"].rsplit("-", 1)[0] for p in on_node] == ["agent"]  # DaemonSet pod stays
     assert len([p for p in emulator.list_objects(kind="Pod") if p["metadata"]["name"].startswith("web")]) == 3
@@ -87,14 +90,17 @@ async def test_drain_blocked_by_budget_retries_on_429_then_fails_at_timeout(
     emulator: Emulator, kubectl: Kubectl
 ) -> None:
     small_cluster(emulator, pdb_min_available=3)
-    result = await kubectl.run("drain", "node-0", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=2s")
+    result = await kubectl.run(
+        "drain", "node-0", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=2s"
+    )
     assert result.returncode != 0
     assert "Cannot evict pod as it would violate the pod's disruption budget." in result.stderr
     assert "will retry after 5s" in result.stderr
     assert "global timeout reached: 2s" in result.stderr
     assert not [r for r in emulator.history if r.event == "eviction"]
     node = emulator.get_object(kind="Node", name="node-0")
-    assert node is not None and node["spec"]["unschedulable"] is True  # kubectl leaves it cordoned
+    assert node is not None
+    assert node["spec"]["unschedulable"] is True
 
 
 async def test_annotate_label_and_taint_change_the_node(emulator: Emulator, kubectl: Kubectl) -> None:
@@ -106,7 +112,9 @@ async def test_annotate_label_and_taint_change_the_node(emulator: Emulator, kube
     assert node is not None
     assert node["metadata"]["annotations"]["rebootd.io/phase"] == "draining"
     assert node["metadata"]["labels"]["rebootd.io/reboot"] == "pending"
-    assert node["spec"]["taints"] == [{"key": "rebootd.io/rebooting", "value": "true", "effect": "NoSchedule"}]
+    assert node["spec"]["taints"] == [
+        {"key": "rebootd.io/rebooting", "value": "true", "effect": "NoSchedule"}
+    ]
     await kubectl("annotate", "node", "node-0", "rebootd.io/phase-")
     await kubectl("label", "node", "node-0", "rebootd.io/reboot-")
     await kubectl("taint", "node", "node-0", "rebootd.io/rebooting:NoSchedule-")
@@ -120,16 +128,18 @@ async def test_annotate_label_and_taint_change_the_node(emulator: Emulator, kube
 async def test_describe_node_lists_its_events(emulator: Emulator, kubectl: Kubectl) -> None:
     small_cluster(emulator)
     emulator.reboot_node(name="node-1")
-    for _ in range(100):
+
+    def ready_again() -> bool:
         node = emulator.get_object(kind="Node", name="node-1")
-        assert node is not None
-        if node["status"]["conditions"][-1]["status"] == "True":
-            break
-        await asyncio.sleep(0.05)
+        return node is not None and node["status"]["conditions"][-1]["status"] == "True"
+
+    await emulator.wait_until(ready_again)
     out = await kubectl("describe", "node", "node-1")
     events = out.split("Events:", 1)[1]
-    assert "Rebooted" in events and "has been rebooted, boot id:" in events
-    assert "NodeNotReady" in events and "NodeReady" in events
+    assert "Rebooted" in events
+    assert "has been rebooted, boot id:" in events
+    assert "NodeNotReady" in events
+    assert "NodeReady" in events
     assert "Unschedulable:      false" in out or "Unschedulable:  false" in out
 
 
@@ -162,7 +172,9 @@ async def test_get_lease_as_yaml(emulator: Emulator, kubectl: Kubectl) -> None:
     assert table.splitlines()[1].split()[:2] == ["rebootd", "node-0"]
 
 
-async def test_create_lease_with_bad_microtime_fails_with_bad_request(emulator: Emulator, kubectl: Kubectl) -> None:
+async def test_create_lease_with_bad_microtime_fails_with_bad_request(
+    emulator: Emulator, kubectl: Kubectl
+) -> None:
     manifest = json.dumps(
         {
             "apiVersion": "coordination.k8s.io/v1",

@@ -20,7 +20,9 @@ def big_cluster(emulator: Emulator) -> None:
     for index in range(NODES):
         for slot in range(PODS_PER_NODE):
             namespace = ("default", "team-a", "team-b")[slot % 3]
-            emulator.add_pod(name=f"pod-{index:04d}-{slot:02d}", namespace=namespace, node=f"node-{index:04d}")
+            emulator.add_pod(
+                name=f"pod-{index:04d}-{slot:02d}", namespace=namespace, node=f"node-{index:04d}"
+            )
 
 
 async def test_thirty_thousand_pods_list_completely_with_paging(emulator: Emulator, raw: RawApi) -> None:
@@ -44,7 +46,8 @@ async def test_thirty_thousand_pods_list_completely_with_paging(emulator: Emulat
     assert len(seen) == len(set(seen)) == NODES * PODS_PER_NODE
     assert seen == sorted(seen)
     on_node = (await raw.get("/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-0500&limit=500")).body
-    assert len(on_node["items"]) == PODS_PER_NODE and "continue" not in on_node["metadata"]
+    assert len(on_node["items"]) == PODS_PER_NODE
+    assert "continue" not in on_node["metadata"]
 
 
 async def test_kubectl_lists_a_thousand_nodes_in_chunks(emulator: Emulator, kubectl: Kubectl) -> None:
