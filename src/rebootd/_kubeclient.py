@@ -27,6 +27,14 @@ Then the handful of real modules is imported: `client.configuration`, `client.ap
 `client.rest`, `client.exceptions` and `config` (whose `__init__` is small and only pulls in
 `kube_config` and `incluster_config`). If that fails (a future layout of the library), the stubs are
 removed again, the library is imported the normal way and the fallback is logged once.
+
+Measured (kubernetes-asyncio 36.1.0, Python 3.11, fresh interpreter, `import rebootd.kube` plus a
+connected client that made one GET; median of 5):
+- after aiohttp, structlog, prometheus_client and pydantic_settings (55.0 MiB): lean 57.5 MiB
+  (+2.5 MiB, 16 kubernetes_asyncio modules, ~0.3 s); normal import 118.4 MiB (+63.4 MiB, 859
+  modules, 2-3 s). Without `rich` (a lint-only dependency that structlog picks up when present):
+  52.0 -> 54.5 MiB lean.
+- `import rebootd.kube` alone: lean 47.3 MiB, normal import 103.5 MiB.
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ def kube_module_names() -> list[str]:
     return sorted(n for n in sys.modules if n == ROOT or n.startswith(ROOT + "."))
 
 
-@functools.cache
+@functools.cache  # the import itself is process-wide state; this only remembers its outcome
 def load() -> KubeClientLibrary:
     """Load the library once per process: lean when possible, the normal import otherwise."""
     before = set(kube_module_names())
@@ -84,10 +92,15 @@ def load() -> KubeClientLibrary:
 
 
 def _import_parts(*, lean: bool) -> KubeClientLibrary:
-    configuration = importlib.import_module(f"{ROOT}.client.configuration")
-    api_client = importlib.import_module(f"{ROOT}.client.api_client")
-    importlib.import_module(f"{ROOT}.client.rest")
+    # in dependency order, so that `from kubernetes_asyncio.client import rest` finds it bound
     importlib.import_module(f"{ROOT}.client.exceptions")
+    configuration = importlib.import_module(f"{ROOT}.client.configuration")
+    importlib.import_module(f"{ROOT}.client.rest")
+    api_client = importlib.import_module(f"{ROOT}.client.api_client")
+    if lean:  # what `config` takes from `client`: bound now, so its lazy lookup is not even needed
+        client = sys.modules[f"{ROOT}.client"]
+        setattr(client, "ApiClient", api_client.ApiClient)  # noqa: B010 - a module mypy cannot see into
+        setattr(client, "Configuration", configuration.Configuration)  # noqa: B010
     kube_config = importlib.import_module(f"{ROOT}.config.kube_config")
     incluster = importlib.import_module(f"{ROOT}.config.incluster_config")
     config_exception = importlib.import_module(f"{ROOT}.config.config_exception")

@@ -8,6 +8,11 @@ only what is safe to retry, and counts every attempt per verb (for metrics and b
   that is the "more than one PodDisruptionBudget" configuration error), connection errors and
   timeouts; exponential backoff with full jitter, or the server's `Retry-After` when it sends one.
   400/403/404/409/410/422 are never retried: 409 goes back to the caller's read-modify-write.
+- Transport failures (connection refused/reset, timeouts, a broken watch, a bad kubeconfig) are
+  `KubeError`s with status 0. A retried write whose first attempt did reach the server may answer
+  409 / 404 for our own change: callers treat those as "re-read and decide" anyway.
+- `watch` is the raw stream (an async generator): a caller that stops early closes it with
+  `contextlib.aclosing`, or the connection stays open until garbage collection.
 - MicroTime fields are written as strings from `format_microtime` (exactly six fractional digits
   and `Z`): the library's `isoformat()` serialisation is refused by a real apiserver.
 - `ObjectFollower` keeps the latest state of one named object by list+watch, so waiters react to a
@@ -53,6 +58,7 @@ PATCH_CONTENT_TYPES: dict[str, str] = {
     "json": "application/json-patch+json",
 }
 WATCH_MAX_LINE = 64 * 1024 * 1024  # one watch event per line; etcd caps objects at ~1.5 MiB
+WATCH_READ_TIMEOUT = 150.0  # seconds without a byte on a watch: the connection is taken as dead
 WATCH_STABLE_SECONDS = 1.0  # a watch up this long (or with an event) resets the follower's backoff
 
 
@@ -504,8 +510,11 @@ class Kube:
             query.append(("resourceVersion", resource_version))
         if timeout_seconds is not None:
             query.append(("timeoutSeconds", str(timeout_seconds)))
-        # the server ends the stream after timeoutSeconds (default at most an hour): read timeout beyond it
-        read_timeout = (timeout_seconds if timeout_seconds is not None else 3600) + 30
+        # a silent stream is given up after WATCH_READ_TIMEOUT (or just after the server's own end):
+        # apiservers send a bookmark about every minute, so only a dead connection stays this quiet
+        read_timeout = min(
+            WATCH_READ_TIMEOUT, (timeout_seconds if timeout_seconds is not None else 3600) + 30
+        )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=read_timeout)
         resp = await self._send(
             verb="watch",
