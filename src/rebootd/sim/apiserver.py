@@ -37,6 +37,8 @@ from rebootd.sim.resources import (
     api_group_list,
     api_resource_list,
     api_versions,
+    openapi_v3_document,
+    openapi_v3_root,
     resource_for,
 )
 from rebootd.sim.store import DELETED, Store, TooOldResourceVersion
@@ -294,6 +296,12 @@ class ApiServer:
         parts = [p for p in path.strip("/").split("/") if p]
         if path == "/version":
             return json_response(dict(VERSION_INFO))
+        if path == "/openapi/v3":
+            return json_response(openapi_v3_root())
+        if path.startswith("/openapi/v3/"):
+            document = openapi_v3_document(path.removeprefix("/openapi/v3/"))
+            if document is not None:
+                return json_response(document)
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok", content_type="text/plain")
         if path == "/api":

@@ -191,9 +191,10 @@ class Cluster:
                 return
             if self._unscheduled or event.type == ADDED:
                 self._soon()
-            for ds in self.store.iter_objects("daemonsets.apps"):
-                self._dirty_owners.add(("DaemonSet", ds["metadata"]["namespace"], ds["metadata"]["name"]))
-            if self._dirty_owners:
+            old_labels = ((event.old or {}).get("metadata") or {}).get("labels")
+            if event.type == ADDED or old_labels != meta.get("labels"):  # DaemonSet node selection changed
+                for ds in self.store.iter_objects("daemonsets.apps"):
+                    self._dirty_owners.add(("DaemonSet", ds["metadata"]["namespace"], ds["metadata"]["name"]))
                 self._soon()
         elif event.storage == "namespaces" and event.type != DELETED and meta.get("deletionTimestamp"):
             name = meta["name"]
@@ -419,9 +420,7 @@ class Cluster:
     # -- workload controllers --------------------------------------------------------------------
 
     def owned_pods(self, owner: JsonObj) -> list[JsonObj]:
-        uid = owner["metadata"].get("uid")
-        ns = owner["metadata"]["namespace"]
-        return [p for p in self.store.iter_objects("pods", ns) if (controller_ref(p) or {}).get("uid") == uid]
+        return self.store.pods_of_owner(owner["metadata"].get("uid", ""))
 
     def reconcile_now(self, owner: JsonObj) -> None:
         """Reconcile a workload object synchronously (set-up helpers)."""

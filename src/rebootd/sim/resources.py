@@ -336,3 +336,46 @@ VERSION_INFO: Mapping[str, str] = MappingProxyType(
         "platform": "linux/amd64",
     }
 )
+
+
+def _paths(info: ResourceInfo) -> tuple[str, str]:
+    base = "/api/v1" if not info.group else f"/apis/{info.group}/{info.version}"
+    scope = f"{base}/namespaces/{{namespace}}" if info.namespaced else base
+    return f"{scope}/{info.plural}", f"{scope}/{info.plural}/{{name}}"
+
+
+def openapi_v3_root() -> dict[str, Any]:
+    """`/openapi/v3`: where each group version's document is (kubectl asks before `create -f`)."""
+    paths: dict[str, Any] = {}
+    for group_version in ["v1", *(f"{g}/{v}" for g, v in GROUP_VERSIONS.items())]:
+        key = "api/v1" if group_version == "v1" else f"apis/{group_version}"
+        paths[key] = {"serverRelativeURL": f"/openapi/v3/{key}"}
+    return {"paths": paths}
+
+
+def openapi_v3_document(key: str) -> dict[str, Any] | None:
+    """A minimal OpenAPI v3 document for `api/v1` or `apis/G/V`: the operations with their
+    group-version-kind and the `fieldValidation` parameter, which is all kubectl's query-parameter
+    verifier reads to choose server-side validation. No schemas (kubectl explain is not served)."""
+    group_version = "v1" if key == "api/v1" else key.removeprefix("apis/")
+    infos = [r for r in RESOURCES if r.api_version == group_version]
+    if not infos:
+        return None
+    validation = {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+    paths: dict[str, Any] = {}
+    for info in infos:
+        gvk = {"group": info.group, "version": info.version, "kind": info.kind}
+        collection, item = _paths(info)
+        paths[collection] = {
+            "post": {"x-kubernetes-group-version-kind": gvk, "parameters": [validation], "responses": {}},
+        }
+        paths[item] = {
+            "put": {"x-kubernetes-group-version-kind": gvk, "parameters": [validation], "responses": {}},
+            "patch": {"x-kubernetes-group-version-kind": gvk, "parameters": [validation], "responses": {}},
+        }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }

@@ -117,6 +117,7 @@ class Store:
         self.watch_queue_size = watch_queue_size
         self._buckets: dict[str, _Bucket] = {}
         self.pods_by_node: dict[str, set[Key]] = {}
+        self.pods_by_owner: dict[str, set[Key]] = {}  # controller ownerReference uid -> pods
         self._listeners: list[Callable[[StoreEvent], None]] = []
         self._pending: deque[StoreEvent] = deque()
         self._dispatching = False
@@ -191,7 +192,18 @@ class Store:
         self._emit(StoreEvent(rv=rv, storage=storage, type=DELETED, obj=gone, old=old))
         return gone
 
+    def pods_of_owner(self, uid: str) -> list[JsonObj]:
+        """Pods whose controller ownerReference has `uid`, in key order."""
+        objects = self._bucket("pods").objects
+        return [objects[k] for k in sorted(self.pods_by_owner.get(uid, ())) if k in objects]
+
     def _reindex_pod(self, key: Key, old: JsonObj | None, new: JsonObj | None) -> None:
+        old_owner, new_owner = _controller_uid(old), _controller_uid(new)
+        if old_owner != new_owner or new is None:
+            if old_owner:
+                self.pods_by_owner.get(old_owner, set()).discard(key)
+            if new_owner and new is not None:
+                self.pods_by_owner.setdefault(new_owner, set()).add(key)
         old_node = ((old or {}).get("spec") or {}).get("nodeName") or ""
         new_node = ((new or {}).get("spec") or {}).get("nodeName") or ""
         if old is not None and old_node:
@@ -298,3 +310,12 @@ def _events_after(history: deque[StoreEvent], rv: int) -> list[StoreEvent]:
         else:
             hi = mid
     return [history[i] for i in range(lo, len(history))]
+
+
+def _controller_uid(obj: JsonObj | None) -> str:
+    if obj is None:
+        return ""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid") or "")
+    return ""

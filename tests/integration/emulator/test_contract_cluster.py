@@ -189,6 +189,19 @@ async def test_discovery_documents_kubectl_needs(emulator: Emulator, raw: RawApi
     assert "daemonsets" in {r["name"] for r in apps["resources"]}
     assert "leases" in {r["name"] for r in (await raw.get("/apis/coordination.k8s.io/v1")).body["resources"]}
     assert (await raw.get("/openapi/v2")).status == 404
+    openapi = (await raw.get("/openapi/v3")).body
+    assert (
+        openapi["paths"]["apis/coordination.k8s.io/v1"]["serverRelativeURL"]
+        == "/openapi/v3/apis/coordination.k8s.io/v1"
+    )
+    document = (await raw.get("/openapi/v3/apis/coordination.k8s.io/v1")).body
+    patch = document["paths"]["/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {
+        "group": "coordination.k8s.io",
+        "version": "v1",
+        "kind": "Lease",
+    }
+    assert {"name": "fieldValidation", "in": "query"}.items() <= patch["parameters"][0].items()
 
 
 async def test_rbac_denial_is_403_with_the_apiserver_message(emulator_factory: EmulatorFactory) -> None:

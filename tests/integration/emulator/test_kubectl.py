@@ -157,7 +157,7 @@ async def test_get_lease_as_yaml(emulator: Emulator, kubectl: Kubectl) -> None:
           renewTime: "2026-01-02T03:04:05.123456Z"
         """
     )
-    await kubectl("create", "--validate=false", "-f", "-", stdin=manifest)
+    await kubectl("create", "-f", "-", stdin=manifest)
     lease = yaml.safe_load(await kubectl("get", "lease", "rebootd", "-n", "kube-system", "-o", "yaml"))
     assert lease["kind"] == "Lease"
     assert lease["apiVersion"] == "coordination.k8s.io/v1"
@@ -183,7 +183,7 @@ async def test_create_lease_with_bad_microtime_fails_with_bad_request(
             "spec": {"holderIdentity": "x", "renewTime": "2026-01-02T03:04:05Z"},
         }
     )
-    result = await kubectl.run("create", "--validate=false", "-f", "-", stdin=manifest)
+    result = await kubectl.run("create", "-f", "-", stdin=manifest)
     assert result.returncode != 0
     assert "BadRequest" in result.stderr or "cannot be handled as a Lease" in result.stderr
     assert 'cannot parse "Z" as ".000000"' in result.stderr
@@ -221,3 +221,31 @@ async def test_graceful_delete_pod_marks_then_removes_it(emulator: Emulator, kub
     writes = [(r.client, r.verb) for r in emulator.history if r.kind == "Pod" and r.name == "lonely"]
     # kubectl marks the pod (deletionTimestamp, grace 30 s scaled by the test timing), kubelet removes it
     assert writes[-2:] == [("anonymous", "delete"), ("kubelet", "delete")]
+
+
+async def test_apply_creates_then_updates_and_server_side_apply_works(
+    emulator: Emulator, kubectl: Kubectl
+) -> None:
+    manifest = textwrap.dedent(
+        """
+        apiVersion: coordination.k8s.io/v1
+        kind: Lease
+        metadata:
+          name: applied
+        spec:
+          holderIdentity: first
+          renewTime: "2026-01-02T03:04:05.000000Z"
+        """
+    )
+    assert "lease.coordination.k8s.io/applied created" in await kubectl("apply", "-f", "-", stdin=manifest)
+    second = manifest.replace("holderIdentity: first", "holderIdentity: second")
+    assert "lease.coordination.k8s.io/applied configured" in await kubectl("apply", "-f", "-", stdin=second)
+    lease = emulator.get_object(kind="Lease", namespace="default", name="applied")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "second"
+    assert "kubectl.kubernetes.io/last-applied-configuration" in lease["metadata"]["annotations"]
+    third = manifest.replace("holderIdentity: first", "holderIdentity: third")
+    assert "serverside-applied" in await kubectl("apply", "--server-side", "-f", "-", stdin=third)
+    lease = emulator.get_object(kind="Lease", namespace="default", name="applied")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "third"
