@@ -42,6 +42,13 @@ WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 
 class Emulator:
+    """The emulated API server and cluster.
+
+    Clients are identified by their bearer token: with `tokens` given, a token maps to (user,
+    groups) and an unknown token is 401; without `tokens`, any bearer token is accepted and is
+    itself the user name (handy for per-daemon request counts and faults). No token: "anonymous".
+    """
+
     def __init__(
         self,
         *,

@@ -268,3 +268,103 @@ async def test_partitioned_client_gets_its_connection_cut(emulator_factory: Emul
     faults.heal(client="daemon-1")
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer t-1"}) as session:
         assert (await RawApi(session, emu.url).get(LEASES)).status == 200
+
+
+async def test_watch_faults_cut_streams_and_expire_resumes(emulator_factory: EmulatorFactory) -> None:
+    config = FaultConfig(watch_drop=1.0, watch_drop_after_seconds=(0.2, 0.2), watch_expire_on_resume=1.0)
+    faults = FaultInjector(seed=3, config=config)
+    emu = await emulator_factory(faults=faults, tokens={"t-1": ("daemon-1", [])})
+    emu.add_node(name="node-a")
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer t-1"}) as session:
+        api = RawApi(session, emu.url)
+        resumed = await api.watch(
+            f"{NODES}?watch=1&resourceVersion={emu.store.resource_version}", max_events=3
+        )
+        assert [e["type"] for e in resumed] == ["ERROR"]
+        assert resumed[0]["object"]["code"] == 410
+        started = asyncio.get_running_loop().time()
+        try:
+            await api.watch(f"{NODES}?watch=1&timeoutSeconds=30", max_events=10, within=5)
+        except aiohttp.ClientPayloadError:
+            pass  # the chunked stream ended without its terminating chunk: a cut connection
+        else:
+            raise AssertionError("the watch stream ended cleanly instead of being cut")
+        assert asyncio.get_running_loop().time() - started < 2
+    assert faults.counts["watch_drop"] >= 1
+    assert faults.counts["watch_expire_on_resume"] == 1
+
+
+async def test_pods_and_deployments_created_through_the_api_are_scheduled_and_started(
+    emulator: Emulator, raw: RawApi
+) -> None:
+    emulator.add_node(name="node-a")
+    created = await raw.post("/api/v1/namespaces/default/pods", pod_body("solo"))
+    assert created.status == 201
+    assert created.body["status"] == {"phase": "Pending", "qosClass": "BestEffort"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "api"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {"metadata": {"labels": {"app": "api"}}, "spec": pod_body("x")["spec"]},
+        },
+    }
+    assert (await raw.post("/apis/apps/v1/namespaces/default/deployments", deployment)).status == 201
+
+    def running() -> bool:
+        pods = emulator.list_objects(kind="Pod", namespace="default")
+        return len(pods) == 3 and all(p["status"].get("phase") == "Running" for p in pods)
+
+    await emulator.wait_until(running)
+    solo = emulator.get_object(kind="Pod", namespace="default", name="solo")
+    assert solo is not None
+    assert solo["spec"]["nodeName"] == "node-a"
+    assert [c["status"] for c in solo["status"]["conditions"] if c["type"] == "Ready"] == ["True"]
+
+    def deployment_ready() -> bool:
+        current = emulator.get_object(kind="Deployment", namespace="default", name="api")
+        return current is not None and current.get("status", {}).get("readyReplicas") == 2
+
+    await emulator.wait_until(deployment_ready)
+    assert len(emulator.list_objects(kind="ReplicaSet", namespace="default")) == 1
+    assert (await raw.delete("/apis/apps/v1/namespaces/default/deployments/api")).status == 200
+    await emulator.wait_until(lambda: len(emulator.list_objects(kind="Pod", namespace="default")) == 1)
+    assert emulator.list_objects(kind="ReplicaSet", namespace="default") == []
+
+
+def pod_body(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+            "terminationGracePeriodSeconds": 1,
+        },
+    }
+
+
+async def test_namespace_deletion_removes_its_content_then_itself(emulator: Emulator, raw: RawApi) -> None:
+    emulator.add_node(name="node-a")
+    emulator.add_workload(kind="StatefulSet", name="db", namespace="team", replicas=2, pdb_max_unavailable=1)
+    assert (
+        await raw.post("/apis/coordination.k8s.io/v1/namespaces/team/leases", lease("l", namespace="team"))
+    ).status == 201
+    assert (await raw.delete("/api/v1/namespaces/team")).status == 200
+    await emulator.wait_until(lambda: emulator.get_object(kind="Namespace", name="team") is None)
+    assert emulator.list_objects(kind="Pod", namespace="team") == []
+    assert emulator.list_objects(kind="Lease", namespace="team") == []
+    assert emulator.list_objects(kind="PodDisruptionBudget", namespace="team") == []
+
+
+async def test_without_a_token_table_each_bearer_token_names_its_client(emulator: Emulator) -> None:
+    for token in ("daemon-a", "daemon-b", "daemon-a"):
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+            assert (await RawApi(session, emulator.url).get(NODES)).status == 200
+    async with aiohttp.ClientSession() as session:
+        assert (await RawApi(session, emulator.url).get(NODES)).status == 200
+    assert emulator.request_counts[("daemon-a", "list")] == 2
+    assert emulator.request_counts[("daemon-b", "list")] == 1
+    assert emulator.request_counts[("anonymous", "list")] == 1
