@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
+from rebootd.blockers import Blocker, PrometheusAlertBlocker
 from rebootd.clock import Clock, SystemClock
+from rebootd.cycle import TRANSIENT, Cycle, CycleOptions, Notify, RecoveryGate
+from rebootd.drain import DrainOptions
+from rebootd.kube import Kube
+from rebootd.lock import LeaseLock, LockConfig
+from rebootd.lockstate import Limits
 from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
+from rebootd.reboot import CommandRebooter, Rebooter, SignalRebooter
 from rebootd.sentinel import Checker, SentinelError, make_checker
 from rebootd.server import HealthReport, MetricsServer, Probes, build_app
 from rebootd.settings import Settings
@@ -93,12 +102,14 @@ class SentinelState:
     required: bool = False
     checked: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    first_check: asyncio.Event = field(default_factory=asyncio.Event)
 
     def publish(self, required: bool) -> None:
         if required != self.required or not self.checked:
             self.required = required
             self.checked = True
             self.changed.set()
+            self.first_check.set()
 
 
 async def watch_sentinel(
@@ -139,6 +150,12 @@ class Daemon:
         checker: Checker | None = None,
         extra_tasks: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] | None = None,
         linger: float = 1.0,
+        kube: Kube | None = None,
+        rebooter: Rebooter | None = None,
+        blockers: Sequence[Blocker] | None = None,
+        recovery: RecoveryGate | None = None,
+        notify: Notify | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         self.settings = settings
         self.clock = clock if clock is not None else SystemClock()
@@ -155,6 +172,17 @@ class Daemon:
         self.sentinel = SentinelState()
         self.supervisor = Supervisor(linger=linger)
         self._extra_tasks = dict(extra_tasks or {})
+        self._kube = kube
+        self._owns_kube = kube is None
+        self._rebooter = rebooter
+        self._blockers = blockers
+        self._recovery = recovery
+        self._notify = notify
+        # Internal intervals that are not operator settings (drain poll 1 s and 429 retry 5 s as
+        # kubectl, hand-off grace 2 s) scale with `time_scale`; the simulator runs them faster.
+        self._time_scale = time_scale
+        self._http: aiohttp.ClientSession | None = None
+        self.cycle: Cycle | None = None
         self._ready = False
         self.server: MetricsServer | None = None
         self.started = asyncio.Event()
@@ -163,7 +191,7 @@ class Daemon:
     def _readiness(self) -> HealthReport:
         ok, detail = self.supervisor.health()
         ready = ok and self._ready and self.sentinel.checked
-        return ready, {**detail, "sentinel_checked": self.sentinel.checked}
+        return ready, {**detail, "sentinel_checked": self.sentinel.checked, "lock_read": self._ready}
 
     async def run(self, *, stop: asyncio.Event) -> int:
         """Run until `stop` is set (exit code 0) or a supervised task fails (exit code 1)."""
@@ -187,9 +215,9 @@ class Daemon:
                     stop=stop,
                 ),
             )
+            self.supervisor.spawn("cycle", self._run_cycle(stop))
             for name, factory in self._extra_tasks.items():
                 self.supervisor.spawn(name, factory(stop))
-            self._ready = True
             self.started.set()
             code = await self.supervisor.run_until(stop)
         finally:
@@ -199,5 +227,121 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         await self.supervisor.shutdown(within=STOP_TIMEOUT - 1)
+        if self._owns_kube and self._kube is not None:
+            await self._kube.close()
+        if self._http is not None:
+            await self._http.close()
         if self.server is not None:
             await self.server.stop()
+
+    def _default_blockers(self) -> list[Blocker]:
+        s = self.settings
+        blockers: list[Blocker] = []
+        if s.prometheus_url:
+            self._http = aiohttp.ClientSession()
+            password = s.prometheus_password.get_secret_value() if s.prometheus_password else None
+            blockers.append(
+                PrometheusAlertBlocker(
+                    session=self._http,
+                    url=s.prometheus_url,
+                    filter_regexp=s.alert_filter_regexp,
+                    filter_match_only=s.alert_filter_match_only,
+                    firing_only=s.alert_firing_only,
+                    bearer_token=s.prometheus_bearer_token.get_secret_value()
+                    if s.prometheus_bearer_token
+                    else None,
+                    basic_auth=(s.prometheus_username, password) if password is not None else None,
+                    ca_file=s.prometheus_ca_file,
+                )
+            )
+        return blockers
+
+    def _default_rebooter(self) -> Rebooter:
+        s = self.settings
+        if s.reboot_method == "signal":
+            return SignalRebooter(signal=s.reboot_signal)
+        return CommandRebooter(argv=s.reboot_command, nsenter=s.reboot_nsenter)
+
+    async def _setup_cycle(self, stop: asyncio.Event) -> Cycle | None:
+        """Connect, learn our zone and read the Lease; retried with backoff while the API is away."""
+        s = self.settings
+        if self._kube is None:
+            self._kube = await Kube.connect(kubeconfig=s.kubeconfig, metrics=self.metrics)
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                node = await self._kube.get_node(name=s.node_id)
+                break
+            except TRANSIENT as exc:
+                self._log.warning("rebootd.daemon.api_unavailable", error=str(exc)[:300], retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(delay * 2, 30.0)
+        else:
+            return None
+        zone = (node["metadata"].get("labels") or {}).get(s.zone_label, "")
+        lock = LeaseLock(
+            kube=self._kube,
+            config=LockConfig(
+                namespace=s.lock_namespace,
+                name=s.lock_name,
+                node=s.node_id,
+                zone=zone,
+                limits=Limits(concurrency=s.concurrency, zone_concurrency=s.zone_concurrency),
+                ttl=s.lock_ttl,
+                renew_interval=s.lock_renew_interval,
+                boot_allowance=s.boot_timeout,
+                grace=2.0 * self._time_scale,
+            ),
+            clock=self.clock,
+        )
+        options = CycleOptions(
+            node=s.node_id,
+            window=s.window,
+            period=s.period,
+            renew_interval=s.lock_renew_interval,
+            boot_timeout=s.boot_timeout,
+            recovery_timeout=s.recovery_timeout,
+            release_delay=s.lock_release_delay,
+            drain=DrainOptions(
+                grace_period=s.drain_grace_period,
+                timeout=s.drain_timeout,
+                skip_wait_for_delete_timeout=s.skip_wait_for_delete_timeout,
+                pod_selector=s.drain_pod_selector,
+                poll=1.0 * self._time_scale,
+                retry_429=5.0 * self._time_scale,
+            ),
+            drain_delay=s.drain_delay,
+            reboot_delay=s.reboot_delay,
+            force_reboot=s.force_reboot,
+            min_reboot_interval=s.min_reboot_interval,
+            prefer_no_schedule_taint=s.prefer_no_schedule_taint,
+            annotate_nodes=s.annotate_nodes,
+            pre_reboot_labels=_label_map(s.pre_reboot_node_labels),
+            post_reboot_labels=_label_map(s.post_reboot_node_labels),
+        )
+        return Cycle(
+            kube=self._kube,
+            lock=lock,
+            options=options,
+            sentinel=self.sentinel,
+            rebooter=self._rebooter if self._rebooter is not None else self._default_rebooter(),
+            blockers=self._blockers if self._blockers is not None else self._default_blockers(),
+            clock=self.clock,
+            metrics=self.metrics,
+            recovery=self._recovery,
+            notify=self._notify,
+        )
+
+    async def _run_cycle(self, stop: asyncio.Event) -> None:
+        cycle = await self._setup_cycle(stop)
+        if cycle is None:
+            return
+        self.cycle = cycle
+        await self.sentinel.first_check.wait()
+        self._ready = True
+        await cycle.run(stop)
+
+
+def _label_map(pairs: Sequence[str]) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in pairs)

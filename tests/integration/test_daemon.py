@@ -16,10 +16,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tests.fixtures.tools import free_port
 
 from rebootd.daemon import Daemon
 from rebootd.settings import Settings, env_name, load_settings
+from rebootd.sim.emulator import Emulator
+from tests.fixtures.tools import free_port
 
 
 def rebootd_argv() -> list[str]:
@@ -28,10 +29,13 @@ def rebootd_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "rebootd"]
 
 
-def test_settings(tmp_path: Path, **extra: str) -> Settings:
+def test_settings(tmp_path: Path, emulator: Emulator, **extra: str) -> Settings:
+    if emulator.get_object(kind="Node", name="node-a") is None:
+        emulator.add_node(name="node-a", zone="z1")
     return load_settings(
         environ={
             "REBOOTD_NODE_ID": "node-a",
+            "REBOOTD_KUBECONFIG": str(emulator.write_kubeconfig(tmp_path / "kubeconfig")),
             "REBOOTD_REBOOT_SENTINEL": str(tmp_path / "reboot-required"),
             "REBOOTD_METRICS_HOST": "127.0.0.1",
             "REBOOTD_METRICS_PORT": "1",  # replaced below: port 0 is not a valid operator setting
@@ -81,9 +85,11 @@ async def wait_for_gauge(
     pytest.fail(f"{name} did not become {value} within {within}s")
 
 
-async def test_sentinel_file_drives_reboot_required_metric_within_one_period(tmp_path: Path) -> None:
+async def test_sentinel_file_drives_reboot_required_metric_within_one_period(
+    tmp_path: Path, emulator: Emulator
+) -> None:
     period = 1.0
-    settings = test_settings(tmp_path, REBOOTD_PERIOD=f"{period}s")
+    settings = test_settings(tmp_path, emulator, REBOOTD_PERIOD=f"{period}s")
     daemon = Daemon(settings=settings)
     async with running(daemon), aiohttp.ClientSession() as session:
         assert daemon.server is not None
@@ -99,8 +105,10 @@ async def test_sentinel_file_drives_reboot_required_metric_within_one_period(tmp
         assert 'rebootd_reboot_required{node="node-a"} 0.0' in text
 
 
-async def test_healthz_and_readyz_answer_200_while_everything_runs(tmp_path: Path) -> None:
-    daemon = Daemon(settings=test_settings(tmp_path, REBOOTD_PERIOD="100ms"))
+async def test_healthz_and_readyz_answer_200_while_everything_runs(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    daemon = Daemon(settings=test_settings(tmp_path, emulator, REBOOTD_PERIOD="100ms"))
     async with running(daemon), aiohttp.ClientSession() as session:
         assert daemon.server is not None
         status, body = await scrape(session, daemon.server.port, "/healthz")
@@ -122,10 +130,12 @@ def crashing_task(trigger: asyncio.Event) -> Callable[[asyncio.Event], Coroutine
     return doomed
 
 
-async def test_crashed_task_turns_healthz_503_naming_it_and_exits_nonzero(tmp_path: Path) -> None:
+async def test_crashed_task_turns_healthz_503_naming_it_and_exits_nonzero(
+    tmp_path: Path, emulator: Emulator
+) -> None:
     trigger = asyncio.Event()
     daemon = Daemon(
-        settings=test_settings(tmp_path, REBOOTD_PERIOD="100ms"),
+        settings=test_settings(tmp_path, emulator, REBOOTD_PERIOD="100ms"),
         extra_tasks={"doomed": crashing_task(trigger)},
         linger=2.0,
     )
@@ -148,8 +158,10 @@ async def test_crashed_task_turns_healthz_503_naming_it_and_exits_nonzero(tmp_pa
     assert code == 1
 
 
-async def test_killing_the_sentinel_task_is_a_failure_not_a_silent_stop(tmp_path: Path) -> None:
-    daemon = Daemon(settings=test_settings(tmp_path, REBOOTD_PERIOD="100ms"), linger=2.0)
+async def test_killing_the_sentinel_task_is_a_failure_not_a_silent_stop(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    daemon = Daemon(settings=test_settings(tmp_path, emulator, REBOOTD_PERIOD="100ms"), linger=2.0)
     stop = asyncio.Event()
     run = asyncio.create_task(daemon.run(stop=stop))
     await asyncio.wait_for(daemon.started.wait(), timeout=5)
@@ -187,54 +199,51 @@ def test_installed_command_rejects_bad_config_with_exit_2_and_no_traceback() -> 
     assert "Traceback" not in result.stderr
 
 
-def test_sigterm_stops_the_daemon_cleanly_within_five_seconds(tmp_path: Path) -> None:
+async def test_sigterm_stops_the_daemon_cleanly_within_five_seconds(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    emulator.add_node(name="node-a", zone="z1")
     env = {
         **os.environ,
         "REBOOTD_NODE_ID": "node-a",
+        "REBOOTD_KUBECONFIG": str(emulator.write_kubeconfig(tmp_path / "kubeconfig")),
         "REBOOTD_REBOOT_SENTINEL": str(tmp_path / "reboot-required"),
         "REBOOTD_METRICS_HOST": "127.0.0.1",
         "REBOOTD_METRICS_PORT": str(free_port()),
         "REBOOTD_LOG_FORMAT": "json",
         "REBOOTD_PERIOD": "100ms",
     }
-    with subprocess.Popen(
-        [*rebootd_argv(), "run"],
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stderr is not None
-            port = None
-            deadline = time.monotonic() + 30
-            while port is None and time.monotonic() < deadline:
-                line = proc.stderr.readline()
+    proc = await asyncio.create_subprocess_exec(
+        *rebootd_argv(), "run", env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        assert proc.stderr is not None
+        port = None
+        async with asyncio.timeout(30):
+            while port is None:
+                line = await proc.stderr.readline()
                 if not line:
                     break
                 event = json.loads(line)
                 if event["event"] == "rebootd.daemon.started":
                     port = event["metrics_port"]
-            assert port, "daemon did not report its port"
-            with urlopen_ok(f"http://127.0.0.1:{port}/healthz") as status:
-                assert status == 200
-            sent = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=10)
-            assert time.monotonic() - sent < 5.0
-            assert code == 0
-            rest = proc.stderr.read()
-            assert "rebootd.daemon.stopped" in rest
-            assert "Traceback" not in rest
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def urlopen_ok(url: str) -> Any:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback URL built above
-        yield resp.status
+        assert port, "daemon did not report its port"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                status, _body = await scrape(session, port, "/readyz")
+                if status == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert status == 200
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.stderr.read(), timeout=10)
+        code = await asyncio.wait_for(proc.wait(), timeout=10)
+        assert time.monotonic() - sent < 5.0
+        assert code == 0
+        assert b"rebootd.daemon.stopped" in rest
+        assert b"Traceback" not in rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -20,6 +20,8 @@ import pytest
 import structlog
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
+
+from rebootd.blockers import Blocker, BlockReason, PrometheusAlertBlocker
 from tests.fixtures.prometheus import (
     TEST_BASIC_AUTH,
     PrometheusFactory,
@@ -29,8 +31,6 @@ from tests.fixtures.prometheus import (
     inactive_rule,
     pending_rule,
 )
-
-from rebootd.blockers import Blocker, BlockReason, PrometheusAlertBlocker
 
 ALERTING_RULES = [
     firing_rule("RebootdTestFiring"),

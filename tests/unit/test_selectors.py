@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.fixtures.tools import require_binary
 
 from rebootd.selectors import (
     FieldSelector,
@@ -32,6 +31,7 @@ from rebootd.selectors import (
     validate_label_key,
     validate_label_value,
 )
+from tests.fixtures.tools import require_binary
 
 _NAME_RULE = (
     "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "

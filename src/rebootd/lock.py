@@ -1,0 +1,351 @@
+"""The reboot lock: one coordination.k8s.io/v1 Lease used as a counting semaphore.
+
+Safety model (read this before changing anything here):
+
+1. Every change is a read-modify-write of the whole Lease with `metadata.resourceVersion` and
+   `metadata.uid` (compare-and-swap). A 409 means someone else wrote first: re-read and decide
+   again from the new state; decisions are pure functions in `lockstate.py`. No write is ever
+   retried blindly.
+2. Limits (concurrency, zone concurrency, pause, halt) are checked against the state read for the
+   very write that takes the slot, so two nodes can never both pass the check on the same version.
+3. A holder's record is stale only when it has not changed for `ttl` on the observer's own
+   monotonic clock (never compare another machine's timestamps with the local clock). While a
+   holder is rebooting its daemon is down, so observers also allow `boot_allowance`.
+4. A holder that loses its record (reclaimed as stale, Lease recreated) learns it at its next
+   CAS: every escalation (cordon, drain, reboot) is preceded by a CAS that names the next phase,
+   so a holder without a record never escalates.
+5. The Lease deleted by an admin: holders mark their Node (`rebootd.io/holder`) before they
+   disrupt it and confirm their record with a CAS after marking. Whoever recreates the Lease
+   first copies every marked node into it as a holder. Either the creator saw the mark, or the
+   holder's confirming CAS (uid precondition) fails and it backs out: the limit holds.
+6. Release removes only our own record (CAS, retried on conflict); the release delay is waited by
+   the holder itself before releasing, so no clock is compared across machines.
+7. Waiters watch the Lease and act on changes at once; only the waiters that the queue order
+   serves attempt a write, so a hand-off costs a constant number of writes however many wait.
+
+Step numbers in log events follow client-go's leaderelection: acquire = 1 read, 2 decide,
+3 write; renew = 1 read, 2 check we still hold, 3 write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from rebootd.clock import Clock
+from rebootd.kube import Conflict, Kube, NotFound, format_microtime
+from rebootd.lockstate import (
+    STATE_ANNOTATION,
+    Holder,
+    Limits,
+    LockState,
+    Observer,
+    Verdict,
+    decide_acquire,
+)
+from rebootd.logs import get_logger
+
+NODE_MARK_ANNOTATION = "rebootd.io/holder"
+MAX_CAS_ATTEMPTS = 20
+
+
+class LostSlot(Exception):
+    """Our holder record is gone (reclaimed, Lease recreated without it, or halted away)."""
+
+
+class Mutation(Protocol):
+    def __call__(self, state: LockState) -> LockState | None:
+        """The new state, or None when nothing should be written."""
+        ...
+
+
+@dataclass(frozen=True)
+class LockConfig:
+    namespace: str
+    name: str
+    node: str
+    zone: str
+    limits: Limits
+    ttl: float
+    renew_interval: float
+    boot_allowance: float
+    grace: float = 2.0
+
+
+class LeaseLock:
+    """This node's view of the Lease, and every write it makes to it."""
+
+    def __init__(self, *, kube: Kube, config: LockConfig, clock: Clock) -> None:
+        self.kube = kube
+        self.config = config
+        self.clock = clock
+        self.observer = Observer(ttl=config.ttl, grace=config.grace, boot_allowance=config.boot_allowance)
+        self._lease: dict[str, Any] | None = None
+        self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
+
+    # --- reading ----------------------------------------------------------------------------
+    @property
+    def lease(self) -> dict[str, Any] | None:
+        return self._lease
+
+    @property
+    def state(self) -> LockState:
+        return state_of(self._lease)
+
+    def adopt(self, lease: dict[str, Any] | None) -> LockState:
+        """Take a Lease seen on the watch as the latest; returns its state and updates staleness."""
+        if lease is not None and self._is_newer(lease):
+            self._lease = lease
+        state = self.state
+        self.observer.observe(state, now=self.clock.monotonic(), limits=self.config.limits)
+        return state
+
+    def _is_newer(self, lease: dict[str, Any]) -> bool:
+        if self._lease is None:
+            return True
+        old, new = self._lease["metadata"], lease["metadata"]
+        if old.get("uid") != new.get("uid"):
+            return True
+        return int(new.get("resourceVersion", "0")) >= int(old.get("resourceVersion", "0"))
+
+    async def refresh(self) -> LockState:
+        """Step 1: read the Lease from the server (creating it when missing)."""
+        try:
+            lease = await self.kube.get_lease(namespace=self.config.namespace, name=self.config.name)
+        except NotFound:
+            lease = await self._create()
+        self._lease = lease
+        return self.adopt(None)
+
+    async def _create(self) -> dict[str, Any]:
+        """Create the Lease, copying in every node that carries a holder mark (safety rule 5)."""
+        state = LockState()
+        for node in await self.kube.list_nodes():
+            mark = node["metadata"].get("annotations", {}).get(NODE_MARK_ANNOTATION)
+            holder = holder_from_mark(node["metadata"]["name"], mark)
+            if holder is not None:
+                state = state.with_holder(holder)
+        body = self._lease_body(state, base=None)
+        try:
+            created = await self.kube.create_lease(namespace=self.config.namespace, body=body)
+        except Conflict:  # AlreadyExists: somebody else created it first
+            return await self.kube.get_lease(namespace=self.config.namespace, name=self.config.name)
+        self._log.info("rebootd.lock.created", holders=state.holder_identity())
+        return created
+
+    def _lease_body(self, state: LockState, *, base: dict[str, Any] | None) -> dict[str, Any]:
+        now = format_microtime(self.clock.now())
+        if base is None:
+            lease: dict[str, Any] = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.config.name, "namespace": self.config.namespace},
+                "spec": {"acquireTime": now, "leaseTransitions": 0},
+            }
+        else:
+            lease = json.loads(json.dumps(base))
+            lease.setdefault("apiVersion", "coordination.k8s.io/v1")
+            lease.setdefault("kind", "Lease")
+        meta = lease["metadata"]
+        meta.setdefault("annotations", {})
+        meta["annotations"] = {**(meta["annotations"] or {}), STATE_ANNOTATION: state.to_annotation()}
+        spec = lease.setdefault("spec", {})
+        identity = state.holder_identity()
+        if base is not None and spec.get("holderIdentity", "") != identity:
+            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+            spec["acquireTime"] = now
+        spec["holderIdentity"] = identity
+        spec["leaseDurationSeconds"] = max(1, round(self.config.ttl))
+        spec["renewTime"] = now
+        return lease
+
+    # --- writing ----------------------------------------------------------------------------
+    async def update(self, mutate: Mutation, *, event: str) -> LockState | None:
+        """CAS loop: decide on the latest state, write, and on 409 re-read and decide again.
+
+        Returns the state written, or None when `mutate` decided not to write."""
+        if self._lease is None:
+            await self.refresh()
+        for _attempt in range(MAX_CAS_ATTEMPTS):
+            assert self._lease is not None
+            current = self.state
+            new_state = mutate(current)
+            if new_state is None:
+                return None
+            body = self._lease_body(new_state, base=self._lease)
+            try:
+                written = await self.kube.replace_lease(
+                    namespace=self.config.namespace, name=self.config.name, body=body
+                )
+            except Conflict:
+                self._log.debug("rebootd.lock.conflict", step="3-write", change=event)
+                await self.refresh()
+                continue
+            except NotFound:  # deleted between read and write: recreate, then decide again
+                await self.refresh()
+                continue
+            self._lease = written
+            self.adopt(None)
+            self._log.info("rebootd.lock.written", change=event, holders=new_state.holder_identity())
+            return new_state
+        raise Conflict(status=409, reason="Conflict", message=f"gave up after {MAX_CAS_ATTEMPTS} conflicts")
+
+    async def try_acquire(self, *, phase: str, evidence: Mapping[str, Any]) -> Verdict:
+        """Steps 1-3 of acquire on the latest state: take a slot, or queue up and say why not."""
+        cfg = self.config
+        verdict = Verdict(allowed=False, reason="unknown")
+
+        def take(state: LockState) -> LockState | None:
+            nonlocal verdict
+            stalled = self.observer.stalled_waiters(now=self.clock.monotonic())
+            verdict = decide_acquire(state, node=cfg.node, zone=cfg.zone, limits=cfg.limits, stalled=stalled)
+            if verdict.allowed:
+                if cfg.node in state.holders:
+                    return None
+                holder = Holder(
+                    node=cfg.node,
+                    zone=cfg.zone,
+                    phase=phase,
+                    acquired=format_microtime(self.clock.now()),
+                    evidence=dict(evidence),
+                )
+                return state.without_waiters(verdict.skipped).with_holder(holder)
+            if verdict.reason in {"halted", "paused"} or cfg.node in state.waiters:
+                return None
+            return state.with_waiter(node=cfg.node, zone=cfg.zone)
+
+        await self.update(take, event="acquire")
+        return verdict
+
+    async def leave_queue(self) -> None:
+        node = self.config.node
+        await self.update(
+            lambda s: s.without_waiters([node]) if node in s.waiters else None, event="leave-queue"
+        )
+
+    async def set_phase(self, *, phase: str, evidence: Mapping[str, Any] | None = None) -> Holder:
+        """Record our next phase (and evidence); raises LostSlot when we no longer hold a slot."""
+        node = self.config.node
+        lost = False
+
+        def advance(state: LockState) -> LockState | None:
+            nonlocal lost
+            holder = state.holders.get(node)
+            if holder is None:
+                lost = True
+                return None
+            merged = {**holder.evidence, **(evidence or {})}
+            return state.with_holder(replace(holder, phase=phase, seq=holder.seq + 1, evidence=merged))
+
+        await self.update(advance, event=f"phase:{phase}")
+        if lost:
+            raise LostSlot(f"{node} no longer holds a slot in {self.config.namespace}/{self.config.name}")
+        return self.state.holders[node]
+
+    async def renew(self) -> None:
+        """Bump our record's sequence so observers see we are alive; LostSlot if it is gone.
+
+        Only the sequence changes: the phase and evidence are whatever the latest record says, so
+        a renewal racing a phase change can never write an older phase back."""
+        node = self.config.node
+        lost = False
+
+        def bump(state: LockState) -> LockState | None:
+            nonlocal lost
+            holder = state.holders.get(node)
+            if holder is None:
+                lost = True
+                return None
+            return state.with_holder(replace(holder, seq=holder.seq + 1))
+
+        await self.update(bump, event="renew")
+        if lost:
+            raise LostSlot(f"{node} no longer holds a slot in {self.config.namespace}/{self.config.name}")
+
+    async def release(self) -> None:
+        """Remove our own record (never anyone else's)."""
+        node = self.config.node
+        await self.update(lambda s: s.without_holder(node) if node in s.holders else None, event="release")
+
+    async def halt(self, *, reason: str, node: str) -> None:
+        at = format_microtime(self.clock.now())
+
+        def stop_all(state: LockState) -> LockState | None:
+            if state.halted:
+                return None
+            return replace(state, halted={"reason": reason, "node": node, "at": at})
+
+        await self.update(stop_all, event="halt")
+        self._log.error("rebootd.lock.halted", reason=reason, halted_node=node)
+
+    async def remove_holder(self, *, node: str, expect: Holder) -> bool:
+        """Reclaim a stale holder's slot if its record is still exactly what we judged stale."""
+
+        def reclaim(state: LockState) -> LockState | None:
+            current = state.holders.get(node)
+            if current is None or current.seq != expect.seq or current.phase != expect.phase:
+                return None
+            return state.without_holder(node)
+
+        return await self.update(reclaim, event=f"reclaim:{node}") is not None
+
+    @contextlib.asynccontextmanager
+    async def following(self) -> AsyncIterator[Callable[[float], Any]]:
+        """Follow the Lease by watch; yields `changed(timeout)` which waits for the next change."""
+        async with self.kube.follow(
+            kind="leases", namespace=self.config.namespace, name=self.config.name
+        ) as f:
+
+            async def changed(seconds: float) -> bool:
+                moved = await f.changed(timeout=seconds)
+                if f.latest is not None:
+                    self.adopt(f.latest)
+                else:
+                    self._lease = None
+                    self.adopt(None)
+                return bool(moved)
+
+            if f.latest is not None:
+                self.adopt(f.latest)
+            yield changed
+
+
+def state_of(lease: Mapping[str, Any] | None) -> LockState:
+    if lease is None:
+        return LockState()
+    annotations = (lease.get("metadata") or {}).get("annotations") or {}
+    return LockState.from_annotation(annotations.get(STATE_ANNOTATION))
+
+
+def holder_mark(holder: Holder) -> str:
+    return json.dumps({"node": holder.node, **holder.to_json()}, sort_keys=True, separators=(",", ":"))
+
+
+def holder_from_mark(node: str, mark: str | None) -> Holder | None:
+    if not mark:
+        return None
+    try:
+        data = json.loads(mark)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return Holder(
+        node=node,
+        zone=str(data.get("zone", "")),
+        phase=str(data.get("phase", "acquiring")),
+        seq=int(data.get("seq", 0)),
+        acquired=str(data.get("acquired", "")),
+        evidence=dict(data.get("evidence") or {}),
+    )
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` or until `stop`; True when stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+    return stop.is_set()

@@ -1,0 +1,255 @@
+"""The reboot lock's state and every decision made on it: pure, no I/O, no clock reads.
+
+Rule: a decision is a function of (the Lease's state as last read, this node's facts, the limits,
+what this observer measured on its own monotonic clock). The I/O half (`lock.py`) reads the
+Lease, calls these functions, and writes the result with a compare-and-swap on resourceVersion;
+on a conflict it re-reads and decides again. See the safety model at the top of `lock.py`.
+
+State lives in the Lease annotation `rebootd.io/state` (JSON, versioned):
+  holders  {node: {zone, phase, seq, acquired, evidence}}   disrupted (or about to be) nodes
+  waiters  {node: {zone, ticket}}                            ready nodes, served in ticket order
+  nextTicket                                                 the ticket the next waiter draws
+  paused   {reason, by, at} | null                           operator pause
+  halted   {reason, node, at} | null                         failed reboot / broken workloads
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+STATE_ANNOTATION = "rebootd.io/state"
+STATE_VERSION = 1
+# Phases during which the node itself is down or freshly booted: its daemon cannot renew.
+BOOTING_PHASES = frozenset({"rebooting"})
+
+
+class StateFormatError(ValueError):
+    """The annotation is not a state this version understands (never guessed around)."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    node: str
+    zone: str
+    phase: str
+    seq: int = 0
+    acquired: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "zone": self.zone,
+            "phase": self.phase,
+            "seq": self.seq,
+            "acquired": self.acquired,
+            "evidence": dict(self.evidence),
+        }
+
+
+@dataclass(frozen=True)
+class Waiter:
+    node: str
+    zone: str
+    ticket: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"zone": self.zone, "ticket": self.ticket}
+
+
+@dataclass(frozen=True)
+class LockState:
+    holders: Mapping[str, Holder] = field(default_factory=dict)
+    waiters: Mapping[str, Waiter] = field(default_factory=dict)
+    next_ticket: int = 1
+    paused: Mapping[str, Any] | None = None
+    halted: Mapping[str, Any] | None = None
+
+    # --- (de)serialisation ------------------------------------------------------------------
+    @classmethod
+    def from_annotation(cls, raw: str | None) -> LockState:
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise StateFormatError(f"{STATE_ANNOTATION} is not JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise StateFormatError(f"{STATE_ANNOTATION} has an unknown version: {str(data)[:80]}")
+        holders = {
+            node: Holder(
+                node=node,
+                zone=str(h.get("zone", "")),
+                phase=str(h.get("phase", "acquiring")),
+                seq=int(h.get("seq", 0)),
+                acquired=str(h.get("acquired", "")),
+                evidence=dict(h.get("evidence") or {}),
+            )
+            for node, h in (data.get("holders") or {}).items()
+        }
+        waiters = {
+            node: Waiter(node=node, zone=str(w.get("zone", "")), ticket=int(w.get("ticket", 0)))
+            for node, w in (data.get("waiters") or {}).items()
+        }
+        return cls(
+            holders=holders,
+            waiters=waiters,
+            next_ticket=int(data.get("nextTicket", 1)),
+            paused=data.get("paused"),
+            halted=data.get("halted"),
+        )
+
+    def to_annotation(self) -> str:
+        data = {
+            "version": STATE_VERSION,
+            "holders": {n: h.to_json() for n, h in sorted(self.holders.items())},
+            "waiters": {n: w.to_json() for n, w in sorted(self.waiters.items())},
+            "nextTicket": self.next_ticket,
+            "paused": dict(self.paused) if self.paused else None,
+            "halted": dict(self.halted) if self.halted else None,
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def holder_identity(self) -> str:
+        """What `kubectl get lease` shows: the holders' node names, sorted, comma-separated."""
+        return ",".join(sorted(self.holders))
+
+    # --- transitions (each returns a new state) ----------------------------------------------
+    def with_holder(self, holder: Holder) -> LockState:
+        holders = {**self.holders, holder.node: holder}
+        waiters = {n: w for n, w in self.waiters.items() if n != holder.node}
+        return replace(self, holders=holders, waiters=waiters)
+
+    def without_holder(self, node: str) -> LockState:
+        return replace(self, holders={n: h for n, h in self.holders.items() if n != node})
+
+    def with_waiter(self, *, node: str, zone: str) -> LockState:
+        if node in self.waiters:
+            return self
+        waiter = Waiter(node=node, zone=zone, ticket=self.next_ticket)
+        return replace(self, waiters={**self.waiters, node: waiter}, next_ticket=self.next_ticket + 1)
+
+    def without_waiters(self, nodes: Iterable[str]) -> LockState:
+        drop = set(nodes)
+        return replace(self, waiters={n: w for n, w in self.waiters.items() if n not in drop})
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrency: int = 1
+    zone_concurrency: int = 0  # 0 = no per-zone limit
+
+    def fits(self, *, holders: Iterable[Holder], zone: str) -> bool:
+        current = list(holders)
+        if len(current) >= self.concurrency:
+            return False
+        if self.zone_concurrency <= 0:
+            return True
+        return sum(1 for h in current if h.zone == zone) < self.zone_concurrency
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether this node may take a slot now, and if not, why (a stable, short reason)."""
+
+    allowed: bool
+    reason: str = ""
+    skipped: tuple[str, ...] = ()  # stalled waiters ahead of us, removed in the same write
+
+
+def eligible_waiters(state: LockState, *, limits: Limits, stalled: frozenset[str] = frozenset()) -> list[str]:
+    """Waiters that get the free slots now: ticket order, skipping those whose zone is full and
+    those this observer saw stall. A full zone does not hold up waiters in other zones."""
+    holders = list(state.holders.values())
+    chosen: list[str] = []
+    for waiter in sorted(state.waiters.values(), key=lambda w: (w.ticket, w.node)):
+        if waiter.node in stalled:
+            continue
+        taken = [*holders, *(Holder(node=n, zone=state.waiters[n].zone, phase="acquiring") for n in chosen)]
+        if len(taken) >= limits.concurrency:
+            break
+        if limits.fits(holders=taken, zone=waiter.zone):
+            chosen.append(waiter.node)
+    return chosen
+
+
+def decide_acquire(
+    state: LockState,
+    *,
+    node: str,
+    zone: str,
+    limits: Limits,
+    stalled: frozenset[str] = frozenset(),
+) -> Verdict:
+    """May `node` take a slot in this state? Halt and pause stop everyone; otherwise the node must
+    fit the limits and be among the waiters served first (a node not yet queued counts as the
+    last in line)."""
+    if node in state.holders:
+        return Verdict(allowed=True, reason="already holding")
+    if state.halted:
+        return Verdict(allowed=False, reason="halted")
+    if state.paused:
+        return Verdict(allowed=False, reason="paused")
+    if not limits.fits(holders=state.holders.values(), zone=zone):
+        full = len(state.holders) >= limits.concurrency
+        return Verdict(allowed=False, reason="concurrency" if full else "zone_concurrency")
+    queued = state if node in state.waiters else state.with_waiter(node=node, zone=zone)
+    eligible = eligible_waiters(queued, limits=limits, stalled=stalled)
+    if node in eligible:
+        ahead = {
+            n for n, w in queued.waiters.items() if n in stalled and w.ticket < queued.waiters[node].ticket
+        }
+        return Verdict(allowed=True, skipped=tuple(sorted(ahead)))
+    return Verdict(allowed=False, reason="queued")
+
+
+def zone_load(state: LockState) -> Counter[str]:
+    return Counter(h.zone for h in state.holders.values())
+
+
+@dataclass
+class Observer:
+    """What one daemon measured about other records, on its own monotonic clock.
+
+    A record is stale when it has not changed for the TTL as seen here: we never compare another
+    machine's timestamps with our clock. A waiter that stays eligible for `grace` seconds without
+    taking its slot is stalled (dead or cut off) and may be skipped.
+    """
+
+    ttl: float
+    grace: float
+    boot_allowance: float
+    _holder_seen: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _eligible_since: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, state: LockState, *, now: float, limits: Limits) -> None:
+        current = {n: json.dumps(h.to_json(), sort_keys=True) for n, h in state.holders.items()}
+        for node, fingerprint in current.items():
+            seen = self._holder_seen.get(node)
+            if seen is None or seen[0] != fingerprint:
+                self._holder_seen[node] = (fingerprint, now)
+        for node in set(self._holder_seen) - set(current):
+            del self._holder_seen[node]
+        eligible = set(eligible_waiters(state, limits=limits))
+        for node in eligible:
+            self._eligible_since.setdefault(node, now)
+        for node in set(self._eligible_since) - eligible:
+            del self._eligible_since[node]
+
+    def stale_holders(self, state: LockState, *, now: float) -> list[Holder]:
+        """Holders unchanged for longer than the TTL (plus the boot allowance while rebooting)."""
+        stale = []
+        for node, holder in state.holders.items():
+            seen = self._holder_seen.get(node)
+            if seen is None:
+                continue
+            limit = self.ttl + (self.boot_allowance if holder.phase in BOOTING_PHASES else 0.0)
+            if now - seen[1] > limit:
+                stale.append(holder)
+        return stale
+
+    def stalled_waiters(self, *, now: float) -> frozenset[str]:
+        return frozenset(n for n, since in self._eligible_since.items() if now - since > self.grace)

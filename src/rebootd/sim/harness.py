@@ -1,0 +1,229 @@
+"""Nodes of a simulated cluster, each with its own real rebootd daemon (the DaemonSet's pods).
+
+Rule: a simulated node runs the real `Daemon` with a temp-dir sentinel file and its own API
+identity (a bearer token, so faults and partitions can single it out). Its reboot method asks the
+emulator to reboot the node; like a real reboot it ends the daemon abruptly (no clean shutdown),
+clears the sentinel (as /var/run is cleared at boot) and starts a new daemon instance once the
+node is back Ready, like the kubelet restarting the DaemonSet pod. Used by the integration tests
+and by `rebootd simulate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rebootd.clock import Clock, SystemClock
+from rebootd.daemon import Daemon
+from rebootd.kube import Kube, RetryPolicy
+from rebootd.lock import state_of
+from rebootd.lockstate import LockState
+from rebootd.logs import get_logger
+from rebootd.metrics import Metrics
+from rebootd.node import is_ready
+from rebootd.settings import Settings, load_settings
+from rebootd.sim.emulator import Emulator
+
+
+def node_token(name: str) -> str:
+    return f"token-{name}"
+
+
+def node_identity(name: str) -> tuple[str, tuple[str, ...]]:
+    return f"rebootd@{name}", ("rebootd",)
+
+
+class EmulatedReboot:
+    """The reboot method of a simulated node: the emulator reboots it; this daemon instance dies."""
+
+    def __init__(self, *, node: SimNode) -> None:
+        self._node = node
+
+    async def reboot(self) -> None:
+        self._node.reboots += 1
+        self._node.sentinel.unlink(missing_ok=True)
+        self._node.emulator.reboot_node(name=self._node.name)
+        self._node.crash_soon()
+        await asyncio.Event().wait()  # the process is gone before this returns
+
+
+@dataclass
+class SimNode:
+    """One node's daemon instance over its lifetime (restarts included)."""
+
+    emulator: Emulator
+    name: str
+    workdir: Path
+    env: Mapping[str, str]
+    clock: Clock = field(default_factory=SystemClock)
+    time_scale: float = 0.05
+    boot_poll: float = 0.05
+    token: str = ""
+    reboots: int = 0
+    starts: int = 0
+    daemon: Daemon | None = None
+    exit_codes: list[int] = field(default_factory=list)
+    on_start: Callable[[SimNode], None] | None = None
+    _task: asyncio.Task[int] | None = None
+    _stop: asyncio.Event | None = None
+    _kube: Kube | None = None
+    _life: asyncio.Task[None] | None = None
+    _retired: bool = False
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token = self.token or node_token(self.name)
+        self.kubeconfig = self.emulator.write_kubeconfig(self.workdir / "kubeconfig", token=self.token)
+        self._log = get_logger(node=self.name, component="sim")
+
+    @property
+    def sentinel(self) -> Path:
+        return self.workdir / "reboot-required"
+
+    def require_reboot(self) -> None:
+        self.sentinel.touch()
+
+    def settings(self) -> Settings:
+        env = {
+            "REBOOTD_NODE_ID": self.name,
+            "REBOOTD_REBOOT_SENTINEL": str(self.sentinel),
+            "REBOOTD_METRICS_HOST": "127.0.0.1",
+            "REBOOTD_KUBECONFIG": str(self.kubeconfig),
+            **self.env,
+        }
+        # Port 0 (any free port) is not an operator setting; the simulator may use it.
+        return load_settings(environ=env).model_copy(update={"metrics_port": 0})
+
+    async def start(self) -> None:
+        """Start a daemon instance (the kubelet starting the pod)."""
+        self.starts += 1
+        self._kube = await Kube.connect(
+            kubeconfig=self.kubeconfig, retry=RetryPolicy(attempts=4, base=0.05, cap=0.5)
+        )
+        self._stop = asyncio.Event()
+        self.daemon = Daemon(
+            settings=self.settings(),
+            clock=self.clock,
+            metrics=Metrics.create(),
+            kube=self._kube,
+            rebooter=EmulatedReboot(node=self),
+            time_scale=self.time_scale,
+        )
+        self._task = asyncio.create_task(self.daemon.run(stop=self._stop), name=f"daemon-{self.name}")
+        if self.on_start is not None:
+            self.on_start(self)
+
+    def crash_soon(self) -> None:
+        """The node goes down: the daemon dies now, a new one starts after the node boots."""
+        if self._life is None or self._life.done():
+            self._life = asyncio.create_task(self._reboot_lifecycle(), name=f"lifecycle-{self.name}")
+
+    async def _reboot_lifecycle(self) -> None:
+        await self.kill()
+        while not self._retired:
+            node = self.emulator.get_object(kind="Node", name=self.name)
+            if node is not None and is_ready(node):
+                break
+            await asyncio.sleep(self.boot_poll)
+        if not self._retired:
+            await self.start()
+
+    async def kill(self) -> None:
+        """Abrupt death (SIGKILL, power off): no graceful shutdown, in-flight requests dropped."""
+        task, kube = self._task, self._kube
+        self._task, self._kube = None, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if kube is not None:
+            await kube.close()
+
+    async def stop(self) -> int | None:
+        """Graceful stop (SIGTERM)."""
+        self._retired = True
+        if self._life is not None and not self._life.done():
+            self._life.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._life
+        task, kube = self._task, self._kube
+        self._task, self._kube = None, None
+        code = None
+        if task is not None:
+            assert self._stop is not None
+            self._stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                code = await asyncio.wait_for(task, timeout=10)
+        if kube is not None:
+            await kube.close()
+        return code
+
+    async def restart(self) -> None:
+        """Kill the daemon and start a new instance at once (a crash-looping pod's restart)."""
+        await self.kill()
+        await self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def phase(self) -> str:
+        if self.daemon is None or self.daemon.cycle is None:
+            return "starting"
+        return self.daemon.cycle.phase
+
+
+def tokens_for(names: Iterable[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return {node_token(n): node_identity(n) for n in names}
+
+
+@dataclass
+class SimCluster:
+    """An emulator plus one SimNode per node; start and stop them together."""
+
+    emulator: Emulator
+    workdir: Path
+    env: Mapping[str, str]
+    zones: Mapping[str, str]
+    clock: Clock = field(default_factory=SystemClock)
+    time_scale: float = 0.05
+    clocks: Mapping[str, Clock] = field(default_factory=dict)
+    nodes: dict[str, SimNode] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.zones:
+            self.nodes[name] = SimNode(
+                emulator=self.emulator,
+                name=name,
+                workdir=self.workdir / name,
+                env=self.env,
+                clock=self.clocks.get(name, self.clock),
+                time_scale=self.time_scale,
+            )
+
+    async def start(self) -> None:
+        for node in self.nodes.values():
+            await node.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(node.stop() for node in self.nodes.values()))
+
+    def node_objects(self) -> list[dict[str, Any]]:
+        return self.emulator.list_objects(kind="Node")
+
+    def lease_state(self, *, namespace: str = "kube-system", name: str = "rebootd") -> LockState:
+        return state_of(self.emulator.get_object(kind="Lease", namespace=namespace, name=name))
+
+    async def wait_until(self, predicate: Callable[[], bool], *, within: float, poll: float = 0.05) -> bool:
+        """Poll a condition on the emulator's state (test harness only), bounded by `within`."""
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(poll)
+        return predicate()

@@ -1,0 +1,146 @@
+"""Pure lock decisions: limits, queue order, staleness on the observer's own clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rebootd.lockstate import (
+    Holder,
+    Limits,
+    LockState,
+    Observer,
+    StateFormatError,
+    decide_acquire,
+    eligible_waiters,
+)
+
+
+def holders(*specs: tuple[str, str]) -> LockState:
+    state = LockState()
+    for node, zone in specs:
+        state = state.with_holder(Holder(node=node, zone=zone, phase="draining"))
+    return state
+
+
+def test_state_round_trips_through_the_annotation() -> None:
+    state = holders(("a", "z1")).with_waiter(node="b", zone="z2").with_waiter(node="c", zone="z1")
+    again = LockState.from_annotation(state.to_annotation())
+    assert again == state
+    assert again.holder_identity() == "a"
+    assert [w.ticket for w in sorted(again.waiters.values(), key=lambda w: w.node)] == [1, 2]
+
+
+@pytest.mark.parametrize("raw", ["{not json", '{"version": 99}', "[]"])
+def test_unknown_annotation_formats_are_refused_not_guessed(raw: str) -> None:
+    with pytest.raises(StateFormatError):
+        LockState.from_annotation(raw)
+
+
+@pytest.mark.parametrize(
+    ("state", "node", "zone", "limits", "allowed", "reason"),
+    [
+        (LockState(), "a", "z1", Limits(1), True, ""),
+        (holders(("a", "z1")), "b", "z1", Limits(1), False, "concurrency"),
+        (holders(("a", "z1")), "b", "z2", Limits(2, 1), True, ""),
+        (holders(("a", "z1")), "b", "z1", Limits(2, 1), False, "zone_concurrency"),
+        (holders(("a", "z1"), ("b", "z2")), "c", "z3", Limits(2, 1), False, "concurrency"),
+        (holders(("a", "z1")), "a", "z1", Limits(1), True, "already holding"),
+        (LockState(halted={"reason": "x"}), "a", "z1", Limits(3), False, "halted"),
+        (LockState(paused={"reason": "x"}), "a", "z1", Limits(3), False, "paused"),
+        (LockState().with_waiter(node="b", zone="z1"), "a", "z1", Limits(1), False, "queued"),
+        (LockState().with_waiter(node="b", zone="z1"), "a", "z2", Limits(2, 1), True, ""),
+        (LockState().with_waiter(node="b", zone="z1"), "b", "z1", Limits(1), True, ""),
+    ],
+)
+def test_acquire_decisions(
+    state: LockState, node: str, zone: str, limits: Limits, allowed: bool, reason: str
+) -> None:
+    verdict = decide_acquire(state, node=node, zone=zone, limits=limits)
+    assert verdict.allowed is allowed
+    assert verdict.reason == reason
+
+
+def test_waiters_are_served_in_ticket_order() -> None:
+    state = LockState()
+    for node in ["c", "a", "b"]:
+        state = state.with_waiter(node=node, zone="z")
+    assert eligible_waiters(state, limits=Limits(1)) == ["c"]
+    assert eligible_waiters(state, limits=Limits(2)) == ["c", "a"]
+
+
+def test_a_full_zone_does_not_hold_up_waiters_in_other_zones() -> None:
+    state = holders(("h", "z1")).with_waiter(node="w1", zone="z1").with_waiter(node="w2", zone="z2")
+    assert eligible_waiters(state, limits=Limits(2, 1)) == ["w2"]
+
+
+def test_a_stalled_waiter_is_skipped_and_removed_by_the_next_in_line() -> None:
+    state = LockState().with_waiter(node="dead", zone="z").with_waiter(node="alive", zone="z")
+    assert not decide_acquire(state, node="alive", zone="z", limits=Limits(1)).allowed
+    verdict = decide_acquire(state, node="alive", zone="z", limits=Limits(1), stalled=frozenset({"dead"}))
+    assert verdict.allowed
+    assert verdict.skipped == ("dead",)
+
+
+def test_a_holder_is_stale_only_after_ttl_without_change_on_the_observer_clock() -> None:
+    observer = Observer(ttl=10, grace=1, boot_allowance=100)
+    state = holders(("a", "z"))
+    observer.observe(state, now=0.0, limits=Limits(1))
+    assert observer.stale_holders(state, now=9.0) == []
+    renewed = state.with_holder(Holder(node="a", zone="z", phase="draining", seq=1))
+    observer.observe(renewed, now=9.0, limits=Limits(1))
+    assert observer.stale_holders(renewed, now=18.0) == []
+    assert [h.node for h in observer.stale_holders(renewed, now=19.5)] == ["a"]
+
+
+def test_a_rebooting_holder_gets_the_boot_allowance_before_it_is_stale() -> None:
+    observer = Observer(ttl=10, grace=1, boot_allowance=100)
+    state = LockState().with_holder(Holder(node="a", zone="z", phase="rebooting"))
+    observer.observe(state, now=0.0, limits=Limits(1))
+    assert observer.stale_holders(state, now=50.0) == []
+    assert len(observer.stale_holders(state, now=111.0)) == 1
+
+
+def test_waiters_eligible_longer_than_grace_are_stalled() -> None:
+    observer = Observer(ttl=10, grace=2, boot_allowance=0)
+    state = LockState().with_waiter(node="w", zone="z")
+    observer.observe(state, now=0.0, limits=Limits(1))
+    assert observer.stalled_waiters(now=1.0) == frozenset()
+    observer.observe(state, now=2.5, limits=Limits(1))
+    assert observer.stalled_waiters(now=2.5) == frozenset({"w"})
+
+
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from("abcdefgh"), st.sampled_from(["z1", "z2", "z3"]), st.booleans()),
+        max_size=60,
+    ),
+    concurrency=st.integers(min_value=1, max_value=4),
+    zone_limit=st.integers(min_value=0, max_value=3),
+)
+def test_no_sequence_of_decisions_exceeds_the_limits(
+    ops: list[tuple[str, str, bool]], concurrency: int, zone_limit: int
+) -> None:
+    """Property: applying only allowed acquisitions (and arbitrary releases) never breaks a limit."""
+    limits = Limits(concurrency, min(zone_limit, concurrency))
+    zones: dict[str, str] = {}
+    state = LockState()
+    for node, zone, release in ops:
+        zone = zones.setdefault(node, zone)
+        if release and node in state.holders:
+            state = state.without_holder(node)
+            continue
+        verdict = decide_acquire(state, node=node, zone=zone, limits=limits)
+        if verdict.allowed:
+            state = state.without_waiters(verdict.skipped).with_holder(
+                Holder(node=node, zone=zone, phase="x")
+            )
+        elif verdict.reason not in {"halted", "paused"}:
+            state = state.with_waiter(node=node, zone=zone)
+        assert len(state.holders) <= limits.concurrency
+        if limits.zone_concurrency:
+            per_zone: dict[str, int] = {}
+            for holder in state.holders.values():
+                per_zone[holder.zone] = per_zone.get(holder.zone, 0) + 1
+            assert max(per_zone.values(), default=0) <= limits.zone_concurrency
