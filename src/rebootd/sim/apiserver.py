@@ -347,7 +347,7 @@ class ApiServer:
             if req.verb == "watch":
                 return await self._watch(request, info, namespace, client, name=req.path_name)
             obj = self.registry.get(info, namespace, req.name)
-            return self._object_response(request, info, self.registry.view(info, obj))
+            return self._object_response(request, info, obj)
         if method == "POST":
             if req.subresource == "eviction":
                 body = await self._body(request, info)
@@ -357,7 +357,7 @@ class ApiServer:
                 raise errors.method_not_supported(resource=info.plural, group=info.group, verb="POST")
             body = await self._body(request, info)
             created = self.registry.create(info, namespace, body, client=client, dry_run=dry_run)
-            return self._object_response(request, info, self.registry.view(info, created), status=201)
+            return self._object_response(request, info, created, status=201)
         if method == "PUT":
             if not req.name:
                 raise errors.method_not_supported(resource=info.plural, group=info.group, verb="PUT")
@@ -365,9 +365,7 @@ class ApiServer:
             obj, was_created = self.registry.update(
                 info, namespace, req.name, body, client=client, subresource=req.subresource, dry_run=dry_run
             )
-            return self._object_response(
-                request, info, self.registry.view(info, obj), status=201 if was_created else 200
-            )
+            return self._object_response(request, info, obj, status=201 if was_created else 200)
         if method == "PATCH":
             if not req.name:
                 raise errors.method_not_supported(resource=info.plural, group=info.group, verb="PATCH")
@@ -383,9 +381,7 @@ class ApiServer:
                 field_manager=query.get("fieldManager"),
                 dry_run=dry_run,
             )
-            return self._object_response(
-                request, info, self.registry.view(info, obj), status=201 if was_created else 200
-            )
+            return self._object_response(request, info, obj, status=201 if was_created else 200)
         if method == "DELETE":
             raw = await request.read()
             options_body: Any = None
@@ -453,12 +449,13 @@ class ApiServer:
         )
 
     def _object_response(
-        self, request: web.Request, info: ResourceInfo, obj: JsonObj, *, status: int = 200
+        self, request: web.Request, info: ResourceInfo, stored: JsonObj, *, status: int = 200
     ) -> web.Response:
+        obj = self.registry.view(info, stored)
         if wants_table(request.headers.get("Accept", "")) and request.method == "GET":
             table = to_table(
                 info.storage,
-                [obj],
+                [stored],
                 now=self.clock.now(),
                 resource_version=obj["metadata"].get("resourceVersion", ""),
                 include_object=request.query.get("includeObject", "Metadata"),
@@ -506,7 +503,7 @@ class ApiServer:
         if wants_table(request.headers.get("Accept", "")):
             table = to_table(
                 info.storage,
-                items,
+                page.items,  # rows are printed from the stored form (core Events for events.k8s.io)
                 now=self.clock.now(),
                 resource_version=str(page.resource_version),
                 continue_token=page.continue_token,
@@ -597,7 +594,7 @@ class ApiServer:
             if table and kind != "ERROR":
                 view = to_table(
                     info.storage,
-                    [view],
+                    [obj],
                     now=self.clock.now(),
                     resource_version=view["metadata"].get("resourceVersion", ""),
                     include_object=query.get("includeObject", "Metadata"),

@@ -297,6 +297,25 @@ class Emulator:
         node = self.registry.create(
             BY_GROUP_RESOURCE[("", "nodes")], "", body, client=SETUP, keep_status=True
         )
+        heartbeat = {  # the kubelet's node lease (kubectl describe node shows it)
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "namespace": "kube-node-lease",
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"]["uid"]}
+                ],
+            },
+            "spec": {
+                "holderIdentity": name,
+                "leaseDurationSeconds": 40,
+                "renewTime": self.registry.now_micro(),
+            },
+        }
+        self.registry.create(
+            BY_GROUP_RESOURCE[("coordination.k8s.io", "leases")], "kube-node-lease", heartbeat, client=SETUP
+        )
         return deep_copy(node)
 
     def _owner_ref(self, *, kind: str, namespace: str, name: str) -> JsonObj:
