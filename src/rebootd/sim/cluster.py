@@ -283,7 +283,9 @@ class Cluster:
                 "name": name,
                 "image": container.get("image", ""),
                 "imageID": f"docker.io/library/{container.get('image', 'app')}",
-                "containerID": f"containerd://{self.rng.getrandbits(64):016x}",
+                "containerID": before.get("containerID")
+                if before.get("containerID") and not restarts
+                else f"containerd://{self.rng.getrandbits(64):016x}",
                 "ready": ready,
                 "started": ready or not broken,
                 "restartCount": int(before.get("restartCount", 0)) + restarts,
@@ -842,7 +844,9 @@ class Cluster:
             new["status"] = status
         return self.registry.put_internal("nodes", new, node, client=client, verb="update")
 
-    def set_node_ready(self, name: str, *, ready: bool, status: str | None = None) -> JsonObj:
+    def set_node_ready(
+        self, name: str, *, ready: bool, status: str | None = None, start_pods: bool = True
+    ) -> JsonObj:
         node = self.store.get("nodes", "", name)
         if node is None:
             raise KeyError(f"node {name!r} does not exist")
@@ -908,15 +912,18 @@ class Cluster:
                     new["metadata"] = dict(pod["metadata"])
                     self.registry.put_internal("pods", new, pod, client="node-controller", verb="update")
         else:
-            self._node_came_up(name)
+            self._node_came_up(name, start_pods=start_pods)
         return stored
 
-    def _node_came_up(self, name: str) -> None:
+    def _node_came_up(self, name: str, *, start_pods: bool) -> None:
         for key in sorted(self._pending_deletions):
             pod = self.store.get("pods", *key)
             if pod is not None and (pod.get("spec") or {}).get("nodeName") == name:
                 self._pending_deletions.discard(key)
                 self.registry.finish_deletion(PODS, key[0], key[1], client=KUBELET)
+        if not start_pods:
+            self._soon()
+            return
         for pod in self.store.pods_on_node(name):
             if pod["metadata"].get("deletionTimestamp"):
                 continue
@@ -984,7 +991,7 @@ class Cluster:
             restarted.append(
                 ((pod["metadata"]["namespace"], pod["metadata"]["name"]), pod["metadata"].get("uid"))
             )
-        self.set_node_ready(name, ready=True)
+        self.set_node_ready(name, ready=True, start_pods=False)  # restarted pods start below
         for key, uid in restarted:
             self.later(
                 self.timing.pod_ready_delay, functools.partial(self._start_pod, key, uid, restarted=True)

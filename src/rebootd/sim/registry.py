@@ -22,7 +22,7 @@ from rebootd.sim import errors
 from rebootd.sim.errors import JsonObj
 from rebootd.sim.fieldselectors import object_fields
 from rebootd.sim.history import HistoryRecord
-from rebootd.sim.objects import deep_copy, is_pod_ready, micro_time, rfc3339, set_condition
+from rebootd.sim.objects import deep_copy, is_pod_ready, micro_time, parse_time, rfc3339, set_condition
 from rebootd.sim.patch import APPLY_PATCH, PATCH_TYPES, apply_patch, unsupported_media_type
 from rebootd.sim.resources import BY_GROUP_RESOURCE, ResourceInfo, info_of_storage
 from rebootd.sim.store import Store
@@ -620,9 +620,14 @@ class Registry:
         new = dict(old)
         meta = dict(old["metadata"])
         moment = self.clock.now() + timedelta(seconds=grace)
-        if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds"):
-            # shortening: deletionTimestamp - old grace + new grace
-            moment = self.clock.now() + timedelta(seconds=grace)
+        previous = parse_time(meta.get("deletionTimestamp") or "")
+        if previous is not None and meta.get("deletionGracePeriodSeconds"):
+            # shortening a pending deletion: deletionTimestamp - old grace + new grace
+            moment = (
+                previous
+                - timedelta(seconds=int(meta["deletionGracePeriodSeconds"]))
+                + timedelta(seconds=grace)
+            )
         meta["deletionTimestamp"] = rfc3339(moment)
         meta["deletionGracePeriodSeconds"] = grace
         new["metadata"] = meta

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -244,3 +245,20 @@ async def test_missing_namespace_is_not_found(emulator: Emulator, raw: RawApi) -
     assert reply.status == 404
     assert reply.message == 'namespaces "elsewhere" not found'
     await asyncio.sleep(0)
+
+
+async def test_a_pending_graceful_delete_can_only_be_shortened(emulator: Emulator, raw: RawApi) -> None:
+    emulator.add_node(name="node-a")
+    emulator.add_pod(name="p", node="node-a", termination_grace_seconds=3000)
+    first = (await raw.delete(f"{PODS}/p")).body["metadata"]
+    longer = (await raw.delete(f"{PODS}/p?gracePeriodSeconds=5000")).body["metadata"]
+    assert (longer["deletionTimestamp"], longer["deletionGracePeriodSeconds"]) == (
+        first["deletionTimestamp"],
+        3000,
+    )
+    shorter = (await raw.delete(f"{PODS}/p?gracePeriodSeconds=1000")).body["metadata"]
+    assert shorter["deletionGracePeriodSeconds"] == 1000
+    moved = datetime.fromisoformat(first["deletionTimestamp"]) - datetime.fromisoformat(
+        shorter["deletionTimestamp"]
+    )
+    assert moved == timedelta(seconds=2000)
