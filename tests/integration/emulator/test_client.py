@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -116,3 +118,42 @@ async def test_watch_streams_changes_after_the_list_resource_version(
             if ready.status != "True":
                 break
     assert events == [("MODIFIED", "node-a")]
+
+
+async def test_patch_bodies_dict_is_strategic_merge_and_list_is_json_patch(
+    emulator: Emulator, api: client.ApiClient
+) -> None:
+    emulator.add_node(name="node-a", taints=[{"key": "a", "effect": "NoSchedule"}])
+    core = client.CoreV1Api(api)
+    cordoned = await core.patch_node("node-a", {"spec": {"unschedulable": True}})
+    assert cordoned.spec.unschedulable is True
+    uncordoned = await core.patch_node("node-a", {"spec": {"unschedulable": None}})
+    assert uncordoned.spec.unschedulable is None
+    stale_guard = [
+        {"op": "test", "path": "/spec/taints", "value": []},
+        {"op": "add", "path": "/spec/taints/-", "value": {"key": "b", "effect": "NoSchedule"}},
+    ]
+    with pytest.raises(ApiException) as info:
+        await core.patch_node("node-a", stale_guard)
+    assert info.value.status == 422
+    guarded = [
+        {"op": "test", "path": "/spec/taints", "value": [{"key": "a", "effect": "NoSchedule"}]},
+        {"op": "add", "path": "/spec/taints/-", "value": {"key": "b", "effect": "NoSchedule"}},
+    ]
+    patched = await core.patch_node("node-a", guarded)
+    assert [t.key for t in patched.spec.taints] == ["a", "b"]
+
+
+async def test_a_datetime_microtime_without_fraction_is_rejected(
+    emulator: Emulator, api: client.ApiClient
+) -> None:
+    whole_second = datetime(2026, 1, 1, tzinfo=UTC)  # isoformat() drops the fraction: not a MicroTime
+    body = client.V1Lease(
+        metadata=client.V1ObjectMeta(name="lock", namespace="default"),
+        spec=client.V1LeaseSpec(holder_identity="a", renew_time=whole_second),
+    )
+    with pytest.raises(ApiException) as info:
+        await client.CoordinationV1Api(api).create_namespaced_lease("default", body)
+    assert info.value.status == 400
+    assert json.loads(error_text(info.value))["message"].endswith('cannot parse "+00:00" as ".000000"')
+    assert emulator.get_object(kind="Lease", namespace="default", name="lock") is None
