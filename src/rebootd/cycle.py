@@ -210,6 +210,7 @@ class Cycle:
                 first = False
                 errors = 0
             except TRANSIENT as exc:
+                first = True  # after an outage, check again for a mark we left behind
                 errors += 1
                 delay = min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0)  # noqa: S311
                 self._log.warning("rebootd.cycle.api_error", error=str(exc)[:300], retry_in=round(delay, 2))
@@ -336,6 +337,7 @@ class Cycle:
             if node is not None and is_ready(node) and holder.phase in PRE_REBOOT_PHASES:
                 if not holder.evidence.get("wasUnschedulable", False) and node["spec"].get("unschedulable"):
                     await uncordon(self.kube, node=holder.node)
+                await set_annotations(self.kube, node=holder.node, annotations={NODE_MARK_ANNOTATION: None})
                 if await self.lock.remove_holder(node=holder.node, expect=holder):
                     self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
                 continue
@@ -482,6 +484,13 @@ class Cycle:
 
     async def _after_reboot_steps(self, stop: asyncio.Event, *, holder: Holder) -> None:
         if holder.phase in BOOTING_PHASES:
+            node = await self._get_node()
+            if boot_id(node) == holder.evidence.get("bootID") and is_ready(node):
+                # Recorded "rebooting" but this node never went down (we died before or right
+                # after the request): request it (again; a pending reboot ignores a second one).
+                self._set_phase("rebooting")
+                await self._reboot(stop, holder=holder)
+                return
             self._set_phase("verifying")
             if not await self._verify_reboot(stop, holder=holder):
                 return

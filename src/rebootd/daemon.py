@@ -25,6 +25,7 @@ from rebootd.lock import LeaseLock, LockConfig
 from rebootd.lockstate import Limits
 from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
+from rebootd.notify import Notifier, templates_from_settings
 from rebootd.reboot import CommandRebooter, Rebooter, SignalRebooter
 from rebootd.sentinel import Checker, SentinelError, make_checker
 from rebootd.server import HealthReport, MetricsServer, Probes, build_app
@@ -178,6 +179,7 @@ class Daemon:
         self._blockers = blockers
         self._recovery = recovery
         self._notify = notify
+        self._notifier: Notifier | None = None
         # Internal intervals that are not operator settings (drain poll 1 s and 429 retry 5 s as
         # kubectl, hand-off grace 2 s) scale with `time_scale`; the simulator runs them faster.
         self._time_scale = time_scale
@@ -227,6 +229,8 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         await self.supervisor.shutdown(within=STOP_TIMEOUT - 1)
+        if self._notifier is not None:
+            await self._notifier.close(within=1.5)
         if self._owns_kube and self._kube is not None:
             await self._kube.close()
         if self._http is not None:
@@ -255,6 +259,16 @@ class Daemon:
                 )
             )
         return blockers
+
+    def _default_notify(self) -> Notify | None:
+        if not self.settings.notify_url:
+            return None
+        self._notifier = Notifier(
+            urls=self.settings.notify_url,
+            templates=templates_from_settings(self.settings),
+            log=get_logger(node=self.settings.node_id, component="notify"),
+        )
+        return self._notifier.send
 
     def _default_rebooter(self) -> Rebooter:
         s = self.settings
@@ -330,7 +344,7 @@ class Daemon:
             clock=self.clock,
             metrics=self.metrics,
             recovery=self._recovery,
-            notify=self._notify,
+            notify=self._notify if self._notify is not None else self._default_notify(),
         )
 
     async def _run_cycle(self, stop: asyncio.Event) -> None:

@@ -6,6 +6,7 @@ daemons believe.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from rebootd.sim.emulator import Emulator
+from rebootd.sim.faults import FaultConfig, FaultInjector
 from rebootd.sim.harness import SimCluster, tokens_for
 from rebootd.sim.invariants import (
     check_concurrency,
@@ -21,7 +23,7 @@ from rebootd.sim.invariants import (
     disruption_intervals,
     reboot_counts,
 )
-from tests.fixtures.emulator import EmulatorFactory
+from tests.fixtures.emulator import EmulatorFactory, make_kubectl
 
 FAST_ENV = {
     "REBOOTD_PERIOD": "200ms",
@@ -112,3 +114,207 @@ async def test_zone_concurrency_never_disrupts_two_nodes_in_one_zone(make_cluste
     check = check_concurrency(cluster.emulator.history, zones=zones, concurrency=2, zone_concurrency=1)
     assert check.ok, check.detail
     assert reboot_counts(cluster.emulator.history) == dict.fromkeys(zones, 1)
+
+
+async def wait_phase(cluster: SimCluster, node: str, phases: set[str], *, within: float = 30) -> None:
+    ok = await cluster.wait_until(lambda: cluster.nodes[node].phase in phases, within=within, poll=0.005)
+    assert ok, f"{node} never reached {phases} (now {cluster.nodes[node].phase})"
+
+
+def max_holders_seen(cluster: SimCluster, seen: list[int]) -> bool:
+    seen.append(len(cluster.lease_state().holders))
+    return False
+
+
+@pytest.mark.parametrize("kill_at", ["after_cordon", "mid_drain", "before_reboot_request", "after_boot"])
+async def test_a_daemon_killed_at_any_phase_resumes_and_completes(
+    make_cluster: ClusterFactory, kill_at: str
+) -> None:
+    zones = {"n1": "z1", "n2": "z2", "n3": "z3"}
+    env = {"REBOOTD_REBOOT_DELAY": "1s"} if kill_at == "before_reboot_request" else {}
+    cluster = await make_cluster(zones=zones, env=env, workloads=False)
+    emu = cluster.emulator
+    # Slow pods on n1 so a drain takes about a second (grace 100 s x 0.01).
+    emu.add_workload(kind="Deployment", name="slow", replicas=2, nodes=["n1"], termination_grace_seconds=100)
+    for node in cluster.nodes.values():
+        node.require_reboot()
+    n1 = cluster.nodes["n1"]
+    if kill_at == "after_cordon":
+        assert await cluster.wait_until(
+            lambda: bool((emu.get_object(kind="Node", name="n1") or {}).get("spec", {}).get("unschedulable")),
+            within=30,
+            poll=0.002,
+        )
+    elif kill_at == "mid_drain":
+        assert await cluster.wait_until(
+            lambda: any(r.event == "eviction" and "slow" in r.name for r in emu.history),
+            within=30,
+            poll=0.002,
+        )
+    elif kill_at == "before_reboot_request":
+        await wait_phase(cluster, "n1", {"rebooting"})
+    else:
+        assert await cluster.wait_until(lambda: n1.starts >= 2, within=30, poll=0.002)
+    await n1.restart()
+    holders: list[int] = []
+    assert await cluster.wait_until(
+        lambda: max_holders_seen(cluster, holders) or all_done(cluster, set(zones)), within=60
+    ), [(n.name, n.phase) for n in cluster.nodes.values()]
+    assert max(holders) <= 1
+    history = emu.history
+    assert reboot_counts(history) == dict.fromkeys(zones, 1)
+    check = check_concurrency(history, zones=zones, concurrency=1, zone_concurrency=0)
+    assert check.ok, check.detail
+    assert check_cordons(history, nodes=cluster.node_objects(), admin_cordoned=[]).ok
+    assert not cluster.lease_state().holders  # no slot leaked
+
+
+async def test_a_partitioned_holder_whose_node_is_up_loses_its_slot_to_the_next_node(
+    make_cluster: ClusterFactory, emulator_factory: EmulatorFactory
+) -> None:
+    zones = {"n1": "z1", "n2": "z2"}
+    faults = FaultInjector(seed=1, config=FaultConfig())
+    cluster = await make_cluster(zones=zones, workloads=False, faults=faults)
+    emu = cluster.emulator
+    emu.add_workload(kind="Deployment", name="slow", replicas=2, nodes=["n1"], termination_grace_seconds=300)
+    cluster.nodes["n1"].require_reboot()
+    await wait_phase(cluster, "n1", {"draining"})
+    faults.partition(client="rebootd@n1", seconds=6.0)  # TTL is 2 s
+    cluster.nodes["n2"].require_reboot()
+    assert await cluster.wait_until(lambda: "n2" in cluster.lease_state().holders, within=20)
+    n1 = emu.get_object(kind="Node", name="n1")
+    assert n1 is not None
+    assert not n1["spec"].get("unschedulable")  # the reclaimer put n1 back before n2 went on
+    assert await cluster.wait_until(lambda: all_done(cluster, set(zones)), within=60)
+    check = check_concurrency(emu.history, zones=zones, concurrency=1, zone_concurrency=0)
+    assert check.ok, check.detail
+    assert reboot_counts(emu.history) == dict.fromkeys(zones, 1)
+
+
+async def test_a_partitioned_holder_whose_node_is_down_halts_the_rollout(
+    make_cluster: ClusterFactory,
+) -> None:
+    zones = {"n1": "z1", "n2": "z2"}
+    faults = FaultInjector(seed=1, config=FaultConfig())
+    cluster = await make_cluster(zones=zones, workloads=False, faults=faults)
+    emu = cluster.emulator
+    emu.add_workload(kind="Deployment", name="slow", replicas=2, nodes=["n1"], termination_grace_seconds=300)
+    cluster.nodes["n1"].require_reboot()
+    await wait_phase(cluster, "n1", {"draining"})
+    faults.partition(client="rebootd@n1", seconds=30.0)
+    emu.set_node_ready(name="n1", ready=False)
+    cluster.nodes["n2"].require_reboot()
+    assert await cluster.wait_until(lambda: cluster.lease_state().halted is not None, within=20)
+    halted = cluster.lease_state().halted
+    assert halted is not None
+    assert halted["node"] == "n1"
+    await asyncio.sleep(1.0)
+    n2 = emu.get_object(kind="Node", name="n2")
+    assert n2 is not None
+    assert not n2["spec"].get("unschedulable")  # nobody reboots next
+    assert reboot_counts(emu.history).get("n2", 0) == 0
+
+
+async def test_a_pdb_at_zero_times_out_the_drain_uncordons_frees_the_slot_and_others_proceed(
+    make_cluster: ClusterFactory,
+) -> None:
+    zones = {"n1": "z1", "n2": "z2", "n3": "z3"}
+    cluster = await make_cluster(zones=zones, workloads=False, env={"REBOOTD_DRAIN_TIMEOUT": "1s"})
+    emu = cluster.emulator
+    emu.add_workload(kind="StatefulSet", name="db", replicas=1, nodes=["n1"], pdb_min_available=1)
+    cluster.nodes["n1"].require_reboot()
+    assert await cluster.wait_until(
+        lambda: any(
+            e.get("reason") == "RebootdDrainFailed" and e.get("type") == "Warning"
+            for e in emu.list_objects(kind="Event", namespace="default")
+        ),
+        within=20,
+    )
+    # Put back and freed: uncordoned by us, no longer a holder.
+    assert await cluster.wait_until(
+        lambda: (
+            not (emu.get_object(kind="Node", name="n1") or {}).get("spec", {}).get("unschedulable")
+            and "n1" not in cluster.lease_state().holders
+        ),
+        within=5,
+    )
+    assert cluster.nodes["n1"].daemon is not None
+    assert cluster.nodes["n1"].daemon.cycle is not None
+    assert cluster.nodes["n1"].daemon.cycle.waiting_for is not None
+    for name in ("n2", "n3"):
+        cluster.nodes[name].require_reboot()
+    assert await cluster.wait_until(lambda: reboot_counts(emu.history).keys() >= {"n2", "n3"}, within=30)
+
+    def cordon_attempts() -> int:
+        return sum(
+            1
+            for r in emu.history
+            if r.kind == "Node" and r.name == "n1" and r.unschedulable_after and not r.unschedulable_before
+        )
+
+    assert await cluster.wait_until(lambda: cordon_attempts() >= 2, within=20)  # retried after back-off
+    assert reboot_counts(emu.history).get("n1", 0) == 0
+    check = check_concurrency(emu.history, zones=zones, concurrency=1, zone_concurrency=0)
+    assert check.ok, check.detail
+
+
+async def test_deleting_the_lease_mid_rollout_never_lets_holders_exceed_the_limit(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    zones = {f"n{i}": f"z{i}" for i in range(1, 5)}
+    cluster = await make_cluster(zones=zones, workloads=False)
+    emu = cluster.emulator
+    for name in zones:
+        emu.add_workload(
+            kind="Deployment", name=f"app-{name}", replicas=1, nodes=[name], termination_grace_seconds=60
+        )
+    for node in cluster.nodes.values():
+        node.require_reboot()
+    kubectl = make_kubectl(emu, tmp_path / "kubectl")
+    deleted = 0
+    for _ in range(3):
+        assert await cluster.wait_until(lambda: bool(cluster.lease_state().holders), within=30, poll=0.01)
+        result = await kubectl.run("delete", "lease", "rebootd", "-n", "kube-system")
+        deleted += result.returncode == 0
+        await asyncio.sleep(0.3)
+    assert deleted >= 1
+    assert await cluster.wait_until(lambda: all_done(cluster, set(zones)), within=90), [
+        (n.name, n.phase) for n in cluster.nodes.values()
+    ]
+    check = check_concurrency(emu.history, zones=zones, concurrency=1, zone_concurrency=0)
+    assert check.ok, check.detail
+    assert reboot_counts(emu.history) == dict.fromkeys(zones, 1)
+
+
+async def test_kubectl_get_lease_shows_the_holders(make_cluster: ClusterFactory, tmp_path: Path) -> None:
+    zones = {"n1": "z1", "n2": "z2"}
+    cluster = await make_cluster(zones=zones, workloads=False)
+    emu = cluster.emulator
+    emu.add_workload(kind="Deployment", name="slow", replicas=2, nodes=["n1"], termination_grace_seconds=200)
+    cluster.nodes["n1"].require_reboot()
+    await wait_phase(cluster, "n1", {"draining"})
+    kubectl = make_kubectl(emu, tmp_path / "kubectl")
+    table = await kubectl("get", "lease", "rebootd", "-n", "kube-system")
+    assert "n1" in table
+    yaml_out = await kubectl("get", "lease", "rebootd", "-n", "kube-system", "-o", "yaml")
+    assert "holderIdentity: n1" in yaml_out
+    assert "rebootd.io/state" in yaml_out
+
+
+async def test_an_idle_node_makes_no_api_requests_after_start_up(make_cluster: ClusterFactory) -> None:
+    zones = {"n1": "z1"}
+    cluster = await make_cluster(zones=zones, workloads=False, env={"REBOOTD_PERIOD": "50ms"})
+    node = cluster.nodes["n1"]
+    assert await cluster.wait_until(lambda: node.phase == "idle", within=10)
+    await asyncio.sleep(0.3)
+    daemon = node.daemon
+    assert daemon is not None
+    before_emulator = {k: v for k, v in cluster.emulator.request_counts.items() if k[0] == "rebootd@n1"}
+    assert node._kube is not None
+    before_facade = dict(node._kube.requests)
+    await asyncio.sleep(2.0)  # 40 sentinel periods
+    after_emulator = {k: v for k, v in cluster.emulator.request_counts.items() if k[0] == "rebootd@n1"}
+    assert node._kube is not None
+    assert dict(node._kube.requests) == before_facade
+    new = {k: after_emulator[k] - before_emulator.get(k, 0) for k in after_emulator}
+    assert all(count == 0 for (client, verb), count in new.items() if verb != "watch"), new
