@@ -91,12 +91,13 @@ async def test_drain_blocked_by_budget_retries_on_429_then_fails_at_timeout(
 ) -> None:
     small_cluster(emulator, pdb_min_available=3)
     result = await kubectl.run(
-        "drain", "node-0", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=2s"
+        "drain", "node-0", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=6s"
     )
     assert result.returncode != 0
     assert "Cannot evict pod as it would violate the pod's disruption budget." in result.stderr
-    assert "will retry after 5s" in result.stderr
-    assert "global timeout reached: 2s" in result.stderr
+    assert result.stderr.count("will retry after 5s") == 2  # attempts at 0 s and 5 s, timeout before 10 s
+    assert emulator.request_counts[("anonymous", "create")] == 2  # both eviction POSTs answered 429
+    assert "global timeout reached: 6s" in result.stderr
     assert not [r for r in emulator.history if r.event == "eviction"]
     node = emulator.get_object(kind="Node", name="node-0")
     assert node is not None
