@@ -680,6 +680,9 @@ class Registry:
         if info.storage == "nodes":
             before = bool(((old or {}).get("spec") or {}).get("unschedulable")) if old is not None else None
             after = bool((stored.get("spec") or {}).get("unschedulable"))
+        detail = ""
+        if info.storage == "leases":  # the lock state, for halt checks over the history
+            detail = (meta.get("annotations") or {}).get("rebootd.io/state", "")
         self.record(
             event="write",
             client=client,
@@ -690,6 +693,7 @@ class Registry:
             resource_version=meta["resourceVersion"],
             unschedulable_before=before,
             unschedulable_after=after,
+            detail=detail,
         )
         return stored
 
