@@ -21,6 +21,7 @@ import yaml
 from aiohttp import web
 
 from rebootd.clock import Clock
+from rebootd.selectors import FieldSelector, FieldTerm
 from rebootd.sim import errors
 from rebootd.sim.errors import ApiError, JsonObj
 from rebootd.sim.faults import FaultInjector
@@ -41,7 +42,7 @@ from rebootd.sim.resources import (
     openapi_v3_root,
     resource_for,
 )
-from rebootd.sim.store import DELETED, Store, TooOldResourceVersion
+from rebootd.sim.store import Store, TooOldResourceVersion
 from rebootd.sim.tables import to_table, wants_table
 from rebootd.sim.timing import EmulatorTiming
 
@@ -532,8 +533,6 @@ class ApiServer:
         query = request.query
         selection = self._selection(request, info, namespace)
         if name:
-            from rebootd.selectors import FieldSelector, FieldTerm
-
             terms = (
                 *(selection.fields.terms if selection.fields else ()),
                 FieldTerm("metadata.name", "=", name),
@@ -665,4 +664,4 @@ class ApiServer:
         return dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
 
 
-__all__ = ["DELETED", "ApiServer", "Authorizer", "RequestInfo", "request_info", "truthy"]
+__all__ = ["ApiServer", "Authorizer", "RequestInfo", "request_info", "truthy"]

@@ -28,7 +28,6 @@ from rebootd.sim.objects import (
     deep_copy,
     is_node_ready,
     is_pod_ready,
-    micro_time,
     parse_time,
     set_condition,
 )
@@ -1011,4 +1010,4 @@ def _drop_zero(status: JsonObj, *, keep: tuple[str, ...]) -> JsonObj:
     return {k: v for k, v in status.items() if v or k in keep}
 
 
-__all__ = ["Cluster", "micro_time"]
+__all__ = ["Cluster"]
