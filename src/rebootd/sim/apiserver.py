@@ -623,7 +623,16 @@ class ApiServer:
                     return response
                 if bookmarks and now >= next_bookmark:
                     next_bookmark = now + self.timing.bookmark_interval
-                    await response.write(self._bookmark_line(info, max(last_rv, self.store.resource_version)))
+                    # Fan-out is synchronous: once the queue is drained, every event up to the
+                    # store's resourceVersion has been sent, so the bookmark never runs ahead.
+                    pending = []
+                    while not watcher.queue.empty():
+                        pending.append(watcher.queue.get_nowait())
+                    if watcher.overflowed or watcher.closed:
+                        break
+                    bookmark_rv = self.store.resource_version
+                    chunk = b"".join(line(kind, obj) for kind, obj in pending)
+                    await response.write(chunk + self._bookmark_line(info, max(last_rv, bookmark_rv)))
                     continue
                 wake = min(deadline, next_bookmark if bookmarks else deadline, drop_at or deadline, now + 0.5)
                 try:

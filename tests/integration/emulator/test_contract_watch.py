@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from rebootd.sim.emulator import Emulator
@@ -144,3 +145,33 @@ async def test_a_watcher_that_falls_behind_gets_410_instead_of_unbounded_memory(
     assert [e["type"] for e in received] == ["ERROR"]
     assert received[0]["object"]["code"] == 410  # type: ignore[index]
     assert emulator.store.watcher_count() == 0
+
+
+async def test_bookmarks_never_run_ahead_of_the_events_they_follow(emulator: Emulator, raw: RawApi) -> None:
+    emulator.add_node(name="node-a")
+    rv = emulator.store.resource_version
+    stop = asyncio.Event()
+
+    async def churn() -> None:
+        ready = False
+        while not stop.is_set():
+            ready = not ready
+            emulator.set_node_ready(name="node-a", ready=ready)
+            emulator.add_pod(
+                name=f"p-{emulator.store.resource_version}", node="node-a"
+            )  # other kinds move RV too
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.01)
+
+    writer = asyncio.create_task(churn())
+    try:
+        events = await raw.watch(
+            f"{NODES}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=1",
+            max_events=10_000,
+        )
+    finally:
+        stop.set()
+        await writer
+    versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert versions == sorted(versions)
+    assert {e["type"] for e in events} == {"MODIFIED", "BOOKMARK"}
