@@ -199,7 +199,8 @@ def method_not_supported(*, resource: str, group: str, verb: str) -> ApiError:
     return ApiError(
         code=405,
         reason="MethodNotAllowed",
-        message=f"{verb} is not supported on resources of kind {go_quote(qualified(resource=resource, group=group))}",
+        message=f"{verb} is not supported on resources of kind "
+        + go_quote(qualified(resource=resource, group=group)),
         details=_details(name="", group=group, kind=resource),
     )
 
