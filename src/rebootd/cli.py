@@ -94,6 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--output", choices=("text", "json", "markdown"), default="text")
     add_settings_flags(config)
 
+    status = sub.add_parser(
+        "status",
+        help="holders and phases, pause/halt, nodes waiting for a reboot and why, the window",
+        formatter_class=_HelpFormatter,
+    )
+    status.add_argument("--output", choices=("text", "json"), default="text")
+    add_settings_flags(status)
+    pause = sub.add_parser(
+        "pause", help="stop new reboots (nodes in progress finish)", formatter_class=_HelpFormatter
+    )
+    pause.add_argument("--reason", required=True, help="why, shown by `rebootd status`")
+    add_settings_flags(pause)
+    resume = sub.add_parser("resume", help="clear a pause or a halt", formatter_class=_HelpFormatter)
+    add_settings_flags(resume)
+    unlock = sub.add_parser("unlock", help="free a node's slot in the lock", formatter_class=_HelpFormatter)
+    unlock.add_argument("node", help="the node whose slot to free")
+    unlock.add_argument(
+        "--force", action="store_true", help="free it even though rebootd still keeps that node cordoned"
+    )
+    add_settings_flags(unlock)
     sub.add_parser(
         "emulator", help="serve the Kubernetes API emulator (see `rebootd emulator --help`)", add_help=False
     )
@@ -186,8 +206,66 @@ def main(
         if settings is None:
             return EXIT_USAGE
         return _run_daemon(settings)
+    if args.command in {"status", "pause", "resume", "unlock"}:
+        settings = _load(args, environ=environ, stderr=err, require_node=False)
+        if settings is None:
+            return EXIT_USAGE
+        return asyncio.run(_operator(args, settings=settings, stdout=out, stderr=err))
     err.write(f"rebootd: unknown command {args.command}\n")
     return EXIT_USAGE
+
+
+async def _operator(args: argparse.Namespace, *, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
+    """The operator commands: same kubeconfig rules as kubectl (flag, in-cluster, $KUBECONFIG)."""
+    # Imported here: the Kubernetes client loads only for the commands that talk to the cluster.
+    from rebootd import admin
+    from rebootd.clock import SystemClock
+    from rebootd.kube import Kube, KubeError
+
+    clock = SystemClock()
+    try:
+        kube = await Kube.connect(kubeconfig=settings.kubeconfig, user_agent="rebootd-cli")
+    except KubeError as exc:
+        stderr.write(f"rebootd: cannot reach the cluster: {exc}\n")
+        return EXIT_FAILURE
+    lock = admin.operator_lock(
+        kube=kube, namespace=settings.lock_namespace, name=settings.lock_name, clock=clock
+    )
+    try:
+        if args.command == "status":
+            report = await admin.status(lock=lock, window=settings.window, now=clock.now())
+            if args.output == "json":
+                stdout.write(json.dumps(report, indent=2) + "\n")
+            else:
+                stdout.write(admin.render_status(report) + "\n")
+            return EXIT_OK
+        if args.command == "pause":
+            await admin.pause(lock=lock, reason=args.reason, clock=clock)
+            stdout.write(f"paused: {args.reason}\n")
+            return EXIT_OK
+        if args.command == "resume":
+            before = await lock.refresh()
+            await admin.resume(lock=lock)
+            what = [w for w, on in (("halt", before.halted), ("pause", before.paused)) if on]
+            stdout.write(f"resumed (cleared {' and '.join(what)})\n" if what else "nothing to resume\n")
+            return EXIT_OK
+        try:
+            freed = await admin.unlock(lock=lock, node=args.node, force=args.force)
+        except admin.Refused as exc:
+            stderr.write(f"rebootd: refused: {exc}\n")
+            return EXIT_FAILURE
+        if not freed:
+            stderr.write(
+                f"rebootd: {args.node} holds no slot in {settings.lock_namespace}/{settings.lock_name}\n"
+            )
+            return EXIT_FAILURE
+        stdout.write(f"freed the slot of {args.node}\n")
+        return EXIT_OK
+    except KubeError as exc:
+        stderr.write(f"rebootd: {args.command} failed: {exc}\n")
+        return EXIT_FAILURE
+    finally:
+        await kube.close()
 
 
 def entry_point() -> None:

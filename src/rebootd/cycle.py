@@ -218,6 +218,7 @@ class Cycle:
 
     async def _step(self, stop: asyncio.Event, *, first: bool) -> None:
         state = await self.lock.refresh()
+        self.metrics.rollout_halted.set(1 if state.halted else 0)
         holder = state.holders.get(self.opt.node)
         if holder is not None:
             self._log.info("rebootd.cycle.resume", phase=holder.phase)
@@ -310,6 +311,7 @@ class Cycle:
                         continue
                 await self._handle_stale_holders()
                 verdict = await self.lock.try_acquire(phase="acquiring", evidence={})
+                self.metrics.rollout_halted.set(1 if self.lock.state.halted else 0)
                 if verdict.allowed:
                     await self._block(None)
                     return True
@@ -327,8 +329,17 @@ class Cycle:
             return f"paused by {state.paused.get('by')}: {state.paused.get('reason')}"
         return f"waiting for a slot ({reason}); holders: {state.holder_identity() or '-'}"
 
+    async def _halt(self, *, reason: str, node: str) -> None:
+        """Halt the rollout; the Event and notification go out only from whoever recorded it."""
+        if await self.lock.halt(reason=reason, node=node):
+            await self._event("RebootdHalted", reason[:1000], warning=True)
+            await self._tell("halt", reason=reason)
+            self.metrics.rollout_halted.set(1)
+
     async def _handle_stale_holders(self) -> None:
         """Reclaim dead holders whose node is up and not yet rebooted; halt on failed reboots."""
+        if self.lock.state.halted:
+            return
         for holder in self.lock.observer.stale_holders(self.lock.state, now=self.clock.monotonic()):
             try:
                 node: dict[str, Any] | None = await self.kube.get_node(name=holder.node)
@@ -349,8 +360,7 @@ class Cycle:
                 )
             else:
                 why = f"node {holder.node} is up but its rebootd stopped renewing (phase {holder.phase})"
-            await self.lock.halt(reason=why, node=holder.node)
-            await self._tell("halt", reason=why)
+            await self._halt(reason=why, node=holder.node)
 
     # --- disruption: mark, cordon, drain, reboot ----------------------------------------------
     @contextlib.asynccontextmanager
@@ -446,8 +456,7 @@ class Cycle:
         except RebootFailed as exc:
             reason = f"reboot of {self.opt.node} failed: {exc}"
             await self._event("RebootdRebootFailed", reason[:1000], warning=True)
-            await self.lock.halt(reason=reason, node=self.opt.node)
-            await self._tell("halt", reason=reason)
+            await self._halt(reason=reason, node=self.opt.node)
             return
         # A real reboot ends this process. Still here after boot-timeout: it did not happen.
         if await self._sleep(stop, self.opt.boot_timeout):
@@ -456,8 +465,7 @@ class Cycle:
         if boot_id(node) == holder.evidence.get("bootID"):
             reason = f"node {self.opt.node} did not reboot within {self.opt.boot_timeout:g}s of the request"
             await self._event("RebootdRebootFailed", reason, warning=True)
-            await self.lock.halt(reason=reason, node=self.opt.node)
-            await self._tell("halt", reason=reason)
+            await self._halt(reason=reason, node=self.opt.node)
             await self._sleep(stop, self.opt.boot_timeout)
 
     async def _give_up(self, stop: asyncio.Event, *, holder: Holder, reason: str) -> None:
@@ -520,9 +528,8 @@ class Cycle:
                         f"workloads disrupted by the reboot of {self.opt.node} are not healthy: {problem}"
                     )
                     await self._event("RebootdRecoveryFailed", reason[:1000], warning=True)
-                    await self.lock.halt(reason=reason, node=self.opt.node)
+                    await self._halt(reason=reason, node=self.opt.node)
                     self.metrics.reboots.labels(node=self.opt.node, result="recovery_failed").inc()
-                    await self._tell("halt", reason=reason)
                     # Keep the slot: the rollout is halted until an operator resumes it.
                     await self._wait_for_resume(stop)
                     return
@@ -580,9 +587,8 @@ class Cycle:
             f"node {self.opt.node}: no new bootID and Ready within {self.opt.boot_timeout:g}s of its reboot"
         )
         await self._event("RebootdRebootNotProven", reason, warning=True)
-        await self.lock.halt(reason=reason, node=self.opt.node)
+        await self._halt(reason=reason, node=self.opt.node)
         self.metrics.reboots.labels(node=self.opt.node, result="not_proven").inc()
-        await self._tell("halt", reason=reason)
         return False
 
     def _since(self, iso: object) -> float:

@@ -201,7 +201,8 @@ class LeaseLock:
 
         def take(state: LockState) -> LockState | None:
             nonlocal verdict
-            stalled = self.observer.stalled_waiters(now=self.clock.monotonic())
+            # Never skip ourselves: we are plainly not stalled, we are acting.
+            stalled = self.observer.stalled_waiters(now=self.clock.monotonic()) - {cfg.node}
             verdict = decide_acquire(state, node=cfg.node, zone=cfg.zone, limits=cfg.limits, stalled=stalled)
             if verdict.allowed:
                 if cfg.node in state.holders:
@@ -271,7 +272,8 @@ class LeaseLock:
         node = self.config.node
         await self.update(lambda s: s.without_holder(node) if node in s.holders else None, event="release")
 
-    async def halt(self, *, reason: str, node: str) -> None:
+    async def halt(self, *, reason: str, node: str) -> bool:
+        """Record a halt; True when this call recorded it (False: the rollout was already halted)."""
         at = format_microtime(self.clock.now())
 
         def stop_all(state: LockState) -> LockState | None:
@@ -279,8 +281,10 @@ class LeaseLock:
                 return None
             return replace(state, halted={"reason": reason, "node": node, "at": at})
 
-        await self.update(stop_all, event="halt")
-        self._log.error("rebootd.lock.halted", reason=reason, halted_node=node)
+        written = await self.update(stop_all, event="halt") is not None
+        if written:
+            self._log.error("rebootd.lock.halted", reason=reason, halted_node=node)
+        return written
 
     async def remove_holder(self, *, node: str, expect: Holder) -> bool:
         """Reclaim a stale holder's slot if its record is still exactly what we judged stale."""

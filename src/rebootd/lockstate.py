@@ -233,7 +233,9 @@ class Observer:
                 self._holder_seen[node] = (fingerprint, now)
         for node in set(self._holder_seen) - set(current):
             del self._holder_seen[node]
-        eligible = set(eligible_waiters(state, limits=limits))
+        # While halted or paused nobody may act, so nobody can stall: the clock starts on resume.
+        blocked = bool(state.halted or state.paused)
+        eligible = set() if blocked else set(eligible_waiters(state, limits=limits))
         for node in eligible:
             self._eligible_since.setdefault(node, now)
         for node in set(self._eligible_since) - eligible:

@@ -7,15 +7,11 @@ daemons believe.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from rebootd.sim.emulator import Emulator
 from rebootd.sim.faults import FaultConfig, FaultInjector
-from rebootd.sim.harness import SimCluster, tokens_for
 from rebootd.sim.invariants import (
     check_concurrency,
     check_cordons,
@@ -23,63 +19,8 @@ from rebootd.sim.invariants import (
     disruption_intervals,
     reboot_counts,
 )
+from tests.fixtures.cluster import ClusterFactory, all_done, max_holders_seen, wait_phase
 from tests.fixtures.emulator import EmulatorFactory, make_kubectl
-
-FAST_ENV = {
-    "REBOOTD_PERIOD": "200ms",
-    "REBOOTD_LOCK_TTL": "2s",
-    "REBOOTD_LOCK_RENEW_INTERVAL": "300ms",
-    "REBOOTD_BOOT_TIMEOUT": "5s",
-    "REBOOTD_RECOVERY_TIMEOUT": "5s",
-    "REBOOTD_DRAIN_TIMEOUT": "5s",
-    "REBOOTD_MIN_REBOOT_INTERVAL": "0s",
-    "REBOOTD_LOCK_NAMESPACE": "kube-system",
-}
-
-ClusterFactory = Callable[..., Awaitable[SimCluster]]
-
-
-@pytest.fixture
-async def make_cluster(emulator_factory: EmulatorFactory, tmp_path: Path) -> AsyncIterator[ClusterFactory]:
-    clusters: list[SimCluster] = []
-
-    async def make(
-        *,
-        zones: Mapping[str, str],
-        env: Mapping[str, str] | None = None,
-        admin_cordoned: tuple[str, ...] = (),
-        workloads: bool = True,
-        **emulator_kwargs: Any,
-    ) -> SimCluster:
-        emu: Emulator = await emulator_factory(tokens=tokens_for(zones), **emulator_kwargs)
-        for name, zone in zones.items():
-            emu.add_node(name=name, zone=zone, unschedulable=name in admin_cordoned)
-        if workloads:
-            emu.add_workload(kind="Deployment", name="web", replicas=len(zones), pdb_max_unavailable=1)
-            emu.add_workload(kind="StatefulSet", name="db", replicas=min(3, len(zones)), pdb_min_available=1)
-            emu.add_workload(kind="DaemonSet", name="agent", namespace="kube-system")
-        cluster = SimCluster(
-            emulator=emu, workdir=tmp_path / f"c{len(clusters)}", env={**FAST_ENV, **(env or {})}, zones=zones
-        )
-        clusters.append(cluster)
-        await cluster.start()
-        return cluster
-
-    try:
-        yield make
-    finally:
-        for cluster in clusters:
-            await cluster.stop()
-
-
-def all_done(cluster: SimCluster, needed: set[str]) -> bool:
-    counts = reboot_counts(cluster.emulator.history)
-    state = cluster.lease_state()
-    return (
-        all(counts.get(n, 0) >= 1 for n in needed)
-        and not state.holders
-        and all(cluster.nodes[n].phase == "idle" for n in needed)
-    )
 
 
 async def test_five_nodes_reboot_one_at_a_time_each_exactly_once(make_cluster: ClusterFactory) -> None:
@@ -114,16 +55,6 @@ async def test_zone_concurrency_never_disrupts_two_nodes_in_one_zone(make_cluste
     check = check_concurrency(cluster.emulator.history, zones=zones, concurrency=2, zone_concurrency=1)
     assert check.ok, check.detail
     assert reboot_counts(cluster.emulator.history) == dict.fromkeys(zones, 1)
-
-
-async def wait_phase(cluster: SimCluster, node: str, phases: set[str], *, within: float = 30) -> None:
-    ok = await cluster.wait_until(lambda: cluster.nodes[node].phase in phases, within=within, poll=0.005)
-    assert ok, f"{node} never reached {phases} (now {cluster.nodes[node].phase})"
-
-
-def max_holders_seen(cluster: SimCluster, seen: list[int]) -> bool:
-    seen.append(len(cluster.lease_state().holders))
-    return False
 
 
 @pytest.mark.parametrize("kill_at", ["after_cordon", "mid_drain", "before_reboot_request", "after_boot"])

@@ -144,3 +144,15 @@ def test_no_sequence_of_decisions_exceeds_the_limits(
             for holder in state.holders.values():
                 per_zone[holder.zone] = per_zone.get(holder.zone, 0) + 1
             assert max(per_zone.values(), default=0) <= limits.zone_concurrency
+
+
+def test_nobody_stalls_while_halted_so_waiters_are_not_skipped_after_resume() -> None:
+    observer = Observer(ttl=10, grace=1, boot_allowance=0)
+    halted = LockState(halted={"reason": "x"}).with_waiter(node="w", zone="z")
+    observer.observe(halted, now=0.0, limits=Limits(1))
+    observer.observe(halted, now=50.0, limits=Limits(1))
+    assert observer.stalled_waiters(now=50.0) == frozenset()
+    resumed = LockState().with_waiter(node="w", zone="z")
+    observer.observe(resumed, now=50.0, limits=Limits(1))
+    assert observer.stalled_waiters(now=50.5) == frozenset()
+    assert decide_acquire(resumed, node="w", zone="z", limits=Limits(1)).allowed
