@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,6 +49,7 @@ from rebootd.sim.timing import EmulatorTiming
 log = structlog.get_logger("rebootd.sim")
 
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+ENCODED_CACHE_SIZE = 4096
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
 
@@ -189,7 +190,7 @@ class ApiServer:
         self.request_counts = request_counts
         self.server_address = "127.0.0.1:0"
         self._closing = asyncio.Event()
-        self._watch_tasks: set[asyncio.Task[Any]] = set()
+        self._encoded: OrderedDict[tuple[int, str, str], tuple[JsonObj, bytes]] = OrderedDict()
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -570,6 +571,7 @@ class ApiServer:
                 namespace=selection.namespace,
                 predicate=selection.predicate(info.storage),
                 since=since,
+                index=_watch_index(info, selection),
             )
         except TooOldResourceVersion as exc:
             with contextlib.suppress(ConnectionResetError):
@@ -587,10 +589,12 @@ class ApiServer:
 
         def line(kind: str, obj: JsonObj) -> bytes:
             nonlocal headers, last_rv
-            view = self.registry.view(info, obj)
             with contextlib.suppress(ValueError, KeyError):
                 last_rv = max(last_rv, int(obj["metadata"]["resourceVersion"]))
-            if table and kind != "ERROR":
+            if not table:
+                return self._encoded_event(info, kind, obj)
+            view = self.registry.view(info, obj)
+            if kind != "ERROR":
                 view = to_table(
                     info.storage,
                     [obj],
@@ -651,10 +655,23 @@ class ApiServer:
                 await response.write(self._error_line(None))
             await response.write_eof()
         except ConnectionResetError:
-            log.debug("rebootd.sim.watch_client_gone", client=client, resource=info.plural)
+            pass  # the client went away; its watcher is dropped below
         finally:
             self.store.unwatch(watcher)
         return response
+
+    def _encoded_event(self, info: ResourceInfo, kind: str, obj: JsonObj) -> bytes:
+        """One watch line; encoded once per event and shared by every watcher that gets it (stored
+        objects are immutable, and the cache holds the object so its id cannot be reused)."""
+        key = (id(obj), kind, info.group)
+        cached = self._encoded.get(key)
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        encoded = dumps({"type": kind, "object": self.registry.view(info, obj)}) + b"\n"
+        self._encoded[key] = (obj, encoded)
+        if len(self._encoded) > ENCODED_CACHE_SIZE:
+            self._encoded.popitem(last=False)
+        return encoded
 
     def _error_line(self, exc: TooOldResourceVersion | None) -> bytes:
         if exc is not None:
@@ -671,6 +688,20 @@ class ApiServer:
         kind = "Event" if info.plural == "events" else info.kind
         obj = {"kind": kind, "apiVersion": info.api_version, "metadata": metadata}
         return dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+
+def _watch_index(info: ResourceInfo, selection: Selection) -> tuple[str, str] | None:
+    """The field a watch's selector pins, for an indexed fan-out (a daemon watching its Node,
+    the Lease by name, or the pods on one node)."""
+    if selection.fields is None:
+        return None
+    name = selection.fields.exact("metadata.name")
+    if name is not None:
+        return "metadata.name", name
+    node = selection.fields.exact("spec.nodeName") if info.storage == "pods" else None
+    if node is not None:
+        return "spec.nodeName", node
+    return None
 
 
 __all__ = ["ApiServer", "Authorizer", "RequestInfo", "request_info", "truthy"]

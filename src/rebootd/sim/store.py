@@ -55,6 +55,7 @@ class Watcher:
     queue: asyncio.Queue[tuple[str, JsonObj]]
     overflowed: bool = False
     closed: bool = False
+    index: tuple[str, str] | None = None  # (field, value) the selector pins: fan-out by look-up
 
     def _matches(self, obj: JsonObj | None) -> bool:
         if obj is None:
@@ -92,6 +93,18 @@ class Watcher:
             self.overflowed = True
 
 
+INDEXED_FIELDS = frozenset({"metadata.name", "spec.nodeName"})
+
+
+def index_value(field_name: str, obj: JsonObj | None) -> str:
+    """The value of an indexable field ("" when absent or for no object)."""
+    if obj is None:
+        return ""
+    if field_name == "metadata.name":
+        return str(obj["metadata"].get("name", ""))
+    return str((obj.get("spec") or {}).get("nodeName") or "")
+
+
 class TooOldResourceVersion(Exception):
     def __init__(self, *, requested: int, oldest: int) -> None:
         super().__init__(f"too old resource version: {requested} ({oldest})")
@@ -104,7 +117,9 @@ class _Bucket:
     objects: dict[Key, JsonObj] = field(default_factory=dict)
     history: deque[StoreEvent] = field(default_factory=deque)
     compacted_rv: int = 0  # events at or below this RV are gone from `history`
-    watchers: list[Watcher] = field(default_factory=list)
+    watchers: list[Watcher] = field(default_factory=list)  # offered every event
+    indexed: dict[tuple[str, str], list[Watcher]] = field(default_factory=dict)  # offered on a match only
+    index_fields: dict[str, int] = field(default_factory=dict)  # field -> indexed watchers using it
 
 
 class Store:
@@ -227,12 +242,22 @@ class Store:
                     bucket.compacted_rv = bucket.history.popleft().rv
                 for watcher in bucket.watchers:
                     watcher.offer(current)
+                if bucket.indexed:
+                    self._offer_indexed(bucket, current)
                 for listener in self._listeners:
                     listener(current)
         finally:
             self._dispatching = False
 
     # -- watching --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _offer_indexed(bucket: _Bucket, event: StoreEvent) -> None:
+        for field_name in bucket.index_fields:
+            values = {index_value(field_name, event.obj), index_value(field_name, event.old)}
+            for value in values:
+                for watcher in bucket.indexed.get((field_name, value), ()):
+                    watcher.offer(event)
 
     def add_listener(self, listener: Callable[[StoreEvent], None]) -> None:
         """In-process observers (the simulated controllers); called after watchers, in RV order."""
@@ -243,17 +268,28 @@ class Store:
             self._listeners.remove(listener)
 
     def watch(
-        self, storage: str, *, namespace: str | None, predicate: Predicate | None, since: int | None
+        self,
+        storage: str,
+        *,
+        namespace: str | None,
+        predicate: Predicate | None,
+        since: int | None,
+        index: tuple[str, str] | None = None,
     ) -> tuple[Watcher, list[tuple[str, JsonObj]]]:
         """Register a watcher. With `since` = N the returned backlog holds the events after N
         (raises TooOldResourceVersion when they are no longer kept); with None the backlog is the
-        current state as ADDED events. Registration and backlog are taken atomically."""
+        current state as ADDED events. Registration and backlog are taken atomically. `index`
+        (one of INDEXED_FIELDS and the value the predicate requires of it) lets the fan-out skip
+        this watcher for events of other objects; the predicate still decides."""
+        if index is not None and index[0] not in INDEXED_FIELDS:
+            raise ValueError(f"cannot index watchers by {index[0]!r}")
         bucket = self._bucket(storage)
         watcher = Watcher(
             storage=storage,
             namespace=namespace,
             predicate=predicate,
             queue=asyncio.Queue(maxsize=self.watch_queue_size),
+            index=index,
         )
         backlog: list[tuple[str, JsonObj]] = []
         if since is None:
@@ -264,28 +300,49 @@ class Store:
             if since < bucket.compacted_rv:
                 raise TooOldResourceVersion(requested=since, oldest=bucket.compacted_rv + 1)
             for event in _events_after(bucket.history, since):
+                if index is not None and index[1] not in (
+                    index_value(index[0], event.obj),
+                    index_value(index[0], event.old),
+                ):
+                    continue
                 seen = watcher.translate(event)
                 if seen is not None:
                     backlog.append(seen)
-        bucket.watchers.append(watcher)
+        if index is None:
+            bucket.watchers.append(watcher)
+        else:
+            bucket.indexed.setdefault(index, []).append(watcher)
+            bucket.index_fields[index[0]] = bucket.index_fields.get(index[0], 0) + 1
         return watcher, backlog
 
     def unwatch(self, watcher: Watcher) -> None:
         watcher.closed = True
         bucket = self._bucket(watcher.storage)
-        if watcher in bucket.watchers:
-            bucket.watchers.remove(watcher)
+        if watcher.index is None:
+            if watcher in bucket.watchers:
+                bucket.watchers.remove(watcher)
+            return
+        group = bucket.indexed.get(watcher.index, [])
+        if watcher in group:
+            group.remove(watcher)
+            remaining = bucket.index_fields.get(watcher.index[0], 1) - 1
+            if remaining:
+                bucket.index_fields[watcher.index[0]] = remaining
+            else:
+                bucket.index_fields.pop(watcher.index[0], None)
+        if not group:
+            bucket.indexed.pop(watcher.index, None)
 
     def close_watchers(self) -> None:
         """Wake every watcher so its stream ends (server shutdown)."""
         for bucket in self._buckets.values():
-            for watcher in bucket.watchers:
+            for watcher in [*bucket.watchers, *(w for group in bucket.indexed.values() for w in group)]:
                 watcher.closed = True
                 with contextlib.suppress(asyncio.QueueFull):
                     watcher.queue.put_nowait(("CLOSED", {}))
 
     def watcher_count(self) -> int:
-        return sum(len(b.watchers) for b in self._buckets.values())
+        return sum(len(b.watchers) + sum(len(g) for g in b.indexed.values()) for b in self._buckets.values())
 
     def compact(self) -> None:
         """Forget all past events (as an etcd compaction would): older watch RVs become 410."""

@@ -105,3 +105,34 @@ def test_a_watch_from_rv_n_replays_exactly_the_later_changes(ops: list[tuple[str
     got = [(int(o["metadata"]["resourceVersion"]), kind, o["metadata"]["name"]) for kind, o in backlog]
     assert got == expected
     store.unwatch(watcher)
+
+
+async def test_indexed_watchers_get_only_their_objects_including_a_move_away() -> None:
+    store = Store(initial_rv=0)
+    on_n1, _ = store.watch(
+        "pods",
+        namespace=None,
+        predicate=lambda o: (o.get("spec") or {}).get("nodeName") == "n1",
+        since=0,
+        index=("spec.nodeName", "n1"),
+    )
+    by_name, _ = store.watch(
+        "pods",
+        namespace=None,
+        predicate=lambda o: o["metadata"]["name"] == "b",
+        since=0,
+        index=("metadata.name", "b"),
+    )
+    store.put("pods", obj("a", namespace="ns", spec={"nodeName": "n1"}))
+    store.put("pods", obj("b", namespace="ns", spec={"nodeName": "n2"}))
+    store.put("pods", obj("a", namespace="ns", spec={"nodeName": "n2"}))  # leaves n1
+    seen_n1 = [on_n1.queue.get_nowait() for _ in range(on_n1.queue.qsize())]
+    assert [(kind, o["metadata"]["name"]) for kind, o in seen_n1] == [(ADDED, "a"), (DELETED, "a")]
+    seen_b = [by_name.queue.get_nowait() for _ in range(by_name.queue.qsize())]
+    assert [(kind, o["metadata"]["name"]) for kind, o in seen_b] == [(ADDED, "b")]
+    assert store.watcher_count() == 2
+    store.unwatch(on_n1)
+    store.unwatch(by_name)
+    assert store.watcher_count() == 0
+    with pytest.raises(ValueError, match="cannot index"):
+        store.watch("pods", namespace=None, predicate=None, since=None, index=("status.phase", "Running"))
