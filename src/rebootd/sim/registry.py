@@ -681,7 +681,7 @@ class Registry:
             before = bool(((old or {}).get("spec") or {}).get("unschedulable")) if old is not None else None
             after = bool((stored.get("spec") or {}).get("unschedulable"))
         detail = ""
-        if info.storage == "leases":  # the lock state, for halt checks over the history
+        if info.plural == "leases":  # the lock state, for halt checks over the history
             detail = (meta.get("annotations") or {}).get("rebootd.io/state", "")
         self.record(
             event="write",
