@@ -1,14 +1,19 @@
-"""`rebootd emulator`: serve a seeded emulated cluster until SIGINT/SIGTERM.
+"""`rebootd emulator`: serve a seeded emulated cluster until SIGINT/SIGTERM; `rebootd simulate`:
+run a whole simulated rollout and print its report.
 
-Rule: argument parsing and the seeded cluster layout are pure (`parse_args`, `seed_cluster`); the
-command prints the URL, writes the kubeconfig, then waits on a signal-set event, closes the
-emulator and returns 0.
+Rule: argument parsing and the seeded cluster layout are pure (`parse_args`, `seed_cluster`,
+`parse_simulate_args`); the emulator command prints the URL, writes the kubeconfig, then waits on
+a signal-set event, closes the emulator and returns 0. The simulate command configures the
+daemons' logs (discarded unless `--log-file`), runs `rebootd.sim.simulate` and exits with its
+outcome's code (0 ok, 1 failed, 2 usage, 3 halted).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -77,6 +82,150 @@ async def serve(args: argparse.Namespace) -> int:
 def emulator_command(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     return asyncio.run(serve(args))
+
+
+# --- rebootd simulate ----------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
+    from rebootd.sim.scenarios import SCENARIOS
+
+    parser = argparse.ArgumentParser(
+        prog="rebootd simulate",
+        description=(
+            "Simulate a whole cluster's rollout in one command: an emulated Kubernetes API, one real "
+            "rebootd daemon per node, workloads with PodDisruptionBudgets and a scenario; then report "
+            "what rebootd did and whether it was safe (invariants judged from the API's history)."
+        ),
+        epilog=(
+            "Scenarios: "
+            + "; ".join(f"{name}: {text}" for name, text in SCENARIOS.items())
+            + ". Exit status: 0 the rollout completed and every invariant held; 1 an invariant "
+            "failed, the rollout timed out or the scenario's expected outcome did not happen; 2 usage "
+            "error; 3 the rollout halted (reason in the report) and every invariant held."
+        ),
+    )
+    parser.add_argument("--nodes", type=int, default=10, help="number of nodes (default 10)")
+    parser.add_argument("--zones", type=int, default=3, help="zones the nodes spread over (default 3)")
+    parser.add_argument("--concurrency", type=int, default=1, help="nodes disrupted at once (default 1)")
+    parser.add_argument(
+        "--zone-concurrency",
+        type=int,
+        default=0,
+        help="nodes disrupted at once per zone (default 0: no limit)",
+    )
+    parser.add_argument(
+        "--drain-seconds", type=_positive_float, default=0.5, help="how long a drain takes (default 0.5)"
+    )
+    parser.add_argument(
+        "--boot-seconds", type=_positive_float, default=1.0, help="how long a node takes to boot (default 1)"
+    )
+    parser.add_argument(
+        "--recovery-seconds",
+        type=_positive_float,
+        default=0.25,
+        help="how long restarted pods take to be Ready after boot (default 0.25)",
+    )
+    parser.add_argument(
+        "--release-delay",
+        type=_positive_float,
+        default=0.25,
+        help="the daemons' lock release delay in seconds (default 0.25)",
+    )
+    parser.add_argument(
+        "--faults", choices=("none", "light", "heavy"), default="none", help="API fault preset (default none)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    parser.add_argument(
+        "--scenario", choices=tuple(SCENARIOS), default="default", help="what happens (default: default)"
+    )
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each daemon as a `rebootd run` subprocess configured only through REBOOTD_* variables",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        help="hard limit in seconds (default: from the sizes)",
+    )
+    parser.add_argument(
+        "--log-file", type=Path, default=None, help="write the daemons' logs (JSON lines) to this file"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep the nodes' files here (default: a temporary dir)"
+    )
+    args = parser.parse_args(list(argv))
+    if args.nodes < 1 or args.zones < 1 or args.concurrency < 1 or args.zone_concurrency < 0:
+        parser.error("--nodes, --zones and --concurrency must be >= 1, --zone-concurrency >= 0")
+    if args.boot_seconds <= 0:
+        parser.error("--boot-seconds must be > 0")
+    return args
+
+
+def simulate_command(argv: Sequence[str]) -> int:
+    """`rebootd simulate`: run, print the report (text or JSON), exit with the outcome's code."""
+    import os
+
+    from rebootd.logs import configure
+    from rebootd.sim.live import LineProgress, LiveView, Progress
+    from rebootd.sim.scenarios import ScenarioError
+    from rebootd.sim.simulate import EXIT_USAGE, SimulationConfig, run_simulation
+
+    try:
+        args = parse_simulate_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    config = SimulationConfig(
+        nodes=args.nodes,
+        zones=args.zones,
+        concurrency=args.concurrency,
+        zone_concurrency=args.zone_concurrency,
+        drain_seconds=args.drain_seconds,
+        boot_seconds=args.boot_seconds,
+        recovery_seconds=args.recovery_seconds,
+        release_delay=args.release_delay,
+        faults=args.faults,
+        seed=args.seed,
+        scenario=args.scenario,
+        processes=args.processes,
+        timeout=args.timeout,
+    )
+    with contextlib.ExitStack() as stack:
+        log_stream = stack.enter_context(
+            open(args.log_file, "a", encoding="utf-8") if args.log_file else open(os.devnull, "w")  # noqa: SIM115
+        )
+        configure(fmt="json", level="info" if args.log_file else "error", stream=log_stream)
+        progress_stream = sys.stderr if args.json else sys.stdout
+        progress: Progress = (
+            LiveView(progress_stream) if progress_stream.isatty() else LineProgress(progress_stream)
+        )
+        try:
+            outcome = run_simulation(config, progress=progress, workdir=args.workdir)
+        except ScenarioError as exc:
+            sys.stderr.write(f"rebootd simulate: {exc}\n")
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            sys.stderr.write("rebootd simulate: interrupted\n")
+            return 130
+    if args.json:
+        sys.stdout.write(json.dumps(outcome.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(outcome.render() + "\n")
+    sys.stdout.flush()
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

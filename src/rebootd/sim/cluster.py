@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from rebootd.clock import Clock
-from rebootd.selectors import SelectorError, label_selector_from_object
+from rebootd.selectors import LabelSelector, SelectorError, label_selector_from_object
 from rebootd.sim.errors import ApiError, JsonObj
 from rebootd.sim.objects import (
     condition,
@@ -56,6 +56,8 @@ CONTROLLER_CLIENT = {
     "Deployment": "deployment-controller",
 }
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+# a PDB's cached membership: ((uid, generation), selector or None when invalid, member pod keys)
+_Membership = tuple[tuple[str, int], LabelSelector | None, set[tuple[str, str]]]
 KUBELET = "kubelet"
 
 
@@ -95,7 +97,10 @@ class Cluster:
         self.rebooting: set[str] = set()
         self._handles: set[asyncio.TimerHandle] = set()
         self._deferred: list[tuple[float, Callable[[], None]]] = []
-        self._dirty_pdb_namespaces: set[str] = set()
+        self._dirty_pdbs: set[tuple[str, str]] = set()  # (namespace, name)
+        # per PDB: ((uid, generation), selector or None when invalid, member pod keys), kept up to
+        # date from pod events so a recompute never scans a namespace's pods
+        self._pdb_members: dict[tuple[str, str], _Membership] = {}
         self._dirty_owners: set[tuple[str, str, str]] = set()  # (kind, namespace, name)
         self._flush_scheduled = False
         self._unscheduled: set[tuple[str, str]] = set()
@@ -153,9 +158,13 @@ class Cluster:
             self._reconcile(kind, namespace, name)
         if self._unscheduled:
             self._schedule_pending()
-        namespaces, self._dirty_pdb_namespaces = self._dirty_pdb_namespaces, set()
-        for namespace in sorted(namespaces):
-            self.sync_pdbs(namespace)
+        dirty, self._dirty_pdbs = self._dirty_pdbs, set()
+        for namespace, name in sorted(dirty):
+            pdb = self.store.get(PDBS, namespace, name)
+            if pdb is None:
+                self._pdb_members.pop((namespace, name), None)
+            else:
+                self._sync_pdb(pdb)
 
     # -- event routing ---------------------------------------------------------------------------
 
@@ -167,7 +176,7 @@ class Cluster:
         ns = meta.get("namespace", "")
         if event.storage == "pods":
             self._on_pod(event)
-            self._dirty_pdb_namespaces.add(ns)
+            self._note_pod_for_pdbs(event)
             ref = controller_ref(obj)
             if ref is not None and ref.get("kind") in WORKLOAD_STORAGE:
                 self._dirty_owners.add((ref["kind"], ns, ref["name"]))
@@ -175,7 +184,7 @@ class Cluster:
         elif event.storage == PDBS and event.type != DELETED:
             status = obj.get("status") or {}
             if int(status.get("observedGeneration", 0)) < int(meta.get("generation", 1)):
-                self._dirty_pdb_namespaces.add(ns)
+                self._dirty_pdbs.add((ns, meta["name"]))
                 self._soon()
         elif event.storage in WORKLOAD_STORAGE.values():
             kind = obj["kind"]
@@ -720,81 +729,121 @@ class Cluster:
                 total += int((owner.get("spec") or {}).get("replicas", 1))
         return total
 
+    def _membership(self, pdb: JsonObj) -> tuple[LabelSelector | None, set[tuple[str, str]]]:
+        meta = pdb["metadata"]
+        key = (meta["namespace"], meta["name"])
+        version = (str(meta.get("uid", "")), int(meta.get("generation", 1)))
+        entry = self._pdb_members.get(key)
+        if entry is None or entry[0] != version:
+            try:
+                spec_selector = (pdb.get("spec") or {}).get("selector")
+                selector: LabelSelector | None = label_selector_from_object(spec_selector)
+            except SelectorError:
+                selector = None
+            members = set()
+            if selector is not None:
+                for pod in self.store.iter_objects("pods", meta["namespace"]):
+                    if selector.matches(pod["metadata"].get("labels") or {}):
+                        members.add((meta["namespace"], pod["metadata"]["name"]))
+            entry = (version, selector, members)
+            self._pdb_members[key] = entry
+        return entry[1], entry[2]
+
+    def _note_pod_for_pdbs(self, event: StoreEvent) -> None:
+        """Keep PDB memberships current and mark the budgets this pod change concerns."""
+        meta = event.obj["metadata"]
+        ns = meta["namespace"]
+        pod_key = (ns, meta["name"])
+        labels = meta.get("labels") or {}
+        for pdb in self.store.iter_objects(PDBS, ns):
+            selector, members = self._membership(pdb)
+            was_member = pod_key in members
+            if event.type != DELETED and selector is not None and selector.matches(labels):
+                members.add(pod_key)
+            else:
+                members.discard(pod_key)
+            if was_member or pod_key in members:
+                self._dirty_pdbs.add((ns, pdb["metadata"]["name"]))
+
     def sync_pdbs(self, namespace: str) -> None:
-        pdbs = list(self.store.iter_objects(PDBS, namespace))
-        if not pdbs:
-            return
-        pods = list(self.store.iter_objects("pods", namespace))
+        """Recompute every PDB of `namespace` now (the disruption controller's sync)."""
+        for pdb in list(self.store.iter_objects(PDBS, namespace)):
+            self._sync_pdb(pdb)
+
+    def _sync_pdb(self, pdb: JsonObj) -> None:
+        namespace = pdb["metadata"]["namespace"]
         now = self.clock.now()
         ttl = self.timing.disrupted_pod_ttl
         recheck: float | None = None
-        for pdb in pdbs:
-            spec = pdb.get("spec") or {}
-            try:
-                selector = label_selector_from_object(spec.get("selector"))
-            except SelectorError:
+        spec = pdb.get("spec") or {}
+        selector, members = self._membership(pdb)
+        if selector is None:
+            return
+        matched = [p for p in (self.store.get("pods", *k) for k in sorted(members)) if p is not None]
+        status = dict(pdb.get("status") or {})
+        disrupted: dict[str, str] = {}
+        for pod_name, stamp in (status.get("disruptedPods") or {}).items():
+            pod = next((p for p in matched if p["metadata"]["name"] == pod_name), None)
+            if pod is None or pod["metadata"].get("deletionTimestamp"):
                 continue
-            matched = [p for p in pods if selector.matches(p["metadata"].get("labels") or {})]
-            status = dict(pdb.get("status") or {})
-            disrupted: dict[str, str] = {}
-            for pod_name, stamp in (status.get("disruptedPods") or {}).items():
-                pod = next((p for p in matched if p["metadata"]["name"] == pod_name), None)
-                if pod is None or pod["metadata"].get("deletionTimestamp"):
-                    continue
-                moment = parse_time(stamp)
-                if moment is None:
-                    continue
-                age = (now - moment).total_seconds()
-                if age >= ttl:
-                    continue
-                disrupted[pod_name] = stamp
-                recheck = min(recheck if recheck is not None else ttl, ttl - age)
-            healthy = sum(
-                1
-                for p in matched
-                if not p["metadata"].get("deletionTimestamp")
-                and p["metadata"]["name"] not in disrupted
-                and is_pod_ready(p)
-            )
-            if "maxUnavailable" in spec:
-                expected = self._expected_scale(matched)
-                max_unavailable = _int_or_percent(spec["maxUnavailable"], expected, round_up=True)
-                desired = max(0, expected - max_unavailable)
-            elif isinstance(spec.get("minAvailable"), str):
-                expected = self._expected_scale(matched)
-                desired = _int_or_percent(spec["minAvailable"], expected, round_up=True)
-            else:
-                expected = len(matched)
-                desired = int(spec.get("minAvailable", 1) if "minAvailable" in spec else 1)
-            allowed = max(0, healthy - desired) if expected > 0 else 0
-            new_status: JsonObj = {
-                "observedGeneration": pdb["metadata"].get("generation", 1),
-                "disruptionsAllowed": allowed,
-                "currentHealthy": healthy,
-                "desiredHealthy": desired,
-                "expectedPods": expected,
-            }
-            if disrupted:
-                new_status["disruptedPods"] = disrupted
-            reason = "SufficientPods" if allowed > 0 else "InsufficientPods"
-            new_status["conditions"] = set_condition(
-                list(status.get("conditions") or []),
-                kind="DisruptionAllowed",
-                status="True" if allowed > 0 else "False",
-                now=self.registry.now(),
-                reason=reason,
-            )
-            old_cond = condition(pdb, "DisruptionAllowed")
-            if old_cond is not None and old_cond.get("status") == ("True" if allowed > 0 else "False"):
-                new_status["conditions"] = status.get("conditions")
-            if new_status == status:
+            moment = parse_time(stamp)
+            if moment is None:
                 continue
+            age = (now - moment).total_seconds()
+            if age >= ttl:
+                continue
+            disrupted[pod_name] = stamp
+            recheck = min(recheck if recheck is not None else ttl, ttl - age)
+        healthy = sum(
+            1
+            for p in matched
+            if not p["metadata"].get("deletionTimestamp")
+            and p["metadata"]["name"] not in disrupted
+            and is_pod_ready(p)
+        )
+        if "maxUnavailable" in spec:
+            expected = self._expected_scale(matched)
+            max_unavailable = _int_or_percent(spec["maxUnavailable"], expected, round_up=True)
+            desired = max(0, expected - max_unavailable)
+        elif isinstance(spec.get("minAvailable"), str):
+            expected = self._expected_scale(matched)
+            desired = _int_or_percent(spec["minAvailable"], expected, round_up=True)
+        else:
+            expected = len(matched)
+            desired = int(spec.get("minAvailable", 1) if "minAvailable" in spec else 1)
+        allowed = max(0, healthy - desired) if expected > 0 else 0
+        new_status: JsonObj = {
+            "observedGeneration": pdb["metadata"].get("generation", 1),
+            "disruptionsAllowed": allowed,
+            "currentHealthy": healthy,
+            "desiredHealthy": desired,
+            "expectedPods": expected,
+        }
+        if disrupted:
+            new_status["disruptedPods"] = disrupted
+        reason = "SufficientPods" if allowed > 0 else "InsufficientPods"
+        new_status["conditions"] = set_condition(
+            list(status.get("conditions") or []),
+            kind="DisruptionAllowed",
+            status="True" if allowed > 0 else "False",
+            now=self.registry.now(),
+            reason=reason,
+        )
+        old_cond = condition(pdb, "DisruptionAllowed")
+        if old_cond is not None and old_cond.get("status") == ("True" if allowed > 0 else "False"):
+            new_status["conditions"] = status.get("conditions")
+        if new_status != status:
             new = dict(pdb, status=new_status)
             new["metadata"] = dict(pdb["metadata"])
             self.registry.put_internal(PDBS, new, pdb, client="disruption-controller", verb="update")
-        if recheck is not None:
-            self._dirty_pdb_namespaces.add(namespace)
-            self.later(recheck + 0.01, self._soon)
+        if recheck is not None:  # a disruptedPods entry expires then: recompute
+            key = (namespace, pdb["metadata"]["name"])
+
+            def expire() -> None:
+                self._dirty_pdbs.add(key)
+                self._soon()
+
+            self.later(recheck + 0.01, expire)
 
     # -- nodes and boots -------------------------------------------------------------------------
 

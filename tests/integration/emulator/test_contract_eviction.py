@@ -232,3 +232,43 @@ async def test_eviction_in_a_terminating_namespace_is_403_namespace_terminating(
     )
     assert evicted.status == 403
     assert evicted.body["details"]["causes"][0]["reason"] == "NamespaceTerminating"
+
+
+async def test_budget_follows_pods_entering_and_leaving_its_selector(emulator: Emulator, raw: RawApi) -> None:
+    three_nodes(emulator)
+    emulator.add_workload(kind="StatefulSet", name="db", replicas=3)
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "db"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "db"}}},
+    }
+    assert (await raw.post(PDBS, pdb)).status == 201
+
+    def status_is(expected: int, healthy: int) -> bool:
+        current = emulator.get_object(kind="PodDisruptionBudget", namespace="default", name="db")
+        got = (current or {}).get("status", {})
+        return (got.get("expectedPods"), got.get("currentHealthy"), got.get("observedGeneration")) == (
+            expected,
+            healthy,
+            1,
+        )
+
+    await emulator.wait_until(lambda: status_is(3, 3))
+    moved = await raw.patch(
+        f"{PODS}/db-2",
+        {"metadata": {"labels": {"app": "elsewhere"}}},
+        content_type="application/strategic-merge-patch+json",
+    )
+    assert moved.status == 200
+    await emulator.wait_until(lambda: status_is(2, 2))
+    back = await raw.patch(
+        f"{PODS}/db-2",
+        {"metadata": {"labels": {"app": "db"}}},
+        content_type="application/strategic-merge-patch+json",
+    )
+    assert back.status == 200
+    await emulator.wait_until(lambda: status_is(3, 3))
+    pdb_now = emulator.get_object(kind="PodDisruptionBudget", namespace="default", name="db")
+    assert pdb_now is not None
+    assert pdb_now["status"]["disruptionsAllowed"] == 1
