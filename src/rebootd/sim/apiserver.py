@@ -250,6 +250,9 @@ class ApiServer:
             return await self._resource(request, info, client)
         except ApiError as exc:
             return error_response(exc)
+        except Exception as exc:
+            log.exception("rebootd.sim.handler_failed", path=request.path, method=request.method)
+            return error_response(errors.internal(f"{type(exc).__name__}: {exc}"))
 
     async def _drop(self, request: web.Request, client: str) -> web.StreamResponse:
         """A partitioned client: the request hangs, then the connection is cut without an answer."""
