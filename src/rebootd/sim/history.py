@@ -26,4 +26,6 @@ class HistoryRecord:
     unschedulable_after: bool | None = None
     pdb: str | None = None
     disruptions_allowed: int | None = None
+    # Lease writes: the `rebootd.io/state` annotation written (the lock state, for halt checks);
+    # reboot_started: the bootID before the reboot; otherwise "".
     detail: str = ""

@@ -262,3 +262,25 @@ async def test_a_pending_graceful_delete_can_only_be_shortened(emulator: Emulato
         shorter["deletionTimestamp"]
     )
     assert moved == timedelta(seconds=2000)
+
+
+async def test_history_records_writes_with_client_and_the_lock_state_of_lease_writes(
+    emulator: Emulator, raw: RawApi
+) -> None:
+    body = lease("rebootd", annotations={"rebootd.io/state": '{"version": 1, "holders": {}}'})
+    created = (await raw.post(LEASES, body)).body
+    created["metadata"]["annotations"]["rebootd.io/state"] = '{"version": 1, "halted": {"node": "n1"}}'
+    assert (await raw.put(f"{LEASES}/rebootd", created)).status == 200
+    assert (await raw.delete(f"{LEASES}/rebootd")).status == 200
+    writes = [r for r in emulator.history if r.kind == "Lease" and r.name == "rebootd"]
+    assert [(r.event, r.client, r.verb) for r in writes] == [
+        ("write", "anonymous", "create"),
+        ("write", "anonymous", "update"),
+        ("write", "anonymous", "delete"),
+    ]
+    assert [r.detail for r in writes[:2]] == [
+        '{"version": 1, "holders": {}}',
+        '{"version": 1, "halted": {"node": "n1"}}',
+    ]
+    assert writes[2].detail == ""
+    assert writes[0].monotonic <= writes[1].monotonic <= writes[2].monotonic

@@ -97,7 +97,7 @@ async def test_timeout_seconds_closes_the_stream_cleanly(emulator: Emulator, raw
     )
     elapsed = time.monotonic() - started
     assert events == []
-    assert 0.9 <= elapsed < 3.0
+    assert 0.9 <= elapsed < 5.0
     assert emulator.store.watcher_count() == 0
 
 
