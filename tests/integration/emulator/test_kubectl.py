@@ -250,3 +250,34 @@ async def test_apply_creates_then_updates_and_server_side_apply_works(
     lease = emulator.get_object(kind="Lease", namespace="default", name="applied")
     assert lease is not None
     assert lease["spec"]["holderIdentity"] == "third"
+
+
+async def test_drain_filters_orphans_mirror_pods_and_missing_daemonsets(
+    emulator: Emulator, kubectl: Kubectl
+) -> None:
+    emulator.add_node(name="node-0")
+    emulator.add_node(name="node-1")
+    emulator.add_pod(name="orphan", node="node-0")
+    emulator.add_pod(name="static", node="node-0", annotations={"kubernetes.io/config.mirror": "abc"})
+    emulator.add_pod(name="lost-agent", node="node-0", owner_kind="DaemonSet", owner_name="gone")
+    emulator.add_workload(kind="Deployment", name="scratch", replicas=1, nodes=["node-0"], empty_dir=True)
+    refused = await kubectl.run("drain", "node-0", "--ignore-daemonsets", "--timeout=20s")
+    assert refused.returncode != 0
+    # kubectl GETs the DaemonSet of a DaemonSet pod: the 404 text is the apiserver's NotFound message
+    assert 'cannot delete daemonsets.apps "gone" not found: default/lost-agent' in refused.stderr
+    assert "Pods that declare no controller (use --force to override): default/orphan" in refused.stderr
+    assert (
+        "cannot delete Pods with local storage (use --delete-emptydir-data to override): default/scratch-"
+        in refused.stderr
+    )
+    drained = await kubectl.run(
+        "drain", "node-0", "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=20s"
+    )
+    assert drained.returncode == 0, drained.stderr
+    assert "ignoring DaemonSet-managed Pods" not in drained.stderr  # its DaemonSet is gone: an orphan
+    left = sorted(
+        p["metadata"]["name"]
+        for p in emulator.list_objects(kind="Pod")
+        if p["spec"].get("nodeName") == "node-0"
+    )
+    assert left == ["static"]  # mirror pods are skipped
