@@ -29,7 +29,7 @@ from rebootd.sim.fieldselectors import parse_fields, parse_labels
 from rebootd.sim.listing import Pager
 from rebootd.sim.objects import strip_type
 from rebootd.sim.rbac import deny_message
-from rebootd.sim.registry import DeleteOptions, Registry, Selection
+from rebootd.sim.registry import DeleteOptions, FieldValidation, Registry, Selection
 from rebootd.sim.resources import (
     GROUP_VERSIONS,
     VERSION_INFO,
@@ -45,6 +45,7 @@ from rebootd.sim.resources import (
 from rebootd.sim.store import Store, TooOldResourceVersion
 from rebootd.sim.tables import to_table, wants_table
 from rebootd.sim.timing import EmulatorTiming
+from rebootd.sim.validation import FIELD_VALIDATION_MODES
 
 log = structlog.get_logger("rebootd.sim")
 
@@ -361,20 +362,33 @@ class ApiServer:
             if req.name:
                 raise errors.method_not_supported(resource=info.plural, group=info.group, verb="POST")
             body = await self._body(request, info)
-            created = self.registry.create(info, namespace, body, client=client, dry_run=dry_run)
-            return self._object_response(request, info, created, status=201)
+            fields = self._field_validation(request)
+            created = self.registry.create(
+                info, namespace, body, client=client, dry_run=dry_run, fields=fields
+            )
+            return self._object_response(request, info, created, status=201, warnings=fields.warnings)
         if method == "PUT":
             if not req.name:
                 raise errors.method_not_supported(resource=info.plural, group=info.group, verb="PUT")
             body = await self._body(request, info)
+            fields = self._field_validation(request)
             obj, was_created = self.registry.update(
-                info, namespace, req.name, body, client=client, subresource=req.subresource, dry_run=dry_run
+                info,
+                namespace,
+                req.name,
+                body,
+                client=client,
+                subresource=req.subresource,
+                dry_run=dry_run,
+                fields=fields,
             )
-            return self._object_response(request, info, obj, status=201 if was_created else 200)
+            code = 201 if was_created else 200
+            return self._object_response(request, info, obj, status=code, warnings=fields.warnings)
         if method == "PATCH":
             if not req.name:
                 raise errors.method_not_supported(resource=info.plural, group=info.group, verb="PATCH")
             raw = await request.read()
+            fields = self._field_validation(request)
             obj, was_created = self.registry.patch(
                 info,
                 namespace,
@@ -385,8 +399,10 @@ class ApiServer:
                 subresource=req.subresource,
                 field_manager=query.get("fieldManager"),
                 dry_run=dry_run,
+                fields=fields,
             )
-            return self._object_response(request, info, obj, status=201 if was_created else 200)
+            code = 201 if was_created else 200
+            return self._object_response(request, info, obj, status=code, warnings=fields.warnings)
         if method == "DELETE":
             raw = await request.read()
             options_body: Any = None
@@ -453,8 +469,24 @@ class ApiServer:
             ),
         )
 
+    def _field_validation(self, request: web.Request) -> FieldValidation:
+        mode = request.query.get("fieldValidation") or "Warn"
+        if mode not in FIELD_VALIDATION_MODES:
+            raise errors.bad_request(
+                f"fieldValidation must be one of {', '.join(FIELD_VALIDATION_MODES)}, got {mode!r}".replace(
+                    "'", '"'
+                )
+            )
+        return FieldValidation(mode=mode)
+
     def _object_response(
-        self, request: web.Request, info: ResourceInfo, stored: JsonObj, *, status: int = 200
+        self,
+        request: web.Request,
+        info: ResourceInfo,
+        stored: JsonObj,
+        *,
+        status: int = 200,
+        warnings: Sequence[str] = (),
     ) -> web.Response:
         obj = self.registry.view(info, stored)
         if wants_table(request.headers.get("Accept", "")) and request.method == "GET":
@@ -466,7 +498,11 @@ class ApiServer:
                 include_object=request.query.get("includeObject", "Metadata"),
             )
             return json_response(table, status=status)
-        return json_response(obj, status=status)
+        response = json_response(obj, status=status)
+        for warning in warnings:  # RFC 7234 warn-code 299, as kube-apiserver sends them
+            escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
+            response.headers.add("Warning", f'299 - "{escaped}"')
+        return response
 
     # -- list ------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ from rebootd.sim.objects import deep_copy, is_pod_ready, micro_time, parse_time,
 from rebootd.sim.patch import APPLY_PATCH, PATCH_TYPES, apply_patch, unsupported_media_type
 from rebootd.sim.resources import BY_GROUP_RESOURCE, ResourceInfo, info_of_storage
 from rebootd.sim.store import Store
-from rebootd.sim.validation import decode_check, missing_resource_version, validate
+from rebootd.sim.validation import decode_check, missing_resource_version, prune_unknown_fields, validate
 
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
@@ -73,6 +73,14 @@ class DeleteOptions:
             propagation=body.get("propagationPolicy") or query.get("propagationPolicy"),
             dry_run=bool(dry),
         )
+
+
+@dataclass
+class FieldValidation:
+    """The request's `fieldValidation` (Ignore, Warn, Strict) and the warnings it produced."""
+
+    mode: str = "Warn"
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,13 @@ class Registry:
             return events_core_from_v1(body)
         return body
 
+    def _prune(self, info: ResourceInfo, body: Any, fields: FieldValidation | None) -> None:
+        if fields is None or not isinstance(body, dict):
+            return  # in-process writes by the simulated controllers are well-formed
+        unknown = prune_unknown_fields(info, body, mode=fields.mode)
+        if fields.mode == "Warn":
+            fields.warnings.extend(f'unknown field "{path}"' for path in unknown)
+
     # -- reads -----------------------------------------------------------------------------------
 
     def get(self, info: ResourceInfo, namespace: str, name: str) -> JsonObj:
@@ -254,11 +269,13 @@ class Registry:
         dry_run: bool = False,
         verb: str = "create",
         keep_status: bool = False,
+        fields: FieldValidation | None = None,
     ) -> JsonObj:
         """POST. `body` becomes the stored object: callers pass a dict nobody else holds. `keep_status`
         is for the simulated controllers that create objects with a status (the HTTP layer never
         sets it: the real strategies reset status on create)."""
         decode_check(info, body)
+        self._prune(info, body, fields)
         obj = self._storage_body(info, body)  # the caller hands over a dict nobody else holds
         meta = obj.setdefault("metadata", {})
         if info.namespaced:
@@ -360,9 +377,11 @@ class Registry:
         client: str,
         subresource: str = "",
         dry_run: bool = False,
+        fields: FieldValidation | None = None,
     ) -> tuple[JsonObj, bool]:
         """PUT. Returns (object, created)."""
         decode_check(info, body)
+        self._prune(info, body, fields)
         obj = self._storage_body(info, deep_copy(body))
         meta = obj.setdefault("metadata", {})
         if meta.get("name", "") != name:
@@ -486,6 +505,7 @@ class Registry:
         subresource: str = "",
         field_manager: str | None = None,
         dry_run: bool = False,
+        fields: FieldValidation | None = None,
     ) -> tuple[JsonObj, bool]:
         """PATCH. Returns (object, created): only server-side apply creates."""
         media = content_type.split(";", 1)[0].strip().lower()
@@ -511,10 +531,13 @@ class Registry:
                     f"the name on the URL ({name})"
                 )
             applied_meta["name"] = name
-            return self.create(info, namespace, applied, client=client, dry_run=dry_run, verb="patch"), True
+            return self.create(
+                info, namespace, applied, client=client, dry_run=dry_run, verb="patch", fields=fields
+            ), True
         current = deep_copy(self.view(info, old))
         patched = apply_patch(content_type=media, target=current, raw=raw)
         decode_check(info, patched)
+        self._prune(info, patched, fields)
         patched = self._storage_body(info, patched)
         meta = patched.setdefault("metadata", {})
         if meta.get("name") != name:

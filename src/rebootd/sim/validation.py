@@ -289,3 +289,143 @@ def missing_resource_version(*, info: ResourceInfo, name: str) -> ApiError:
         name=name,
         errors=[invalid_value("metadata.resourceVersion", 0, "must be specified for an update", raw="0x0")],
     )
+
+
+# -- unknown fields (fieldValidation=Ignore|Warn|Strict) ------------------------------------------
+#
+# A schema is a dict of known keys (value None: anything below is accepted; a dict: a nested object;
+# a one-element list: an array of that schema). Built-in types prune unknown fields; the schemas
+# cover the objects rebootd writes (Lease, Node, Events) fully and every other kind's top level
+# and metadata, which is where a client's typo would otherwise go unnoticed.
+_OWNER_REFERENCE: dict[str, Any] = dict.fromkeys(
+    ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")
+)
+_OBJECT_META: dict[str, Any] = {
+    **dict.fromkeys(
+        (
+            "name",
+            "generateName",
+            "namespace",
+            "selfLink",
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "labels",
+            "annotations",
+            "finalizers",
+            "managedFields",
+        )
+    ),
+    "ownerReferences": [_OWNER_REFERENCE],
+}
+_TOP = {"apiVersion": None, "kind": None, "metadata": _OBJECT_META}
+_OBJECT_REFERENCE = dict.fromkeys(
+    ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+)
+SCHEMAS: Mapping[str, dict[str, Any]] = {
+    "Lease": {
+        **_TOP,
+        "spec": dict.fromkeys(
+            (
+                "acquireTime",
+                "holderIdentity",
+                "leaseDurationSeconds",
+                "leaseTransitions",
+                "preferredHolder",
+                "renewTime",
+                "strategy",
+            )
+        ),
+    },
+    "Node": {
+        **_TOP,
+        "spec": {
+            **dict.fromkeys(
+                ("podCIDR", "podCIDRs", "providerID", "unschedulable", "configSource", "externalID")
+            ),
+            "taints": [dict.fromkeys(("key", "value", "effect", "timeAdded"))],
+        },
+        "status": None,
+    },
+    "Event": {
+        **_TOP,
+        "involvedObject": _OBJECT_REFERENCE,
+        "related": _OBJECT_REFERENCE,
+        "source": dict.fromkeys(("component", "host")),
+        "series": dict.fromkeys(("count", "lastObservedTime")),
+        **dict.fromkeys(
+            (
+                "reason",
+                "message",
+                "firstTimestamp",
+                "lastTimestamp",
+                "count",
+                "type",
+                "eventTime",
+                "action",
+                "reportingComponent",
+                "reportingInstance",
+            )
+        ),
+    },
+    "Event.events.k8s.io": {
+        **_TOP,
+        "regarding": _OBJECT_REFERENCE,
+        "related": _OBJECT_REFERENCE,
+        "deprecatedSource": dict.fromkeys(("component", "host")),
+        "series": dict.fromkeys(("count", "lastObservedTime")),
+        **dict.fromkeys(
+            (
+                "eventTime",
+                "reportingController",
+                "reportingInstance",
+                "action",
+                "reason",
+                "note",
+                "type",
+                "deprecatedFirstTimestamp",
+                "deprecatedLastTimestamp",
+                "deprecatedCount",
+            )
+        ),
+    },
+    "Namespace": {**_TOP, "spec": None, "status": None},
+}
+_GENERIC = {**_TOP, "spec": None, "status": None}
+FIELD_VALIDATION_MODES = ("Ignore", "Warn", "Strict")
+
+
+def _prune(value: Any, schema: Any, path: str, unknown: list[str]) -> None:
+    if schema is None:
+        return
+    if isinstance(schema, list):
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                _prune(item, schema[0], f"{path}[{index}]", unknown)
+        return
+    if not isinstance(value, dict):
+        return
+    for key in list(value):
+        child = f"{path}.{key}" if path else key
+        if key not in schema:
+            unknown.append(child)
+            del value[key]
+        else:
+            _prune(value[key], schema[key], child, unknown)
+
+
+def prune_unknown_fields(info: ResourceInfo, obj: dict[str, Any], *, mode: str) -> list[str]:
+    """Drop fields the type does not have (as decoding into the Go struct does) and return their
+    paths; with mode Strict raise the 400 `strict decoding error` instead."""
+    key = f"{info.kind}.{info.group}" if info.group == "events.k8s.io" else info.kind
+    schema = SCHEMAS.get(key, _GENERIC)
+    unknown: list[str] = []
+    _prune(obj, schema, "", unknown)
+    if unknown and mode == "Strict":
+        listed = ", ".join(f'unknown field "{path}"' for path in unknown)
+        prefix = f'{info.kind} in version "{info.version}" cannot be handled as a {info.kind}'
+        raise bad_request(f"{prefix}: strict decoding error: {listed}")
+    return unknown

@@ -284,3 +284,35 @@ async def test_history_records_writes_with_client_and_the_lock_state_of_lease_wr
     ]
     assert writes[2].detail == ""
     assert writes[0].monotonic <= writes[1].monotonic <= writes[2].monotonic
+
+
+async def test_unknown_fields_are_dropped_with_a_warning_or_refused_when_strict(
+    emulator: Emulator, raw: RawApi
+) -> None:
+    body = lease("typo")
+    body["spec"]["holderIdentty"] = "x"
+    body["metadata"]["labelz"] = {"a": "b"}
+    created = await raw.post(LEASES, body)
+    assert created.status == 201
+    assert "holderIdentty" not in created.body["spec"]
+    assert "labelz" not in created.body["metadata"]
+    assert created.headers["Warning"].startswith('299 - "unknown field \\"')
+    stored = emulator.get_object(kind="Lease", namespace="default", name="typo")
+    assert stored is not None
+    assert "holderIdentty" not in stored["spec"]
+    strict = lease("strict")
+    strict["spec"]["holderIdentty"] = "x"
+    refused = await raw.post(f"{LEASES}?fieldValidation=Strict", strict)
+    assert refused.status == 400
+    assert refused.message == (
+        'Lease in version "v1" cannot be handled as a Lease: '
+        'strict decoding error: unknown field "spec.holderIdentty"'
+    )
+    patched = await raw.patch(
+        f"{LEASES}/typo", {"spec": {"renewTme": "x"}}, content_type="application/merge-patch+json"
+    )
+    assert patched.status == 200
+    assert "renewTme" not in patched.body["spec"]
+    ignored = await raw.post(f"{LEASES}?fieldValidation=Ignore", dict(body, metadata={"name": "quiet"}))
+    assert ignored.status == 201
+    assert "Warning" not in ignored.headers
