@@ -281,3 +281,25 @@ async def test_drain_filters_orphans_mirror_pods_and_missing_daemonsets(
         if p["spec"].get("nodeName") == "node-0"
     )
     assert left == ["static"]  # mirror pods are skipped
+
+
+async def test_create_with_a_misspelt_field_is_refused_by_server_side_validation(
+    emulator: Emulator, kubectl: Kubectl
+) -> None:
+    manifest = json.dumps(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "typo", "namespace": "default"},
+            "spec": {"holderIdentiy": "x"},
+        }
+    )
+    result = await kubectl.run("create", "-f", "-", stdin=manifest)
+    assert result.returncode != 0
+    assert 'strict decoding error: unknown field "spec.holderIdentiy"' in result.stderr
+    relaxed = await kubectl.run("create", "--validate=warn", "-f", "-", stdin=manifest)
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert 'unknown field "spec.holderIdentiy"' in relaxed.stderr  # kubectl prints the Warning header
+    lease = emulator.get_object(kind="Lease", namespace="default", name="typo")
+    assert lease is not None
+    assert lease["spec"] == {}
