@@ -175,3 +175,14 @@ async def test_bookmarks_never_run_ahead_of_the_events_they_follow(emulator: Emu
     versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert versions == sorted(versions)
     assert {e["type"] for e in events} == {"MODIFIED", "BOOKMARK"}
+
+
+async def test_watch_list_sends_initial_events_then_an_end_bookmark(emulator: Emulator, raw: RawApi) -> None:
+    emulator.add_node(name="node-a")
+    emulator.add_node(name="node-b")
+    query = "watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+    events = await raw.watch(f"{NODES}?{query}&timeoutSeconds=1", max_events=3)
+    assert [e["type"] for e in events] == ["ADDED", "ADDED", "BOOKMARK"]
+    bookmark = events[2]["object"]
+    assert bookmark["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert bookmark["metadata"]["resourceVersion"] == str(emulator.store.resource_version)
