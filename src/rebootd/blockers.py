@@ -4,8 +4,9 @@ Rule: a blocker answers one question, "must this node wait right now?", with `No
 `BlockReason` (yes, and why). It fails safe: when it cannot find out (the source is unreachable,
 slow, or answers something it does not understand) the answer is "wait", never "go". A reason's
 `kind` is a short stable label (the `rebootd_blocked{reason}` gauge); its `detail` is for humans
-and never carries a credential. Blockers hold no global state and import nothing heavy (no
-Kubernetes client), so every blocker of the project can live here.
+and never carries a credential. Blockers hold no global state. The Kubernetes-based ones (blocking
+pods, the PDB preflight, the unavailable-node budget) go through the lean `kube` facade and reuse
+drain's pod filters, so they judge exactly the pods a drain would evict.
 
 The Prometheus blocker keeps kured's semantics (`--prometheus-url`, `--alert-filter-regexp`,
 `--alert-firing-only`, `--alert-filter-match-only`): every active alert (pending or firing)
@@ -23,14 +24,19 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
 from yarl import URL
+
+from rebootd.clock import Clock
+from rebootd.drain import is_finished, pod_key
+from rebootd.kube import Kube, KubeError
+from rebootd.pods import covering_pdbs, evictable_pods, pdb_refusal
 
 ALERTS_PATH = "/api/v1/alerts"
 MAX_NAMES_IN_DETAIL = 10
@@ -273,3 +279,144 @@ class PrometheusAlertBlocker:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+# --- Kubernetes-based blockers ----------------------------------------------------------------
+
+
+class PodBlocker:
+    """kured's `--blocking-pod-selector`: a matching pod blocks. Scope `node` (kured) looks at the
+    pods on this node; scope `cluster` at every pod in the cluster."""
+
+    name = "blocking-pods"
+
+    def __init__(self, *, kube: Kube, node: str, selectors: Sequence[str], scope: str = "node") -> None:
+        self._kube = kube
+        self._node = node
+        self._selectors = tuple(s for s in selectors if s.strip())
+        self._scope = scope
+
+    async def check(self) -> BlockReason | None:
+        field = f"spec.nodeName={self._node}" if self._scope == "node" else None
+        found: list[str] = []
+        for selector in self._selectors:
+            try:
+                pods = await self._kube.list_pods(field_selector=field, label_selector=selector)
+            except KubeError as exc:
+                return BlockReason(kind="blocking_pods_unknown", detail=f"cannot list pods: {exc}")
+            found += [f"{pod_key(p)} ({selector})" for p in pods if not is_finished(p)]
+        if not found:
+            return None
+        where = "on this node" if self._scope == "node" else "in the cluster"
+        return BlockReason(
+            kind="blocking_pods", detail=f"blocking pods {where}: {describe_alerts(sorted(found))}"
+        )
+
+
+class PdbPreflight:
+    """Before taking a slot: every PDB covering a pod the drain would evict must allow a disruption,
+    and no pod may be covered by two PDBs (the eviction API refuses those with a 500). A blocked
+    node does not take a slot, so it cannot stall the nodes behind it."""
+
+    name = "pdb-preflight"
+
+    def __init__(self, *, kube: Kube, node: str, pod_selector: str, clock: Clock) -> None:
+        self._kube = kube
+        self._node = node
+        self._pod_selector = pod_selector
+        self._clock = clock
+
+    async def check(self) -> BlockReason | None:
+        try:
+            pods = await self._kube.list_pods(field_selector=f"spec.nodeName={self._node}")
+            candidates = evictable_pods(pods, pod_selector=self._pod_selector, now=self._clock.now())
+            if not candidates:
+                return None
+            pdbs = await self._kube.list_pdbs()
+        except KubeError as exc:
+            return BlockReason(kind="pdb_unknown", detail=f"cannot read pods or PodDisruptionBudgets: {exc}")
+        for pod in candidates:
+            covering = covering_pdbs(pod, pdbs)
+            if len(covering) > 1:
+                names = ", ".join(sorted(p["metadata"]["name"] for p in covering))
+                return BlockReason(
+                    kind="pdb_multiple",
+                    detail=f"pod {pod_key(pod)} is covered by more than one PodDisruptionBudget ({names}); "
+                    "the eviction API cannot evict it",
+                )
+            if covering:
+                refusal = pdb_refusal(pod, covering[0])
+                if refusal is not None:
+                    return BlockReason(
+                        kind="pdb", detail=f"{refusal}: pod {pod_key(pod)} could not be evicted"
+                    )
+        return None
+
+
+def node_unavailable(node: Mapping[str, Any]) -> bool:
+    """NotReady or unschedulable, for any reason (the budget counts them all)."""
+    if (node.get("spec") or {}).get("unschedulable"):
+        return True
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") != "True")
+    return True
+
+
+class NodeBudget:
+    """`max-unavailable-nodes` (cluster-wide and per zone): nodes already NotReady or unschedulable
+    for any reason count, so rebootd never takes down the last healthy nodes. `unavailable` (by
+    zone, other nodes only) also goes into the lock's decision, so the limit is checked in the
+    same write that takes the slot."""
+
+    name = "node-budget"
+
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        node: str,
+        zone_label: str,
+        max_unavailable: int | None,
+        max_unavailable_per_zone: int | None,
+    ) -> None:
+        self._kube = kube
+        self._node = node
+        self._zone_label = zone_label
+        self._max = max_unavailable
+        self._max_zone = max_unavailable_per_zone
+        self.unavailable: dict[str, list[str]] = {}
+        self.zone = ""
+
+    async def check(self) -> BlockReason | None:
+        try:
+            nodes = await self._kube.list_nodes()
+        except KubeError as exc:
+            return BlockReason(kind="budget_unknown", detail=f"cannot list nodes: {exc}")
+        self.unavailable = {}
+        for node in nodes:
+            name = node["metadata"]["name"]
+            zone = (node["metadata"].get("labels") or {}).get(self._zone_label, "")
+            if name == self._node:
+                self.zone = zone
+            elif node_unavailable(node):
+                self.unavailable.setdefault(zone, []).append(name)
+        total = sum(len(v) for v in self.unavailable.values())
+        if self._max is not None and total + 1 > self._max:
+            names = sorted(n for v in self.unavailable.values() for n in v)
+            return BlockReason(
+                kind="budget",
+                detail=f"{total} other node(s) unavailable ({', '.join(names)}); "
+                f"max-unavailable-nodes is {self._max}",
+            )
+        in_zone = self.unavailable.get(self.zone, [])
+        if self._max_zone is not None and len(in_zone) + 1 > self._max_zone:
+            return BlockReason(
+                kind="zone_budget",
+                detail=f"{len(in_zone)} other node(s) unavailable in zone {self.zone or '-'} "
+                f"({', '.join(sorted(in_zone))}); max-unavailable-nodes-per-zone is {self._max_zone}",
+            )
+        return None
+
+    def counts(self) -> dict[str, int]:
+        return {zone: len(names) for zone, names in self.unavailable.items()}

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from rebootd.blockers import Blocker, BlockReason
+from rebootd.blockers import Blocker, BlockReason, NodeBudget
 from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
 from rebootd.kube import Kube, KubeError
@@ -90,7 +90,10 @@ class SentinelView(Protocol):
 
 
 class RecoveryGate(Protocol):
-    """Waits until the workloads disrupted by our reboot are healthy; returns None or why not."""
+    """Records what healthy means before the drain; after the reboot waits until the workloads
+    disrupted by it are healthy again, returning None or why not."""
+
+    async def record(self, *, node: str) -> dict[str, Any]: ...
 
     async def wait_healthy(
         self, *, node: str, evidence: Mapping[str, Any], within: float, stop: asyncio.Event
@@ -116,6 +119,7 @@ class Cycle:
         metrics: Metrics,
         recovery: RecoveryGate | None = None,
         notify: Notify | None = None,
+        budget: NodeBudget | None = None,
     ) -> None:
         self.kube = kube
         self.lock = lock
@@ -126,6 +130,7 @@ class Cycle:
         self.clock = clock
         self.metrics = metrics
         self.recovery = recovery
+        self.budget = budget
         self._notify = notify
         self.phase = "idle"
         self.waiting_for: BlockReason | None = None
@@ -297,20 +302,28 @@ class Cycle:
             self._published[LAST_REBOOT_ANNOTATION] = annotations.get(LAST_REBOOT_ANNOTATION)
         check_every = max(0.05, min(self.opt.period, self.lock.config.grace))
         next_block_check = 0.0
+        blocked: BlockReason | None = None
         async with self.lock.following() as changed:
             while not stop.is_set() and self.sentinel.required:
                 mono = self.clock.monotonic()
                 if mono >= next_block_check:
                     blocked = await self._blocked_reason()
                     next_block_check = mono + self.opt.period
-                    if blocked is not None:
-                        await self._block(blocked)
-                        if self.opt.node in self.lock.state.waiters:
-                            await self.lock.leave_queue()
-                        await self._wait_sentinel_or_stop(stop, seconds=self.opt.period)
-                        continue
+                if blocked is not None:
+                    # Stays in force until a fresh check (every period) clears it.
+                    await self._block(blocked)
+                    if self.opt.node in self.lock.state.waiters:
+                        await self.lock.leave_queue()
+                    await self._wait_sentinel_or_stop(
+                        stop, seconds=max(0.01, next_block_check - self.clock.monotonic())
+                    )
+                    continue
                 await self._handle_stale_holders()
-                verdict = await self.lock.try_acquire(phase="acquiring", evidence={})
+                verdict = await self.lock.try_acquire(
+                    phase="acquiring",
+                    evidence={},
+                    unavailable=self.budget.unavailable if self.budget is not None else None,
+                )
                 self.metrics.rollout_halted.set(1 if self.lock.state.halted else 0)
                 if verdict.allowed:
                     await self._block(None)
@@ -418,6 +431,9 @@ class Cycle:
         await self._tell("drain")
         if self.opt.drain_delay and await self._sleep(stop, self.opt.drain_delay):
             return
+        if self.recovery is not None and "baseline" not in holder.evidence:
+            baseline = await self.recovery.record(node=self.opt.node)
+            holder = await self.lock.set_phase(phase="draining", evidence={"baseline": baseline})
         started = self.clock.monotonic()
         try:
             result = await drain_node(

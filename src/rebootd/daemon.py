@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from rebootd.blockers import Blocker, PrometheusAlertBlocker
+from rebootd.blockers import Blocker, NodeBudget, PdbPreflight, PodBlocker, PrometheusAlertBlocker
 from rebootd.clock import Clock, SystemClock
 from rebootd.cycle import TRANSIENT, Cycle, CycleOptions, Notify, RecoveryGate
 from rebootd.drain import DrainOptions
@@ -27,6 +27,7 @@ from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
 from rebootd.notify import Notifier, templates_from_settings
 from rebootd.reboot import CommandRebooter, Rebooter, SignalRebooter
+from rebootd.recovery import WorkloadRecovery
 from rebootd.sentinel import Checker, SentinelError, make_checker
 from rebootd.server import HealthReport, MetricsServer, Probes, build_app
 from rebootd.settings import Settings
@@ -238,9 +239,20 @@ class Daemon:
         if self.server is not None:
             await self.server.stop()
 
-    def _default_blockers(self) -> list[Blocker]:
+    def _default_blockers(self, kube: Kube, budget: NodeBudget | None) -> list[Blocker]:
         s = self.settings
         blockers: list[Blocker] = []
+        if budget is not None:
+            blockers.append(budget)
+        if s.blocking_pod_selector:
+            blockers.append(
+                PodBlocker(
+                    kube=kube, node=s.node_id, selectors=s.blocking_pod_selector, scope=s.blocking_pod_scope
+                )
+            )
+        blockers.append(
+            PdbPreflight(kube=kube, node=s.node_id, pod_selector=s.drain_pod_selector, clock=self.clock)
+        )
         if s.prometheus_url:
             self._http = aiohttp.ClientSession()
             password = s.prometheus_password.get_secret_value() if s.prometheus_password else None
@@ -294,6 +306,15 @@ class Daemon:
         else:
             return None
         zone = (node["metadata"].get("labels") or {}).get(s.zone_label, "")
+        budget = None
+        if s.max_unavailable_nodes is not None or s.max_unavailable_nodes_per_zone is not None:
+            budget = NodeBudget(
+                kube=self._kube,
+                node=s.node_id,
+                zone_label=s.zone_label,
+                max_unavailable=s.max_unavailable_nodes,
+                max_unavailable_per_zone=s.max_unavailable_nodes_per_zone,
+            )
         lock = LeaseLock(
             kube=self._kube,
             config=LockConfig(
@@ -301,7 +322,12 @@ class Daemon:
                 name=s.lock_name,
                 node=s.node_id,
                 zone=zone,
-                limits=Limits(concurrency=s.concurrency, zone_concurrency=s.zone_concurrency),
+                limits=Limits(
+                    concurrency=s.concurrency,
+                    zone_concurrency=s.zone_concurrency,
+                    max_unavailable=s.max_unavailable_nodes,
+                    max_unavailable_per_zone=s.max_unavailable_nodes_per_zone,
+                ),
                 ttl=s.lock_ttl,
                 renew_interval=s.lock_renew_interval,
                 boot_allowance=s.boot_timeout,
@@ -340,10 +366,15 @@ class Daemon:
             options=options,
             sentinel=self.sentinel,
             rebooter=self._rebooter if self._rebooter is not None else self._default_rebooter(),
-            blockers=self._blockers if self._blockers is not None else self._default_blockers(),
+            blockers=self._blockers
+            if self._blockers is not None
+            else self._default_blockers(self._kube, budget),
             clock=self.clock,
             metrics=self.metrics,
-            recovery=self._recovery,
+            recovery=self._recovery
+            if self._recovery is not None
+            else WorkloadRecovery(kube=self._kube, clock=self.clock, pod_selector=s.drain_pod_selector),
+            budget=budget,
             notify=self._notify if self._notify is not None else self._default_notify(),
         )
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -194,7 +194,13 @@ class LeaseLock:
             return new_state
         raise Conflict(status=409, reason="Conflict", message=f"gave up after {MAX_CAS_ATTEMPTS} conflicts")
 
-    async def try_acquire(self, *, phase: str, evidence: Mapping[str, Any]) -> Verdict:
+    async def try_acquire(
+        self,
+        *,
+        phase: str,
+        evidence: Mapping[str, Any],
+        unavailable: Mapping[str, Sequence[str]] | None = None,
+    ) -> Verdict:
         """Steps 1-3 of acquire on the latest state: take a slot, or queue up and say why not."""
         cfg = self.config
         verdict = Verdict(allowed=False, reason="unknown")
@@ -203,7 +209,14 @@ class LeaseLock:
             nonlocal verdict
             # Never skip ourselves: we are plainly not stalled, we are acting.
             stalled = self.observer.stalled_waiters(now=self.clock.monotonic()) - {cfg.node}
-            verdict = decide_acquire(state, node=cfg.node, zone=cfg.zone, limits=cfg.limits, stalled=stalled)
+            verdict = decide_acquire(
+                state,
+                node=cfg.node,
+                zone=cfg.zone,
+                limits=cfg.limits,
+                stalled=stalled,
+                unavailable=unavailable,
+            )
             if verdict.allowed:
                 if cfg.node in state.holders:
                     return None
@@ -215,7 +228,7 @@ class LeaseLock:
                     evidence=dict(evidence),
                 )
                 return state.without_waiters(verdict.skipped).with_holder(holder)
-            if verdict.reason in {"halted", "paused"} or cfg.node in state.waiters:
+            if verdict.reason in {"halted", "paused", "budget", "zone_budget"} or cfg.node in state.waiters:
                 return None
             return state.with_waiter(node=cfg.node, zone=cfg.zone)
 

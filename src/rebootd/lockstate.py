@@ -141,6 +141,26 @@ class LockState:
 class Limits:
     concurrency: int = 1
     zone_concurrency: int = 0  # 0 = no per-zone limit
+    max_unavailable: int | None = None  # nodes down or cordoned for any reason, ours included
+    max_unavailable_per_zone: int | None = None
+
+    def within_budget(
+        self, *, holders: Iterable[Holder], zone: str, unavailable: Mapping[str, Iterable[str]]
+    ) -> str:
+        """'' when one more disrupted node in `zone` keeps the unavailable-node budget, else the
+        reason. `unavailable` names other nodes already down or cordoned, by zone; holders count
+        once whether or not their node is unavailable yet."""
+        by_zone: dict[str, set[str]] = {z: set(names) for z, names in unavailable.items()}
+        for holder in holders:
+            by_zone.setdefault(holder.zone, set()).add(holder.node)
+        if self.max_unavailable is not None and sum(map(len, by_zone.values())) + 1 > self.max_unavailable:
+            return "budget"
+        if (
+            self.max_unavailable_per_zone is not None
+            and len(by_zone.get(zone, ())) + 1 > self.max_unavailable_per_zone
+        ):
+            return "zone_budget"
+        return ""
 
     def fits(self, *, holders: Iterable[Holder], zone: str) -> bool:
         current = list(holders)
@@ -183,10 +203,11 @@ def decide_acquire(
     zone: str,
     limits: Limits,
     stalled: frozenset[str] = frozenset(),
+    unavailable: Mapping[str, Iterable[str]] | None = None,
 ) -> Verdict:
     """May `node` take a slot in this state? Halt and pause stop everyone; otherwise the node must
-    fit the limits and be among the waiters served first (a node not yet queued counts as the
-    last in line)."""
+    fit the limits (and the unavailable-node budget, given the other unavailable nodes) and be
+    among the waiters served first (a node not yet queued counts as the last in line)."""
     if node in state.holders:
         return Verdict(allowed=True, reason="already holding")
     if state.halted:
@@ -196,6 +217,9 @@ def decide_acquire(
     if not limits.fits(holders=state.holders.values(), zone=zone):
         full = len(state.holders) >= limits.concurrency
         return Verdict(allowed=False, reason="concurrency" if full else "zone_concurrency")
+    over = limits.within_budget(holders=state.holders.values(), zone=zone, unavailable=unavailable or {})
+    if over:
+        return Verdict(allowed=False, reason=over)
     queued = state if node in state.waiters else state.with_waiter(node=node, zone=zone)
     eligible = eligible_waiters(queued, limits=limits, stalled=stalled)
     if node in eligible:

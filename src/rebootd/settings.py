@@ -344,6 +344,9 @@ class Settings(BaseSettings):
         False, description="Invert the filter: only alerts matching alert-filter-regexp block."
     )
     alert_firing_only: bool = Field(False, description="Only firing alerts block (pending ones do not).")
+    blocking_pod_scope: Literal["node", "cluster"] = Field(
+        "node", description="Where blocking pods count: on this node (kured) or anywhere in the cluster."
+    )
     blocking_pod_selector: Selectors = Field(
         (),
         description="Any pod matching one of these selectors blocks reboots (repeat the flag; `;` in env).",
@@ -388,7 +391,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="Log format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
-    @field_validator("log_level", "log_format", "reboot_method", mode="before")
+    @field_validator("log_level", "log_format", "reboot_method", "blocking_pod_scope", mode="before")
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -146,13 +146,18 @@ async def test_a_partitioned_holder_whose_node_is_down_halts_the_rollout(
     assert reboot_counts(emu.history).get("n2", 0) == 0
 
 
-async def test_a_pdb_at_zero_times_out_the_drain_uncordons_frees_the_slot_and_others_proceed(
+async def test_a_drain_stuck_on_a_pdb_times_out_uncordons_frees_the_slot_and_others_proceed(
     make_cluster: ClusterFactory,
 ) -> None:
+    """The PDB allows one disruption when n1 takes its slot (the preflight passes), but the evicted
+    replica cannot be scheduled anywhere (n2, n3 are cordoned by their admin), so the budget drops
+    to 0 and the second eviction is refused until the drain times out."""
     zones = {"n1": "z1", "n2": "z2", "n3": "z3"}
-    cluster = await make_cluster(zones=zones, workloads=False, env={"REBOOTD_DRAIN_TIMEOUT": "1s"})
+    cluster = await make_cluster(
+        zones=zones, workloads=False, admin_cordoned=("n2", "n3"), env={"REBOOTD_DRAIN_TIMEOUT": "1s"}
+    )
     emu = cluster.emulator
-    emu.add_workload(kind="StatefulSet", name="db", replicas=1, nodes=["n1"], pdb_min_available=1)
+    emu.add_workload(kind="Deployment", name="db", replicas=2, nodes=["n1"], pdb_min_available=1)
     cluster.nodes["n1"].require_reboot()
     assert await cluster.wait_until(
         lambda: any(
@@ -161,7 +166,7 @@ async def test_a_pdb_at_zero_times_out_the_drain_uncordons_frees_the_slot_and_ot
         ),
         within=20,
     )
-    # Put back and freed: uncordoned by us, no longer a holder.
+    # Put back and freed: uncordoned by us, no longer a holder, waiting with a reason.
     assert await cluster.wait_until(
         lambda: (
             not (emu.get_object(kind="Node", name="n1") or {}).get("spec", {}).get("unschedulable")
@@ -187,6 +192,8 @@ async def test_a_pdb_at_zero_times_out_the_drain_uncordons_frees_the_slot_and_ot
     assert reboot_counts(emu.history).get("n1", 0) == 0
     check = check_concurrency(emu.history, zones=zones, concurrency=1, zone_concurrency=0)
     assert check.ok, check.detail
+    for name in ("n2", "n3"):  # rebooted, and their admin's cordon kept
+        assert (emu.get_object(kind="Node", name=name) or {}).get("spec", {}).get("unschedulable") is True
 
 
 async def test_deleting_the_lease_mid_rollout_never_lets_holders_exceed_the_limit(
