@@ -124,13 +124,21 @@ class SimNode:
 
     async def _reboot_lifecycle(self) -> None:
         await self.kill()
-        while not self._retired:
-            node = self.emulator.get_object(kind="Node", name=self.name)
-            if node is not None and is_ready(node):
-                break
-            await asyncio.sleep(self.boot_poll)
+        await self.wait_ready()
         if not self._retired:
             await self.start()
+
+    def _node_ready(self) -> bool:
+        node = self.emulator.store.get("nodes", "", self.name)
+        return node is not None and is_ready(node)
+
+    async def wait_ready(self) -> None:
+        """Until the node is Ready (re-checked on every store change, not polled) or retired.
+        A node that never boots keeps this waiting until `stop()` cancels it."""
+        while not self._retired:
+            with contextlib.suppress(TimeoutError):
+                await self.emulator.wait_until(self._node_ready, within=max(self.boot_poll, 1.0))
+                return
 
     async def kill(self) -> None:
         """Abrupt death (SIGKILL, power off): no graceful shutdown, in-flight requests dropped."""
@@ -166,6 +174,22 @@ class SimNode:
         """Kill the daemon and start a new instance at once (a crash-looping pod's restart)."""
         await self.kill()
         await self.start()
+
+    def crash(self, *, restart_after: float = 0.0) -> bool:
+        """The daemon dies abruptly now; the kubelet starts a new one `restart_after` seconds later
+        (once the node is Ready). False, and nothing done, while the node is rebooting or the
+        daemon is not running: there is nothing to kill."""
+        if self._retired or not self.running or (self._life is not None and not self._life.done()):
+            return False
+        self._life = asyncio.create_task(self._crash_lifecycle(restart_after), name=f"crash-{self.name}")
+        return True
+
+    async def _crash_lifecycle(self, restart_after: float) -> None:
+        await self.kill()
+        await asyncio.sleep(restart_after)
+        await self.wait_ready()
+        if not self._retired:
+            await self.start()
 
     @property
     def running(self) -> bool:

@@ -133,10 +133,18 @@ def check_reboots(history: Sequence[HistoryRecord], *, needed: Iterable[str], ha
 
 
 def check_cordons(
-    history: Sequence[HistoryRecord], *, nodes: Sequence[Mapping[str, Any]], admin_cordoned: Iterable[str]
+    history: Sequence[HistoryRecord],
+    *,
+    nodes: Sequence[Mapping[str, Any]],
+    admin_cordoned: Iterable[str],
+    holding: Iterable[str] = (),
 ) -> Check:
+    """No node left cordoned by rebootd, admin cordons kept. `holding`: nodes that still hold a
+    slot of a halted rollout; they stay cordoned on purpose (the operator looks at them)."""
     admin = set(admin_cordoned)
+    held = set(holding)
     left = []
+    kept = []
     for node in nodes:
         name = node["metadata"]["name"]
         unschedulable = bool((node.get("spec") or {}).get("unschedulable"))
@@ -145,10 +153,14 @@ def check_cordons(
         if name not in admin and unschedulable:
             last = [r for r in history if r.kind == "Node" and r.name == name and r.unschedulable_after]
             if last and is_rebootd(last[-1].client):
-                left.append(f"{name} left cordoned by rebootd")
-    return Check(
-        ok=not left, detail="; ".join(left) or "no node left cordoned by rebootd; admin cordons kept"
-    )
+                if name in held:
+                    kept.append(name)
+                else:
+                    left.append(f"{name} left cordoned by rebootd")
+    detail = "; ".join(left) or "no node left cordoned by rebootd; admin cordons kept"
+    if kept and not left:
+        detail += f" (still cordoned while holding the halted rollout's slot: {', '.join(sorted(kept))})"
+    return Check(ok=not left, detail=detail)
 
 
 def check_evictions(history: Sequence[HistoryRecord]) -> Check:
