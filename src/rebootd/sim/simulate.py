@@ -1,0 +1,689 @@
+"""`rebootd simulate`: a whole cluster's rollout in one process, judged from the API's history.
+
+Rule: the simulation sets up the emulator (nodes in zones, workloads with PDBs, the scenario's
+extras), gives every node its own real daemon (in-process `SimNode`s, or `rebootd run`
+subprocesses with `processes=True`), asks every node that needs it to reboot, carries out the
+scenario's actions when their triggers fire, and waits, bounded by a hard timeout, until the
+rollout is complete or halted. Everything it decides on (triggers, the end, the report) is read
+from the emulator, never from the daemons. Durations are scaled down: a drain takes
+`drain_seconds`, a boot `boot_seconds`, restarted pods are Ready `recovery_seconds` after boot.
+
+Exit codes of the command (`exit_code`): 0 the rollout completed and every invariant held;
+1 an invariant failed, the rollout timed out, or the scenario's expected outcome did not happen;
+2 a usage error; 3 the rollout halted (with its reason in the report) and every invariant held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shlex
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from rebootd.clock import Clock, OffsetClock, SystemClock
+from rebootd.lock import state_of
+from rebootd.lockstate import LockState, StateFormatError
+from rebootd.logs import get_logger
+from rebootd.node import is_ready
+from rebootd.schedule import Window
+from rebootd.settings import load_settings
+from rebootd.sim.emulator import Emulator, EmulatorTiming
+from rebootd.sim.errors import ApiError
+from rebootd.sim.faults import FaultConfig, FaultInjector
+from rebootd.sim.harness import SimNode, tokens_for
+from rebootd.sim.live import NoProgress, Progress, snapshot_of
+from rebootd.sim.processes import HostAgent, ProcessNode
+from rebootd.sim.registry import DeleteOptions
+from rebootd.sim.report import PerNodeMinimum, Report, RunFacts, build_report, render_text, to_json
+from rebootd.sim.resources import BY_GROUP_RESOURCE
+from rebootd.sim.scenarios import PHASES, Action, ScenarioPlan, plan_scenario
+from rebootd.sim.store import StoreEvent
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_HALTED = 3
+
+LOCK_NAMESPACE = "kube-system"
+LOCK_NAME = "rebootd"
+ADMIN = "admin"  # the simulated operator's client identity (exempt from faults)
+GRACE_SECONDS = 30  # the workloads' terminationGracePeriodSeconds, scaled to drain_seconds
+TICK = 0.1  # the longest the supervisor waits between looks when nothing changes
+
+FaultPreset = Literal["none", "light", "heavy"]
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate (the command's flags)."""
+
+    nodes: int = 10
+    zones: int = 3
+    concurrency: int = 1
+    zone_concurrency: int = 0
+    drain_seconds: float = 0.5
+    boot_seconds: float = 1.0
+    recovery_seconds: float = 0.25
+    release_delay: float = 0.25
+    faults: FaultPreset = "none"
+    seed: int = 0
+    scenario: str = "default"
+    processes: bool = False
+    timeout: float | None = None  # None: derived from the lower bound
+    time_scale: float = 0.1  # the daemons' internal intervals (hand-off grace 2 s, drain poll 1 s)
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.zones < 1 or self.concurrency < 1 or self.zone_concurrency < 0:
+            raise ValueError("nodes, zones and concurrency must be >= 1, zone concurrency >= 0")
+        if min(self.drain_seconds, self.boot_seconds, self.recovery_seconds, self.release_delay) < 0:
+            raise ValueError("durations must be >= 0")
+        if self.boot_seconds <= 0:
+            raise ValueError("boot seconds must be > 0")
+
+    # -- derived settings ------------------------------------------------------------------------
+    @property
+    def lock_ttl(self) -> float:
+        return 5.0 if self.processes else 2.0
+
+    @property
+    def minimum(self) -> PerNodeMinimum:
+        return PerNodeMinimum(
+            drain=self.drain_seconds,
+            boot=self.boot_seconds,
+            recovery=self.recovery_seconds,
+            release_delay=self.release_delay,
+        )
+
+    def daemon_env(self) -> dict[str, str]:
+        """Every daemon's settings, as `REBOOTD_*` environment variables."""
+        slow = 5.0 if self.processes else 0.0  # a process start costs about a second on 2 cores
+        return {
+            "REBOOTD_PERIOD": "1s",
+            "REBOOTD_LOCK_NAMESPACE": LOCK_NAMESPACE,
+            "REBOOTD_LOCK_NAME": LOCK_NAME,
+            "REBOOTD_LOCK_TTL": f"{self.lock_ttl:g}s",
+            "REBOOTD_LOCK_RENEW_INTERVAL": "1s" if self.processes else "500ms",
+            "REBOOTD_LOCK_RELEASE_DELAY": f"{self.release_delay:g}s",
+            "REBOOTD_CONCURRENCY": str(self.concurrency),
+            "REBOOTD_ZONE_CONCURRENCY": str(self.zone_concurrency),
+            "REBOOTD_BOOT_TIMEOUT": f"{self.boot_seconds * 3 + 2 + slow:g}s",
+            "REBOOTD_RECOVERY_TIMEOUT": f"{max(2.0, self.recovery_seconds * 8) + slow:g}s",
+            "REBOOTD_DRAIN_TIMEOUT": f"{self.drain_seconds * 4 + 2:g}s",
+            "REBOOTD_MIN_REBOOT_INTERVAL": "0s",
+        }
+
+    def timing(self) -> EmulatorTiming:
+        return EmulatorTiming(
+            grace_scale=self.drain_seconds / GRACE_SECONDS,
+            pod_ready_delay=self.recovery_seconds,
+            boot_seconds=self.boot_seconds,
+            bookmark_interval=1.0,
+            partition_hang=0.5,
+        )
+
+    def command(self) -> str:
+        """The command line that runs this simulation again."""
+        defaults = SimulationConfig()
+        argv = ["rebootd", "simulate"]
+        flags = (
+            ("nodes", "--nodes"),
+            ("zones", "--zones"),
+            ("concurrency", "--concurrency"),
+            ("zone_concurrency", "--zone-concurrency"),
+            ("drain_seconds", "--drain-seconds"),
+            ("boot_seconds", "--boot-seconds"),
+            ("recovery_seconds", "--recovery-seconds"),
+            ("release_delay", "--release-delay"),
+            ("faults", "--faults"),
+            ("seed", "--seed"),
+            ("scenario", "--scenario"),
+            ("timeout", "--timeout"),
+        )
+        for attr, flag in flags:
+            value = getattr(self, attr)
+            if value != getattr(defaults, attr) or attr == "seed":
+                argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        if self.processes:
+            argv.append("--processes")
+        return shlex.join(argv)
+
+
+def layout(config: SimulationConfig) -> dict[str, str]:
+    """node -> zone: node-000, node-001, ... round-robin over zone-a, zone-b, ..."""
+
+    def zone(i: int) -> str:
+        return f"zone-{chr(ord('a') + i)}" if config.zones <= 26 else f"zone-{i:02d}"
+
+    width = max(3, len(str(config.nodes - 1)))
+    return {f"node-{i:0{width}d}": zone(i % config.zones) for i in range(config.nodes)}
+
+
+class NodeRunner(Protocol):
+    """What the simulation needs from a node's daemon, in-process or a subprocess."""
+
+    name: str
+
+    def require_reboot(self) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> int | None: ...
+
+    def crash(self, *, restart_after: float = 0.0) -> bool: ...
+
+
+@dataclass
+class Outcome:
+    """How the run ended, the report, and what the scenario's actions did."""
+
+    config: SimulationConfig
+    plan: ScenarioPlan
+    report: Report
+    status: Literal["completed", "halted", "timed_out"]
+    checks: list[tuple[bool, str]] = field(default_factory=list)  # scenario expectations
+    events: list[str] = field(default_factory=list)  # actions carried out, with their times
+    wall_seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if not self.report.ok or not all(ok for ok, _ in self.checks) or self.status == "timed_out":
+            return EXIT_FAILED
+        return EXIT_HALTED if self.status == "halted" else EXIT_OK
+
+    def summary_line(self) -> str:
+        code = self.exit_code
+        if code == EXIT_FAILED:
+            failed = [n for n, c in self.report.invariants.items() if not c.ok]
+            failed += [text for ok, text in self.checks if not ok]
+            if self.status == "timed_out":
+                failed.append("timed out")
+            return f"Result: FAILED ({'; '.join(failed)}); exit {code}. Reproduce: {self.config.command()}"
+        if code == EXIT_HALTED:
+            return f"Result: HALTED ({self.report.halted_reason}); every invariant held; exit {code}"
+        return f"Result: completed; every invariant held; exit {code}"
+
+    def title(self) -> str:
+        c = self.config
+        zone_limit = f", zone concurrency {c.zone_concurrency}" if c.zone_concurrency else ""
+        mode = "rebootd run processes" if c.processes else "in-process daemons"
+        return (
+            f"rebootd simulate: {c.nodes} nodes in {c.zones} zones, concurrency {c.concurrency}{zone_limit}, "
+            f"scenario {c.scenario}, faults {c.faults}, seed {c.seed} ({mode})\n"
+            f"Scenario: {self.plan.summary}"
+        )
+
+    def render(self) -> str:
+        text = render_text(self.report, title=self.title(), outcome=self.summary_line())
+        extra = []
+        if self.events:
+            extra.append("Scenario actions")
+            extra += [f"  {e}" for e in self.events]
+        if self.checks:
+            extra.append("Scenario expectations")
+            extra += [f"  {'PASS' if ok else 'FAIL'}  {text}" for ok, text in self.checks]
+        if extra:
+            head, _, tail = text.rpartition("\n\n")
+            text = "\n".join([head, "", *extra, "", tail])
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        data = to_json(
+            self.report,
+            extra={"scenario": self.config.scenario, "seed": self.config.seed, "status": self.status},
+        )
+        data["scenario_expectations"] = [{"ok": ok, "detail": text} for ok, text in self.checks]
+        data["scenario_actions"] = list(self.events)
+        data["exit_code"] = self.exit_code
+        data["wall_seconds"] = round(self.wall_seconds, 3)
+        data["command"] = self.config.command()
+        return data
+
+
+class LeaseTracker:
+    """Follows the lock Lease through the store's change listener: the order in which nodes first
+    took a slot and the phases each holder went through (for triggers and the live view)."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.order: list[str] = []
+        self.phases_seen: dict[str, set[str]] = {}
+        self.released: set[str] = set()
+        self.state = LockState()
+        self.halted: Mapping[str, Any] | None = None
+        self.changed = asyncio.Event()
+
+    def __call__(self, event: StoreEvent) -> None:
+        self.changed.set()
+        if event.storage != "leases.coordination.k8s.io":
+            return
+        meta = event.obj["metadata"]
+        if meta.get("namespace") != LOCK_NAMESPACE or meta.get("name") != LOCK_NAME:
+            return
+        if event.type == "DELETED":
+            return
+        try:
+            state = state_of(event.obj)
+        except StateFormatError:
+            return
+        for node in self.state.holders:
+            if node not in state.holders:
+                self.released.add(node)
+        for node, holder in state.holders.items():
+            if node not in self.phases_seen:
+                self.order.append(node)
+                self.phases_seen[node] = set()
+            self.phases_seen[node].add(holder.phase)
+            self.released.discard(node)
+        if state.halted and self.halted is None:
+            self.halted = state.halted
+        self.state = state
+
+    def holder(self, ordinal: int) -> str | None:
+        return self.order[ordinal - 1] if 0 < ordinal <= len(self.order) else None
+
+    def reached(self, node: str, phase: str) -> bool:
+        """The node was seen in `phase` or a later one, or it has given its slot back."""
+        if node in self.released:
+            return True
+        wanted = PHASES.index(phase) if phase in PHASES else 0
+        return any(PHASES.index(p) >= wanted for p in self.phases_seen.get(node, ()) if p in PHASES)
+
+
+class Simulation:
+    """One run: set up, start, supervise, stop, report."""
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        *,
+        workdir: Path,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.progress: Progress = progress if progress is not None else NoProgress()
+        self.zones = layout(config)
+        self.plan = plan_scenario(
+            config.scenario,
+            zones=self.zones,
+            concurrency=config.concurrency,
+            seed=config.seed,
+            lock_ttl=config.lock_ttl,
+            per_node=config.minimum.total,
+        )
+        self.clock: Clock = (
+            OffsetClock(start_at=self.plan.clock_start, speed=self.plan.clock_speed)
+            if self.plan.clock_start is not None
+            else SystemClock()
+        )
+        faults = self.plan.faults if self.plan.faults is not None else FaultConfig.preset(config.faults)
+        self.faults = FaultInjector(seed=config.seed, config=faults)
+        self.faults.exempt(client=ADMIN)
+        tokens = {**tokens_for(self.zones), "token-admin": (ADMIN, ("system:masters",))}
+        self.emulator = Emulator(
+            seed=config.seed, timing=config.timing(), faults=self.faults, tokens=tokens, clock=self.clock
+        )
+        self.env = {**config.daemon_env(), **self.plan.env}
+        self.nodes: dict[str, NodeRunner] = {}
+        self.agent: HostAgent | None = None
+        self.tracker = LeaseTracker(self.emulator)
+        self.events: list[str] = []
+        self.targets: dict[int, str] = {}  # action index -> node it hit
+        self.broken_pods: dict[str, str] = {}  # node -> pod made to crash-loop
+        self._done_actions: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._origin = 0.0
+        self._log = get_logger(component="simulate")
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _populate(self) -> None:
+        emu, n = self.emulator, self.config.nodes
+        for name, zone in self.zones.items():
+            emu.add_node(name=name, zone=zone, unschedulable=name in self.plan.admin_cordoned)
+        emu.add_workload(
+            kind="Deployment",
+            name="web",
+            replicas=n,
+            pdb_max_unavailable=self.config.concurrency,
+            termination_grace_seconds=GRACE_SECONDS,
+        )
+        emu.add_workload(
+            kind="StatefulSet",
+            name="db",
+            replicas=min(3, n),
+            pdb_max_unavailable=1,
+            termination_grace_seconds=GRACE_SECONDS,
+        )
+        emu.add_workload(kind="DaemonSet", name="agent", namespace="kube-system")
+        for w in self.plan.workloads:
+            emu.add_workload(
+                kind=w.kind,
+                name=w.name,
+                replicas=w.replicas,
+                nodes=list(w.nodes) or None,
+                pdb_min_available=w.pdb_min_available,
+                pdb_max_unavailable=w.pdb_max_unavailable,
+                termination_grace_seconds=GRACE_SECONDS,
+            )
+
+    def _node_clock(self, name: str) -> Clock:
+        offset = self.plan.clock_offsets.get(name)
+        if offset is None:
+            return self.clock
+        return OffsetClock(offset=timedelta(seconds=offset))
+
+    async def _make_nodes(self) -> None:
+        if self.config.processes:
+            self.agent = HostAgent(on_reboot=self._process_reboot)
+            await self.agent.start()
+            for name in self.zones:
+                self.nodes[name] = ProcessNode(
+                    emulator=self.emulator,
+                    name=name,
+                    workdir=self.workdir / name,
+                    env=self.env,
+                    agent_url=self.agent.url,
+                )
+            return
+        for name in self.zones:
+            self.nodes[name] = SimNode(
+                emulator=self.emulator,
+                name=name,
+                workdir=self.workdir / name,
+                env=self.env,
+                clock=self._node_clock(name),
+                time_scale=self.config.time_scale,
+            )
+
+    def _process_reboot(self, name: str) -> bool:
+        node = self.nodes.get(name)
+        if not isinstance(node, ProcessNode):
+            return False
+        node.reboot_requested()
+        return True
+
+    # -- the run ---------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.clock.monotonic() - self._origin
+
+    def default_timeout(self) -> float:
+        rounds = -(-len(self.plan.needed) // self.config.concurrency)
+        base = 30.0 + 4.0 * rounds * self.config.minimum.total
+        if self.config.processes:
+            base += 5.0 * len(self.plan.needed)
+        if self.plan.name in ("pdb-blocked", "chaos"):
+            base += 30.0
+        return base
+
+    async def run(self) -> Outcome:
+        started = self.clock.monotonic()
+        await self.emulator.start()
+        self.emulator.store.add_listener(self.tracker)
+        status: Literal["completed", "halted", "timed_out"] = "timed_out"
+        try:
+            self._populate()
+            await self._make_nodes()
+            for name in self.plan.needed:
+                self.nodes[name].require_reboot()
+            self._origin = self.clock.monotonic()
+            await asyncio.gather(*(node.start() for node in self.nodes.values()))
+            timeout = self.config.timeout if self.config.timeout is not None else self.default_timeout()
+            status = await self._supervise(deadline=self._origin + timeout)
+        finally:
+            ended = self.clock.monotonic()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*(node.stop() for node in self.nodes.values()), return_exceptions=True)
+            self.progress.finish()
+            if self.agent is not None:
+                await self.agent.close()
+            self.emulator.store.remove_listener(self.tracker)
+            facts = self._facts(ended=ended, timed_out=status == "timed_out")
+            await self.emulator.close()
+        report = build_report(facts)
+        outcome = Outcome(
+            config=self.config,
+            plan=self.plan,
+            report=report,
+            status=status,
+            events=self.events,
+            wall_seconds=self.clock.monotonic() - started,
+        )
+        outcome.checks = self._expectations(outcome)
+        return outcome
+
+    def _facts(self, *, ended: float, timed_out: bool) -> RunFacts:
+        window: Window | None = None
+        if self.plan.env.get("REBOOTD_START_TIME"):
+            window = load_settings(environ=self.env).window
+        return RunFacts(
+            history=list(self.emulator.history),
+            final_nodes=self.emulator.list_objects(kind="Node"),
+            zones=self.zones,
+            needed=self.plan.needed,
+            admin_cordoned=self.plan.admin_cordoned,
+            concurrency=self.config.concurrency,
+            zone_concurrency=self.config.zone_concurrency,
+            window=window,
+            minimum=self.config.minimum,
+            request_counts=dict(self.emulator.request_counts),
+            origin=self._origin,
+            ended=ended,
+            lock_namespace=LOCK_NAMESPACE,
+            lock_name=LOCK_NAME,
+            timed_out=timed_out,
+        )
+
+    def _reboot_counts(self) -> Counter[str]:
+        return Counter(r.name for r in self.emulator.history if r.event == "reboot_started")
+
+    def _down(self) -> set[str]:
+        return {n["metadata"]["name"] for n in self.emulator.store.iter_objects("nodes") if not is_ready(n)}
+
+    def _complete(self, counts: Counter[str]) -> bool:
+        if any(counts.get(n, 0) == 0 for n in self.plan.needed):
+            return False
+        lease = self.emulator.store.get("leases.coordination.k8s.io", LOCK_NAMESPACE, LOCK_NAME)
+        if lease is None or state_of(lease).holders:
+            return False
+        return not self._down()
+
+    async def _supervise(self, *, deadline: float) -> Literal["completed", "halted", "timed_out"]:
+        halt_seen: float | None = None
+        settle = self.config.lock_ttl + 1.0
+        while True:
+            counts = self._reboot_counts()
+            self._fire_actions(counts)
+            halted = self.tracker.halted
+            self.progress.update(
+                snapshot_of(
+                    elapsed=self.elapsed(),
+                    nodes=list(self.zones),
+                    needed=self.plan.needed,
+                    holder_phases={n: h.phase for n, h in self.tracker.state.holders.items()},
+                    rebooted=counts,
+                    down=self._down(),
+                    halted=None if halted is None else f"{halted.get('node')}: {halted.get('reason')}",
+                )
+            )
+            now = self.clock.monotonic()
+            if halted is not None:
+                # Keep watching a while: anything disrupted after the halt would show up.
+                halt_seen = halt_seen if halt_seen is not None else now
+                if now - halt_seen >= settle:
+                    return "halted"
+            elif self._complete(counts):
+                return "completed"
+            if now >= deadline:
+                return "timed_out"
+            self.tracker.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.tracker.changed.wait(), timeout=min(TICK, deadline - now))
+
+    # -- scenario actions ------------------------------------------------------------------------
+    def _fire_actions(self, counts: Counter[str]) -> None:
+        for index, action in enumerate(self.plan.actions):
+            if index in self._done_actions:
+                continue
+            node = self._due(action, counts)
+            if node is None:
+                continue
+            self._done_actions.add(index)
+            self.targets[index] = node
+            self.events.append(f"[{self.elapsed():7.2f}s] {action.describe(node or None)}")
+            self._log.info("rebootd.sim.action", action=action.kind, node=node)
+            self._apply(action, node)
+
+    def _due(self, action: Action, counts: Counter[str]) -> str | None:
+        """The node the action hits ("" for none) when its trigger fired, else None."""
+        trigger = action.trigger
+        if trigger.at is not None:
+            return (action.node or "") if self.elapsed() >= trigger.at else None
+        if trigger.holder is not None:
+            node = self.tracker.holder(trigger.holder)
+            if node is None or not self.tracker.reached(node, trigger.phase):
+                return None
+            return action.node or node
+        if trigger.others_done:
+            others = [n for n in self.plan.needed if n != action.node]
+            if all(counts.get(n, 0) > 0 for n in others) and not (
+                set(self.tracker.state.holders) - {action.node or ""}
+            ):
+                return action.node or ""
+            return None
+        return action.node or ""
+
+    def _apply(self, action: Action, node: str) -> None:
+        emu = self.emulator
+        if action.kind == "break_pod":
+            pods = [
+                p["metadata"]["name"]
+                for p in emu.store.pods_on_node(node)
+                if p["metadata"]["namespace"] == "kube-system" and p["metadata"]["name"].startswith("agent-")
+            ]
+            for pod in pods:
+                emu.break_after_reboot(namespace="kube-system", pod_prefix=pod)
+                self.broken_pods[node] = pod
+        elif action.kind == "fail_boot":
+            emu.set_boot_failure(name=node)
+        elif action.kind == "kill_daemon":
+            runner = self.nodes.get(node)
+            if runner is not None and not runner.crash(restart_after=action.seconds):
+                self.events.append(f"[{self.elapsed():7.2f}s]   ({node}'s daemon was not running)")
+        elif action.kind == "partition":
+            self.faults.partition(client=f"rebootd@{node}", seconds=action.seconds)
+        elif action.kind == "delete_lease":
+            info = BY_GROUP_RESOURCE[("coordination.k8s.io", "leases")]
+            try:
+                emu.registry.delete(info, LOCK_NAMESPACE, LOCK_NAME, DeleteOptions(), client=ADMIN)
+            except ApiError as exc:
+                self.events.append(f"[{self.elapsed():7.2f}s]   (delete failed: {exc})")
+        elif action.kind == "scale":
+            info = BY_GROUP_RESOURCE[("apps", "statefulsets")]
+            emu.registry.patch(
+                info,
+                "default",
+                action.workload,
+                content_type="application/merge-patch+json",
+                raw=json.dumps({"spec": {"replicas": action.replicas}}).encode(),
+                client=ADMIN,
+            )
+
+    # -- expectations ----------------------------------------------------------------------------
+    def _expectations(self, outcome: Outcome) -> list[tuple[bool, str]]:
+        expect = self.plan.expect
+        report = outcome.report
+        checks: list[tuple[bool, str]] = []
+        if expect == "complete":
+            checks.append((outcome.status == "completed", f"the rollout completes (it {outcome.status})"))
+        elif expect == "halted":
+            checks.append((outcome.status == "halted", f"the rollout halts (it {outcome.status})"))
+        victims = [
+            self.targets[i]
+            for i, a in enumerate(self.plan.actions)
+            if a.kind in ("break_pod", "fail_boot") and i in self.targets
+        ]
+        if expect == "halted" and victims:
+            victim = victims[0]
+            halted_node = (report.halted or {}).get("node")
+            checks.append(
+                (halted_node == victim, f"the halt names {victim} (it names {halted_node or 'nothing'})")
+            )
+            pod = self.broken_pods.get(victim)
+            if pod is not None:
+                reason = str((report.halted or {}).get("reason", ""))
+                checks.append((pod in reason, f"the halt reason names the broken pod {pod}"))
+            first = next(
+                (
+                    r.monotonic
+                    for r in self.emulator.history
+                    if r.event == "reboot_started" and r.name == victim
+                ),
+                None,
+            )
+            later = sorted(
+                {
+                    r.name
+                    for r in self.emulator.history
+                    if r.event == "reboot_started" and first is not None and r.monotonic > first
+                }
+            )
+            checks.append(
+                (
+                    first is not None and not later,
+                    f"nothing rebooted after {victim}"
+                    + (f" (rebooted: {', '.join(later)})" if later else ""),
+                )
+            )
+        return checks
+
+
+def run_simulation(
+    config: SimulationConfig, *, progress: Progress | None = None, workdir: Path | None = None
+) -> Outcome:
+    """Run one simulation on a new event loop (the command's entry)."""
+    return asyncio.run(simulate(config, progress=progress, workdir=workdir))
+
+
+async def simulate(
+    config: SimulationConfig, *, progress: Progress | None = None, workdir: Path | None = None
+) -> Outcome:
+    """Run one simulation on the running loop; temporary files live under `workdir` (or a new
+    temporary directory, removed afterwards)."""
+    with _workdir(workdir) as path:
+        return await Simulation(config, workdir=path, progress=progress).run()
+
+
+@contextlib.contextmanager
+def _workdir(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="rebootd-simulate-") as tmp:
+        yield Path(tmp)
+
+
+def reproduce_hint(config: SimulationConfig) -> str:
+    return f"reproduce with: {config.command()}"
+
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_HALTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Outcome",
+    "SimulationConfig",
+    "layout",
+    "reproduce_hint",
+    "run_simulation",
+    "simulate",
+]
