@@ -19,6 +19,7 @@ from rebootd.sim.invariants import (
     disruption_intervals,
     reboot_counts,
 )
+from rebootd.sim.report import handoff_gaps, lease_steps
 from tests.fixtures.cluster import ClusterFactory, all_done, max_holders_seen, wait_phase
 from tests.fixtures.emulator import EmulatorFactory, make_kubectl
 
@@ -256,3 +257,17 @@ async def test_an_idle_node_makes_no_api_requests_after_start_up(make_cluster: C
     assert dict(node._kube.requests) == before_facade
     new = {k: after_emulator[k] - before_emulator.get(k, 0) for k in after_emulator}
     assert all(count == 0 for (client, verb), count in new.items() if verb != "watch"), new
+
+
+async def test_a_freed_slot_is_taken_and_the_next_node_cordoned_within_a_second(
+    make_cluster: ClusterFactory,
+) -> None:
+    zones = {f"n{i}": f"z{i}" for i in range(1, 6)}
+    cluster = await make_cluster(zones=zones, workloads=False)
+    for node in cluster.nodes.values():
+        node.require_reboot()
+    assert await cluster.wait_until(lambda: all_done(cluster, set(zones)), within=60)
+    steps = lease_steps(cluster.emulator.history, namespace="kube-system", name="rebootd")
+    gaps = handoff_gaps(steps, cluster.emulator.history)
+    assert len(gaps) == len(zones) - 1  # every release but the last had a waiter to hand off to
+    assert max(gaps) < 1.0, gaps
