@@ -405,6 +405,12 @@ class Cycle:
     async def _disrupt_steps(self, stop: asyncio.Event, *, holder: Holder) -> None:
         node = await self._get_node()
         fresh = False
+        if holder.phase == "acquiring" and not self.sentinel.required:
+            # The need went away between taking the slot and touching the node: give it back.
+            await self.lock.release()
+            self.metrics.lock_held.labels(node=self.opt.node).set(0)
+            self._log.info("rebootd.cycle.no_longer_required")
+            return
         if holder.phase == "acquiring":
             evidence = {
                 "bootID": boot_id(node),
