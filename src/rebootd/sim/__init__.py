@@ -8,7 +8,8 @@ contract is docs/kube-api-contract.md in the shared design folder). Layers, each
 - `apiserver`: HTTP (aiohttp): paths, auth, RBAC, faults, discovery, Tables, lists, watches;
 - `registry`: the verbs' semantics (CAS, preconditions, strategies, graceful delete, eviction);
 - `store`: plain-dict objects, one resourceVersion, bounded history, watch fan-out;
-- `cluster`: kubelet, scheduler, workload / disruption / namespace / GC controllers, node boots;
+- `cluster`: kubelet, scheduler, node boots, namespace controller; it drives `workloads`
+  (Deployment, ReplicaSet, StatefulSet, DaemonSet, garbage collection) and `disruption` (PDBs);
 - `patch`, `validation`, `fieldselectors`, `listing`, `tables`, `resources`, `errors`: pure pieces;
 - `faults` and `rbac`: seeded fault injection and RBAC evaluation;
 - `cli`: `rebootd emulator`.

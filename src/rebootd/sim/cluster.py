@@ -1,5 +1,6 @@
-"""The simulated cluster behind the API: kubelet, scheduler, workload, disruption, namespace and
-garbage-collection controllers, and node boots.
+"""The simulated cluster behind the API: kubelet, scheduler, node lifecycle and boots, the namespace
+controller, and the routing of store events to the workload (`workloads`) and disruption
+(`disruption`) controllers.
 
 Rule: behaviours react to store events (never to HTTP) and write through the `Registry` under
 their own client names ("kubelet", "replicaset-controller", ...), so their writes are real API
@@ -12,29 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 import random
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
 import structlog
 
 from rebootd.clock import Clock
-from rebootd.selectors import LabelSelector, SelectorError, label_selector_from_object
+from rebootd.sim.disruption import PDBS, DisruptionController
 from rebootd.sim.errors import ApiError, JsonObj
 from rebootd.sim.objects import (
-    condition,
     controller_ref,
-    deep_copy,
     is_node_ready,
     is_pod_ready,
-    parse_time,
     set_condition,
 )
-from rebootd.sim.registry import DeleteOptions, Registry
+from rebootd.sim.registry import Registry
 from rebootd.sim.resources import BY_GROUP_RESOURCE
 from rebootd.sim.store import ADDED, DELETED, Store, StoreEvent
 from rebootd.sim.timing import EmulatorTiming
+from rebootd.sim.workloads import UNREACHABLE_TAINT, WORKLOAD_STORAGE, WorkloadControllers
 
 log = structlog.get_logger("rebootd.sim")
 
@@ -42,31 +39,7 @@ PODS = BY_GROUP_RESOURCE[("", "pods")]
 NODES = BY_GROUP_RESOURCE[("", "nodes")]
 EVENTS = BY_GROUP_RESOURCE[("", "events")]
 NAMESPACES = BY_GROUP_RESOURCE[("", "namespaces")]
-PDBS = "poddisruptionbudgets.policy"
-WORKLOAD_STORAGE = {
-    "ReplicaSet": "replicasets.apps",
-    "StatefulSet": "statefulsets.apps",
-    "DaemonSet": "daemonsets.apps",
-    "Deployment": "deployments.apps",
-}
-CONTROLLER_CLIENT = {
-    "ReplicaSet": "replicaset-controller",
-    "StatefulSet": "statefulset-controller",
-    "DaemonSet": "daemonset-controller",
-    "Deployment": "deployment-controller",
-}
-UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
-# a PDB's cached membership: ((uid, generation), selector or None when invalid, member pod keys)
-_Membership = tuple[tuple[str, int], LabelSelector | None, set[tuple[str, str]]]
 KUBELET = "kubelet"
-
-
-def _int_or_percent(value: Any, total: int, *, round_up: bool) -> int:
-    if isinstance(value, str) and value.endswith("%"):
-        percent = int(value[:-1])
-        scaled = percent * total / 100
-        return math.ceil(scaled) if round_up else math.floor(scaled)
-    return int(value)
 
 
 def _tolerates(pod: JsonObj, taint: JsonObj) -> bool:
@@ -97,12 +70,11 @@ class Cluster:
         self.rebooting: set[str] = set()
         self._handles: set[asyncio.TimerHandle] = set()
         self._deferred: list[tuple[float, Callable[[], None]]] = []
-        self._dirty_pdbs: set[tuple[str, str]] = set()  # (namespace, name)
-        # per PDB: ((uid, generation), selector or None when invalid, member pod keys), kept up to
-        # date from pod events so a recompute never scans a namespace's pods
-        self._pdb_members: dict[tuple[str, str], _Membership] = {}
-        self._dirty_owners: set[tuple[str, str, str]] = set()  # (kind, namespace, name)
         self._flush_scheduled = False
+        self.workloads = WorkloadControllers(registry=registry, store=store, rng=rng, soon=self._soon)
+        self.disruption = DisruptionController(
+            registry=registry, store=store, clock=clock, timing=timing, later=self.later, soon=self._soon
+        )
         self._unscheduled: set[tuple[str, str]] = set()
         self._pending_deletions: set[tuple[str, str]] = set()
         self._ip_counter = 0
@@ -153,18 +125,10 @@ class Cluster:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        owners, self._dirty_owners = self._dirty_owners, set()
-        for kind, namespace, name in sorted(owners):
-            self._reconcile(kind, namespace, name)
+        self.workloads.flush()
         if self._unscheduled:
             self._schedule_pending()
-        dirty, self._dirty_pdbs = self._dirty_pdbs, set()
-        for namespace, name in sorted(dirty):
-            pdb = self.store.get(PDBS, namespace, name)
-            if pdb is None:
-                self._pdb_members.pop((namespace, name), None)
-            else:
-                self._sync_pdb(pdb)
+        self.disruption.flush()
 
     # -- event routing ---------------------------------------------------------------------------
 
@@ -176,23 +140,19 @@ class Cluster:
         ns = meta.get("namespace", "")
         if event.storage == "pods":
             self._on_pod(event)
-            self._note_pod_for_pdbs(event)
+            self.disruption.note_pod(event)
             ref = controller_ref(obj)
             if ref is not None and ref.get("kind") in WORKLOAD_STORAGE:
-                self._dirty_owners.add((ref["kind"], ns, ref["name"]))
+                self.workloads.mark(ref["kind"], ns, ref["name"])
             self._soon()
-        elif event.storage == PDBS and event.type != DELETED:
-            status = obj.get("status") or {}
-            if int(status.get("observedGeneration", 0)) < int(meta.get("generation", 1)):
-                self._dirty_pdbs.add((ns, meta["name"]))
-                self._soon()
+        elif event.storage == PDBS:
+            self.disruption.note_budget(event)
         elif event.storage in WORKLOAD_STORAGE.values():
-            kind = obj["kind"]
             if event.type == DELETED:
-                self.later(0.0, lambda: self._collect_dependents(meta.get("uid", "")))
+                uid = meta.get("uid", "")
+                self.later(0.0, lambda: self.workloads.collect_dependents(uid))
             else:
-                self._dirty_owners.add((kind, ns, meta["name"]))
-                self._soon()
+                self.workloads.mark(obj["kind"], ns, meta["name"])
         elif event.storage == "nodes":
             if event.type == DELETED:
                 self.later(0.0, lambda: self._node_removed(meta["name"]))
@@ -202,7 +162,7 @@ class Cluster:
             old_labels = ((event.old or {}).get("metadata") or {}).get("labels")
             if event.type == ADDED or old_labels != meta.get("labels"):  # DaemonSet node selection changed
                 for ds in self.store.iter_objects("daemonsets.apps"):
-                    self._dirty_owners.add(("DaemonSet", ds["metadata"]["namespace"], ds["metadata"]["name"]))
+                    self.workloads.mark("DaemonSet", ds["metadata"]["namespace"], ds["metadata"]["name"])
                 self._soon()
         elif event.storage == "namespaces" and event.type != DELETED and meta.get("deletionTimestamp"):
             name = meta["name"]
@@ -429,248 +389,12 @@ class Cluster:
 
     # -- workload controllers --------------------------------------------------------------------
 
-    def owned_pods(self, owner: JsonObj) -> list[JsonObj]:
-        return self.store.pods_of_owner(owner["metadata"].get("uid", ""))
+    def pod_from_template(self, owner: JsonObj, *, name: str = "", generate_name: str = "") -> JsonObj:
+        return self.workloads.pod_from_template(owner, name=name, generate_name=generate_name)
 
     def reconcile_now(self, owner: JsonObj) -> None:
         """Reconcile a workload object synchronously (set-up helpers)."""
-        self._reconcile(owner["kind"], owner["metadata"]["namespace"], owner["metadata"]["name"])
-
-    def _reconcile(self, kind: str, namespace: str, name: str) -> None:
-        owner = self.store.get(WORKLOAD_STORAGE[kind], namespace, name)
-        if owner is None or owner["metadata"].get("deletionTimestamp"):
-            return
-        if kind == "Deployment":
-            self._reconcile_deployment(owner)
-        elif kind == "ReplicaSet":
-            self._reconcile_replicaset(owner)
-        elif kind == "StatefulSet":
-            self._reconcile_statefulset(owner)
-        else:
-            self._reconcile_daemonset(owner)
-
-    def pod_from_template(self, owner: JsonObj, *, name: str = "", generate_name: str = "") -> JsonObj:
-        template = deep_copy(((owner.get("spec") or {}).get("template")) or {})
-        meta = template.get("metadata") or {}
-        metadata: JsonObj = {"namespace": owner["metadata"]["namespace"]}
-        if name:
-            metadata["name"] = name
-        else:
-            metadata["generateName"] = generate_name
-        metadata["labels"] = dict(meta.get("labels") or {})
-        if meta.get("annotations"):
-            metadata["annotations"] = dict(meta["annotations"])
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": owner["apiVersion"],
-                "kind": owner["kind"],
-                "name": owner["metadata"]["name"],
-                "uid": owner["metadata"]["uid"],
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
-        spec = template.get("spec") or {
-            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]
-        }
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
-
-    def _create_pod(self, owner: JsonObj, body: JsonObj, *, node: str | None = None) -> JsonObj:
-        if node is not None:
-            body["spec"]["nodeName"] = node
-        client = CONTROLLER_CLIENT.get(owner["kind"], "controller")
-        return self.registry.create(PODS, owner["metadata"]["namespace"], body, client=client)
-
-    def _reconcile_deployment(self, deployment: JsonObj) -> None:
-        uid = deployment["metadata"]["uid"]
-        ns = deployment["metadata"]["namespace"]
-        sets = [
-            rs
-            for rs in self.store.iter_objects("replicasets.apps", ns)
-            if (controller_ref(rs) or {}).get("uid") == uid
-        ]
-        replicas = int((deployment.get("spec") or {}).get("replicas", 1))
-        if not sets:
-            template_hash = f"{self.rng.getrandbits(40):010x}"[:10]
-            template = deep_copy((deployment.get("spec") or {}).get("template") or {})
-            template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = template_hash
-            selector = deep_copy((deployment.get("spec") or {}).get("selector") or {})
-            selector.setdefault("matchLabels", {})["pod-template-hash"] = template_hash
-            body = {
-                "apiVersion": "apps/v1",
-                "kind": "ReplicaSet",
-                "metadata": {
-                    "name": f"{deployment['metadata']['name']}-{template_hash}",
-                    "labels": dict(template["metadata"]["labels"]),
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "apps/v1",
-                            "kind": "Deployment",
-                            "name": deployment["metadata"]["name"],
-                            "uid": uid,
-                            "controller": True,
-                            "blockOwnerDeletion": True,
-                        }
-                    ],
-                },
-                "spec": {"replicas": replicas, "selector": selector, "template": template},
-            }
-            self.registry.create(
-                BY_GROUP_RESOURCE[("apps", "replicasets")], ns, body, client="deployment-controller"
-            )
-            return
-        for rs in sets:
-            if int((rs.get("spec") or {}).get("replicas", 1)) != replicas:
-                new = dict(rs)
-                new["metadata"] = dict(
-                    rs["metadata"], generation=int(rs["metadata"].get("generation", 1)) + 1
-                )
-                new["spec"] = dict(rs["spec"], replicas=replicas)
-                self.registry.put_internal(
-                    "replicasets.apps", new, rs, client="deployment-controller", verb="update"
-                )
-        ready = sum(int((rs.get("status") or {}).get("readyReplicas", 0)) for rs in sets)
-        total = sum(int((rs.get("status") or {}).get("replicas", 0)) for rs in sets)
-        status: JsonObj = {
-            "observedGeneration": deployment["metadata"].get("generation", 1),
-            "replicas": total,
-            "updatedReplicas": total,
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-        }
-        if total - ready:
-            status["unavailableReplicas"] = total - ready
-        self._write_status(deployment, _drop_zero(status, keep=("observedGeneration",)))
-
-    def _write_status(self, owner: JsonObj, status: JsonObj) -> None:
-        if owner.get("status") == status:
-            return
-        new = dict(owner, status=status)
-        new["metadata"] = dict(owner["metadata"])
-        storage = WORKLOAD_STORAGE[owner["kind"]]
-        self.registry.put_internal(
-            storage, new, owner, client=CONTROLLER_CLIENT[owner["kind"]], verb="update"
-        )
-
-    def _active(self, pods: Iterable[JsonObj]) -> list[JsonObj]:
-        return [
-            p
-            for p in pods
-            if not p["metadata"].get("deletionTimestamp")
-            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-        ]
-
-    def _reconcile_replicaset(self, rs: JsonObj) -> None:
-        replicas = int((rs.get("spec") or {}).get("replicas", 1))
-        pods = self.owned_pods(rs)
-        active = self._active(pods)
-        base = rs["metadata"]["name"] + "-"
-        for _ in range(replicas - len(active)):
-            body = self.pod_from_template(rs, generate_name=base)
-            self._create_pod(rs, body)
-        if len(active) > replicas:
-            for pod in sorted(active, key=lambda p: p["metadata"]["creationTimestamp"], reverse=True)[
-                : len(active) - replicas
-            ]:
-                self.registry.delete(
-                    PODS,
-                    pod["metadata"]["namespace"],
-                    pod["metadata"]["name"],
-                    DeleteOptions(),
-                    client="replicaset-controller",
-                )
-        pods = self._active(self.owned_pods(rs))
-        ready = sum(1 for p in pods if is_pod_ready(p))
-        status = {
-            "replicas": len(pods),
-            "fullyLabeledReplicas": len(pods),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "observedGeneration": rs["metadata"].get("generation", 1),
-        }
-        self._write_status(rs, _drop_zero(status, keep=("replicas", "observedGeneration")))
-        ref = controller_ref(rs)
-        if ref is not None and ref.get("kind") == "Deployment":
-            self._dirty_owners.add(("Deployment", rs["metadata"]["namespace"], ref["name"]))
-            self._soon()
-
-    def _reconcile_statefulset(self, sts: JsonObj) -> None:
-        replicas = int((sts.get("spec") or {}).get("replicas", 1))
-        ns = sts["metadata"]["namespace"]
-        name = sts["metadata"]["name"]
-        for ordinal in range(replicas):
-            pod_name = f"{name}-{ordinal}"
-            if self.store.get("pods", ns, pod_name) is None:
-                body = self.pod_from_template(sts, name=pod_name)
-                body["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = pod_name
-                body["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = str(ordinal)
-                self._create_pod(sts, body)
-        pods = self._active(self.owned_pods(sts))
-        ready = sum(1 for p in pods if is_pod_ready(p))
-        status = {
-            "observedGeneration": sts["metadata"].get("generation", 1),
-            "replicas": len(pods),
-            "readyReplicas": ready,
-            "currentReplicas": len(pods),
-            "updatedReplicas": len(pods),
-            "availableReplicas": ready,
-        }
-        self._write_status(
-            sts, _drop_zero(status, keep=("replicas", "observedGeneration", "availableReplicas"))
-        )
-
-    def _reconcile_daemonset(self, ds: JsonObj) -> None:
-        pods = self._active(self.owned_pods(ds))
-        by_node = {(p.get("spec") or {}).get("nodeName"): p for p in pods}
-        template_spec = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
-        selector = template_spec.get("nodeSelector") or {}
-        targets = []
-        for node in self.store.sorted_objects("nodes"):
-            labels = node["metadata"].get("labels") or {}
-            if any(labels.get(k) != v for k, v in selector.items()):
-                continue
-            targets.append(node["metadata"]["name"])
-            if node["metadata"]["name"] not in by_node:
-                body = self.pod_from_template(ds, generate_name=ds["metadata"]["name"] + "-")
-                tolerations = body["spec"].setdefault("tolerations", [])
-                for key in (
-                    "node.kubernetes.io/unschedulable",
-                    UNREACHABLE_TAINT,
-                    "node.kubernetes.io/not-ready",
-                ):
-                    tolerations.append({"key": key, "operator": "Exists", "effect": "NoSchedule"})
-                self._create_pod(ds, body, node=node["metadata"]["name"])
-        pods = self._active(self.owned_pods(ds))
-        ready = sum(1 for p in pods if is_pod_ready(p))
-        status = {
-            "currentNumberScheduled": len(pods),
-            "numberMisscheduled": 0,
-            "desiredNumberScheduled": len(targets),
-            "numberReady": ready,
-            "observedGeneration": ds["metadata"].get("generation", 1),
-            "updatedNumberScheduled": len(pods),
-            "numberAvailable": ready,
-        }
-        if len(targets) - ready > 0:
-            status["numberUnavailable"] = len(targets) - ready
-        self._write_status(ds, status)
-
-    def _collect_dependents(self, uid: str) -> None:
-        """The garbage collector (background propagation) for deleted workload objects."""
-        if not uid:
-            return
-        for storage in ("replicasets.apps", "pods"):
-            info = BY_GROUP_RESOURCE[("apps", "replicasets")] if storage != "pods" else PODS
-            for obj in list(self.store.iter_objects(storage)):
-                refs = obj["metadata"].get("ownerReferences") or []
-                if any(ref.get("uid") == uid for ref in refs):
-                    self.registry.delete(
-                        info,
-                        obj["metadata"]["namespace"],
-                        obj["metadata"]["name"],
-                        DeleteOptions(),
-                        client="generic-garbage-collector",
-                    )
+        self.workloads.reconcile_now(owner)
 
     def _node_removed(self, name: str) -> None:
         for pod in self.store.pods_on_node(name):
@@ -691,159 +415,9 @@ class Cluster:
 
     # -- disruption controller -------------------------------------------------------------------
 
-    def _expected_scale(self, pods: list[JsonObj]) -> int:
-        seen: set[str] = set()
-        total = 0
-        for pod in pods:
-            ref = controller_ref(pod)
-            if ref is None:
-                total += 1
-                continue
-            if ref["uid"] in seen:
-                continue
-            seen.add(ref["uid"])
-            kind = ref.get("kind")
-            ns = pod["metadata"]["namespace"]
-            owner = (
-                self.store.get(WORKLOAD_STORAGE.get(kind, ""), ns, ref["name"])
-                if kind in WORKLOAD_STORAGE
-                else None
-            )
-            if owner is None:
-                total += 1
-                continue
-            if kind == "ReplicaSet":
-                deploy_ref = controller_ref(owner)
-                deployment = (
-                    self.store.get("deployments.apps", ns, deploy_ref["name"])
-                    if deploy_ref is not None and deploy_ref.get("kind") == "Deployment"
-                    else None
-                )
-                source = deployment if deployment is not None else owner
-                total += int((source.get("spec") or {}).get("replicas", 1))
-            elif kind == "DaemonSet":
-                total += int((owner.get("status") or {}).get("desiredNumberScheduled", 0)) or sum(
-                    1 for p in pods if (controller_ref(p) or {}).get("uid") == ref["uid"]
-                )
-            else:
-                total += int((owner.get("spec") or {}).get("replicas", 1))
-        return total
-
-    def _membership(self, pdb: JsonObj) -> tuple[LabelSelector | None, set[tuple[str, str]]]:
-        meta = pdb["metadata"]
-        key = (meta["namespace"], meta["name"])
-        version = (str(meta.get("uid", "")), int(meta.get("generation", 1)))
-        entry = self._pdb_members.get(key)
-        if entry is None or entry[0] != version:
-            try:
-                spec_selector = (pdb.get("spec") or {}).get("selector")
-                selector: LabelSelector | None = label_selector_from_object(spec_selector)
-            except SelectorError:
-                selector = None
-            members = set()
-            if selector is not None:
-                for pod in self.store.iter_objects("pods", meta["namespace"]):
-                    if selector.matches(pod["metadata"].get("labels") or {}):
-                        members.add((meta["namespace"], pod["metadata"]["name"]))
-            entry = (version, selector, members)
-            self._pdb_members[key] = entry
-        return entry[1], entry[2]
-
-    def _note_pod_for_pdbs(self, event: StoreEvent) -> None:
-        """Keep PDB memberships current and mark the budgets this pod change concerns."""
-        meta = event.obj["metadata"]
-        ns = meta["namespace"]
-        pod_key = (ns, meta["name"])
-        labels = meta.get("labels") or {}
-        for pdb in self.store.iter_objects(PDBS, ns):
-            selector, members = self._membership(pdb)
-            was_member = pod_key in members
-            if event.type != DELETED and selector is not None and selector.matches(labels):
-                members.add(pod_key)
-            else:
-                members.discard(pod_key)
-            if was_member or pod_key in members:
-                self._dirty_pdbs.add((ns, pdb["metadata"]["name"]))
-
     def sync_pdbs(self, namespace: str) -> None:
         """Recompute every PDB of `namespace` now (the disruption controller's sync)."""
-        for pdb in list(self.store.iter_objects(PDBS, namespace)):
-            self._sync_pdb(pdb)
-
-    def _sync_pdb(self, pdb: JsonObj) -> None:
-        namespace = pdb["metadata"]["namespace"]
-        now = self.clock.now()
-        ttl = self.timing.disrupted_pod_ttl
-        recheck: float | None = None
-        spec = pdb.get("spec") or {}
-        selector, members = self._membership(pdb)
-        if selector is None:
-            return
-        matched = [p for p in (self.store.get("pods", *k) for k in sorted(members)) if p is not None]
-        status = dict(pdb.get("status") or {})
-        disrupted: dict[str, str] = {}
-        for pod_name, stamp in (status.get("disruptedPods") or {}).items():
-            pod = next((p for p in matched if p["metadata"]["name"] == pod_name), None)
-            if pod is None or pod["metadata"].get("deletionTimestamp"):
-                continue
-            moment = parse_time(stamp)
-            if moment is None:
-                continue
-            age = (now - moment).total_seconds()
-            if age >= ttl:
-                continue
-            disrupted[pod_name] = stamp
-            recheck = min(recheck if recheck is not None else ttl, ttl - age)
-        healthy = sum(
-            1
-            for p in matched
-            if not p["metadata"].get("deletionTimestamp")
-            and p["metadata"]["name"] not in disrupted
-            and is_pod_ready(p)
-        )
-        if "maxUnavailable" in spec:
-            expected = self._expected_scale(matched)
-            max_unavailable = _int_or_percent(spec["maxUnavailable"], expected, round_up=True)
-            desired = max(0, expected - max_unavailable)
-        elif isinstance(spec.get("minAvailable"), str):
-            expected = self._expected_scale(matched)
-            desired = _int_or_percent(spec["minAvailable"], expected, round_up=True)
-        else:
-            expected = len(matched)
-            desired = int(spec.get("minAvailable", 1) if "minAvailable" in spec else 1)
-        allowed = max(0, healthy - desired) if expected > 0 else 0
-        new_status: JsonObj = {
-            "observedGeneration": pdb["metadata"].get("generation", 1),
-            "disruptionsAllowed": allowed,
-            "currentHealthy": healthy,
-            "desiredHealthy": desired,
-            "expectedPods": expected,
-        }
-        if disrupted:
-            new_status["disruptedPods"] = disrupted
-        reason = "SufficientPods" if allowed > 0 else "InsufficientPods"
-        new_status["conditions"] = set_condition(
-            list(status.get("conditions") or []),
-            kind="DisruptionAllowed",
-            status="True" if allowed > 0 else "False",
-            now=self.registry.now(),
-            reason=reason,
-        )
-        old_cond = condition(pdb, "DisruptionAllowed")
-        if old_cond is not None and old_cond.get("status") == ("True" if allowed > 0 else "False"):
-            new_status["conditions"] = status.get("conditions")
-        if new_status != status:
-            new = dict(pdb, status=new_status)
-            new["metadata"] = dict(pdb["metadata"])
-            self.registry.put_internal(PDBS, new, pdb, client="disruption-controller", verb="update")
-        if recheck is not None:  # a disruptedPods entry expires then: recompute
-            key = (namespace, pdb["metadata"]["name"])
-
-            def expire() -> None:
-                self._dirty_pdbs.add(key)
-                self._soon()
-
-            self.later(recheck + 0.01, expire)
+        self.disruption.sync_pdbs(namespace)
 
     # -- nodes and boots -------------------------------------------------------------------------
 
@@ -1052,11 +626,6 @@ class Cluster:
                 node = (pod.get("spec") or {}).get("nodeName") or ""
                 if node and self._node_up(node) and not pod["metadata"].get("deletionTimestamp"):
                     self.set_pod_ready(pod, ready=True)
-
-
-def _drop_zero(status: JsonObj, *, keep: tuple[str, ...]) -> JsonObj:
-    """Workload status integers are omitempty in JSON."""
-    return {k: v for k, v in status.items() if v or k in keep}
 
 
 __all__ = ["Cluster"]

@@ -30,6 +30,7 @@ from rebootd.sim.registry import Registry
 from rebootd.sim.resources import BY_GROUP_RESOURCE, info_of_storage, storage_of_kind
 from rebootd.sim.store import Store, StoreEvent
 from rebootd.sim.timing import EmulatorTiming
+from rebootd.sim.workloads import DAEMONSET_TOLERATIONS
 
 __all__ = ["Emulator", "EmulatorTiming", "HistoryRecord"]
 
@@ -496,11 +497,7 @@ class Emulator:
             if kind == "DaemonSet":
                 pod["spec"]["tolerations"] = [
                     {"key": key, "operator": "Exists", "effect": "NoSchedule"}
-                    for key in (
-                        "node.kubernetes.io/unschedulable",
-                        "node.kubernetes.io/unreachable",
-                        "node.kubernetes.io/not-ready",
-                    )
+                    for key in DAEMONSET_TOLERATIONS
                 ]
             if node is not None:
                 pod["spec"]["nodeName"] = node
