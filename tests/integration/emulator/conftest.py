@@ -1,5 +1,5 @@
-"""Emulator integration tests: the emulator and kubectl fixtures (imported: pytest accepts
-`pytest_plugins` only in the top-level conftest) and a raw HTTP client for contract checks."""
+"""Emulator integration tests: a raw HTTP client for exact contract checks. (The `emulator`,
+`emulator_factory` and `kubectl` fixtures come from the `tests.fixtures.emulator` plugin.)"""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import aiohttp
 import pytest
 
 from rebootd.sim.emulator import Emulator
-from tests.fixtures.emulator import emulator, emulator_factory, kubectl
 from tests.integration.emulator.http import RawApi
-
-__all__ = ["emulator", "emulator_factory", "kubectl", "raw"]
 
 
 @pytest.fixture
