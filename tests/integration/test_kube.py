@@ -694,6 +694,7 @@ async def test_exec_plugin_credentials_authenticate_and_refresh_after_401(
         assert emu.request_counts[("plugin-user", "get")] == 1
         # the credential is rotated and the old token revoked: a 401 re-runs the plugin once
         token_file.write_text("second")
+        assert emu.api.tokens is not None
         emu.api.tokens.pop("first")
         await kube.get_node(name="node-a")
     finally:
