@@ -33,7 +33,7 @@ from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
 from rebootd.kube import Kube, KubeError
 from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LostSlot, holder_from_mark, holder_mark
-from rebootd.lockstate import BOOTING_PHASES, Holder
+from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder
 from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
 from rebootd.node import (
@@ -225,6 +225,14 @@ class Cycle:
         state = await self.lock.refresh()
         self.metrics.rollout_halted.set(1 if state.halted else 0)
         holder = state.holders.get(self.opt.node)
+        if holder is not None and holder.phase == RECLAIMING:
+            # Judged dead while we were away: the reclaimer puts our node back and frees the slot.
+            # If the reclaimer died half-way, we finish its work on our own record.
+            self._log.warning("rebootd.cycle.slot_reclaimed", by=holder.evidence.get("reclaimedBy"))
+            await self._put_back(holder, node=await self._get_node())
+            await self.lock.remove_holder(node=self.opt.node, expect=holder)
+            self.metrics.lock_held.labels(node=self.opt.node).set(0)
+            return
         if holder is not None:
             self._log.info("rebootd.cycle.resume", phase=holder.phase)
             if holder.phase in PRE_REBOOT_PHASES:
@@ -350,19 +358,34 @@ class Cycle:
             self.metrics.rollout_halted.set(1)
 
     async def _handle_stale_holders(self) -> None:
-        """Reclaim dead holders whose node is up and not yet rebooted; halt on failed reboots."""
-        if self.lock.state.halted:
+        """Reclaim dead holders whose node is up and not yet rebooted; halt on failed reboots.
+
+        Judged on a fresh read (a watch can lag), and reclaimed in two CAS steps: mark the record
+        `reclaiming` (the slot stays taken), put the node back, then remove the record. A holder
+        that renews in between makes the first CAS a no-op; one that comes back later finds its
+        slot lost and puts its own node back."""
+        if self.lock.state.halted or not self.lock.observer.stale_holders(
+            self.lock.state, now=self.clock.monotonic()
+        ):
             return
-        for holder in self.lock.observer.stale_holders(self.lock.state, now=self.clock.monotonic()):
+        state = await self.lock.refresh()
+        for holder in self.lock.observer.stale_holders(state, now=self.clock.monotonic()):
             try:
                 node: dict[str, Any] | None = await self.kube.get_node(name=holder.node)
             except KubeError:
                 node = None
-            if node is not None and is_ready(node) and holder.phase in PRE_REBOOT_PHASES:
-                if not holder.evidence.get("wasUnschedulable", False) and node["spec"].get("unschedulable"):
+            if node is not None and is_ready(node) and holder.phase in {*PRE_REBOOT_PHASES, RECLAIMING}:
+                claimed = (
+                    holder
+                    if holder.phase == RECLAIMING
+                    else await self.lock.mark_reclaiming(node=holder.node, expect=holder)
+                )
+                if claimed is None:
+                    continue  # it renewed, or another observer is reclaiming it
+                if not claimed.evidence.get("wasUnschedulable", False) and node["spec"].get("unschedulable"):
                     await uncordon(self.kube, node=holder.node)
                 await set_annotations(self.kube, node=holder.node, annotations={NODE_MARK_ANNOTATION: None})
-                if await self.lock.remove_holder(node=holder.node, expect=holder):
+                if await self.lock.remove_holder(node=holder.node, expect=claimed):
                     self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
                 continue
             if node is None:

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from rebootd.clock import Clock
 from rebootd.kube import Conflict, Kube, NotFound, format_microtime
 from rebootd.lockstate import (
+    RECLAIMING,
     STATE_ANNOTATION,
     Holder,
     Limits,
@@ -249,7 +250,7 @@ class LeaseLock:
         def advance(state: LockState) -> LockState | None:
             nonlocal lost
             holder = state.holders.get(node)
-            if holder is None:
+            if holder is None or holder.phase == RECLAIMING:
                 lost = True
                 return None
             merged = {**holder.evidence, **(evidence or {})}
@@ -271,7 +272,7 @@ class LeaseLock:
         def bump(state: LockState) -> LockState | None:
             nonlocal lost
             holder = state.holders.get(node)
-            if holder is None:
+            if holder is None or holder.phase == RECLAIMING:
                 lost = True
                 return None
             return state.with_holder(replace(holder, seq=holder.seq + 1))
@@ -298,6 +299,28 @@ class LeaseLock:
         if written:
             self._log.error("rebootd.lock.halted", reason=reason, halted_node=node)
         return written
+
+    async def mark_reclaiming(self, *, node: str, expect: Holder) -> Holder | None:
+        """Step 1 of reclaiming a stale holder: if its record is still exactly what we judged stale,
+        mark it `reclaiming` (the slot stays taken while its node is put back). The winner of this
+        CAS, and only it, goes on; returns the marked record."""
+        by = self.config.node
+
+        def claim(state: LockState) -> LockState | None:
+            current = state.holders.get(node)
+            if current is None or current.seq != expect.seq or current.phase != expect.phase:
+                return None
+            marked = replace(
+                current,
+                phase=RECLAIMING,
+                seq=current.seq + 1,
+                evidence={**current.evidence, "reclaimedBy": by},
+            )
+            return state.with_holder(marked)
+
+        if await self.update(claim, event=f"reclaiming:{node}") is None:
+            return None
+        return self.state.holders.get(node)
 
     async def remove_holder(self, *, node: str, expect: Holder) -> bool:
         """Reclaim a stale holder's slot if its record is still exactly what we judged stale."""

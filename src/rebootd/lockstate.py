@@ -25,6 +25,10 @@ STATE_ANNOTATION = "rebootd.io/state"
 STATE_VERSION = 1
 # Phases during which the node itself is down or freshly booted: its daemon cannot renew.
 BOOTING_PHASES = frozenset({"rebooting"})
+# A stale holder's record while an observer puts its node back: still counted as a holder, so
+# nobody else disrupts a node until the stale one is schedulable again; the old holder, if it
+# comes back, finds its slot lost.
+RECLAIMING = "reclaiming"
 
 
 class StateFormatError(ValueError):

@@ -156,3 +156,10 @@ def test_nobody_stalls_while_halted_so_waiters_are_not_skipped_after_resume() ->
     observer.observe(resumed, now=50.0, limits=Limits(1))
     assert observer.stalled_waiters(now=50.5) == frozenset()
     assert decide_acquire(resumed, node="w", zone="z", limits=Limits(1)).allowed
+
+
+def test_a_reclaiming_record_still_takes_its_slot() -> None:
+    state = LockState().with_holder(Holder(node="dead", zone="z", phase="reclaiming"))
+    verdict = decide_acquire(state, node="next", zone="z", limits=Limits(1))
+    assert not verdict.allowed
+    assert verdict.reason == "concurrency"
