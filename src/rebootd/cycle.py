@@ -101,6 +101,9 @@ class RecoveryGate(Protocol):
 
 
 Notify = Callable[[str, Mapping[str, str]], Awaitable[None]]
+Flush = Callable[[], Awaitable[None]]
+# Waiting reasons that are the ordinary course of a rollout: no "blocked" notification for them.
+QUIET_REASONS = frozenset({"window", "queued", "concurrency", "zone_concurrency", "paused", "halted"})
 
 
 class Cycle:
@@ -120,6 +123,7 @@ class Cycle:
         recovery: RecoveryGate | None = None,
         notify: Notify | None = None,
         budget: NodeBudget | None = None,
+        flush_notifications: Flush | None = None,
     ) -> None:
         self.kube = kube
         self.lock = lock
@@ -132,6 +136,7 @@ class Cycle:
         self.recovery = recovery
         self.budget = budget
         self._notify = notify
+        self._flush = flush_notifications
         self.phase = "idle"
         self.waiting_for: BlockReason | None = None
         self._failures = 0
@@ -177,7 +182,7 @@ class Cycle:
             self.metrics.blocked.labels(node=self.opt.node, reason=reason.kind).set(1)
             if previous != reason:
                 self._log.info("rebootd.cycle.waiting", reason=reason.kind, detail=reason.detail)
-            if previous is None or previous.kind != reason.kind:
+            if (previous is None or previous.kind != reason.kind) and reason.kind not in QUIET_REASONS:
                 await self._tell("block", reason=reason.detail)
         self.waiting_for = reason
         detail = None if reason is None else f"{reason.kind}: {reason.detail}"[:250]
@@ -496,6 +501,8 @@ class Cycle:
             await self._publish(**{PHASE_ANNOTATION: f"rebooting since {self.clock.now().isoformat()}"})
         await self._event("RebootdReboot", "rebooting the node")
         await self._tell("reboot")
+        if self._flush is not None:
+            await self._flush()  # bounded: the reboot ends this process
         try:
             await self.rebooter.reboot()
         except RebootFailed as exc:

@@ -33,6 +33,7 @@ from rebootd.server import HealthReport, MetricsServer, Probes, build_app
 from rebootd.settings import Settings
 
 STOP_TIMEOUT = 5.0
+NOTIFY_FLUSH_BEFORE_REBOOT = 1.0  # the longest a reboot waits for its own notifications
 
 
 class Supervisor:
@@ -282,6 +283,10 @@ class Daemon:
         )
         return self._notifier.send
 
+    async def _flush_notifications(self) -> None:
+        if self._notifier is not None:
+            await self._notifier.flush(within=NOTIFY_FLUSH_BEFORE_REBOOT)
+
     def _default_rebooter(self) -> Rebooter:
         s = self.settings
         if s.reboot_method == "signal":
@@ -376,6 +381,7 @@ class Daemon:
             else WorkloadRecovery(kube=self._kube, clock=self.clock, pod_selector=s.drain_pod_selector),
             budget=budget,
             notify=self._notify if self._notify is not None else self._default_notify(),
+            flush_notifications=self._flush_notifications if self._notifier is not None else None,
         )
 
     async def _run_cycle(self, stop: asyncio.Event) -> None:

@@ -194,9 +194,12 @@ class Notifier:
         self._templates = dict(templates)
         self._log = log
         self._timeout = timeout
-        self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=queue_size)
+        # One queue and one worker per URL: a hung endpoint never holds back another one.
+        self._queues: list[asyncio.Queue[Message]] = [
+            asyncio.Queue(maxsize=queue_size) for _ in self._targets
+        ]
         self._executor: ThreadPoolExecutor | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None] | None] = [None for _ in self._targets]
         self._closed = False
         self.delivered = 0
         self.failed = 0
@@ -225,29 +228,45 @@ class Notifier:
             notify_type=_NOTIFY_TYPES[kind],
             queued_at=time.monotonic(),
         )
-        if self._queue.full():
-            oldest = self._queue.get_nowait()
-            self._queue.task_done()
-            self.dropped += 1
-            self._log.warning("rebootd.notify.dropped", kind=oldest.kind, why="queue_full")
-        self._queue.put_nowait(message)
-        self._ensure_worker()
+        for index, queue in enumerate(self._queues):
+            if queue.full():
+                oldest = queue.get_nowait()
+                queue.task_done()
+                self.dropped += 1
+                self._log.warning("rebootd.notify.dropped", kind=oldest.kind, why="queue_full", target=index)
+            queue.put_nowait(message)
+            self._ensure_worker(index)
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
+    def _ensure_worker(self, index: int) -> None:
+        worker = self._workers[index]
+        if worker is None or worker.done():
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
                     max_workers=min(8, len(self._targets) + 1), thread_name_prefix="rebootd-notify"
                 )
-            self._worker = asyncio.create_task(self._run(self._executor), name="rebootd.notify.deliver")
+            self._workers[index] = asyncio.create_task(
+                self._run(self._executor, index), name=f"rebootd.notify.deliver-{index}"
+            )
 
-    async def _run(self, executor: ThreadPoolExecutor) -> None:
+    async def _run(self, executor: ThreadPoolExecutor, index: int) -> None:
+        queue, target = self._queues[index], self._targets[index]
         while True:
-            message = await self._queue.get()
+            message = await queue.get()
             try:
-                await asyncio.gather(*(self._deliver(executor, t, message) for t in self._targets))
+                await self._deliver(executor, target, message)
             finally:
-                self._queue.task_done()
+                queue.task_done()
+
+    def _live_workers(self) -> list[asyncio.Task[None]]:
+        return [w for w in self._workers if w is not None and not w.done()]
+
+    async def _join(self, *, within: float) -> None:
+        if not self._live_workers():
+            return
+        with contextlib.suppress(TimeoutError):  # join() returns at once when nothing is pending
+            await asyncio.wait_for(
+                asyncio.gather(*(q.join() for q in self._queues)), timeout=max(0.0, within)
+            )
 
     async def _deliver(self, executor: ThreadPoolExecutor, target: _Target, message: Message) -> None:
         loop = asyncio.get_running_loop()
@@ -281,21 +300,26 @@ class Notifier:
             seconds=round(loop.time() - started, 3),
         )
 
+    async def flush(self, *, within: float) -> None:
+        """Wait at most `within` seconds for the queued messages to be delivered (the cycle does
+        this just before a reboot, which ends the process, so "Rebooting node X" gets out)."""
+        await self._join(within=within)
+
     async def close(self, *, within: float) -> None:
         """Stop accepting messages and deliver the queued ones for at most `within` seconds."""
         self._closed = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, within)
-        worker = self._worker
-        if worker is not None and not worker.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), timeout=max(0.0, deadline - loop.time()))
+        await self._join(within=within)
+        workers = self._live_workers()
+        for worker in workers:
             worker.cancel()
-            await asyncio.wait({worker})  # does not raise, so a cancelled caller stays cancelled
-        undelivered = self._queue.qsize()
-        while not self._queue.empty():
-            self._queue.get_nowait()
-            self._queue.task_done()
+        if workers:
+            await asyncio.wait(workers)  # does not raise, so a cancelled caller stays cancelled
+        undelivered = 0
+        for queue in self._queues:
+            undelivered += queue.qsize()
+            while not queue.empty():
+                queue.get_nowait()
+                queue.task_done()
         if undelivered:
             self.dropped += undelivered
             self._log.warning("rebootd.notify.undelivered", count=undelivered, within=within)

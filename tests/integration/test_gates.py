@@ -5,10 +5,12 @@ real Prometheus. Judged from the emulator's history and the Lease, never the dae
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from rebootd.kube import Kube
 from rebootd.sim.harness import SimCluster
@@ -215,3 +217,50 @@ async def test_a_firing_prometheus_alert_blocks_and_every_waiting_reason_is_visi
     )
     assert not reboot_counts(cluster.emulator.history)
     assert not disruption_intervals(cluster.emulator.history)
+
+
+async def test_notifications_of_a_rollout_arrive_and_a_hung_endpoint_does_not_slow_it(
+    make_cluster: ClusterFactory,
+) -> None:
+    """Each node posts drain, reboot and uncordon messages to a real JSON endpoint on loopback. A
+    second URL that accepts connections and never answers (10 s notify timeout) is configured
+    too: if the cycle waited for it, three nodes would need well over 30 s."""
+    received: list[dict[str, str]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.read(-1)
+
+    hung = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    hung_port = hung.sockets[0].getsockname()[1]
+    try:
+        zones = {"n1": "z1", "n2": "z2", "n3": "z3"}
+        urls = f"json://127.0.0.1:{port}/hook json://127.0.0.1:{hung_port}/never"
+        cluster = await make_cluster(zones=zones, workloads=False, env={"REBOOTD_NOTIFY_URL": urls})
+        started = asyncio.get_running_loop().time()
+        for node in cluster.nodes.values():
+            node.require_reboot()
+        assert await cluster.wait_until(lambda: all_done(cluster, set(zones)), within=25)
+        took = asyncio.get_running_loop().time() - started
+        assert took < 20, took  # three hung 10 s deliveries per node would be 90 s if awaited
+        assert await cluster.wait_until(lambda: len(received) >= 9, within=20)
+        bodies = [m.get("message", "") for m in received]
+        for name in zones:
+            assert f"Draining node {name}" in bodies
+            assert f"Rebooting node {name}" in bodies
+            assert f"Node {name} rebooted and uncordoned" in bodies
+    finally:
+        hung.close()
+        await runner.cleanup()
