@@ -26,7 +26,7 @@ from rebootd.lockstate import Limits
 from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
 from rebootd.notify import Notifier, templates_from_settings
-from rebootd.reboot import CommandRebooter, Rebooter, SignalRebooter
+from rebootd.reboot import CommandRebooter, Rebooter, SignalRebooter, compose_argv
 from rebootd.recovery import WorkloadRecovery
 from rebootd.sentinel import Checker, SentinelError, make_checker
 from rebootd.server import HealthReport, MetricsServer, Probes, build_app
@@ -168,7 +168,12 @@ class Daemon:
             if checker is not None
             else make_checker(
                 sentinel_file=settings.reboot_sentinel,
-                sentinel_command=settings.reboot_sentinel_command or None,
+                # kured runs the sentinel command on the host too: it asks the host's package manager.
+                sentinel_command=compose_argv(
+                    argv=settings.reboot_sentinel_command, nsenter=settings.reboot_nsenter
+                )
+                if settings.reboot_sentinel_command
+                else None,
                 timeout=settings.reboot_sentinel_command_timeout,
             )
         )

@@ -312,7 +312,8 @@ class Settings(BaseSettings):
         ("/bin/systemctl", "reboot"), description="Command that reboots the host (method `command`)."
     )
     reboot_nsenter: bool = Field(
-        True, description="Run the reboot command in the host's namespaces through nsenter into PID 1."
+        True,
+        description="Run the reboot and sentinel commands in the host's mount namespace (nsenter, PID 1).",
     )
     reboot_signal: Annotated[int, AfterValidator(_signal_number)] = Field(
         39, description="Signal sent to PID 1 by method `signal` (39 = SIGRTMIN+5: systemd reboot)."

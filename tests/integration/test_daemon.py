@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from rebootd.daemon import Daemon
+from rebootd.sentinel import CommandSentinel
 from rebootd.settings import Settings, env_name, load_settings
 from rebootd.sim.emulator import Emulator
 from tests.fixtures.tools import free_port
@@ -247,3 +248,16 @@ async def test_sigterm_stops_the_daemon_cleanly_within_five_seconds(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_the_sentinel_command_runs_on_the_host_through_nsenter_like_the_reboot_command(
+    tmp_path: Path,
+) -> None:
+    base = {"REBOOTD_NODE_ID": "n", "REBOOTD_REBOOT_SENTINEL_COMMAND": "sh -c '! needs-restarting -r'"}
+    on_host = Daemon(settings=load_settings(environ=base))
+    assert isinstance(on_host.checker, CommandSentinel)
+    assert tuple(on_host.checker.argv[:2]) == ("/usr/bin/nsenter", "-m/proc/1/ns/mnt")
+    assert tuple(on_host.checker.argv[-3:]) == ("sh", "-c", "! needs-restarting -r")
+    in_container = Daemon(settings=load_settings(environ={**base, "REBOOTD_REBOOT_NSENTER": "false"}))
+    assert isinstance(in_container.checker, CommandSentinel)
+    assert tuple(in_container.checker.argv) == ("sh", "-c", "! needs-restarting -r")
