@@ -6,6 +6,9 @@ emulator to reboot the node; like a real reboot it ends the daemon abruptly (no 
 clears the sentinel (as /var/run is cleared at boot) and starts a new daemon instance once the
 node is back Ready, like the kubelet restarting the DaemonSet pod. Used by the integration tests
 and by `rebootd simulate`.
+
+Where the machine is (`NodeHost`) is pluggable: `EmulatorHost` reboots through an emulator in this
+process; `rebootd simulate` worker processes use one that asks the simulator over HTTP.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rebootd.clock import Clock, SystemClock
 from rebootd.daemon import Daemon
@@ -37,25 +40,63 @@ def node_identity(name: str) -> tuple[str, tuple[str, ...]]:
     return f"rebootd@{name}", ("rebootd",)
 
 
+class NodeHost(Protocol):
+    """The machines of simulated nodes: reboot one, learn when it is up again."""
+
+    async def reboot(self, node: str) -> None:
+        """The machine goes down now (returns once the reboot has started)."""
+        ...
+
+    async def wait_ready(self, node: str) -> None:
+        """Until the node is up (Ready; after a reboot, with its new boot). Cancellable; a node
+        that never boots keeps this waiting."""
+        ...
+
+
+class EmulatorHost:
+    """Machines emulated by an `Emulator` in this process."""
+
+    def __init__(self, emulator: Emulator, *, poll: float = 1.0) -> None:
+        self.emulator = emulator
+        self._poll = poll
+
+    async def reboot(self, node: str) -> None:
+        self.emulator.reboot_node(name=node)
+
+    def _ready(self, node: str) -> bool:
+        obj = self.emulator.store.get("nodes", "", node)
+        return obj is not None and is_ready(obj)
+
+    async def wait_ready(self, node: str) -> None:
+        # Re-checked on every store change (no polling); the timeout only bounds each wait.
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await self.emulator.wait_until(lambda: self._ready(node), within=self._poll)
+                return
+
+
 class EmulatedReboot:
-    """The reboot method of a simulated node: the emulator reboots it; this daemon instance dies."""
+    """The reboot method of a simulated node: its host reboots it; this daemon instance dies."""
 
     def __init__(self, *, node: SimNode) -> None:
         self._node = node
 
     async def reboot(self) -> None:
         self._node.reboots += 1
-        self._node.sentinel.unlink(missing_ok=True)
-        self._node.emulator.reboot_node(name=self._node.name)
+        self._node.sentinel.unlink(missing_ok=True)  # /var/run is cleared at boot
+        await self._node.host_of().reboot(self._node.name)
         self._node.crash_soon()
         await asyncio.Event().wait()  # the process is gone before this returns
 
 
 @dataclass
 class SimNode:
-    """One node's daemon instance over its lifetime (restarts included)."""
+    """One node's daemon instance over its lifetime (restarts included).
 
-    emulator: Emulator
+    Give `emulator` (an in-process emulator: its kubeconfig, its reboots), or `host` and
+    `kubeconfig` (a daemon whose machine lives elsewhere)."""
+
+    emulator: Emulator | None
     name: str
     workdir: Path
     env: Mapping[str, str]
@@ -68,6 +109,8 @@ class SimNode:
     daemon: Daemon | None = None
     exit_codes: list[int] = field(default_factory=list)
     on_start: Callable[[SimNode], None] | None = None
+    host: NodeHost | None = None
+    kubeconfig: Path | None = None
     _task: asyncio.Task[int] | None = None
     _stop: asyncio.Event | None = None
     _kube: Kube | None = None
@@ -77,8 +120,19 @@ class SimNode:
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = self.token or node_token(self.name)
-        self.kubeconfig = self.emulator.write_kubeconfig(self.workdir / "kubeconfig", token=self.token)
+        if self.host is None:
+            if self.emulator is None:
+                raise ValueError("a SimNode needs an emulator or a host")
+            self.host = EmulatorHost(self.emulator)
+        if self.kubeconfig is None:
+            if self.emulator is None:
+                raise ValueError("a SimNode without an emulator needs a kubeconfig")
+            self.kubeconfig = self.emulator.write_kubeconfig(self.workdir / "kubeconfig", token=self.token)
         self._log = get_logger(node=self.name, component="sim")
+
+    def host_of(self) -> NodeHost:
+        assert self.host is not None  # set in __post_init__
+        return self.host
 
     @property
     def sentinel(self) -> Path:
@@ -128,17 +182,10 @@ class SimNode:
         if not self._retired:
             await self.start()
 
-    def _node_ready(self) -> bool:
-        node = self.emulator.store.get("nodes", "", self.name)
-        return node is not None and is_ready(node)
-
     async def wait_ready(self) -> None:
-        """Until the node is Ready (re-checked on every store change, not polled) or retired.
-        A node that never boots keeps this waiting until `stop()` cancels it."""
-        while not self._retired:
-            with contextlib.suppress(TimeoutError):
-                await self.emulator.wait_until(self._node_ready, within=max(self.boot_poll, 1.0))
-                return
+        """Until the node is up again. A node that never boots keeps this waiting until `stop()`
+        cancels it."""
+        await self.host_of().wait_ready(self.name)
 
     async def kill(self) -> None:
         """Abrupt death (SIGKILL, power off): no graceful shutdown, in-flight requests dropped."""
