@@ -143,6 +143,13 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
         help="the daemons' lock release delay in seconds (default 0.25)",
     )
     parser.add_argument(
+        "--spread",
+        type=_positive_float,
+        default=0.0,
+        help="the nodes' reboot-required files appear one by one over this many seconds (default 0: "
+        "all at once)",
+    )
+    parser.add_argument(
         "--faults", choices=("none", "light", "heavy"), default="none", help="API fault preset (default none)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -153,6 +160,13 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
         "--processes",
         action="store_true",
         help="run each daemon as a `rebootd run` subprocess configured only through REBOOTD_* variables",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes for the in-process daemons (0: all in this process; default: one per "
+        "CPU, at most 4, from 16 nodes on)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument(
@@ -170,6 +184,8 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(list(argv))
     if args.nodes < 1 or args.zones < 1 or args.concurrency < 1 or args.zone_concurrency < 0:
         parser.error("--nodes, --zones and --concurrency must be >= 1, --zone-concurrency >= 0")
+    if args.workers is not None and args.workers < 0:
+        parser.error("--workers must be >= 0")
     if args.boot_seconds <= 0:
         parser.error("--boot-seconds must be > 0")
     return args
@@ -197,11 +213,13 @@ def simulate_command(argv: Sequence[str]) -> int:
         boot_seconds=args.boot_seconds,
         recovery_seconds=args.recovery_seconds,
         release_delay=args.release_delay,
+        spread_seconds=args.spread,
         faults=args.faults,
         seed=args.seed,
         scenario=args.scenario,
         processes=args.processes,
         timeout=args.timeout,
+        workers=args.workers,
     )
     with contextlib.ExitStack() as stack:
         log_stream = stack.enter_context(
@@ -213,7 +231,13 @@ def simulate_command(argv: Sequence[str]) -> int:
             LiveView(progress_stream) if progress_stream.isatty() else LineProgress(progress_stream)
         )
         try:
-            outcome = run_simulation(config, progress=progress, workdir=args.workdir)
+            outcome = run_simulation(
+                config,
+                progress=progress,
+                workdir=args.workdir,
+                log_file=args.log_file,
+                log_level="info" if args.log_file else "error",
+            )
         except ScenarioError as exc:
             sys.stderr.write(f"rebootd simulate: {exc}\n")
             return EXIT_USAGE

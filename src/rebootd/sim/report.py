@@ -158,6 +158,8 @@ class Report:
     invariants: dict[str, Check]
     timed_out: bool
     phase_means: dict[str, float] = field(default_factory=dict)
+    lease_updates: int = 0  # PUTs of the lock Lease by the daemons (their only `update` request)
+    lease_written: int = 0  # of those, the ones that changed it (the rest: 409s and injected faults)
 
     @property
     def ok(self) -> bool:
@@ -408,6 +410,19 @@ def build_report(facts: RunFacts) -> Report:
         invariants=invariants,
         timed_out=facts.timed_out,
         phase_means=_phase_means(timelines),
+        lease_updates=sum(
+            c for (client, verb), c in facts.request_counts.items() if verb == "update" and is_rebootd(client)
+        ),
+        lease_written=sum(
+            1
+            for r in history
+            if r.kind == "Lease"
+            and r.event == "write"
+            and r.verb == "update"
+            and r.namespace == facts.lock_namespace
+            and r.name == facts.lock_name
+            and is_rebootd(r.client)
+        ),
     )
 
 
@@ -435,6 +450,7 @@ def to_json(report: Report, *, extra: Mapping[str, Any] | None = None) -> dict[s
         "overhead_ratio": _round(report.overhead_ratio),
         "handoff_gap_seconds": report.gap_stats(),
         "api_requests": {"total": total, "by_verb": report.api_requests},
+        "lease_updates": {"attempts": report.lease_updates, "written": report.lease_written},
         "max_disrupted": report.max_disrupted,
         "max_disrupted_per_zone": report.max_disrupted_per_zone,
         "halted": report.halted_reason,
@@ -493,6 +509,12 @@ def render_text(report: Report, *, title: str, outcome: str) -> str:
     total = sum(report.api_requests.values())
     verbs = ", ".join(f"{v} {c}" for v, c in sorted(report.api_requests.items(), key=lambda kv: -kv[1]))
     lines.append(f"API requests by the daemons: {total} ({verbs})")
+    if report.lease_updates:
+        failed = report.lease_updates - report.lease_written
+        lines.append(
+            f"Lock Lease updates: {report.lease_updates} attempted, {report.lease_written} written, "
+            f"{failed} refused (409 conflicts and injected faults)"
+        )
     lines.append(
         f"Rebooted: {report.rebooted} of {report.needed} nodes that needed it ({report.nodes} nodes)"
     )

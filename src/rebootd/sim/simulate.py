@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shlex
 import tempfile
 from collections import Counter
@@ -37,7 +38,7 @@ from rebootd.settings import load_settings
 from rebootd.sim.emulator import Emulator, EmulatorTiming
 from rebootd.sim.errors import ApiError
 from rebootd.sim.faults import FaultConfig, FaultInjector
-from rebootd.sim.harness import SimNode, tokens_for
+from rebootd.sim.harness import SimNode, node_token, tokens_for
 from rebootd.sim.live import NoProgress, Progress, snapshot_of
 from rebootd.sim.processes import HostAgent, ProcessNode
 from rebootd.sim.registry import DeleteOptions
@@ -45,6 +46,7 @@ from rebootd.sim.report import PerNodeMinimum, Report, RunFacts, build_report, r
 from rebootd.sim.resources import BY_GROUP_RESOURCE
 from rebootd.sim.scenarios import PHASES, Action, ScenarioPlan, plan_scenario
 from rebootd.sim.store import StoreEvent
+from rebootd.sim.worker import WorkerNode, WorkerPool, clock_spec
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -55,6 +57,7 @@ LOCK_NAMESPACE = "kube-system"
 LOCK_NAME = "rebootd"
 ADMIN = "admin"  # the simulated operator's client identity (exempt from faults)
 GRACE_SECONDS = 30  # the workloads' terminationGracePeriodSeconds, scaled to drain_seconds
+AUTO_WORKERS_FROM = 16  # nodes from which the daemons run in worker processes by default
 TICK = 0.1  # the longest the supervisor waits between looks when nothing changes
 
 FaultPreset = Literal["none", "light", "heavy"]
@@ -78,8 +81,12 @@ class SimulationConfig:
     processes: bool = False
     timeout: float | None = None  # None: derived from the lower bound
     time_scale: float = 0.1  # the daemons' internal intervals (hand-off grace 2 s, drain poll 1 s)
+    spread_seconds: float = 0.0  # the reboot-required files appear over this long (0: all at once)
+    workers: int | None = None  # worker processes for in-process daemons; 0 = this process; None = auto
 
     def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 0:
+            raise ValueError("workers must be >= 0")
         if self.nodes < 1 or self.zones < 1 or self.concurrency < 1 or self.zone_concurrency < 0:
             raise ValueError("nodes, zones and concurrency must be >= 1, zone concurrency >= 0")
         if min(self.drain_seconds, self.boot_seconds, self.recovery_seconds, self.release_delay) < 0:
@@ -90,7 +97,19 @@ class SimulationConfig:
     # -- derived settings ------------------------------------------------------------------------
     @property
     def lock_ttl(self) -> float:
-        return 5.0 if self.processes else 2.0
+        return 5.0 if self.processes else 3.5
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes for the daemons: none with --processes or few nodes; else one per CPU
+        (at most 4), so the emulator's loop is not also every daemon's loop."""
+        if self.processes:
+            return 0
+        if self.workers is not None:
+            return self.workers
+        if self.nodes < AUTO_WORKERS_FROM:
+            return 0
+        return max(1, min(4, os.cpu_count() or 1))
 
     @property
     def minimum(self) -> PerNodeMinimum:
@@ -109,7 +128,7 @@ class SimulationConfig:
             "REBOOTD_LOCK_NAMESPACE": LOCK_NAMESPACE,
             "REBOOTD_LOCK_NAME": LOCK_NAME,
             "REBOOTD_LOCK_TTL": f"{self.lock_ttl:g}s",
-            "REBOOTD_LOCK_RENEW_INTERVAL": "1s" if self.processes else "500ms",
+            "REBOOTD_LOCK_RENEW_INTERVAL": "1s",
             "REBOOTD_LOCK_RELEASE_DELAY": f"{self.release_delay:g}s",
             "REBOOTD_CONCURRENCY": str(self.concurrency),
             "REBOOTD_ZONE_CONCURRENCY": str(self.zone_concurrency),
@@ -141,6 +160,7 @@ class SimulationConfig:
             ("boot_seconds", "--boot-seconds"),
             ("recovery_seconds", "--recovery-seconds"),
             ("release_delay", "--release-delay"),
+            ("spread_seconds", "--spread"),
             ("faults", "--faults"),
             ("seed", "--seed"),
             ("scenario", "--scenario"),
@@ -150,6 +170,8 @@ class SimulationConfig:
             value = getattr(self, attr)
             if value != getattr(defaults, attr) or attr == "seed":
                 argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        if self.workers is not None:
+            argv += ["--workers", str(self.workers)]
         if self.processes:
             argv.append("--processes")
         return shlex.join(argv)
@@ -212,7 +234,14 @@ class Outcome:
     def title(self) -> str:
         c = self.config
         zone_limit = f", zone concurrency {c.zone_concurrency}" if c.zone_concurrency else ""
-        mode = "rebootd run processes" if c.processes else "in-process daemons"
+        workers = c.worker_count
+        mode = (
+            "rebootd run processes"
+            if c.processes
+            else f"daemons in {workers} worker processes"
+            if workers
+            else "in-process daemons"
+        )
         return (
             f"rebootd simulate: {c.nodes} nodes in {c.zones} zones, concurrency {c.concurrency}{zone_limit}, "
             f"scenario {c.scenario}, faults {c.faults}, seed {c.seed} ({mode})\n"
@@ -305,9 +334,13 @@ class Simulation:
         *,
         workdir: Path,
         progress: Progress | None = None,
+        log_file: Path | None = None,
+        log_level: str = "error",
     ) -> None:
         self.config = config
         self.workdir = workdir
+        self.log_file = log_file
+        self.log_level = log_level
         self.progress: Progress = progress if progress is not None else NoProgress()
         self.zones = layout(config)
         self.plan = plan_scenario(
@@ -333,6 +366,8 @@ class Simulation:
         self.env = {**config.daemon_env(), **self.plan.env}
         self.nodes: dict[str, NodeRunner] = {}
         self.agent: HostAgent | None = None
+        self.pool: WorkerPool | None = None
+        self._agent_reboots: Counter[str] = Counter()
         self.tracker = LeaseTracker(self.emulator)
         self.events: list[str] = []
         self.targets: dict[int, str] = {}  # action index -> node it hit
@@ -347,18 +382,20 @@ class Simulation:
         emu, n = self.emulator, self.config.nodes
         for name, zone in self.zones.items():
             emu.add_node(name=name, zone=zone, unschedulable=name in self.plan.admin_cordoned)
+        # PDBs that allow the configured concurrency (a node may host two replicas of `web`):
+        # the default rollout is paced by rebootd, not by budgets (see the pdb-blocked scenario).
         emu.add_workload(
             kind="Deployment",
             name="web",
             replicas=n,
-            pdb_max_unavailable=self.config.concurrency,
+            pdb_max_unavailable=2 * self.config.concurrency,
             termination_grace_seconds=GRACE_SECONDS,
         )
         emu.add_workload(
             kind="StatefulSet",
             name="db",
             replicas=min(3, n),
-            pdb_max_unavailable=1,
+            pdb_max_unavailable=self.config.concurrency,
             termination_grace_seconds=GRACE_SECONDS,
         )
         emu.add_workload(kind="DaemonSet", name="agent", namespace="kube-system")
@@ -380,6 +417,34 @@ class Simulation:
         return OffsetClock(offset=timedelta(seconds=offset))
 
     async def _make_nodes(self) -> None:
+        workers = self.config.worker_count
+        if workers:
+            self.agent = HostAgent(on_reboot=self._worker_reboot)
+            await self.agent.start()
+            self.pool = WorkerPool(count=workers, workdir=self.workdir)
+            specs = []
+            for name in self.zones:
+                directory = self.workdir / name
+                kubeconfig = self.emulator.write_kubeconfig(directory / "kubeconfig", token=node_token(name))
+                specs.append(
+                    {
+                        "name": name,
+                        "workdir": str(directory),
+                        "kubeconfig": str(kubeconfig),
+                        "env": self.env,
+                        "clock": clock_spec(self._node_clock(name)),
+                    }
+                )
+            nodes = await self.pool.start(
+                agent_url=self.agent.url,
+                time_scale=self.config.time_scale,
+                nodes=specs,
+                log_file=self.log_file,
+                log_level=self.log_level,
+            )
+            self.nodes.update(nodes)
+            self.emulator.store.add_listener(self._on_node_event)
+            return
         if self.config.processes:
             self.agent = HostAgent(on_reboot=self._process_reboot)
             await self.agent.start()
@@ -401,6 +466,24 @@ class Simulation:
                 clock=self._node_clock(name),
                 time_scale=self.config.time_scale,
             )
+
+    def _worker_reboot(self, name: str) -> bool:
+        if name not in self.zones:
+            return False
+        self._agent_reboots[name] += 1
+        self.emulator.reboot_node(name=name)
+        return True
+
+    def _on_node_event(self, event: StoreEvent) -> None:
+        """Tell a worker when its node's readiness changes (the kubelet's view of its machine)."""
+        if event.storage != "nodes":
+            return
+        ready = is_ready(event.obj)
+        if event.old is not None and is_ready(event.old) == ready:
+            return
+        node = self.nodes.get(event.obj["metadata"]["name"])
+        if isinstance(node, WorkerNode):
+            node.node_changed(ready=ready, boots=self._agent_reboots[node.name])
 
     def _process_reboot(self, name: str) -> bool:
         node = self.nodes.get(name)
@@ -430,10 +513,15 @@ class Simulation:
         try:
             self._populate()
             await self._make_nodes()
-            for name in self.plan.needed:
-                self.nodes[name].require_reboot()
+            spread = self.config.spread_seconds
+            if spread <= 0:
+                for name in self.plan.needed:
+                    self.nodes[name].require_reboot()
             self._origin = self.clock.monotonic()
             await asyncio.gather(*(node.start() for node in self.nodes.values()))
+            if spread > 0:
+                task = asyncio.create_task(self._spread_sentinels(spread), name="sim-sentinels")
+                self._tasks.add(task)
             timeout = self.config.timeout if self.config.timeout is not None else self.default_timeout()
             status = await self._supervise(deadline=self._origin + timeout)
         finally:
@@ -442,6 +530,9 @@ class Simulation:
                 task.cancel()
             await asyncio.gather(*(node.stop() for node in self.nodes.values()), return_exceptions=True)
             self.progress.finish()
+            if self.pool is not None:
+                self.emulator.store.remove_listener(self._on_node_event)
+                await self.pool.close()
             if self.agent is not None:
                 await self.agent.close()
             self.emulator.store.remove_listener(self.tracker)
@@ -458,6 +549,15 @@ class Simulation:
         )
         outcome.checks = self._expectations(outcome)
         return outcome
+
+    async def _spread_sentinels(self, spread: float) -> None:
+        """The nodes' reboot-required files appear one after another over `spread` seconds."""
+        needed = self.plan.needed
+        for index, name in enumerate(needed):
+            await asyncio.sleep(
+                max(0.0, self._origin + index * spread / len(needed) - self.clock.monotonic())
+            )
+            self.nodes[name].require_reboot()
 
     def _facts(self, *, ended: float, timed_out: bool) -> RunFacts:
         window: Window | None = None
@@ -646,19 +746,32 @@ class Simulation:
 
 
 def run_simulation(
-    config: SimulationConfig, *, progress: Progress | None = None, workdir: Path | None = None
+    config: SimulationConfig,
+    *,
+    progress: Progress | None = None,
+    workdir: Path | None = None,
+    log_file: Path | None = None,
+    log_level: str = "error",
 ) -> Outcome:
     """Run one simulation on a new event loop (the command's entry)."""
-    return asyncio.run(simulate(config, progress=progress, workdir=workdir))
+    return asyncio.run(
+        simulate(config, progress=progress, workdir=workdir, log_file=log_file, log_level=log_level)
+    )
 
 
 async def simulate(
-    config: SimulationConfig, *, progress: Progress | None = None, workdir: Path | None = None
+    config: SimulationConfig,
+    *,
+    progress: Progress | None = None,
+    workdir: Path | None = None,
+    log_file: Path | None = None,
+    log_level: str = "error",
 ) -> Outcome:
     """Run one simulation on the running loop; temporary files live under `workdir` (or a new
-    temporary directory, removed afterwards)."""
+    temporary directory, removed afterwards). Worker processes log to `log_file` at `log_level`."""
     with _workdir(workdir) as path:
-        return await Simulation(config, workdir=path, progress=progress).run()
+        sim = Simulation(config, workdir=path, progress=progress, log_file=log_file, log_level=log_level)
+        return await sim.run()
 
 
 @contextlib.contextmanager
