@@ -115,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_flags(unlock)
     sub.add_parser(
+        "simulate",
+        help="run a simulated cluster rollout and report whether it was safe (`rebootd simulate --help`)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "simulate", help="a whole simulated cluster rollout (see `rebootd simulate --help`)", add_help=False
+    )
+    sub.add_parser(
         "emulator", help="serve the Kubernetes API emulator (see `rebootd emulator --help`)", add_help=False
     )
     return parser
@@ -184,6 +192,14 @@ def main(
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
 
+    if argv and argv[0] == "simulate":
+        from rebootd.sim.cli import simulate_command
+
+        return simulate_command(argv[1:])
+    if argv and argv[0] == "simulate":
+        from rebootd.sim.cli import simulate_command
+
+        return simulate_command(argv[1:])
     if argv and argv[0] == "emulator":
         from rebootd.sim.cli import emulator_command
 
