@@ -134,8 +134,8 @@ def _label_value_errors(value: str) -> list[str]:
     return errs
 
 
-def _go_quote(text: str) -> str:
-    """Go's %q for the strings that appear in these messages."""
+def go_quote(text: str) -> str:
+    """Go's %q (the quoting of apimachinery's and kube-apiserver's messages)."""
     out = ['"']
     for ch in text:
         if ch in '"\\':
@@ -158,7 +158,7 @@ def _go_quote(text: str) -> str:
 
 def _invalid(path: str, value: str, errs: Iterable[str]) -> str:
     # field.Invalid(path, value, detail).Error()
-    return f"{path}: Invalid value: {_go_quote(value)}: {'; '.join(errs)}"
+    return f"{path}: Invalid value: {go_quote(value)}: {'; '.join(errs)}"
 
 
 def _aggregate(messages: list[str]) -> str:
@@ -225,7 +225,7 @@ class Requirement:
             op = Operator(self.operator)
         except ValueError:
             raise SelectorError(
-                f"operator: Unsupported value: {_go_quote(str(self.operator))}: supported values: "
+                f"operator: Unsupported value: {go_quote(str(self.operator))}: supported values: "
                 '"in", "notin", "=", "==", "!=", "gt", "lt", "exists", "!"'
             ) from None
         errors: list[str] = []
@@ -310,7 +310,7 @@ class Requirement:
 
 
 def _go_string_slice(values: list[str]) -> str:
-    return "[]string{" + ", ".join(_go_quote(v) for v in values) + "}"
+    return "[]string{" + ", ".join(go_quote(v) for v in values) + "}"
 
 
 @dataclass(frozen=True)
@@ -609,7 +609,7 @@ def label_selector_from_object(obj: Mapping[str, Any] | None) -> LabelSelector:
         raw_operator = expression.get("operator")
         operator = _EXPRESSION_OPERATORS.get(str(raw_operator))
         if operator is None:
-            raise SelectorError(f"{_go_quote(str(raw_operator))} is not a valid label selector operator")
+            raise SelectorError(f"{go_quote(str(raw_operator))} is not a valid label selector operator")
         values = expression.get("values") or []
         requirements.append(
             Requirement(str(expression.get("key", "")), operator, tuple(str(v) for v in values))

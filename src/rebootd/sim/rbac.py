@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rebootd.selectors import LabelSelector, label_selector_from_object
+from rebootd.selectors import LabelSelector, go_quote, label_selector_from_object
 
 __all__ = [
     "Authorizer",
@@ -380,26 +380,6 @@ class Authorizer:
         )
 
 
-def _go_quote(text: str) -> str:
-    """Go's %q for the names and words in these messages."""
-    out = ['"']
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def _sanitize(text: str) -> str:
     # responsewriters' sanitizer: avoid messages that look like HTML.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -412,14 +392,14 @@ def deny_message(
     `pods "x" is forbidden: User "u" cannot get resource "pods" in API group "" in the namespace
     "default"` (or `... at the cluster scope` when `namespace` is "")."""
     shown_resource = f"{resource}/{subresource}" if subresource else resource
-    scope = f"in the namespace {_go_quote(namespace)}" if namespace else "at the cluster scope"
+    scope = f"in the namespace {go_quote(namespace)}" if namespace else "at the cluster scope"
     reason = _sanitize(
-        f"User {_go_quote(user)} cannot {verb} resource {_go_quote(shown_resource)} "
-        f"in API group {_go_quote(api_group)} {scope}"
+        f"User {go_quote(user)} cannot {verb} resource {go_quote(shown_resource)} "
+        f"in API group {go_quote(api_group)} {scope}"
     )
     qualified = f"{resource}.{api_group}" if api_group else resource
     if not qualified:
         return f"forbidden: {reason}"
     if not name:
         return f"{qualified} is forbidden: {reason}"
-    return f"{qualified} {_go_quote(name)} is forbidden: {reason}"
+    return f"{qualified} {go_quote(name)} is forbidden: {reason}"
