@@ -120,9 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     sub.add_parser(
-        "simulate", help="a whole simulated cluster rollout (see `rebootd simulate --help`)", add_help=False
-    )
-    sub.add_parser(
         "emulator", help="serve the Kubernetes API emulator (see `rebootd emulator --help`)", add_help=False
     )
     return parser
@@ -192,10 +189,6 @@ def main(
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
 
-    if argv and argv[0] == "simulate":
-        from rebootd.sim.cli import simulate_command
-
-        return simulate_command(argv[1:])
     if argv and argv[0] == "simulate":
         from rebootd.sim.cli import simulate_command
 
