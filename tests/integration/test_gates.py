@@ -239,7 +239,10 @@ async def test_notifications_of_a_rollout_arrive_and_a_hung_endpoint_does_not_sl
     await site.start()
     port = runner.addresses[0][1]
 
+    writers: list[asyncio.StreamWriter] = []
+
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         with contextlib.suppress(Exception):
             await reader.read(-1)
 
@@ -263,4 +266,8 @@ async def test_notifications_of_a_rollout_arrive_and_a_hung_endpoint_does_not_sl
             assert f"Node {name} rebooted and uncordoned" in bodies
     finally:
         hung.close()
+        for writer in writers:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+        await hung.wait_closed()
         await runner.cleanup()
