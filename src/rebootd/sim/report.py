@@ -136,6 +136,7 @@ class RunFacts:
     lock_namespace: str = "kube-system"
     lock_name: str = "rebootd"
     timed_out: bool = False
+    stuck_holders: tuple[str, ...] = ()  # nodes that never came back, holding with nobody to notice
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class Report:
     phase_means: dict[str, float] = field(default_factory=dict)
     lease_updates: int = 0  # PUTs of the lock Lease by the daemons (their only `update` request)
     lease_written: int = 0  # of those, the ones that changed it (the rest: 409s and injected faults)
+    stuck_holders: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -380,12 +382,14 @@ def build_report(facts: RunFacts) -> Report:
         "concurrency": check_concurrency(
             history, zones=facts.zones, concurrency=facts.concurrency, zone_concurrency=facts.zone_concurrency
         ),
-        "reboots": check_reboots(history, needed=needed, halted=halted is not None),
+        "reboots": check_reboots(
+            history, needed=needed, halted=halted is not None or bool(facts.stuck_holders)
+        ),
         "cordons": check_cordons(
             history,
             nodes=facts.final_nodes,
             admin_cordoned=facts.admin_cordoned,
-            holding=final_holders if halted is not None else (),
+            holding=final_holders if halted is not None else facts.stuck_holders,
         ),
         "evictions": check_evictions(history),
         "window": check_window(history, window=facts.window),
@@ -409,6 +413,7 @@ def build_report(facts: RunFacts) -> Report:
         halted=halted,
         invariants=invariants,
         timed_out=facts.timed_out,
+        stuck_holders=facts.stuck_holders,
         phase_means=_phase_means(timelines),
         lease_updates=sum(
             c for (client, verb), c in facts.request_counts.items() if verb == "update" and is_rebootd(client)
@@ -455,6 +460,7 @@ def to_json(report: Report, *, extra: Mapping[str, Any] | None = None) -> dict[s
         "max_disrupted_per_zone": report.max_disrupted_per_zone,
         "halted": report.halted_reason,
         "timed_out": report.timed_out,
+        "stuck": list(report.stuck_holders),
         "invariants": {name: report.invariants[name].to_json() for name, _ in INVARIANTS},
         "mean_phase_seconds": {k: round(v, 3) for k, v in report.phase_means.items()},
         "timeline": [t.to_json() for t in report.timelines],
@@ -520,6 +526,11 @@ def render_text(report: Report, *, title: str, outcome: str) -> str:
     )
     if report.halted is not None:
         lines.append(f"HALTED at {report.halted.get('node', '?')}: {report.halted.get('reason', '')}")
+    if report.stuck_holders:
+        lines.append(
+            f"STUCK: {', '.join(report.stuck_holders)} never came back and still holds its slot; no node "
+            "was left waiting to notice, so no halt was recorded"
+        )
     if report.timed_out:
         lines.append("TIMED OUT: the rollout neither finished nor halted in time")
     lines.append("")

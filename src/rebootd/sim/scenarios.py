@@ -216,7 +216,7 @@ def chaos_plan(
     faults = FaultConfig(
         error500=rng.uniform(0.02, 0.06),
         error503=rng.uniform(0.02, 0.06),
-        throttle429=rng.uniform(0.03, 0.08),
+        throttle429=rng.uniform(0.005, 0.02),  # each costs a Retry-After of at least 1 s
         conflict409=rng.uniform(0.05, 0.15),
         latency=rng.uniform(0.0, 0.1),
         latency_seconds=0.05,
@@ -248,11 +248,15 @@ def chaos_plan(
     if n >= concurrency + 2 and rng.random() < 0.2:
         actions.append(Action(kind="fail_boot", trigger=Trigger(holder=rng.randint(1, n - concurrency - 1))))
     offsets = {node: rng.uniform(-600.0, 600.0) for node in nodes}
+    # Timeouts well past the longest partition: a halt must come from a holder that stopped
+    # renewing or a node that did not boot, not from a gate that could not reach the API in time.
+    patience = f"{lock_ttl * 4:g}s"
     return ScenarioPlan(
         name="chaos",
         summary=summary,
         expect="any",
         needed=nodes,
+        env={"REBOOTD_RECOVERY_TIMEOUT": patience, "REBOOTD_BOOT_TIMEOUT": patience},
         actions=tuple(actions),
         clock_offsets=offsets,
         faults=faults,

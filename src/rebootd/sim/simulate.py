@@ -24,7 +24,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -61,6 +61,9 @@ AUTO_WORKERS_FROM = 16  # nodes from which the daemons run in worker processes b
 TICK = 0.1  # the longest the supervisor waits between looks when nothing changes
 
 FaultPreset = Literal["none", "light", "heavy"]
+# stuck: a node that never booted still holds its slot and no node was left waiting to notice it,
+# so no halt was recorded (nothing else needed a reboot); the rollout needs an operator anyway.
+Status = Literal["completed", "halted", "stuck", "timed_out"]
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ class Outcome:
     config: SimulationConfig
     plan: ScenarioPlan
     report: Report
-    status: Literal["completed", "halted", "timed_out"]
+    status: Status
     checks: list[tuple[bool, str]] = field(default_factory=list)  # scenario expectations
     events: list[str] = field(default_factory=list)  # actions carried out, with their times
     wall_seconds: float = 0.0
@@ -217,7 +220,7 @@ class Outcome:
     def exit_code(self) -> int:
         if not self.report.ok or not all(ok for ok, _ in self.checks) or self.status == "timed_out":
             return EXIT_FAILED
-        return EXIT_HALTED if self.status == "halted" else EXIT_OK
+        return EXIT_HALTED if self.status in ("halted", "stuck") else EXIT_OK
 
     def summary_line(self) -> str:
         code = self.exit_code
@@ -227,6 +230,11 @@ class Outcome:
             if self.status == "timed_out":
                 failed.append("timed out")
             return f"Result: FAILED ({'; '.join(failed)}); exit {code}. Reproduce: {self.config.command()}"
+        if code == EXIT_HALTED and self.status == "stuck":
+            return (
+                f"Result: STUCK ({', '.join(sorted(self.report.stuck_holders))} never came back and no node "
+                f"was left waiting to notice it, so no halt was recorded); every invariant held; exit {code}"
+            )
         if code == EXIT_HALTED:
             return f"Result: HALTED ({self.report.halted_reason}); every invariant held; exit {code}"
         return f"Result: completed; every invariant held; exit {code}"
@@ -509,7 +517,7 @@ class Simulation:
         started = self.clock.monotonic()
         await self.emulator.start()
         self.emulator.store.add_listener(self.tracker)
-        status: Literal["completed", "halted", "timed_out"] = "timed_out"
+        status: Status = "timed_out"
         try:
             self._populate()
             await self._make_nodes()
@@ -536,7 +544,7 @@ class Simulation:
             if self.agent is not None:
                 await self.agent.close()
             self.emulator.store.remove_listener(self.tracker)
-            facts = self._facts(ended=ended, timed_out=status == "timed_out")
+            facts = self._facts(ended=ended, timed_out=status == "timed_out", stuck=status == "stuck")
             await self.emulator.close()
         report = build_report(facts)
         outcome = Outcome(
@@ -559,7 +567,7 @@ class Simulation:
             )
             self.nodes[name].require_reboot()
 
-    def _facts(self, *, ended: float, timed_out: bool) -> RunFacts:
+    def _facts(self, *, ended: float, timed_out: bool, stuck: bool = False) -> RunFacts:
         window: Window | None = None
         if self.plan.env.get("REBOOTD_START_TIME"):
             window = load_settings(environ=self.env).window
@@ -579,6 +587,7 @@ class Simulation:
             lock_namespace=LOCK_NAMESPACE,
             lock_name=LOCK_NAME,
             timed_out=timed_out,
+            stuck_holders=tuple(sorted(self.tracker.state.holders)) if stuck else (),
         )
 
     def _reboot_counts(self) -> Counter[str]:
@@ -595,8 +604,24 @@ class Simulation:
             return False
         return not self._down()
 
-    async def _supervise(self, *, deadline: float) -> Literal["completed", "halted", "timed_out"]:
+    def failed_boots(self) -> set[str]:
+        return {
+            self.targets[i]
+            for i, a in enumerate(self.plan.actions)
+            if a.kind == "fail_boot" and i in self.targets
+        }
+
+    def _stuck(self, counts: Counter[str]) -> bool:
+        """Only nodes that never came back still hold slots, and nobody else needs a reboot."""
+        failed = self.failed_boots()
+        state = self.tracker.state
+        if not failed or not state.holders or set(state.holders) - failed or state.waiters:
+            return False
+        return all(counts.get(n, 0) > 0 for n in self.plan.needed if n not in failed)
+
+    async def _supervise(self, *, deadline: float) -> Status:
         halt_seen: float | None = None
+        stuck_seen: float | None = None
         settle = self.config.lock_ttl + 1.0
         while True:
             counts = self._reboot_counts()
@@ -621,6 +646,12 @@ class Simulation:
                     return "halted"
             elif self._complete(counts):
                 return "completed"
+            elif self._stuck(counts):
+                stuck_seen = stuck_seen if stuck_seen is not None else now
+                if now - stuck_seen >= settle:
+                    return "stuck"
+            else:
+                stuck_seen = None
             if now >= deadline:
                 return "timed_out"
             self.tracker.changed.clear()
@@ -697,6 +728,19 @@ class Simulation:
             )
 
     # -- expectations ----------------------------------------------------------------------------
+    def _window_check(self) -> tuple[bool, str]:
+        """The simulated clock started before the window opened and the first reboot waited for it."""
+        start = self.plan.clock_start
+        assert start is not None
+        opens = load_settings(environ=self.env).window.next_open(start)
+        reboots = [r.time for r in self.emulator.history if r.event == "reboot_started"]
+        ok = start < opens and bool(reboots) and min(reboots) >= opens
+        return (
+            ok,
+            f"the simulated clock started at {start.strftime('%H:%M:%S')}, before the window opened at "
+            f"{opens.strftime('%H:%M:%S')}; the first reboot started at {_first_reboot_text(reboots)}",
+        )
+
     def _expectations(self, outcome: Outcome) -> list[tuple[bool, str]]:
         expect = self.plan.expect
         report = outcome.report
@@ -705,6 +749,8 @@ class Simulation:
             checks.append((outcome.status == "completed", f"the rollout completes (it {outcome.status})"))
         elif expect == "halted":
             checks.append((outcome.status == "halted", f"the rollout halts (it {outcome.status})"))
+        if self.plan.clock_start is not None:
+            checks.append(self._window_check())
         victims = [
             self.targets[i]
             for i, a in enumerate(self.plan.actions)
@@ -743,6 +789,10 @@ class Simulation:
                 )
             )
         return checks
+
+
+def _first_reboot_text(times: list[datetime]) -> str:
+    return min(times).strftime("%H:%M:%S") if times else "none"
 
 
 def run_simulation(
