@@ -174,7 +174,7 @@ class Cycle:
         await set_annotations(self.kube, node=self.opt.node, annotations=changed)
         self._published.update(changed)
 
-    async def _block(self, reason: BlockReason | None) -> None:
+    async def _block(self, reason: BlockReason | None, *, publish: bool = True) -> None:
         previous = self.waiting_for
         if previous is not None and (reason is None or previous.kind != reason.kind):
             self.metrics.blocked.labels(node=self.opt.node, reason=previous.kind).set(0)
@@ -185,8 +185,9 @@ class Cycle:
             if (previous is None or previous.kind != reason.kind) and reason.kind not in QUIET_REASONS:
                 await self._tell("block", reason=reason.detail)
         self.waiting_for = reason
-        detail = None if reason is None else f"{reason.kind}: {reason.detail}"[:250]
-        await self._publish(**{WAITING_ANNOTATION: detail})
+        if publish:
+            detail = None if reason is None else f"{reason.kind}: {reason.detail}"[:250]
+            await self._publish(**{WAITING_ANNOTATION: detail})
 
     async def _get_node(self) -> dict[str, Any]:
         node = await self.kube.get_node(name=self.opt.node)
@@ -339,7 +340,7 @@ class Cycle:
                 )
                 self.metrics.rollout_halted.set(1 if self.lock.state.halted else 0)
                 if verdict.allowed:
-                    await self._block(None)
+                    await self._block(None, publish=False)  # cleared in the node-mark patch
                     return True
                 await self._block(BlockReason(kind=verdict.reason, detail=self._slot_detail(verdict.reason)))
                 await changed(min(check_every, max(0.05, next_block_check - self.clock.monotonic())))
@@ -353,7 +354,8 @@ class Cycle:
             return f"rollout halted at {state.halted.get('node')}: {state.halted.get('reason')}"
         if reason == "paused" and state.paused:
             return f"paused by {state.paused.get('by')}: {state.paused.get('reason')}"
-        return f"waiting for a slot ({reason}); holders: {state.holder_identity() or '-'}"
+        # Static text: a detail that changed with every hand-off would cost each waiter a write.
+        return f"waiting for a slot ({reason})"
 
     async def _halt(self, *, reason: str, node: str) -> None:
         """Halt the rollout; the Event and notification go out only from whoever recorded it."""
@@ -447,8 +449,11 @@ class Cycle:
             # Safety rule 5 of lock.py: mark the node, then confirm our record with a CAS.
             marked = replace(holder, phase="draining", evidence=evidence)
             await set_annotations(
-                self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: holder_mark(marked)}
+                self.kube,
+                node=self.opt.node,
+                annotations={NODE_MARK_ANNOTATION: holder_mark(marked), WAITING_ANNOTATION: None},
             )
+            self._published[WAITING_ANNOTATION] = None
             holder = await self.lock.set_phase(phase="draining", evidence=evidence)
             fresh = True
         self._set_phase("draining")
@@ -548,7 +553,12 @@ class Cycle:
             if boot_id(node) == holder.evidence.get("bootID") and is_ready(node):
                 # Recorded "rebooting" but this node never went down (we died before or right
                 # after the request): request it (again; a pending reboot ignores a second one).
+                # The node's mark must say "rebooting" first (its update may be what failed), or a
+                # Lease recreated from the mark after the reboot would resume draining: a 2nd reboot.
                 self._set_phase("rebooting")
+                await set_annotations(
+                    self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: holder_mark(holder)}
+                )
                 await self._reboot(stop, holder=holder)
                 return
             self._set_phase("verifying")
@@ -597,10 +607,12 @@ class Cycle:
                 NODE_MARK_ANNOTATION: None,
                 LAST_REBOOT_ANNOTATION: finished,
                 REQUIRED_ANNOTATION: None,
+                WAITING_ANNOTATION: None,
             },
         )
-        self._published[LAST_REBOOT_ANNOTATION] = finished
-        self._published[REQUIRED_ANNOTATION] = None
+        self._published.update(
+            {LAST_REBOOT_ANNOTATION: finished, REQUIRED_ANNOTATION: None, WAITING_ANNOTATION: None}
+        )
         if self.opt.annotate_nodes:
             await self._publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})
         await self.lock.release()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -86,6 +87,8 @@ class LeaseLock:
         self.clock = clock
         self.observer = Observer(ttl=config.ttl, grace=config.grace, boot_allowance=config.boot_allowance)
         self._lease: dict[str, Any] | None = None
+        self._parsed: tuple[tuple[Any, Any, int], LockState] | None = None
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
 
     # --- reading ----------------------------------------------------------------------------
@@ -95,7 +98,12 @@ class LeaseLock:
 
     @property
     def state(self) -> LockState:
-        return state_of(self._lease)
+        """The parsed state of the Lease as last seen (parsed once per uid and resourceVersion)."""
+        meta = (self._lease or {}).get("metadata") or {}
+        key = (meta.get("uid"), meta.get("resourceVersion"), id(self._lease))
+        if self._parsed is None or self._parsed[0] != key:
+            self._parsed = (key, state_of(self._lease))
+        return self._parsed[1]
 
     def adopt(self, lease: dict[str, Any] | None) -> LockState:
         """Take a Lease seen on the watch as the latest; returns its state and updates staleness."""
@@ -171,7 +179,7 @@ class LeaseLock:
         Returns the state written, or None when `mutate` decided not to write."""
         if self._lease is None:
             await self.refresh()
-        for _attempt in range(MAX_CAS_ATTEMPTS):
+        for attempt in range(MAX_CAS_ATTEMPTS):
             assert self._lease is not None
             current = self.state
             new_state = mutate(current)
@@ -183,7 +191,9 @@ class LeaseLock:
                     namespace=self.config.namespace, name=self.config.name, body=body
                 )
             except Conflict:
-                self._log.debug("rebootd.lock.conflict", step="3-write", change=event)
+                self._log.debug("rebootd.lock.conflict", step="3-write", change=event, attempt=attempt)
+                if attempt:  # a second conflict in a row: back off (jittered) before deciding again
+                    await asyncio.sleep(self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
                 await self.refresh()
                 continue
             except NotFound:  # deleted between read and write: recreate, then decide again
