@@ -106,6 +106,20 @@ Flush = Callable[[], Awaitable[None]]
 QUIET_REASONS = frozenset({"window", "queued", "concurrency", "zone_concurrency", "paused", "halted"})
 
 
+SLOT_REASONS = frozenset({"queued", "concurrency", "zone_concurrency"})
+
+
+def published_reason(reason: BlockReason | None) -> str | None:
+    """The node annotation for a waiting reason. Waiting for a slot is one condition, however the
+    queue moves (full, or free but another node first): a text that changed with every hand-off
+    would cost every waiter a write per hand-off."""
+    if reason is None:
+        return None
+    if reason.kind in SLOT_REASONS:
+        return "slot: waiting for a free slot in the reboot lock"
+    return f"{reason.kind}: {reason.detail}"[:250]
+
+
 class Cycle:
     """One node's reboot cycle."""
 
@@ -186,8 +200,7 @@ class Cycle:
                 await self._tell("block", reason=reason.detail)
         self.waiting_for = reason
         if publish:
-            detail = None if reason is None else f"{reason.kind}: {reason.detail}"[:250]
-            await self._publish(**{WAITING_ANNOTATION: detail})
+            await self._publish(**{WAITING_ANNOTATION: published_reason(reason)})
 
     async def _get_node(self) -> dict[str, Any]:
         node = await self.kube.get_node(name=self.opt.node)
