@@ -55,11 +55,21 @@ def manifests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the targets of the benchmark issue: footprint and start-up of a real
+    `rebootd run`, API requests of idle and waiting nodes, writes per hand-off, hand-off gaps,
+    rollout overhead, emulator throughput. Writes bench/results.json and prints a table. Only the
+    package is installed (no lint or test tools), as in the image."""
+    session.install(".")
+    session.run("python", "-m", "bench.run", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and the import-linter layer contracts from DESIGN.md."""
     session.install("-e", ".[lint]")
-    session.run("ruff", "check", "src", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
     session.run("lint-imports")
     session.run("hadolint", "Containerfile")
 
