@@ -506,15 +506,18 @@ class Cycle:
         holder = await self.lock.set_phase(
             phase="rebooting", evidence={"evicted": evicted, "rebootRequested": requested}
         )
-        await set_annotations(
-            self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: holder_mark(holder)}
-        )
         self._set_phase("rebooting")
         if self.opt.reboot_delay and await self._sleep(stop, self.opt.reboot_delay):
             return
         await self._reboot(stop, holder=holder)
 
     async def _reboot(self, stop: asyncio.Event, *, holder: Holder) -> None:
+        # The node's mark must say "rebooting" before the reboot is requested: a Lease recreated
+        # from a stale "draining" mark would have the node drained and rebooted a second time.
+        # (A failed write here ends this pass; the resumed pass comes back through this line.)
+        await set_annotations(
+            self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: holder_mark(holder)}
+        )
         if self.opt.annotate_nodes:
             await self._publish(**{PHASE_ANNOTATION: f"rebooting since {self.clock.now().isoformat()}"})
         await self._event("RebootdReboot", "rebooting the node")
