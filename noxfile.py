@@ -55,6 +55,14 @@ def manifests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """The full chaos suite: 60 seeded simulated rollouts under heavy faults (the default test run
+    takes a slice of 6); every safety invariant must hold in every run."""
+    session.install(".[test]")
+    session.run("pytest", "tests/chaos", *session.posargs, env={"REBOOTD_CHAOS_SEEDS": "60"})
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks against the targets of the benchmark issue: footprint and start-up of a real
     `rebootd run`, API requests of idle and waiting nodes, writes per hand-off, hand-off gaps,
