@@ -52,9 +52,15 @@ class BlockReason:
 
 
 class Blocker(Protocol):
-    """One concern that can hold a reboot back (kured's RebootBlocker)."""
+    """One concern that can hold a reboot back (kured's RebootBlocker).
+
+    `at_slot` blockers concern only the moment the node takes a slot (the PDB preflight): the
+    cycle asks them when the node first needs a reboot, then every period only while they block
+    or while the node is next in line, never with an answer older than one period when it takes
+    the slot. The others are asked every period while the node waits."""
 
     name: str
+    at_slot: bool
 
     async def check(self) -> BlockReason | None:
         """`None` when this blocker does not block now; otherwise the reason."""
@@ -175,6 +181,7 @@ class PrometheusAlertBlocker:
 
         base = parsed.with_user(None)
         self.name = "prometheus"
+        self.at_slot = False
         self._session = session
         self._base_url = safe_url
         self._endpoint = base.with_path(base.path.rstrip("/") + ALERTS_PATH)
@@ -289,6 +296,7 @@ class PodBlocker:
     pods on this node; scope `cluster` at every pod in the cluster."""
 
     name = "blocking-pods"
+    at_slot = False
 
     def __init__(self, *, kube: Kube, node: str, selectors: Sequence[str], scope: str = "node") -> None:
         self._kube = kube
@@ -319,6 +327,7 @@ class PdbPreflight:
     node does not take a slot, so it cannot stall the nodes behind it."""
 
     name = "pdb-preflight"
+    at_slot = True  # two lists per check: only for the nodes about to take a slot
 
     def __init__(self, *, kube: Kube, node: str, pod_selector: str, clock: Clock) -> None:
         self._kube = kube
@@ -370,6 +379,7 @@ class NodeBudget:
     same write that takes the slot."""
 
     name = "node-budget"
+    at_slot = False
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
 from rebootd.kube import Kube, KubeError
 from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LostSlot, holder_from_mark, holder_mark
-from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder
+from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder, decide_acquire, next_in_line
 from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
 from rebootd.node import (
@@ -156,6 +156,7 @@ class Cycle:
         self._failures = 0
         self._node_uid = ""
         self._published: dict[str, str | None] = {}
+        self._events: set[asyncio.Task[None]] = set()
         self._log = get_logger(node=options.node)
 
     # --- small helpers ------------------------------------------------------------------------
@@ -166,15 +167,26 @@ class Cycle:
         self.metrics.set_phase(node=self.opt.node, phase=phase)
 
     async def _event(self, reason: str, message: str, *, warning: bool = False) -> None:
-        await record_event(
-            self.kube,
-            node=self.opt.node,
-            node_uid=self._node_uid,
-            reason=reason,
-            message=message,
-            type="Warning" if warning else "Normal",
-            clock=self.clock,
+        """Post an Event in the background (best effort, off the cycle's critical path); the
+        pending ones are awaited, bounded, before a reboot and when the cycle stops."""
+        task = asyncio.create_task(
+            record_event(
+                self.kube,
+                node=self.opt.node,
+                node_uid=self._node_uid,
+                reason=reason,
+                message=message,
+                type="Warning" if warning else "Normal",
+                clock=self.clock,
+            ),
+            name=f"event-{reason}",
         )
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+    async def _flush_events(self, *, within: float) -> None:
+        if self._events:
+            await asyncio.wait(set(self._events), timeout=within)
 
     async def _tell(self, what: str, **values: str) -> None:
         if self._notify is not None:
@@ -228,17 +240,22 @@ class Cycle:
         self._set_phase("idle")
         first = True
         errors = 0
-        while not stop.is_set():
-            try:
-                await self._step(stop, first=first)
-                first = False
-                errors = 0
-            except TRANSIENT as exc:
-                first = True  # after an outage, check again for a mark we left behind
-                errors += 1
-                delay = min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0)  # noqa: S311
-                self._log.warning("rebootd.cycle.api_error", error=str(exc)[:300], retry_in=round(delay, 2))
-                await self._sleep(stop, delay)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._step(stop, first=first)
+                    first = False
+                    errors = 0
+                except TRANSIENT as exc:
+                    first = True  # after an outage, check again for a mark we left behind
+                    errors += 1
+                    delay = min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0)  # noqa: S311
+                    self._log.warning(
+                        "rebootd.cycle.api_error", error=str(exc)[:300], retry_in=round(delay, 2)
+                    )
+                    await self._sleep(stop, delay)
+        finally:
+            await self._flush_events(within=2.0)
 
     async def _step(self, stop: asyncio.Event, *, first: bool) -> None:
         state = await self.lock.refresh()
@@ -275,8 +292,9 @@ class Cycle:
         if self.opt.prefer_no_schedule_taint and self._published.get("taint") != "on":
             await add_taint(self.kube, node=self.opt.node, key=self.opt.prefer_no_schedule_taint)
             self._published["taint"] = "on"
-        if await self._wait_for_slot(stop):
-            await self._disrupt(stop, holder=self.lock.state.holders[self.opt.node])
+        async with self.lock.following():  # one watch from queueing through the drain
+            if await self._wait_for_slot(stop):
+                await self._disrupt(stop, holder=self.lock.state.holders[self.opt.node])
 
     async def _clean_up_orphaned_mark(self) -> None:
         """We disrupted this node but the Lease no longer lists us (reclaimed, unlocked, or the
@@ -291,12 +309,22 @@ class Cycle:
         await self._put_back(mark, node=node)
 
     async def _put_back(self, holder: Holder, *, node: Mapping[str, Any]) -> None:
-        if not holder.evidence.get("wasUnschedulable", False) and node.get("spec", {}).get("unschedulable"):
+        """Undo our cordon. Only a marked node can have been cordoned by us (the mark comes
+        first), and the mark carries whether an admin had cordoned it before."""
+        mark = holder_from_mark(
+            self.opt.node, (node.get("metadata", {}).get("annotations") or {}).get(NODE_MARK_ANNOTATION)
+        )
+        if mark is None:
+            return
+        evidence = {**mark.evidence, **holder.evidence}
+        if not evidence.get("wasUnschedulable", False) and node.get("spec", {}).get("unschedulable"):
             await uncordon(self.kube, node=self.opt.node)
         await set_annotations(self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: None})
 
     # --- waiting for a slot -------------------------------------------------------------------
     async def _blocked_reason(self) -> BlockReason | None:
+        """The first reason to wait among the window, reboot-loop protection and the blockers
+        asked every period (not the at-slot ones: see `_slot_blocked`)."""
         now = self.clock.now()
         if not self.opt.window.contains(now):
             opens = self.opt.window.next_open(now)
@@ -310,7 +338,11 @@ class Cycle:
                         kind="reboot_loop",
                         detail=f"rebooted at {last}; next reboot allowed after {next_allowed.isoformat()}",
                     )
-        for blocker in self.blockers:
+        return await self._ask([b for b in self.blockers if not b.at_slot])
+
+    @staticmethod
+    async def _ask(blockers: Sequence[Blocker]) -> BlockReason | None:
+        for blocker in blockers:
             try:
                 reason = await blocker.check()
             except Exception as exc:  # noqa: BLE001 - a broken blocker blocks (fail safe)
@@ -322,20 +354,46 @@ class Cycle:
         return None
 
     async def _wait_for_slot(self, stop: asyncio.Event) -> bool:
-        """Queue for a slot while the window is open and nothing blocks; True once we hold one."""
+        """Queue for a slot while the window is open and nothing blocks; True once we hold one.
+
+        The periodic blockers are asked every period. The at-slot ones (PDB preflight: two lists)
+        are asked once at the start, then every period only while they block or while this node
+        is next in line, and again right before taking a slot when their answer is older than a
+        period: N waiting nodes do not list every pod and PDB every period."""
         if LAST_REBOOT_ANNOTATION not in self._published:
             node = await self._get_node()
             annotations = node["metadata"].get("annotations") or {}
             self._published[LAST_REBOOT_ANNOTATION] = annotations.get(LAST_REBOOT_ANNOTATION)
         check_every = max(0.05, min(self.opt.period, self.lock.config.grace))
+        at_slot = [b for b in self.blockers if b.at_slot]
         next_block_check = 0.0
         blocked: BlockReason | None = None
+        slot_blocked: BlockReason | None = None
+        slot_checked: float | None = None  # monotonic time of the last at-slot answer
+
+        async def ask_at_slot() -> BlockReason | None:
+            nonlocal slot_blocked, slot_checked
+            slot_blocked, slot_checked = await self._ask(at_slot), self.clock.monotonic()
+            return slot_blocked
+
+        def slot_answer_stale() -> bool:
+            return slot_checked is None or self.clock.monotonic() - slot_checked >= self.opt.period
+
         async with self.lock.following() as changed:
             while not stop.is_set() and self.sentinel.required:
                 mono = self.clock.monotonic()
                 if mono >= next_block_check:
                     blocked = await self._blocked_reason()
+                    if (
+                        blocked is None
+                        and at_slot
+                        and (slot_checked is None or slot_blocked is not None or self._next_in_line())
+                    ):
+                        await ask_at_slot()
+                    blocked = blocked or slot_blocked
                     next_block_check = mono + self.opt.period
+                if blocked is None and at_slot and slot_answer_stale() and self._would_be_served():
+                    blocked = await ask_at_slot()  # about to take a slot on an old answer: ask now
                 if blocked is not None:
                     # Stays in force until a fresh check (every period) clears it.
                     await self._block(blocked)
@@ -347,7 +405,7 @@ class Cycle:
                     continue
                 await self._handle_stale_holders()
                 verdict = await self.lock.try_acquire(
-                    phase="acquiring",
+                    phase="draining",  # marking and cordoning follow at once
                     evidence={},
                     unavailable=self.budget.unavailable if self.budget is not None else None,
                 )
@@ -360,6 +418,24 @@ class Cycle:
         if self.opt.node in self.lock.state.waiters:
             await self.lock.leave_queue()
         return False
+
+    def _next_in_line(self) -> bool:
+        cfg = self.lock.config
+        return next_in_line(self.lock.state, node=cfg.node, zone=cfg.zone, limits=cfg.limits)
+
+    def _would_be_served(self) -> bool:
+        """Would a try to take a slot on the state seen now succeed (pure: no request)?"""
+        cfg = self.lock.config
+        stalled = self.lock.observer.stalled_waiters(now=self.clock.monotonic()) - {cfg.node}
+        verdict = decide_acquire(
+            self.lock.state,
+            node=cfg.node,
+            zone=cfg.zone,
+            limits=cfg.limits,
+            stalled=stalled,
+            unavailable=self.budget.unavailable if self.budget is not None else None,
+        )
+        return verdict.allowed
 
     def _slot_detail(self, reason: str) -> str:
         state = self.lock.state
@@ -402,9 +478,16 @@ class Cycle:
                 )
                 if claimed is None:
                     continue  # it renewed, or another observer is reclaiming it
-                if not claimed.evidence.get("wasUnschedulable", False) and node["spec"].get("unschedulable"):
-                    await uncordon(self.kube, node=holder.node)
-                await set_annotations(self.kube, node=holder.node, annotations={NODE_MARK_ANNOTATION: None})
+                mark = holder_from_mark(
+                    holder.node, (node["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION)
+                )
+                if mark is not None:  # unmarked: the holder never touched its node
+                    evidence = {**mark.evidence, **claimed.evidence}
+                    if not evidence.get("wasUnschedulable", False) and node["spec"].get("unschedulable"):
+                        await uncordon(self.kube, node=holder.node)
+                    await set_annotations(
+                        self.kube, node=holder.node, annotations={NODE_MARK_ANNOTATION: None}
+                    )
                 if await self.lock.remove_holder(node=holder.node, expect=claimed):
                     self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
                 continue
@@ -422,19 +505,30 @@ class Cycle:
     @contextlib.asynccontextmanager
     async def _renewing(self) -> Any:
         async def renew() -> None:
+            # Any write of our record (a phase change) renews it too: renew only when none came
+            # within the interval.
+            interval = self.opt.renew_interval
+            next_at = self.clock.monotonic() + interval
             while True:
-                await asyncio.sleep(self.opt.renew_interval)
+                await asyncio.sleep(max(0.0, next_at - self.clock.monotonic()))
+                next_at = self.lock.record_written_at + interval
+                if next_at > self.clock.monotonic():
+                    continue
                 with contextlib.suppress(*TRANSIENT):
                     await self.lock.renew()
+                next_at = self.clock.monotonic() + interval
 
-        task = asyncio.create_task(renew(), name=f"renew-{self.opt.node}")
-        self.metrics.lock_held.labels(node=self.opt.node).set(1)
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LostSlot, *TRANSIENT):
-                await task
+        # Holders follow the Lease (the watch the waiting loop opened, if any), so their writes
+        # start from the newest version instead of meeting a 409.
+        async with self.lock.following():
+            task = asyncio.create_task(renew(), name=f"renew-{self.opt.node}")
+            self.metrics.lock_held.labels(node=self.opt.node).set(1)
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, LostSlot, *TRANSIENT):
+                    await task
 
     async def _disrupt(self, stop: asyncio.Event, *, holder: Holder) -> None:
         async with self._renewing():
@@ -447,28 +541,43 @@ class Cycle:
 
     async def _disrupt_steps(self, stop: asyncio.Event, *, holder: Holder) -> None:
         node = await self._get_node()
-        fresh = False
-        if holder.phase == "acquiring" and not self.sentinel.required:
+        mark = holder_from_mark(
+            self.opt.node, (node["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION)
+        )
+        if mark is not None and mark.phase in BOOTING_PHASES:
+            # Our mark says the reboot was requested, but our record says it was not: the Lease
+            # was recreated from the mark written before (between our "rebooting" write and the
+            # mark's update). The mark is the newer: never drain and reboot a second time.
+            self._log.warning("rebootd.cycle.record_behind_mark", record=holder.phase, mark=mark.phase)
+            merged = replace(holder, phase=mark.phase, evidence={**holder.evidence, **mark.evidence})
+            await self._after_reboot_steps(stop, holder=merged)
+            return
+        if mark is None and not self.sentinel.required:
             # The need went away between taking the slot and touching the node: give it back.
             await self.lock.release()
             self.metrics.lock_held.labels(node=self.opt.node).set(0)
             self._log.info("rebootd.cycle.no_longer_required")
             return
-        if holder.phase == "acquiring":
-            evidence = {
+        fresh = mark is None
+        if mark is None:
+            evidence: dict[str, Any] = {
                 "bootID": boot_id(node),
                 "wasUnschedulable": bool(node["spec"].get("unschedulable", False)),
             }
-            # Safety rule 5 of lock.py: mark the node, then confirm our record with a CAS.
-            marked = replace(holder, phase="draining", evidence=evidence)
+            if self.recovery is not None:  # what "healthy again" means: read before anything moves
+                evidence["baseline"] = await self.recovery.record(node=self.opt.node)
+            # Safety rule 5 of lock.py: mark the node (the evidence travels in the mark until the
+            # next write of our record), then confirm on a fresh read that the Lease still lists us.
+            mark = replace(holder, phase="draining", evidence={**holder.evidence, **evidence})
             await set_annotations(
                 self.kube,
                 node=self.opt.node,
-                annotations={NODE_MARK_ANNOTATION: holder_mark(marked), WAITING_ANNOTATION: None},
+                annotations={NODE_MARK_ANNOTATION: holder_mark(mark), WAITING_ANNOTATION: None},
             )
             self._published[WAITING_ANNOTATION] = None
-            holder = await self.lock.set_phase(phase="draining", evidence=evidence)
-            fresh = True
+            holder = await self.lock.confirm()
+        # The record's own evidence wins (an admin cordon found later is recorded there).
+        holder = replace(holder, phase="draining", evidence={**mark.evidence, **holder.evidence})
         self._set_phase("draining")
         already = await cordon(self.kube, node=self.opt.node)
         if fresh and already and not holder.evidence.get("wasUnschedulable", False):
@@ -483,7 +592,7 @@ class Cycle:
         await self._tell("drain")
         if self.opt.drain_delay and await self._sleep(stop, self.opt.drain_delay):
             return
-        if self.recovery is not None and "baseline" not in holder.evidence:
+        if self.recovery is not None and "baseline" not in holder.evidence:  # a mark of an earlier version
             baseline = await self.recovery.record(node=self.opt.node)
             holder = await self.lock.set_phase(phase="draining", evidence={"baseline": baseline})
         started = self.clock.monotonic()
@@ -503,8 +612,9 @@ class Cycle:
         self.metrics.drain_seconds.labels(node=self.opt.node).observe(self.clock.monotonic() - started)
         evicted = [] if result is None else [p.to_json() for p in result.evicted]
         requested = self.clock.now().isoformat()
-        holder = await self.lock.set_phase(
-            phase="rebooting", evidence={"evicted": evicted, "rebootRequested": requested}
+        holder = await self.lock.set_phase(  # from here on the record carries all the evidence
+            phase="rebooting",
+            evidence={**holder.evidence, "evicted": evicted, "rebootRequested": requested},
         )
         self._set_phase("rebooting")
         if self.opt.reboot_delay and await self._sleep(stop, self.opt.reboot_delay):
@@ -522,8 +632,9 @@ class Cycle:
             await self._publish(**{PHASE_ANNOTATION: f"rebooting since {self.clock.now().isoformat()}"})
         await self._event("RebootdReboot", "rebooting the node")
         await self._tell("reboot")
+        await self._flush_events(within=1.0)  # bounded: the reboot ends this process
         if self._flush is not None:
-            await self._flush()  # bounded: the reboot ends this process
+            await self._flush()  # bounded too
         try:
             await self.rebooter.reboot()
         except RebootFailed as exc:
@@ -580,8 +691,10 @@ class Cycle:
             self._set_phase("verifying")
             if not await self._verify_reboot(stop, holder=holder):
                 return
-            holder = await self.lock.set_phase(phase="uncordoning")
-        if holder.phase == "uncordoning":
+            # No Lease write for this step: putting the node back is idempotent, and a pass
+            # resumed from "rebooting" verifies the boot again and gets here.
+            holder = replace(holder, phase="uncordoning")
+        if holder.phase == "uncordoning":  # (also the record of a daemon of an earlier version)
             self._set_phase("uncordoning")
             if not holder.evidence.get("wasUnschedulable", False):
                 await uncordon(self.kube, node=self.opt.node)
@@ -611,7 +724,8 @@ class Cycle:
                     # Keep the slot: the rollout is halted until an operator resumes it.
                     await self._wait_for_resume(stop)
                     return
-            holder = await self.lock.set_phase(phase="releasing")
+        # No Lease write for "releasing": a pass resumed during the release delay re-checks the
+        # recovery (healthy at once) and waits the delay again.
         self._set_phase("releasing")
         if self.opt.release_delay and await self._sleep(stop, self.opt.release_delay):
             return

@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import random
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -334,6 +335,7 @@ class Kube:
             raise KubeError(status=0, reason="ConfigError", message=f"{type(exc).__name__}: {exc}") from exc
         api_client = lib.api_client(configuration=configuration)
         api_client.user_agent = user_agent
+        _resolve_proxy_once(api_client.rest_client, host=str(configuration.host))
         return cls(
             api_client=api_client,
             retry=retry if retry is not None else RetryPolicy(),
@@ -727,6 +729,10 @@ class ObjectFollower:
         self._seen = _version_key(self._latest)
         return self._latest
 
+    def peek(self) -> JsonObj | None:
+        """The latest state without marking it seen (`changed` still reports it)."""
+        return self._latest
+
     async def __aenter__(self) -> Self:
         await self._relist()
         self._seen = _version_key(self._latest)
@@ -880,6 +886,24 @@ class ObjectFollower:
             self._set(None)
         if rv:
             self._rv = rv
+
+
+def _resolve_proxy_once(rest: Any, *, host: str) -> None:
+    """The library's session has `trust_env=True`: aiohttp then reads ~/.netrc and the proxy
+    variables in a worker thread on EVERY request (two thread hand-offs per API call). client-go
+    reads HTTPS_PROXY / HTTP_PROXY / NO_PROXY once per process; so do we: the proxy for the API
+    server is resolved here and the session is replaced by one that does not consult the
+    environment again (same connector, so the TLS set-up is kept)."""
+    if not rest.proxy:
+        url = urlsplit(host)
+        proxies = urllib.request.getproxies_environment()  # aiohttp imports urllib.request anyway
+        proxy = proxies.get(url.scheme or "https")
+        if proxy and not urllib.request.proxy_bypass(url.hostname or ""):  # NO_PROXY
+            rest.proxy = proxy
+    old: aiohttp.ClientSession = rest.pool_manager
+    connector = old.connector
+    old.detach()
+    rest.pool_manager = aiohttp.ClientSession(connector=connector, trust_env=False, read_bufsize=2**21)
 
 
 def _version_key(obj: JsonObj | None) -> tuple[str, str] | None:

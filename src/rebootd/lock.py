@@ -12,16 +12,21 @@ Safety model (read this before changing anything here):
    monotonic clock (never compare another machine's timestamps with the local clock). While a
    holder is rebooting its daemon is down, so observers also allow `boot_allowance`.
 4. A holder that loses its record (reclaimed as stale, Lease recreated) learns it at its next
-   CAS: every escalation (cordon, drain, reboot) is preceded by a CAS that names the next phase,
-   so a holder without a record never escalates.
-5. The Lease deleted by an admin: holders mark their Node (`rebootd.io/holder`) before they
-   disrupt it and confirm their record with a CAS after marking. Whoever recreates the Lease
-   first copies every marked node into it as a holder. Either the creator saw the mark, or the
-   holder's confirming CAS (uid precondition) fails and it backs out: the limit holds.
+   CAS or fresh read: every escalation is preceded by a CAS that names the next phase (taking
+   the slot names "draining", then "rebooting") and the cordon by a fresh read of our record
+   (rule 5), so a holder without a record never escalates.
+5. The Lease deleted by an admin: holders mark their Node (`rebootd.io/holder`, carrying the
+   record and its evidence) before they disrupt it and, after marking, confirm on a fresh
+   (quorum) read that the Lease lists them. Whoever recreates the Lease first copies every
+   marked node into it as a holder. Either the creator saw the mark, or the holder's read finds
+   a Lease without it and it backs out: the limit holds. (A read, not a write: 45 waiters
+   joining the queue at once cannot make it fail.)
 6. Release removes only our own record (CAS, retried on conflict); the release delay is waited by
    the holder itself before releasing, so no clock is compared across machines.
 7. Waiters watch the Lease and act on changes at once; only the waiters that the queue order
    serves attempt a write, so a hand-off costs a constant number of writes however many wait.
+   Holders follow it too while they hold a slot: each CAS starts from the newest version seen,
+   so a write rarely meets a 409 (a conflict costs a re-read and a second write).
 
 Step numbers in log events follow client-go's leaderelection: acquire = 1 read, 2 decide,
 3 write; renew = 1 read, 2 check we still hold, 3 write.
@@ -38,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from rebootd.clock import Clock
-from rebootd.kube import Conflict, Kube, NotFound, format_microtime
+from rebootd.kube import Conflict, Kube, NotFound, ObjectFollower, format_microtime
 from rebootd.lockstate import (
     RECLAIMING,
     STATE_ANNOTATION,
@@ -88,6 +93,9 @@ class LeaseLock:
         self.observer = Observer(ttl=config.ttl, grace=config.grace, boot_allowance=config.boot_allowance)
         self._lease: dict[str, Any] | None = None
         self._parsed: tuple[tuple[Any, Any, int], LockState] | None = None
+        self._followers: list[ObjectFollower] = []  # watches of the Lease open now (innermost last)
+        # When we last wrote a new version of our own record (observers see it as alive).
+        self.record_written_at = float("-inf")
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
 
@@ -120,6 +128,19 @@ class LeaseLock:
         if old.get("uid") != new.get("uid"):
             return True
         return int(new.get("resourceVersion", "0")) >= int(old.get("resourceVersion", "0"))
+
+    def _catch_up(self) -> None:
+        """Take the newest version an open watch has delivered (a write from a stale copy is a 409)."""
+        if self._followers:
+            latest = self._followers[-1].peek()
+            if latest is None or self._lease is None:
+                return
+            old, new = self._lease["metadata"], latest["metadata"]
+            # Same object only: after a re-creation the watch may still hold the deleted one.
+            if old.get("uid") == new.get("uid") and int(new.get("resourceVersion", "0")) > int(
+                old.get("resourceVersion", "0")
+            ):
+                self._lease = latest
 
     async def refresh(self) -> LockState:
         """Step 1: read the Lease from the server (creating it when missing)."""
@@ -173,13 +194,20 @@ class LeaseLock:
         return lease
 
     # --- writing ----------------------------------------------------------------------------
-    async def update(self, mutate: Mutation, *, event: str) -> LockState | None:
+    async def update(
+        self, mutate: Mutation, *, event: str, patient: Callable[[], bool] = lambda: False
+    ) -> LockState | None:
         """CAS loop: decide on the latest state, write, and on 409 re-read and decide again.
 
-        Returns the state written, or None when `mutate` decided not to write."""
+        `patient()` says whether the change just refused is off the rollout's critical path
+        (joining the queue, leaving it, a renewal): such a writer steps back, jittered, after
+        every conflict, so that when fifty nodes queue up at once the slot takers and the phase
+        changes of the holders get through first. Returns the state written, or None when
+        `mutate` decided not to write."""
         if self._lease is None:
             await self.refresh()
         for attempt in range(MAX_CAS_ATTEMPTS):
+            self._catch_up()
             assert self._lease is not None
             current = self.state
             new_state = mutate(current)
@@ -192,15 +220,20 @@ class LeaseLock:
                 )
             except Conflict:
                 self._log.debug("rebootd.lock.conflict", step="3-write", change=event, attempt=attempt)
-                if attempt:  # a second conflict in a row: back off (jittered) before deciding again
+                if patient():
+                    await asyncio.sleep(self._rng.uniform(0, min(1.0, 0.05 * 2**attempt)))
+                elif attempt:  # a second conflict in a row: back off (jittered) before deciding again
                     await asyncio.sleep(self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
                 await self.refresh()
                 continue
             except NotFound:  # deleted between read and write: recreate, then decide again
                 await self.refresh()
                 continue
+            before = current.holders.get(self.config.node)
             self._lease = written
             self.adopt(None)
+            if new_state.holders.get(self.config.node) not in (None, before):
+                self.record_written_at = self.clock.monotonic()
             self._log.info("rebootd.lock.written", change=event, holders=new_state.holder_identity())
             return new_state
         raise Conflict(status=409, reason="Conflict", message=f"gave up after {MAX_CAS_ATTEMPTS} conflicts")
@@ -243,13 +276,15 @@ class LeaseLock:
                 return None
             return state.with_waiter(node=cfg.node, zone=cfg.zone)
 
-        await self.update(take, event="acquire")
+        await self.update(take, event="acquire", patient=lambda: not verdict.allowed)
         return verdict
 
     async def leave_queue(self) -> None:
         node = self.config.node
         await self.update(
-            lambda s: s.without_waiters([node]) if node in s.waiters else None, event="leave-queue"
+            lambda s: s.without_waiters([node]) if node in s.waiters else None,
+            event="leave-queue",
+            patient=lambda: True,
         )
 
     async def set_phase(self, *, phase: str, evidence: Mapping[str, Any] | None = None) -> Holder:
@@ -271,6 +306,18 @@ class LeaseLock:
             raise LostSlot(f"{node} no longer holds a slot in {self.config.namespace}/{self.config.name}")
         return self.state.holders[node]
 
+    async def confirm(self) -> Holder:
+        """Our record as the Lease holds it now, on a fresh (quorum) read; LostSlot when it is gone
+        or being reclaimed. Safety rule 5's confirmation after marking the node: a Lease recreated
+        before the mark cannot list us (and we back out); one recreated after it copies us in."""
+        state = await self.refresh()
+        holder = state.holders.get(self.config.node)
+        if holder is None or holder.phase == RECLAIMING:
+            raise LostSlot(
+                f"{self.config.node} no longer holds a slot in {self.config.namespace}/{self.config.name}"
+            )
+        return holder
+
     async def renew(self) -> None:
         """Bump our record's sequence so observers see we are alive; LostSlot if it is gone.
 
@@ -287,7 +334,7 @@ class LeaseLock:
                 return None
             return state.with_holder(replace(holder, seq=holder.seq + 1))
 
-        await self.update(bump, event="renew")
+        await self.update(bump, event="renew", patient=lambda: True)
         if lost:
             raise LostSlot(f"{node} no longer holds a slot in {self.config.namespace}/{self.config.name}")
 
@@ -345,23 +392,33 @@ class LeaseLock:
 
     @contextlib.asynccontextmanager
     async def following(self) -> AsyncIterator[Callable[[float], Any]]:
-        """Follow the Lease by watch; yields `changed(timeout)` which waits for the next change."""
+        """Follow the Lease by watch; yields `changed(timeout)` which waits for the next change.
+        Re-entrant: inside an open `following()` the same watch is used (no second list+watch)."""
+        if self._followers:
+            yield self._changed_of(self._followers[-1])
+            return
         async with self.kube.follow(
             kind="leases", namespace=self.config.namespace, name=self.config.name
         ) as f:
-
-            async def changed(seconds: float) -> bool:
-                moved = await f.changed(timeout=seconds)
-                if f.latest is not None:
-                    self.adopt(f.latest)
-                else:
-                    self._lease = None
-                    self.adopt(None)
-                return bool(moved)
-
             if f.latest is not None:
                 self.adopt(f.latest)
-            yield changed
+            self._followers.append(f)
+            try:
+                yield self._changed_of(f)
+            finally:
+                self._followers.remove(f)
+
+    def _changed_of(self, f: ObjectFollower) -> Callable[[float], Any]:
+        async def changed(seconds: float) -> bool:
+            moved = await f.changed(timeout=seconds)
+            if f.latest is not None:
+                self.adopt(f.latest)
+            else:
+                self._lease = None
+                self.adopt(None)
+            return bool(moved)
+
+        return changed
 
 
 def state_of(lease: Mapping[str, Any] | None) -> LockState:

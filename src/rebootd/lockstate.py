@@ -234,6 +234,13 @@ def decide_acquire(
     return Verdict(allowed=False, reason="queued")
 
 
+def next_in_line(state: LockState, *, node: str, zone: str, limits: Limits) -> bool:
+    """Would `node` be among the first served if every slot were free (queued at the end when not
+    queued yet)? The nodes for which a check made right before taking a slot is worth keeping fresh."""
+    queued = state if node in state.waiters else state.with_waiter(node=node, zone=zone)
+    return node in eligible_waiters(replace(queued, holders={}), limits=limits)
+
+
 def zone_load(state: LockState) -> Counter[str]:
     return Counter(h.zone for h in state.holders.values())
 
@@ -254,7 +261,9 @@ class Observer:
     _eligible_since: dict[str, float] = field(default_factory=dict)
 
     def observe(self, state: LockState, *, now: float, limits: Limits) -> None:
-        current = {n: json.dumps(h.to_json(), sort_keys=True) for n, h in state.holders.items()}
+        # Every write to a record bumps its seq (a new record starts again at 0 with a new
+        # acquire time), so these three tell one version of a record from another.
+        current = {n: f"{h.phase}/{h.seq}/{h.acquired}" for n, h in state.holders.items()}
         for node, fingerprint in current.items():
             seen = self._holder_seen.get(node)
             if seen is None or seen[0] != fingerprint:

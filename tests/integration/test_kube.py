@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from rebootd.kube import (
     Conflict,
@@ -420,6 +422,71 @@ async def test_requests_are_counted_per_verb(emulator: Emulator, tmp_path: Path)
     # the server saw the same requests (an eviction is a create on the pods/eviction subresource)
     server = {verb: n for (client, verb), n in emulator.request_counts.items() if client == "anonymous"}
     assert server == {"get": 1, "list": 1, "patch": 1, "create": 2, "update": 1, "delete": 1, "watch": 1}
+
+
+class ForwardProxy:
+    """A loopback HTTP forward proxy: relays each absolute-URL request and records its target."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def relay(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        self.seen.append(f"{request.method} {request.url}")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "proxy-connection"}}
+        async with self._session.request(
+            request.method, str(request.url), headers=headers, data=await request.read()
+        ) as resp:
+            return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
+
+    async def __aenter__(self) -> ForwardProxy:
+        self._session = aiohttp.ClientSession(trust_env=False)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.relay)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+
+@pytest.mark.parametrize("bypass", [False, True], ids=["through-the-proxy", "no-proxy-bypasses"])
+async def test_proxy_variables_are_honoured_as_read_at_start(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bypass: bool
+) -> None:
+    emulator.add_node(name="node-a")
+    async with ForwardProxy() as proxy:
+        for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        if bypass:
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            monkeypatch.setenv("no_proxy", "127.0.0.1")
+        kube = await connect(emulator, tmp_path)
+        try:
+            monkeypatch.delenv("HTTP_PROXY")  # read once at start, like client-go
+            monkeypatch.delenv("http_proxy")
+            node = await kube.get_node(name="node-a")
+        finally:
+            await kube.close()
+    assert node["metadata"]["name"] == "node-a"
+    if bypass:
+        assert proxy.seen == []
+    else:
+        assert len(proxy.seen) == 1, proxy.seen
+        assert proxy.seen[0].endswith("/api/v1/nodes/node-a"), proxy.seen
 
 
 # --- watch and the follower -----------------------------------------------------------------------

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rebootd.kube import Kube
+from rebootd.lockstate import STATE_ANNOTATION, Holder, LockState
 from rebootd.sim.faults import FaultConfig, FaultInjector
 from rebootd.sim.invariants import (
     check_concurrency,
@@ -271,3 +273,43 @@ async def test_a_freed_slot_is_taken_and_the_next_node_cordoned_within_a_second(
     gaps = handoff_gaps(steps, cluster.emulator.history)
     assert len(gaps) == len(zones) - 1  # every release but the last had a waiter to hand off to
     assert max(gaps) < 1.0, gaps
+
+
+async def test_only_the_nodes_next_in_line_keep_listing_pods_and_pdbs_every_period(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    """The PDB preflight (two lists) runs every period only for the waiters about to be served:
+    with a slot taken and four nodes queued, the last in line lists nothing period after period."""
+    zones = {f"n{i}": "z1" for i in range(1, 5)}
+    cluster = await make_cluster(zones=zones, env={"REBOOTD_PERIOD": "100ms", "REBOOTD_LOCK_TTL": "60s"})
+    occupied = LockState().with_holder(Holder(node="elsewhere", zone="z1", phase="draining"))
+    kube = await Kube.connect(kubeconfig=cluster.emulator.write_kubeconfig(tmp_path / "admin-kubeconfig"))
+    try:
+        await kube.create_lease(
+            namespace="kube-system",
+            body={
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": "rebootd", "annotations": {STATE_ANNOTATION: occupied.to_annotation()}},
+                "spec": {"holderIdentity": "elsewhere", "leaseDurationSeconds": 60},
+            },
+        )
+    finally:
+        await kube.close()
+    for name in zones:
+        cluster.nodes[name].require_reboot()
+    assert await cluster.wait_until(lambda: len(cluster.lease_state().waiters) == 4, within=10)
+    await asyncio.sleep(0.3)  # every waiter past its first check
+
+    def lists() -> dict[str, int]:
+        counts = cluster.emulator.request_counts
+        return {name: counts.get((f"rebootd@{name}", "list"), 0) for name in zones}
+
+    before = lists()
+    await asyncio.sleep(1.5)  # 15 periods
+    after = lists()
+    order = sorted(cluster.lease_state().waiters.values(), key=lambda w: w.ticket)
+    first, last = order[0].node, order[-1].node
+    assert after[first] - before[first] >= 10, (before, after)  # pods + PDBs, every period
+    assert after[last] - before[last] <= 2, (before, after)  # nothing period after period
+    assert not cluster.lease_state().holders.keys() - {"elsewhere"}  # nobody jumped the slot

@@ -14,6 +14,7 @@ from rebootd.lockstate import (
     StateFormatError,
     decide_acquire,
     eligible_waiters,
+    next_in_line,
 )
 
 
@@ -163,3 +164,17 @@ def test_a_reclaiming_record_still_takes_its_slot() -> None:
     verdict = decide_acquire(state, node="next", zone="z", limits=Limits(1))
     assert not verdict.allowed
     assert verdict.reason == "concurrency"
+
+
+def test_next_in_line_means_served_first_if_every_slot_were_free() -> None:
+    state = holders(("h1", "z1"), ("h2", "z2"))
+    for node, zone in [("a", "z1"), ("b", "z1"), ("c", "z2"), ("d", "z1")]:
+        state = state.with_waiter(node=node, zone=zone)
+    limits = Limits(2, 1)  # two at once, one per zone
+    assert [n for n in "abcd" if next_in_line(state, node=n, zone=state.waiters[n].zone, limits=limits)] == [
+        "a",
+        "c",
+    ]
+    # a node not queued yet counts as the last in line
+    assert not next_in_line(state, node="e", zone="z2", limits=limits)
+    assert next_in_line(LockState(), node="e", zone="z2", limits=limits)
