@@ -15,7 +15,7 @@ from typing import Any
 
 from rebootd.clock import Clock
 from rebootd.kube import Kube, format_microtime
-from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LockConfig
+from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LockConfig, holder_from_mark
 from rebootd.lockstate import Limits, LockState
 from rebootd.node import is_ready, set_annotations
 from rebootd.schedule import Window
@@ -152,10 +152,16 @@ async def unlock(*, lock: LeaseLock, node: str, force: bool) -> bool:
     if holder is None:
         return False
     obj = await lock.kube.get_node(name=node)
-    cordoned_by_us = bool(obj.get("spec", {}).get("unschedulable")) and not holder.evidence.get(
-        "wasUnschedulable", False
+    # Only a marked node can have been cordoned by its holder (the mark comes first); the mark
+    # and the record say whether an admin had cordoned it before.
+    mark = holder_from_mark(node, (obj["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION))
+    evidence = {**(mark.evidence if mark is not None else {}), **holder.evidence}
+    cordoned_by_us = (
+        mark is not None
+        and bool(obj.get("spec", {}).get("unschedulable"))
+        and not evidence.get("wasUnschedulable", False)
     )
-    if cordoned_by_us and holder.phase != "acquiring" and not force:
+    if cordoned_by_us and not force:
         raise Refused(
             f"node {node} is still cordoned by rebootd (phase {holder.phase}); "
             f"uncordon it or let its daemon finish, or pass --force to free the slot anyway"
