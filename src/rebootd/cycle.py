@@ -540,6 +540,22 @@ class Cycle:
                 self.metrics.lock_held.labels(node=self.opt.node).set(0)
 
     async def _disrupt_steps(self, stop: asyncio.Event, *, holder: Holder) -> None:
+        # The recovery baseline is read alongside the node: a fresh slot needs both at once (a
+        # resumed pass whose node is already marked discards it).
+        baseline: asyncio.Task[dict[str, Any]] | None = None
+        if self.recovery is not None:
+            baseline = asyncio.create_task(self.recovery.record(node=self.opt.node), name="baseline")
+        try:
+            await self._disrupt_marked(stop, holder=holder, baseline=baseline)
+        finally:
+            if baseline is not None and not baseline.done():
+                baseline.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
+                    await baseline
+
+    async def _disrupt_marked(
+        self, stop: asyncio.Event, *, holder: Holder, baseline: asyncio.Task[dict[str, Any]] | None
+    ) -> None:
         node = await self._get_node()
         mark = holder_from_mark(
             self.opt.node, (node["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION)
@@ -564,8 +580,8 @@ class Cycle:
                 "bootID": boot_id(node),
                 "wasUnschedulable": bool(node["spec"].get("unschedulable", False)),
             }
-            if self.recovery is not None:  # what "healthy again" means: read before anything moves
-                evidence["baseline"] = await self.recovery.record(node=self.opt.node)
+            if baseline is not None:  # what "healthy again" means: read before anything moves
+                evidence["baseline"] = await baseline
             # Safety rule 5 of lock.py: mark the node (the evidence travels in the mark until the
             # next write of our record), then confirm on a fresh read that the Lease still lists us.
             mark = replace(holder, phase="draining", evidence={**holder.evidence, **evidence})
@@ -593,8 +609,8 @@ class Cycle:
         if self.opt.drain_delay and await self._sleep(stop, self.opt.drain_delay):
             return
         if self.recovery is not None and "baseline" not in holder.evidence:  # a mark of an earlier version
-            baseline = await self.recovery.record(node=self.opt.node)
-            holder = await self.lock.set_phase(phase="draining", evidence={"baseline": baseline})
+            recorded = await self.recovery.record(node=self.opt.node)
+            holder = await self.lock.set_phase(phase="draining", evidence={"baseline": recorded})
         started = self.clock.monotonic()
         try:
             result = await drain_node(
@@ -730,7 +746,7 @@ class Cycle:
         if self.opt.release_delay and await self._sleep(stop, self.opt.release_delay):
             return
         finished = self.clock.now().isoformat()
-        await set_annotations(
+        await set_annotations(  # before the release: a node that keeps a mark is put back at start
             self.kube,
             node=self.opt.node,
             annotations={

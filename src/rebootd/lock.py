@@ -220,8 +220,8 @@ class LeaseLock:
                 )
             except Conflict:
                 self._log.debug("rebootd.lock.conflict", step="3-write", change=event, attempt=attempt)
-                if patient():
-                    await asyncio.sleep(self._rng.uniform(0, min(1.0, 0.05 * 2**attempt)))
+                if patient():  # spread over up to 2 s: 200 nodes queueing at once stop colliding
+                    await asyncio.sleep(self._rng.uniform(0, min(2.0, 0.05 * 2**attempt)))
                 elif attempt:  # a second conflict in a row: back off (jittered) before deciding again
                     await asyncio.sleep(self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
                 await self.refresh()
@@ -334,7 +334,12 @@ class LeaseLock:
                 return None
             return state.with_holder(replace(holder, seq=holder.seq + 1))
 
-        await self.update(bump, event="renew", patient=lambda: True)
+        # Patient while the record is young; a record past a quarter of the TTL pushes through.
+        await self.update(
+            bump,
+            event="renew",
+            patient=lambda: self.clock.monotonic() - self.record_written_at < self.config.ttl / 4,
+        )
         if lost:
             raise LostSlot(f"{node} no longer holds a slot in {self.config.namespace}/{self.config.name}")
 

@@ -15,6 +15,7 @@ State lives in the Lease annotation `rebootd.io/state` (JSON, versioned):
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -75,8 +76,14 @@ class LockState:
     # --- (de)serialisation ------------------------------------------------------------------
     @classmethod
     def from_annotation(cls, raw: str | None) -> LockState:
+        """Parse the annotation. A state is never changed in place (every transition builds a new
+        one), so equal annotations share one parsed state: see `_parse`."""
         if not raw:
             return cls()
+        return _parse(raw)
+
+    @classmethod
+    def _from_raw(cls, raw: str) -> LockState:
         try:
             data = json.loads(raw)
         except ValueError as exc:
@@ -139,6 +146,15 @@ class LockState:
     def without_waiters(self, nodes: Iterable[str]) -> LockState:
         drop = set(nodes)
         return replace(self, waiters={n: w for n, w in self.waiters.items() if n not in drop})
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(raw: str) -> LockState:
+    """A pure function of the annotation, memoised: daemons that share a process (the
+    simulator's workers host a hundred) parse each Lease version once instead of once each; a
+    daemon alone in its process still parses a version once (its lock caches per version). A
+    format error is raised again on every call (lru_cache does not store exceptions)."""
+    return LockState._from_raw(raw)
 
 
 @dataclass(frozen=True)
