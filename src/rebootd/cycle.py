@@ -240,22 +240,18 @@ class Cycle:
         self._set_phase("idle")
         first = True
         errors = 0
-        try:
-            while not stop.is_set():
-                try:
-                    await self._step(stop, first=first)
-                    first = False
-                    errors = 0
-                except TRANSIENT as exc:
-                    first = True  # after an outage, check again for a mark we left behind
-                    errors += 1
-                    delay = min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0)  # noqa: S311
-                    self._log.warning(
-                        "rebootd.cycle.api_error", error=str(exc)[:300], retry_in=round(delay, 2)
-                    )
-                    await self._sleep(stop, delay)
-        finally:
-            await self._flush_events(within=2.0)
+        while not stop.is_set():
+            try:
+                await self._step(stop, first=first)
+                first = False
+                errors = 0
+            except TRANSIENT as exc:
+                first = True  # after an outage, check again for a mark we left behind
+                errors += 1
+                delay = min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0)  # noqa: S311
+                self._log.warning("rebootd.cycle.api_error", error=str(exc)[:300], retry_in=round(delay, 2))
+                await self._sleep(stop, delay)
+        await self._flush_events(within=2.0)  # a clean stop (SIGTERM); a killed process posts nothing more
 
     async def _step(self, stop: asyncio.Event, *, first: bool) -> None:
         state = await self.lock.refresh()
@@ -324,7 +320,7 @@ class Cycle:
     # --- waiting for a slot -------------------------------------------------------------------
     async def _blocked_reason(self) -> BlockReason | None:
         """The first reason to wait among the window, reboot-loop protection and the blockers
-        asked every period (not the at-slot ones: see `_slot_blocked`)."""
+        asked every period (not the at-slot ones: see `_wait_for_slot`)."""
         now = self.clock.now()
         if not self.opt.window.contains(now):
             opens = self.opt.window.next_open(now)
