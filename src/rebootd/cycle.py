@@ -157,6 +157,7 @@ class Cycle:
         self._node_uid = ""
         self._published: dict[str, str | None] = {}
         self._events: set[asyncio.Task[None]] = set()
+        self._cordoned: dict[str, Any] | None = None  # evidence of our own cordon in this pass
         self._log = get_logger(node=options.node)
 
     # --- small helpers ------------------------------------------------------------------------
@@ -304,18 +305,23 @@ class Cycle:
         self._log.warning("rebootd.cycle.orphaned_mark", phase=mark.phase)
         await self._put_back(mark, node=node)
 
-    async def _put_back(self, holder: Holder, *, node: Mapping[str, Any]) -> None:
+    async def _put_back(
+        self, holder: Holder, *, node: Mapping[str, Any], cordoned: Mapping[str, Any] | None = None
+    ) -> None:
         """Undo our cordon. Only a marked node can have been cordoned by us (the mark comes
-        first), and the mark carries whether an admin had cordoned it before."""
+        first), and the mark carries whether an admin had cordoned it before. `cordoned`: the
+        evidence of a cordon this daemon made itself (its mark may have been removed meanwhile
+        by a reclaimer that uncordoned before our cordon landed)."""
         mark = holder_from_mark(
             self.opt.node, (node.get("metadata", {}).get("annotations") or {}).get(NODE_MARK_ANNOTATION)
         )
-        if mark is None:
+        if mark is None and cordoned is None:
             return
-        evidence = {**mark.evidence, **holder.evidence}
+        evidence = {**(mark.evidence if mark is not None else {}), **(cordoned or {}), **holder.evidence}
         if not evidence.get("wasUnschedulable", False) and node.get("spec", {}).get("unschedulable"):
             await uncordon(self.kube, node=self.opt.node)
-        await set_annotations(self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: None})
+        if mark is not None:
+            await set_annotations(self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: None})
 
     # --- waiting for a slot -------------------------------------------------------------------
     async def _blocked_reason(self) -> BlockReason | None:
@@ -527,12 +533,13 @@ class Cycle:
                     await task
 
     async def _disrupt(self, stop: asyncio.Event, *, holder: Holder) -> None:
+        self._cordoned = None
         async with self._renewing():
             try:
                 await self._disrupt_steps(stop, holder=holder)
             except LostSlot as exc:
                 self._log.warning("rebootd.cycle.lost_slot", error=str(exc))
-                await self._put_back(holder, node=await self._get_node())
+                await self._put_back(holder, node=await self._get_node(), cordoned=self._cordoned)
                 self.metrics.lock_held.labels(node=self.opt.node).set(0)
 
     async def _disrupt_steps(self, stop: asyncio.Event, *, holder: Holder) -> None:
@@ -591,10 +598,12 @@ class Cycle:
         # The record's own evidence wins (an admin cordon found later is recorded there).
         holder = replace(holder, phase="draining", evidence={**mark.evidence, **holder.evidence})
         self._set_phase("draining")
+        self._cordoned = dict(holder.evidence)  # from here on this daemon may have cordoned
         already = await cordon(self.kube, node=self.opt.node)
         if fresh and already and not holder.evidence.get("wasUnschedulable", False):
             # An admin cordoned between our read and our write: it is theirs, never ours to undo.
             # (On a resumed pass the node is cordoned by our own earlier attempt: not evidence.)
+            self._cordoned = {**holder.evidence, "wasUnschedulable": True}
             holder = await self.lock.set_phase(phase="draining", evidence={"wasUnschedulable": True})
         if self.opt.pre_reboot_labels:
             await set_labels(self.kube, node=self.opt.node, labels=dict(self.opt.pre_reboot_labels))
