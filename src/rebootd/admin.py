@@ -15,7 +15,7 @@ from typing import Any
 
 from rebootd.clock import Clock
 from rebootd.kube import Kube, format_microtime
-from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LockConfig, holder_from_mark
+from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LockConfig, mark_of
 from rebootd.lockstate import Limits, LockState
 from rebootd.node import is_ready, set_annotations
 from rebootd.schedule import Window
@@ -154,7 +154,7 @@ async def unlock(*, lock: LeaseLock, node: str, force: bool) -> bool:
     obj = await lock.kube.get_node(name=node)
     # Only a marked node can have been cordoned by its holder (the mark comes first); the mark
     # and the record say whether an admin had cordoned it before.
-    mark = holder_from_mark(node, (obj["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION))
+    mark = mark_of(obj)
     evidence = {**(mark.evidence if mark is not None else {}), **holder.evidence}
     cordoned_by_us = (
         mark is not None

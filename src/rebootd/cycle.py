@@ -32,7 +32,7 @@ from rebootd.blockers import Blocker, BlockReason, NodeBudget
 from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
 from rebootd.kube import Kube, KubeError
-from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LostSlot, holder_from_mark, holder_mark
+from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LostSlot, holder_mark, mark_of
 from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder, decide_acquire, next_in_line
 from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
@@ -297,9 +297,7 @@ class Cycle:
         """We disrupted this node but the Lease no longer lists us (reclaimed, unlocked, or the
         Lease recreated): put the node back."""
         node = await self._get_node()
-        mark = holder_from_mark(
-            self.opt.node, (node["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION)
-        )
+        mark = mark_of(node)
         if mark is None:
             return
         self._log.warning("rebootd.cycle.orphaned_mark", phase=mark.phase)
@@ -312,9 +310,7 @@ class Cycle:
         first), and the mark carries whether an admin had cordoned it before. `cordoned`: the
         evidence of a cordon this daemon made itself (its mark may have been removed meanwhile
         by a reclaimer that uncordoned before our cordon landed)."""
-        mark = holder_from_mark(
-            self.opt.node, (node.get("metadata", {}).get("annotations") or {}).get(NODE_MARK_ANNOTATION)
-        )
+        mark = mark_of(node)
         if mark is None and cordoned is None:
             return
         evidence = {**(mark.evidence if mark is not None else {}), **(cordoned or {}), **holder.evidence}
@@ -480,9 +476,7 @@ class Cycle:
                 )
                 if claimed is None:
                     continue  # it renewed, or another observer is reclaiming it
-                mark = holder_from_mark(
-                    holder.node, (node["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION)
-                )
+                mark = mark_of(node)
                 if mark is not None:  # unmarked: the holder never touched its node
                     evidence = {**mark.evidence, **claimed.evidence}
                     if not evidence.get("wasUnschedulable", False) and node["spec"].get("unschedulable"):
@@ -560,9 +554,7 @@ class Cycle:
         self, stop: asyncio.Event, *, holder: Holder, baseline: asyncio.Task[dict[str, Any]] | None
     ) -> None:
         node = await self._get_node()
-        mark = holder_from_mark(
-            self.opt.node, (node["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION)
-        )
+        mark = mark_of(node)
         if mark is not None and mark.phase in BOOTING_PHASES:
             # Our mark says the reboot was requested, but our record says it was not: the Lease
             # was recreated from the mark written before (between our "rebooting" write and the

@@ -155,8 +155,7 @@ class LeaseLock:
         """Create the Lease, copying in every node that carries a holder mark (safety rule 5)."""
         state = LockState()
         for node in await self.kube.list_nodes():
-            mark = node["metadata"].get("annotations", {}).get(NODE_MARK_ANNOTATION)
-            holder = holder_from_mark(node["metadata"]["name"], mark)
+            holder = mark_of(node)
             if holder is not None:
                 state = state.with_holder(holder)
         body = self._lease_body(state, base=None)
@@ -435,6 +434,13 @@ def state_of(lease: Mapping[str, Any] | None) -> LockState:
 
 def holder_mark(holder: Holder) -> str:
     return json.dumps({"node": holder.node, **holder.to_json()}, sort_keys=True, separators=(",", ":"))
+
+
+def mark_of(node: Mapping[str, Any]) -> Holder | None:
+    """The holder record a node's mark annotation carries, or None (no mark, or one that does not parse)."""
+    metadata = node.get("metadata") or {}
+    mark = (metadata.get("annotations") or {}).get(NODE_MARK_ANNOTATION)
+    return holder_from_mark(str(metadata.get("name", "")), mark)
 
 
 def holder_from_mark(node: str, mark: str | None) -> Holder | None:
