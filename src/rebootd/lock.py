@@ -288,33 +288,20 @@ class LeaseLock:
 
     async def set_phase(self, *, phase: str, evidence: Mapping[str, Any] | None = None) -> Holder:
         """Record our next phase (and evidence); raises LostSlot when we no longer hold a slot."""
-        node = self.config.node
-        lost = False
-
-        def advance(state: LockState) -> LockState | None:
-            nonlocal lost
-            holder = state.holders.get(node)
-            if holder is None or holder.phase == RECLAIMING:
-                lost = True
-                return None
-            merged = {**holder.evidence, **(evidence or {})}
-            return state.with_holder(replace(holder, phase=phase, seq=holder.seq + 1, evidence=merged))
-
-        await self.update(advance, event=f"phase:{phase}")
-        if lost:
-            raise LostSlot(f"{node} no longer holds a slot in {self.config.namespace}/{self.config.name}")
-        return self.state.holders[node]
+        return await self._change_own(
+            lambda holder: replace(
+                holder, phase=phase, seq=holder.seq + 1, evidence={**holder.evidence, **(evidence or {})}
+            ),
+            event=f"phase:{phase}",
+        )
 
     async def confirm(self) -> Holder:
         """Our record as the Lease holds it now, on a fresh (quorum) read; LostSlot when it is gone
         or being reclaimed. Safety rule 5's confirmation after marking the node: a Lease recreated
         before the mark cannot list us (and we back out); one recreated after it copies us in."""
-        state = await self.refresh()
-        holder = state.holders.get(self.config.node)
+        holder = (await self.refresh()).holders.get(self.config.node)
         if holder is None or holder.phase == RECLAIMING:
-            raise LostSlot(
-                f"{self.config.node} no longer holds a slot in {self.config.namespace}/{self.config.name}"
-            )
+            raise self._lost()
         return holder
 
     async def renew(self) -> None:
@@ -322,25 +309,40 @@ class LeaseLock:
 
         Only the sequence changes: the phase and evidence are whatever the latest record says, so
         a renewal racing a phase change can never write an older phase back."""
-        node = self.config.node
-        lost = False
-
-        def bump(state: LockState) -> LockState | None:
-            nonlocal lost
-            holder = state.holders.get(node)
-            if holder is None or holder.phase == RECLAIMING:
-                lost = True
-                return None
-            return state.with_holder(replace(holder, seq=holder.seq + 1))
-
         # Patient while the record is young; a record past a quarter of the TTL pushes through.
-        await self.update(
-            bump,
+        await self._change_own(
+            lambda holder: replace(holder, seq=holder.seq + 1),
             event="renew",
             patient=lambda: self.clock.monotonic() - self.record_written_at < self.config.ttl / 4,
         )
+
+    async def _change_own(
+        self,
+        change: Callable[[Holder], Holder],
+        *,
+        event: str,
+        patient: Callable[[], bool] = lambda: False,
+    ) -> Holder:
+        """Write `change` of our own record, applied to the record as each attempt reads it;
+        LostSlot when the record is gone or being reclaimed (then nothing is written)."""
+        node = self.config.node
+        lost = False
+
+        def apply(state: LockState) -> LockState | None:
+            nonlocal lost
+            holder = state.holders.get(node)
+            lost = holder is None or holder.phase == RECLAIMING
+            return None if holder is None or lost else state.with_holder(change(holder))
+
+        await self.update(apply, event=event, patient=patient)
         if lost:
-            raise LostSlot(f"{node} no longer holds a slot in {self.config.namespace}/{self.config.name}")
+            raise self._lost()
+        return self.state.holders[node]
+
+    def _lost(self) -> LostSlot:
+        return LostSlot(
+            f"{self.config.node} no longer holds a slot in {self.config.namespace}/{self.config.name}"
+        )
 
     async def release(self) -> None:
         """Remove our own record (never anyone else's)."""

@@ -59,6 +59,15 @@ def assert_all_invariants(data: dict[str, Any]) -> None:
     }
 
 
+def passing(*args: str, code: int = EXIT_OK) -> dict[str, Any]:
+    """Run `rebootd simulate --json` with `args`; the exit status must be `code` and every invariant hold."""
+    run = simulate(*args, "--json")
+    assert run.code == code, run.explain()
+    data = run.json()
+    assert_all_invariants(data)
+    return data
+
+
 def test_simulate_without_arguments_completes_with_every_invariant_passing_and_prints_the_overhead() -> None:
     run = simulate()
     assert run.code == EXIT_OK, run.explain()
@@ -85,23 +94,19 @@ def test_fifty_nodes_in_five_zones_never_disrupt_more_than_five_nor_two_in_one_z
     assert 1 <= data["max_disrupted"] <= 5
     assert data["max_disrupted_per_zone"]
     assert max(data["max_disrupted_per_zone"].values()) == 1
-    for key in (
+    assert {
         "rebooted",
         "rollout_seconds",
         "lower_bound_seconds",
         "overhead_ratio",
         "handoff_gap_seconds",
-    ):
-        assert key in data
+    } <= set(data)
     assert set(data["handoff_gap_seconds"]) == {"p50", "p99", "max"}
     assert data["api_requests"]["total"] == sum(data["api_requests"]["by_verb"].values()) > 0
 
 
 def test_a_pod_crash_looping_after_the_reboot_halts_the_rollout_naming_it_and_nothing_reboots_after() -> None:
-    run = simulate("--scenario", "crashloop-after-reboot", "--nodes", "5", "--json")
-    assert run.code == EXIT_HALTED, run.explain()
-    data = run.json()
-    assert_all_invariants(data)
+    data = passing("--scenario", "crashloop-after-reboot", "--nodes", "5", code=EXIT_HALTED)
     assert data["status"] == "halted"
     assert "CrashLoopBackOff" in data["halted"]
     assert "kube-system/agent-" in data["halted"]
@@ -123,10 +128,7 @@ def test_the_text_report_of_a_halt_has_its_own_line_and_exit_status_3() -> None:
 
 
 def test_a_node_pinned_by_a_pdb_waits_while_the_others_reboot_and_goes_once_the_workload_is_scaled() -> None:
-    run = simulate("--scenario", "pdb-blocked", "--nodes", "5", "--json")
-    assert run.code == EXIT_OK, run.explain()
-    data = run.json()
-    assert_all_invariants(data)
+    data = passing("--scenario", "pdb-blocked", "--nodes", "5")
     pinned = next(t for t in data["timeline"] if t["node"] == "node-001")
     others = [t for t in data["timeline"] if t["node"] != "node-001"]
     assert all(pinned["reboot"] > t["released"] for t in others)  # it went last, after the scale-up
@@ -134,19 +136,13 @@ def test_a_node_pinned_by_a_pdb_waits_while_the_others_reboot_and_goes_once_the_
 
 
 def test_nodes_cordoned_by_an_admin_are_rebooted_and_stay_cordoned() -> None:
-    run = simulate("--scenario", "admin-cordoned", "--nodes", "5", "--json")
-    assert run.code == EXIT_OK, run.explain()
-    data = run.json()
-    assert_all_invariants(data)
+    data = passing("--scenario", "admin-cordoned", "--nodes", "5")
     assert data["rebooted"] == 5
     assert "admin cordons kept" in data["invariants"]["cordons"]["detail"]
 
 
 def test_with_a_simulated_clock_no_reboot_starts_before_the_window_opens() -> None:
-    run = simulate("--scenario", "window", "--nodes", "4", "--json")
-    assert run.code == EXIT_OK, run.explain()
-    data = run.json()
-    assert_all_invariants(data)
+    data = passing("--scenario", "window", "--nodes", "4")
     assert data["invariants"]["window"]["detail"] == "every reboot started inside the window"
     check = data["scenario_expectations"][-1]
     assert check["ok"], check
@@ -154,19 +150,13 @@ def test_with_a_simulated_clock_no_reboot_starts_before_the_window_opens() -> No
 
 
 def test_five_rebootd_run_processes_configured_only_by_environment_complete_the_rollout() -> None:
-    run = simulate("--processes", "--nodes", "5", "--json")
-    assert run.code == EXIT_OK, run.explain()
-    data = run.json()
-    assert_all_invariants(data)
+    data = passing("--processes", "--nodes", "5")
     assert data["rebooted"] == 5
     assert data["status"] == "completed"
 
 
 def test_daemons_in_worker_processes_complete_the_rollout() -> None:
-    run = simulate("--nodes", "6", "--workers", "2", "--json")
-    assert run.code == EXIT_OK, run.explain()
-    data = run.json()
-    assert_all_invariants(data)
+    data = passing("--nodes", "6", "--workers", "2")
     assert data["rebooted"] == 6
 
 
