@@ -32,11 +32,12 @@ from rebootd.blockers import Blocker, BlockReason, NodeBudget
 from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
 from rebootd.kube import Kube, KubeError
-from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LostSlot, holder_mark, mark_of
+from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LostSlot, holder_mark, mark_of, put_back_node
 from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder, decide_acquire, next_in_line
 from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
 from rebootd.node import (
+    NodeChanged,
     add_taint,
     boot_id,
     cordon,
@@ -157,7 +158,6 @@ class Cycle:
         self._node_uid = ""
         self._published: dict[str, str | None] = {}
         self._events: set[asyncio.Task[None]] = set()
-        self._cordoned: dict[str, Any] | None = None  # evidence of our own cordon in this pass
         self._log = get_logger(node=options.node)
 
     # --- small helpers ------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class Cycle:
             # Judged dead while we were away: the reclaimer puts our node back and frees the slot.
             # If the reclaimer died half-way, we finish its work on our own record.
             self._log.warning("rebootd.cycle.slot_reclaimed", by=holder.evidence.get("reclaimedBy"))
-            await self._put_back(holder, node=await self._get_node())
+            await self._put_back(holder)
             await self.lock.remove_holder(node=self.opt.node, expect=holder)
             self.metrics.lock_held.labels(node=self.opt.node).set(0)
             return
@@ -301,23 +301,13 @@ class Cycle:
         if mark is None:
             return
         self._log.warning("rebootd.cycle.orphaned_mark", phase=mark.phase)
-        await self._put_back(mark, node=node)
+        await self._put_back(mark)
 
-    async def _put_back(
-        self, holder: Holder, *, node: Mapping[str, Any], cordoned: Mapping[str, Any] | None = None
-    ) -> None:
-        """Undo our cordon. Only a marked node can have been cordoned by us (the mark comes
-        first), and the mark carries whether an admin had cordoned it before. `cordoned`: the
-        evidence of a cordon this daemon made itself (its mark may have been removed meanwhile
-        by a reclaimer that uncordoned before our cordon landed)."""
-        mark = mark_of(node)
-        if mark is None and cordoned is None:
-            return
-        evidence = {**(mark.evidence if mark is not None else {}), **(cordoned or {}), **holder.evidence}
-        if not evidence.get("wasUnschedulable", False) and node.get("spec", {}).get("unschedulable"):
-            await uncordon(self.kube, node=self.opt.node)
-        if mark is not None:
-            await set_annotations(self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: None})
+    async def _put_back(self, holder: Holder) -> None:
+        """Undo our cordon and remove our mark. Only a marked node can have been cordoned by us
+        (the cordon requires the mark), and the mark carries whether an admin had cordoned it
+        before."""
+        await put_back_node(self.kube, node=self.opt.node, evidence=holder.evidence)
 
     # --- waiting for a slot -------------------------------------------------------------------
     async def _blocked_reason(self) -> BlockReason | None:
@@ -476,14 +466,9 @@ class Cycle:
                 )
                 if claimed is None:
                     continue  # it renewed, or another observer is reclaiming it
-                mark = mark_of(node)
-                if mark is not None:  # unmarked: the holder never touched its node
-                    evidence = {**mark.evidence, **claimed.evidence}
-                    if not evidence.get("wasUnschedulable", False) and node["spec"].get("unschedulable"):
-                        await uncordon(self.kube, node=holder.node)
-                    await set_annotations(
-                        self.kube, node=holder.node, annotations={NODE_MARK_ANNOTATION: None}
-                    )
+                # Read after the claim, written in one guarded step: a cordon racing us is
+                # undone, or refused because it requires the mark we remove.
+                await put_back_node(self.kube, node=holder.node, evidence=claimed.evidence)
                 if await self.lock.remove_holder(node=holder.node, expect=claimed):
                     self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
                 continue
@@ -527,13 +512,12 @@ class Cycle:
                     await task
 
     async def _disrupt(self, stop: asyncio.Event, *, holder: Holder) -> None:
-        self._cordoned = None
         async with self._renewing():
             try:
                 await self._disrupt_steps(stop, holder=holder)
-            except LostSlot as exc:
+            except (LostSlot, NodeChanged) as exc:  # NodeChanged: a reclaimer removed our mark
                 self._log.warning("rebootd.cycle.lost_slot", error=str(exc))
-                await self._put_back(holder, node=await self._get_node(), cordoned=self._cordoned)
+                await self._put_back(holder)
                 self.metrics.lock_held.labels(node=self.opt.node).set(0)
 
     async def _disrupt_steps(self, stop: asyncio.Event, *, holder: Holder) -> None:
@@ -559,9 +543,11 @@ class Cycle:
             # Our mark says the reboot was requested, but our record says it was not: the Lease
             # was recreated from the mark written before (between our "rebooting" write and the
             # mark's update). The mark is the newer: never drain and reboot a second time.
+            # Bring the record up to the mark first: the booting phase gets its boot allowance
+            # from observers, and the write proves we still hold the slot.
             self._log.warning("rebootd.cycle.record_behind_mark", record=holder.phase, mark=mark.phase)
-            merged = replace(holder, phase=mark.phase, evidence={**holder.evidence, **mark.evidence})
-            await self._after_reboot_steps(stop, holder=merged)
+            holder = await self.lock.set_phase(phase=mark.phase, evidence=mark.evidence)
+            await self._after_reboot_steps(stop, holder=holder)
             return
         if mark is None and not self.sentinel.required:
             # The need went away between taking the slot and touching the node: give it back.
@@ -570,6 +556,7 @@ class Cycle:
             self._log.info("rebootd.cycle.no_longer_required")
             return
         fresh = mark is None
+        mark_value = (node["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION)
         if mark is None:
             evidence: dict[str, Any] = {
                 "bootID": boot_id(node),
@@ -580,22 +567,29 @@ class Cycle:
             # Safety rule 5 of lock.py: mark the node (the evidence travels in the mark until the
             # next write of our record), then confirm on a fresh read that the Lease still lists us.
             mark = replace(holder, phase="draining", evidence={**holder.evidence, **evidence})
+            mark_value = holder_mark(mark)
             await set_annotations(
                 self.kube,
                 node=self.opt.node,
-                annotations={NODE_MARK_ANNOTATION: holder_mark(mark), WAITING_ANNOTATION: None},
+                annotations={NODE_MARK_ANNOTATION: mark_value, WAITING_ANNOTATION: None},
             )
             self._published[WAITING_ANNOTATION] = None
             holder = await self.lock.confirm()
+            if self.lock.state.halted:  # halted since we took the slot: disrupt nothing more
+                self._log.warning("rebootd.cycle.halted_before_cordon")
+                await self._put_back(holder)
+                await self.lock.release()
+                self.metrics.lock_held.labels(node=self.opt.node).set(0)
+                return
         # The record's own evidence wins (an admin cordon found later is recorded there).
         holder = replace(holder, phase="draining", evidence={**mark.evidence, **holder.evidence})
         self._set_phase("draining")
-        self._cordoned = dict(holder.evidence)  # from here on this daemon may have cordoned
-        already = await cordon(self.kube, node=self.opt.node)
+        # Only while our mark is there: a reclaimer that judged us dead removes it in the same
+        # guarded step as its uncordon, so our cordon cannot land after it unseen.
+        already = await cordon(self.kube, node=self.opt.node, only_if=(NODE_MARK_ANNOTATION, str(mark_value)))
         if fresh and already and not holder.evidence.get("wasUnschedulable", False):
             # An admin cordoned between our read and our write: it is theirs, never ours to undo.
             # (On a resumed pass the node is cordoned by our own earlier attempt: not evidence.)
-            self._cordoned = {**holder.evidence, "wasUnschedulable": True}
             holder = await self.lock.set_phase(phase="draining", evidence={"wasUnschedulable": True})
         if self.opt.pre_reboot_labels:
             await set_labels(self.kube, node=self.opt.node, labels=dict(self.opt.pre_reboot_labels))
@@ -667,8 +661,7 @@ class Cycle:
 
     async def _give_up(self, stop: asyncio.Event, *, holder: Holder, reason: str) -> None:
         """Drain failed: uncordon (only if we cordoned), free the slot, back off."""
-        node = await self._get_node()
-        await self._put_back(holder, node=node)
+        await self._put_back(holder)
         await self.lock.release()
         self.metrics.lock_held.labels(node=self.opt.node).set(0)
         self.metrics.reboots.labels(node=self.opt.node, result="drain_failed").inc()

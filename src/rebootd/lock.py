@@ -445,6 +445,35 @@ def mark_of(node: Mapping[str, Any]) -> Holder | None:
     return holder_from_mark(str(metadata.get("name", "")), mark)
 
 
+async def put_back_node(kube: Kube, *, node: str, evidence: Mapping[str, Any]) -> bool:
+    """Remove a node's holder mark and, unless an admin had cordoned the node before rebootd did
+    (`wasUnschedulable` in the mark or in `evidence`, the holder record's, which wins), its
+    cordon: one write guarded by the resourceVersion read, so a holder's cordon racing it either
+    lands first and is seen and undone, or is refused (its cordon requires the mark). Returns
+    whether the node carried a mark."""
+    for _ in range(MAX_CAS_ATTEMPTS):
+        obj = await kube.get_node(name=node)
+        mark = mark_of(obj)
+        if mark is None:
+            return False
+        metadata = obj.get("metadata") or {}
+        patch: dict[str, Any] = {"metadata": {"annotations": {NODE_MARK_ANNOTATION: None}}}
+        if metadata.get("resourceVersion"):
+            patch["metadata"]["resourceVersion"] = metadata["resourceVersion"]
+        was_unschedulable = {**mark.evidence, **evidence}.get("wasUnschedulable", False)
+        if (obj.get("spec") or {}).get("unschedulable") and not was_unschedulable:
+            patch["spec"] = {"unschedulable": None}
+        try:
+            await kube.patch_node(name=node, patch=patch, patch_type="strategic")
+        except Conflict:
+            continue
+        get_logger(node=node).info("rebootd.lock.node_put_back", uncordoned="spec" in patch)
+        return True
+    raise Conflict(
+        status=409, reason="Conflict", message=f"put-back of node {node} lost {MAX_CAS_ATTEMPTS} races"
+    )
+
+
 def holder_from_mark(node: str, mark: str | None) -> Holder | None:
     if not mark:
         return None

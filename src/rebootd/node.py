@@ -32,6 +32,10 @@ JsonObj = dict[str, Any]
 EventType = Literal["Normal", "Warning"]
 
 
+class NodeChanged(Exception):
+    """A guarded write found the Node no longer as the caller required (e.g. its mark removed)."""
+
+
 class NodeWriteConflict(KubeError):
     """A guarded write lost to concurrent writers `MAX_WRITE_ATTEMPTS` times in a row."""
 
@@ -127,14 +131,20 @@ def taint_patch_remove(node_obj: Mapping[str, Any], *, key: str, effect: str) ->
 # --- writes ---------------------------------------------------------------------------------
 
 
-async def cordon(kube: Kube, *, node: str) -> bool:
+async def cordon(kube: Kube, *, node: str, only_if: tuple[str, str] | None = None) -> bool:
     """Mark the Node unschedulable (kubectl cordon); True when it ALREADY was before this call.
 
     The patch carries the resourceVersion we read, so a concurrent cordon by an admin between our
-    read and our write makes us re-read instead of claiming the cordon as ours."""
+    read and our write makes us re-read instead of claiming the cordon as ours. `only_if`
+    (annotation, value): cordon only while the Node carries that annotation with that value,
+    else raise NodeChanged; the resourceVersion makes the check and the cordon one step."""
     log = get_logger(node=node)
     for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
         obj = await kube.get_node(name=node)
+        if only_if is not None:
+            key, value = only_if
+            if ((obj.get("metadata") or {}).get("annotations") or {}).get(key) != value:
+                raise NodeChanged(f"node {node}: annotation {key} is no longer the one this cordon requires")
         if (obj.get("spec") or {}).get("unschedulable"):
             log.info("rebootd.node.already_cordoned")
             return True

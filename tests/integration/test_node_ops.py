@@ -13,7 +13,10 @@ from structlog.testing import capture_logs
 
 from rebootd.clock import SystemClock
 from rebootd.kube import Kube, RetryPolicy
+from rebootd.lock import NODE_MARK_ANNOTATION, holder_mark, put_back_node
+from rebootd.lockstate import Holder
 from rebootd.node import (
+    NodeChanged,
     add_taint,
     boot_id,
     cordon,
@@ -107,6 +110,68 @@ async def test_cordon_racing_an_admin_cordon_reports_already_cordoned(
     kube.race = admin_cordons
 
     assert await cordon(kube, node="n1") is True
+
+
+MARK = holder_mark(Holder(node="n1", zone="z1", phase="draining", evidence={"wasUnschedulable": False}))
+
+
+def annotations_of(emu: Emulator, name: str = "n1") -> dict[str, str]:
+    obj = emu.get_object(kind="Node", name=name)
+    assert obj is not None
+    return dict(obj["metadata"].get("annotations") or {})
+
+
+async def test_a_cordon_that_requires_the_mark_is_refused_once_a_reclaimer_removed_it_between_read_and_write(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    """The holder reads its node (marked), a reclaimer puts the node back before the holder's
+    write: the cordon is refused and the node stays schedulable, instead of cordoned with no mark."""
+    kube, admin = clients
+    emulator.add_node(name="n1")
+    await set_annotations(admin, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
+
+    async def reclaimer_puts_back() -> None:
+        assert await put_back_node(admin, node="n1", evidence={})
+
+    kube.race = reclaimer_puts_back
+
+    with pytest.raises(NodeChanged):
+        await cordon(kube, node="n1", only_if=(NODE_MARK_ANNOTATION, MARK))
+    assert not node_spec(emulator).get("unschedulable")
+    assert NODE_MARK_ANNOTATION not in annotations_of(emulator)
+
+
+async def test_a_put_back_racing_the_holders_cordon_sees_the_cordon_and_undoes_it(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    """The reclaimer reads the node (marked, schedulable), the holder's cordon lands before the
+    reclaimer's write: the write is refused, re-read, and removes the mark and the cordon together."""
+    kube, admin = clients
+    emulator.add_node(name="n1")
+    await set_annotations(admin, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
+
+    async def holder_cordons() -> None:
+        assert await cordon(admin, node="n1", only_if=(NODE_MARK_ANNOTATION, MARK)) is False
+
+    kube.race = holder_cordons
+
+    assert await put_back_node(kube, node="n1", evidence={})
+    assert not node_spec(emulator).get("unschedulable")
+    assert NODE_MARK_ANNOTATION not in annotations_of(emulator)
+
+
+async def test_a_put_back_keeps_a_cordon_the_admin_made_before_rebootd(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    kube, _ = clients
+    emulator.add_node(name="n1", unschedulable=True)
+    await set_annotations(kube, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
+
+    assert await put_back_node(kube, node="n1", evidence={"wasUnschedulable": True})
+    assert node_spec(emulator)["unschedulable"] is True
+    assert NODE_MARK_ANNOTATION not in annotations_of(emulator)
+    assert await put_back_node(kube, node="n1", evidence={}) is False, "no mark: nothing of ours to undo"
+    assert node_spec(emulator)["unschedulable"] is True
 
 
 async def test_uncordon_removes_the_field(emulator: Emulator, clients: tuple[RacingKube, Kube]) -> None:
