@@ -20,7 +20,10 @@ Safety model (read this before changing anything here):
    (quorum) read that the Lease lists them. Whoever recreates the Lease first copies every
    marked node into it as a holder. Either the creator saw the mark, or the holder's read finds
    a Lease without it and it backs out: the limit holds. (A read, not a write: 45 waiters
-   joining the queue at once cannot make it fail.)
+   joining the queue at once cannot make it fail.) A read does not stop a reclaim already
+   under way, so the cordon itself requires the mark, and a reclaimer removes the mark and our
+   cordon in one write; both are guarded by the node's resourceVersion (`put_back_node`): a
+   cordon racing a reclaim is either seen and undone, or refused.
 6. Release removes only our own record (CAS, retried on conflict); the release delay is waited by
    the holder itself before releasing, so no clock is compared across machines.
 7. Waiters watch the Lease and act on changes at once; only the waiters that the queue order
