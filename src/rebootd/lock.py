@@ -58,6 +58,7 @@ from rebootd.lockstate import (
     decide_acquire,
 )
 from rebootd.logs import get_logger
+from rebootd.node import guarded_patch
 
 NODE_MARK_ANNOTATION = "rebootd.io/holder"
 MAX_CAS_ATTEMPTS = 20
@@ -334,8 +335,11 @@ class LeaseLock:
         def apply(state: LockState) -> LockState | None:
             nonlocal lost
             holder = state.holders.get(node)
-            lost = holder is None or holder.phase == RECLAIMING
-            return None if holder is None or lost else state.with_holder(change(holder))
+            if holder is None or holder.phase == RECLAIMING:
+                lost = True
+                return None
+            lost = False
+            return state.with_holder(change(holder))
 
         await self.update(apply, event=event, patient=patient)
         if lost:
@@ -454,27 +458,21 @@ async def put_back_node(kube: Kube, *, node: str, evidence: Mapping[str, Any]) -
     cordon: one write guarded by the resourceVersion read, so a holder's cordon racing it either
     lands first and is seen and undone, or is refused (its cordon requires the mark). Returns
     whether the node carried a mark."""
-    for _ in range(MAX_CAS_ATTEMPTS):
-        obj = await kube.get_node(name=node)
+
+    def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
         mark = mark_of(obj)
         if mark is None:
-            return False
-        metadata = obj.get("metadata") or {}
+            return None
         patch: dict[str, Any] = {"metadata": {"annotations": {NODE_MARK_ANNOTATION: None}}}
-        if metadata.get("resourceVersion"):
-            patch["metadata"]["resourceVersion"] = metadata["resourceVersion"]
         was_unschedulable = {**mark.evidence, **evidence}.get("wasUnschedulable", False)
         if (obj.get("spec") or {}).get("unschedulable") and not was_unschedulable:
             patch["spec"] = {"unschedulable": None}
-        try:
-            await kube.patch_node(name=node, patch=patch, patch_type="strategic")
-        except Conflict:
-            continue
-        get_logger(node=node).info("rebootd.lock.node_put_back", uncordoned="spec" in patch)
-        return True
-    raise Conflict(
-        status=409, reason="Conflict", message=f"put-back of node {node} lost {MAX_CAS_ATTEMPTS} races"
-    )
+        return patch
+
+    written = await guarded_patch(kube, node=node, plan=plan, what="put-back")
+    if written is not None:
+        get_logger(node=node).info("rebootd.lock.node_put_back", uncordoned="spec" in written)
+    return written is not None
 
 
 def holder_from_mark(node: str, mark: str | None) -> Holder | None:

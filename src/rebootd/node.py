@@ -15,7 +15,7 @@ Rule: every write changes only what it names and never clobbers what others wrot
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -131,6 +131,34 @@ def taint_patch_remove(node_obj: Mapping[str, Any], *, key: str, effect: str) ->
 # --- writes ---------------------------------------------------------------------------------
 
 
+async def guarded_patch(
+    kube: Kube, *, node: str, plan: Callable[[JsonObj], JsonObj | None], what: str
+) -> JsonObj | None:
+    """Read the Node, let `plan` decide a strategic-merge patch from what it read (None: nothing
+    to write; it may raise to refuse), and write it carrying the resourceVersion read: a
+    concurrent writer makes us re-read and decide again. Returns the patch written, or None."""
+    log = get_logger(node=node)
+    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+        obj = await kube.get_node(name=node)
+        patch = plan(obj)
+        if patch is None:
+            return None
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            patch = {**patch, "metadata": {**(patch.get("metadata") or {}), "resourceVersion": version}}
+        try:
+            await kube.patch_node(name=node, patch=patch, patch_type="strategic")
+        except Conflict:
+            log.info("rebootd.node.write_conflict", write=what, attempt=attempt)
+            continue
+        return patch
+    raise NodeWriteConflict(
+        status=409,
+        reason="Conflict",
+        message=f"{what} of node {node} lost {MAX_WRITE_ATTEMPTS} races in a row",
+    )
+
+
 async def cordon(kube: Kube, *, node: str, only_if: tuple[str, str] | None = None) -> bool:
     """Mark the Node unschedulable (kubectl cordon); True when it ALREADY was before this call.
 
@@ -138,32 +166,17 @@ async def cordon(kube: Kube, *, node: str, only_if: tuple[str, str] | None = Non
     read and our write makes us re-read instead of claiming the cordon as ours. `only_if`
     (annotation, value): cordon only while the Node carries that annotation with that value,
     else raise NodeChanged; the resourceVersion makes the check and the cordon one step."""
-    log = get_logger(node=node)
-    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-        obj = await kube.get_node(name=node)
+
+    def plan(obj: JsonObj) -> JsonObj | None:
         if only_if is not None:
             key, value = only_if
             if ((obj.get("metadata") or {}).get("annotations") or {}).get(key) != value:
                 raise NodeChanged(f"node {node}: annotation {key} is no longer the one this cordon requires")
-        if (obj.get("spec") or {}).get("unschedulable"):
-            log.info("rebootd.node.already_cordoned")
-            return True
-        version = (obj.get("metadata") or {}).get("resourceVersion")
-        patch: JsonObj = {"spec": {"unschedulable": True}}
-        if version:
-            patch["metadata"] = {"resourceVersion": version}
-        try:
-            await kube.patch_node(name=node, patch=patch, patch_type="strategic")
-        except Conflict:
-            log.info("rebootd.node.cordon_conflict", attempt=attempt)
-            continue
-        log.info("rebootd.node.cordoned")
-        return False
-    raise NodeWriteConflict(
-        status=409,
-        reason="Conflict",
-        message=f"cordon of node {node} lost {MAX_WRITE_ATTEMPTS} races in a row",
-    )
+        return None if (obj.get("spec") or {}).get("unschedulable") else {"spec": {"unschedulable": True}}
+
+    written = await guarded_patch(kube, node=node, plan=plan, what="cordon")
+    get_logger(node=node).info("rebootd.node.cordoned" if written else "rebootd.node.already_cordoned")
+    return written is None
 
 
 async def uncordon(kube: Kube, *, node: str) -> None:
