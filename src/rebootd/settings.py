@@ -232,6 +232,20 @@ class Settings(BaseSettings):
     node_id: str = Field(
         "", description="Name of the Node this daemon runs on (from the downward API). Required by `run`."
     )
+    pod_uid: str = Field(
+        "",
+        description=(
+            "UID of this daemon's Pod (from the downward API): written with each slot grant so that a "
+            "second daemon for the same node never acts on another's grant. Empty: a random id per start."
+        ),
+    )
+    boot_id_file: Path = Field(
+        Path("/proc/sys/kernel/random/boot_id"),
+        description=(
+            "The host's boot id (not namespaced: the same inside the container); a reboot is proven by "
+            "its change, not by the Node's reported bootID alone."
+        ),
+    )
     reboot_sentinel: Path = Field(
         Path("/var/run/reboot-required"), description="File whose existence means a reboot is required."
     )
