@@ -291,8 +291,12 @@ class Kube:
         request_timeout: float = 30.0,
         page_size: int = PAGE_SIZE,
         reauthenticate: Callable[[], Awaitable[None]] | None = None,
+        before_send: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._api = api_client
+        # Awaited (with the verb) before every attempt is sent: the simulator's seam for a
+        # daemon frozen right before a request (its process stopped); None in production.
+        self.before_send = before_send
         self.retry = retry
         self._metrics = metrics
         self._sleep = sleep
@@ -397,8 +401,19 @@ class Kube:
             verb="get", method="GET", path=resource_path("pods", namespace=namespace, name=name)
         )
 
-    async def evict_pod(self, *, namespace: str, name: str, grace_period_seconds: int | None = None) -> None:
-        """policy/v1 Eviction. 429 (a PDB refuses) is raised at once as TooManyRequests."""
+    async def evict_pod(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        grace_period_seconds: int | None = None,
+        fence: Callable[[], None] | None = None,
+    ) -> None:
+        """policy/v1 Eviction. 429 (a PDB refuses) is raised at once as TooManyRequests.
+
+        `fence()` is called right before each attempt is sent (after `before_send`) and raises to
+        stop it: evictions cannot be conditioned on another object, so the caller fences them by
+        time at the last moment before the request leaves (see lock.py)."""
         body: JsonObj = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
@@ -411,6 +426,7 @@ class Kube:
             method="POST",
             path=resource_path("pods", namespace=namespace, name=name, sub="eviction"),
             body=body,
+            fence=fence,
         )
 
     async def delete_pod(self, *, namespace: str, name: str, grace_period_seconds: int | None = None) -> None:
@@ -569,6 +585,7 @@ class Kube:
         query: Sequence[tuple[str, str]] = (),
         body: JsonObj | list[Any] | None = None,
         content_type: str = "application/json",
+        fence: Callable[[], None] | None = None,
     ) -> JsonObj:
         raw = await self._send(
             verb=verb,
@@ -579,6 +596,7 @@ class Kube:
             content_type=content_type,
             request_timeout=self._timeout,
             stream=False,
+            fence=fence,
         )
         data = json.loads(raw) if raw else {}
         if not isinstance(data, dict):
@@ -596,6 +614,7 @@ class Kube:
         content_type: str = "application/json",
         request_timeout: float | aiohttp.ClientTimeout,
         stream: bool,
+        fence: Callable[[], None] | None = None,
     ) -> Any:
         """One operation with retries. Returns the body (bytes), or with `stream` the open 2xx
         response (the caller closes it)."""
@@ -603,6 +622,10 @@ class Kube:
         reauthenticated = False
         while True:
             attempt += 1
+            if self.before_send is not None:
+                await self.before_send(verb)
+            if fence is not None:
+                fence()  # the last check before the request leaves; raises to stop it
             self.requests[verb] += 1
             cause: BaseException | None = None
             try:
