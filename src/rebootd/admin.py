@@ -1,26 +1,33 @@
 """Operator commands: `rebootd status`, `pause`, `resume`, `unlock`.
 
 Rule: operators change the lock only through the same CAS writes the daemons make (never a blind
-overwrite), and a command refuses what would leave a node half-done: `unlock` will not free the
-slot of a node that rebootd still keeps cordoned unless `--force` says the operator takes over.
+overwrite), scoped to exactly what they were shown: `resume` clears the very halt (or pause) it
+read, never one recorded since, and clearing a halt and lifting a pause are separate requests;
+`unlock` follows the reclaim protocol of lock.py for the grant it read (mark the record
+`reclaiming`, put the node back in one guarded write, remove the record) and refuses, unless
+`--force`, while the node may be down (phases draining, rebooting, verifying).
 Everything shown comes from the cluster (the Lease and the Nodes), not from any daemon's memory.
 """
 
 from __future__ import annotations
 
 import getpass
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from rebootd.clock import Clock
 from rebootd.kube import Kube, format_microtime
-from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LockConfig, mark_of
-from rebootd.lockstate import Limits, LockState
+from rebootd.lock import LeaseLock, LockConfig, put_back_node
+from rebootd.lockstate import RECLAIMING, Limits, LockState
+from rebootd.marks import HALT_ANNOTATION, halt_mirror
 from rebootd.node import is_ready, set_annotations
 from rebootd.schedule import Window
 
 OPERATOR = "(operator)"
+# Phases in which the holder's node may be drained, down or not yet proven back.
+DISRUPTED_PHASES = frozenset({"draining", "rebooting", "verifying"})
 REQUIRED_ANNOTATION = "rebootd.io/reboot-required"
 WAITING_ANNOTATION = "rebootd.io/waiting-for"
 
@@ -133,41 +140,49 @@ async def pause(*, lock: LeaseLock, reason: str, clock: Clock) -> LockState:
     return written if written is not None else lock.state
 
 
-async def resume(*, lock: LeaseLock) -> LockState:
-    """Clear a pause and a halt: the rollout continues."""
+async def resume(
+    *, lock: LeaseLock, halt: Mapping[str, Any] | None, pause: Mapping[str, Any] | None
+) -> LockState:
+    """Clear exactly the halt `halt` (when given) or else lift exactly the pause `pause`: what the
+    operator was shown. A halt or pause recorded since then is left in place (Refused)."""
 
     def clear(state: LockState) -> LockState | None:
-        if not state.paused and not state.halted:
-            return None
-        return replace(state, paused=None, halted=None)
+        if halt is not None:
+            if state.halted != halt:
+                raise Refused(f"the halt changed since it was read: now {state.halted}; run again")
+            return replace(state, halted=None)
+        if pause is not None:
+            if state.paused != pause:
+                raise Refused(f"the pause changed since it was read: now {state.paused}; run again")
+            return replace(state, paused=None)
+        return None
 
     written = await lock.update(clear, event="resume")
+    if halt is not None and written is not None:
+        for node in await lock.kube.list_nodes():
+            if halt_mirror(node) == dict(halt):  # the copy a re-created Lease would read back
+                await set_annotations(
+                    lock.kube, node=node["metadata"]["name"], annotations={HALT_ANNOTATION: None}
+                )
     return written if written is not None else lock.state
 
 
 async def unlock(*, lock: LeaseLock, node: str, force: bool) -> bool:
-    """Free `node`'s slot. Refused while rebootd keeps that node cordoned, unless `force`."""
+    """Free `node`'s slot by the reclaim protocol, scoped to the grant read. Refused while the node
+    may be disrupted (draining, rebooting, verifying) unless `force`; with `force` the node's mark
+    goes but any cordon stays (the operator takes the node over)."""
     state = await lock.refresh()
     holder = state.holders.get(node)
     if holder is None:
         return False
-    obj = await lock.kube.get_node(name=node)
-    # Only a marked node can have been cordoned by its holder (the mark comes first); the mark
-    # and the record say whether an admin had cordoned it before.
-    mark = mark_of(obj)
-    evidence = {**(mark.evidence if mark is not None else {}), **holder.evidence}
-    cordoned_by_us = (
-        mark is not None
-        and bool(obj.get("spec", {}).get("unschedulable"))
-        and not evidence.get("wasUnschedulable", False)
-    )
-    if cordoned_by_us and not force:
+    if holder.phase in DISRUPTED_PHASES and not force:
         raise Refused(
-            f"node {node} is still cordoned by rebootd (phase {holder.phase}); "
-            f"uncordon it or let its daemon finish, or pass --force to free the slot anyway"
+            f"node {node} is {holder.phase}: it may be drained or down, and freeing its slot lets "
+            f"another node be disrupted beside it; wait for it to finish, or pass --force to take "
+            f"the node over (it stays cordoned)"
         )
-    removed = await lock.update(
-        lambda s: s.without_holder(node) if node in s.holders else None, event=f"unlock:{node}"
-    )
-    await set_annotations(lock.kube, node=node, annotations={NODE_MARK_ANNOTATION: None})
-    return removed is not None
+    claimed = holder if holder.phase == RECLAIMING else await lock.mark_reclaiming(node=node, expect=holder)
+    if claimed is None:
+        raise Refused(f"the record of {node} changed while unlocking (its daemon is alive); run again")
+    await put_back_node(lock.kube, node=node, grant=claimed.grant, keep_cordon=force)
+    return await lock.remove_holder(node=node, expect=claimed)

@@ -102,11 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--output", choices=("text", "json"), default="text")
     add_settings_flags(status)
     pause = sub.add_parser(
-        "pause", help="stop new reboots (nodes in progress finish)", formatter_class=_HelpFormatter
+        "pause",
+        help="stop new disruption (a draining node is put back; a rebooted one finishes)",
+        formatter_class=_HelpFormatter,
     )
     pause.add_argument("--reason", required=True, help="why, shown by `rebootd status`")
     add_settings_flags(pause)
-    resume = sub.add_parser("resume", help="clear a pause or a halt", formatter_class=_HelpFormatter)
+    resume = sub.add_parser(
+        "resume", help="clear the halt shown by status, else lift the pause", formatter_class=_HelpFormatter
+    )
     add_settings_flags(resume)
     unlock = sub.add_parser("unlock", help="free a node's slot in the lock", formatter_class=_HelpFormatter)
     unlock.add_argument("node", help="the node whose slot to free")
@@ -252,13 +256,23 @@ async def _operator(args: argparse.Namespace, *, settings: Settings, stdout: Tex
             await admin.pause(lock=lock, reason=args.reason, clock=clock)
             stdout.write(f"paused: {args.reason}\n")
             return EXIT_OK
-        if args.command == "resume":
-            before = await lock.refresh()
-            await admin.resume(lock=lock)
-            what = [w for w, on in (("halt", before.halted), ("pause", before.paused)) if on]
-            stdout.write(f"resumed (cleared {' and '.join(what)})\n" if what else "nothing to resume\n")
-            return EXIT_OK
         try:
+            if args.command == "resume":
+                before = await lock.refresh()
+                if before.halted:
+                    await admin.resume(lock=lock, halt=before.halted, pause=None)
+                    halted = before.halted
+                    stdout.write(f"cleared the halt at node {halted.get('node')}: {halted.get('reason')}\n")
+                    if before.paused:
+                        stdout.write("still paused: run `rebootd resume` again to lift the pause\n")
+                elif before.paused:
+                    await admin.resume(lock=lock, halt=None, pause=before.paused)
+                    stdout.write(
+                        f"lifted the pause by {before.paused.get('by')}: {before.paused.get('reason')}\n"
+                    )
+                else:
+                    stdout.write("nothing to resume\n")
+                return EXIT_OK
             freed = await admin.unlock(lock=lock, node=args.node, force=args.force)
         except admin.Refused as exc:
             stderr.write(f"rebootd: refused: {exc}\n")

@@ -21,26 +21,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
 from rebootd.blockers import Blocker, BlockReason, NodeBudget
 from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
-from rebootd.kube import Kube, KubeError
-from rebootd.lock import NODE_MARK_ANNOTATION, LeaseLock, LostSlot, holder_mark, mark_of, put_back_node
+from rebootd.kube import Kube, KubeError, NotFound
+from rebootd.lock import Gated, LeaseLock, LostSlot, put_back_node
 from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder, decide_acquire, next_in_line
 from rebootd.logs import get_logger
+from rebootd.marks import CORDON_ANNOTATION, NODE_MARK_ANNOTATION, Mark, cordoned_by, mark_of
 from rebootd.metrics import Metrics
 from rebootd.node import (
     NodeChanged,
     add_taint,
     boot_id,
     cordon,
+    guarded_patch,
     is_ready,
     record_event,
     remove_taint,
@@ -49,6 +52,7 @@ from rebootd.node import (
     uncordon,
 )
 from rebootd.reboot import Rebooter, RebootFailed
+from rebootd.recovery import read_boot_id
 from rebootd.schedule import Window
 
 PRE_REBOOT_PHASES = frozenset({"acquiring", "draining"})
@@ -57,6 +61,7 @@ REQUIRED_ANNOTATION = "rebootd.io/reboot-required"
 WAITING_ANNOTATION = "rebootd.io/waiting-for"
 PHASE_ANNOTATION = "rebootd.io/phase"
 TRANSIENT = (KubeError, aiohttp.ClientError, TimeoutError)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class CycleOptions:
     pre_reboot_labels: Mapping[str, str] = field(default_factory=dict)
     post_reboot_labels: Mapping[str, str] = field(default_factory=dict)
     backoff_max: float = 3600.0
+    boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")
+    reboot_attempts: int = 3  # failed reboot requests before the rollout halts
 
 
 class SentinelView(Protocol):
@@ -158,6 +165,10 @@ class Cycle:
         self._node_uid = ""
         self._published: dict[str, str | None] = {}
         self._events: set[asyncio.Task[None]] = set()
+        self._mark: Mark | None = None  # our node's mark as we last wrote it (the evidence)
+        self._renew_lost: LostSlot | None = None
+        self._slot_changed = asyncio.Event()
+        self._requested = False  # a reboot was requested in this pass: no backing out any more
         self._log = get_logger(node=options.node)
 
     # --- small helpers ------------------------------------------------------------------------
@@ -257,17 +268,22 @@ class Cycle:
     async def _step(self, stop: asyncio.Event, *, first: bool) -> None:
         state = await self.lock.refresh()
         self.metrics.rollout_halted.set(1 if state.halted else 0)
-        holder = state.holders.get(self.opt.node)
-        if holder is not None and holder.phase == RECLAIMING:
+        record = state.holders.get(self.opt.node)
+        if record is not None and record.phase == RECLAIMING:
             # Judged dead while we were away: the reclaimer puts our node back and frees the slot.
-            # If the reclaimer died half-way, we finish its work on our own record.
-            self._log.warning("rebootd.cycle.slot_reclaimed", by=holder.evidence.get("reclaimedBy"))
-            await self._put_back(holder)
-            await self.lock.remove_holder(node=self.opt.node, expect=holder)
+            # If the reclaimer died half-way, we finish its work on that grant's record.
+            self._log.warning("rebootd.cycle.slot_reclaimed", by=record.evidence.get("reclaimedBy"))
+            await put_back_node(self.kube, node=self.opt.node, grant=record.grant)
+            await self.lock.remove_holder(node=self.opt.node, expect=record)
+            if record.owned_by(self.lock.grant):
+                self.lock.grant = ""
             self.metrics.lock_held.labels(node=self.opt.node).set(0)
             return
-        if holder is not None:
-            self._log.info("rebootd.cycle.resume", phase=holder.phase)
+        if record is not None:
+            holder = await self._own_record(stop, record)
+            if holder is None:
+                return
+            self._log.info("rebootd.cycle.resume", phase=holder.phase, grant=holder.grant)
             if holder.phase in PRE_REBOOT_PHASES:
                 await self._disrupt(stop, holder=holder)
             else:
@@ -291,23 +307,87 @@ class Cycle:
             self._published["taint"] = "on"
         async with self.lock.following():  # one watch from queueing through the drain
             if await self._wait_for_slot(stop):
-                await self._disrupt(stop, holder=self.lock.state.holders[self.opt.node])
+                holder = self.lock.mine
+                if holder is not None:
+                    await self._disrupt(stop, holder=holder)
+
+    async def _own_record(self, stop: asyncio.Event, record: Holder) -> Holder | None:
+        """This node's record in the Lease: ours (this process's grant, or our container's before a
+        restart: same Pod uid), or another daemon's. Another daemon's grant is taken over only once
+        it has gone stale (a dead duplicate, an old Pod of a DaemonSet update) or was written by a
+        daemon of lock format 1; a live one is left alone: we stand by. Returns our record, or None."""
+        if record.owned_by(self.lock.grant):
+            return record
+        if record.pod == self.lock.config.pod and not record.legacy:
+            self.lock.adopt_grant(record)
+            return record
+        stale = any(
+            h.node == record.node
+            for h in self.lock.observer.stale_holders(self.lock.state, now=self.clock.monotonic())
+        )
+        if not (record.legacy or stale):
+            await self._block(
+                BlockReason(
+                    kind="other_daemon",
+                    detail=f"another rebootd (pod {record.pod}) holds this node's slot; standing by",
+                )
+            )
+            async with self.lock.following() as changed:
+                await changed(self.opt.renew_interval)
+            return None
+        try:
+            holder = await self.lock.take_over(expect=record)
+            await self._carry_mark(previous=record, holder=holder)
+        except (LostSlot, NodeChanged) as exc:
+            self._log.warning("rebootd.cycle.take_over_failed", error=str(exc))
+            if self.lock.mine is not None:
+                await self.lock.release()
+            return None
+        return holder
+
+    async def _carry_mark(self, *, previous: Holder, holder: Holder) -> None:
+        """After a take-over: the node's mark and cordon ownership move to our grant (one guarded
+        write); a mark of a third grant means someone else acted: NodeChanged."""
+
+        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
+            mark = mark_of(obj)
+            if mark is None:
+                return None
+            if mark.grant != previous.grant:
+                raise NodeChanged(f"node {self.opt.node}: mark of grant {mark.grant}, not {previous.grant}")
+            carried = Mark(holder=holder, evidence={**previous.evidence, **mark.evidence})
+            annotations: dict[str, Any] = {NODE_MARK_ANNOTATION: carried.encode()}
+            if cordoned_by(obj, previous.grant):
+                annotations[CORDON_ANNOTATION] = holder.grant
+            return {"metadata": {"annotations": annotations}}
+
+        await guarded_patch(self.kube, node=self.opt.node, plan=plan, what="take-over")
 
     async def _clean_up_orphaned_mark(self) -> None:
-        """We disrupted this node but the Lease no longer lists us (reclaimed, unlocked, or the
+        """We disrupted this node but the Lease no longer lists it (reclaimed, unlocked, or the
         Lease recreated): put the node back."""
         node = await self._get_node()
         mark = mark_of(node)
         if mark is None:
             return
-        self._log.warning("rebootd.cycle.orphaned_mark", phase=mark.phase)
-        await self._put_back(mark)
+        self._log.warning("rebootd.cycle.orphaned_mark", phase=mark.phase, grant=mark.grant)
+        await put_back_node(self.kube, node=self.opt.node, grant=mark.grant)
 
-    async def _put_back(self, holder: Holder) -> None:
-        """Undo our cordon and remove our mark. Only a marked node can have been cordoned by us
-        (the cordon requires the mark), and the mark carries whether an admin had cordoned it
-        before."""
-        await put_back_node(self.kube, node=self.opt.node, evidence=holder.evidence)
+    def _host_boot_id(self, node: Mapping[str, Any] | None = None) -> tuple[str, str]:
+        """(boot id, source): the host's own boot id, else (unreadable file) the Node's reported one."""
+        host = read_boot_id(self.opt.boot_id_file)
+        if host:
+            return host, "host"
+        if node is not None:
+            return boot_id(node), "node"
+        return "", "node"
+
+    def _check_window(self) -> None:
+        """The window's part of the escalation gate."""
+        now = self.clock.now()
+        if not self.opt.window.contains(now):
+            opens = self.opt.window.next_open(now)
+            raise Gated("window", f"maintenance window closed; opens at {opens.isoformat()}")
 
     # --- waiting for a slot -------------------------------------------------------------------
     async def _blocked_reason(self) -> BlockReason | None:
@@ -394,13 +474,16 @@ class Cycle:
                 await self._handle_stale_holders()
                 verdict = await self.lock.try_acquire(
                     phase="draining",  # marking and cordoning follow at once
-                    evidence={},
                     unavailable=self.budget.unavailable if self.budget is not None else None,
                 )
                 self.metrics.rollout_halted.set(1 if self.lock.state.halted else 0)
                 if verdict.allowed:
                     await self._block(None, publish=False)  # cleared in the node-mark patch
                     return True
+                if verdict.reason == "own_record":  # this node's record appeared: see `_step`
+                    return False
+                if verdict.reason == "lock_deleting" and await self.lock.finish_deletion():
+                    continue  # the deleted Lease is gone now: the next try re-creates it
                 await self._block(BlockReason(kind=verdict.reason, detail=self._slot_detail(verdict.reason)))
                 await changed(min(check_every, max(0.05, next_block_check - self.clock.monotonic())))
         if self.opt.node in self.lock.state.waiters:
@@ -431,6 +514,11 @@ class Cycle:
             return f"rollout halted at {state.halted.get('node')}: {state.halted.get('reason')}"
         if reason == "paused" and state.paused:
             return f"paused by {state.paused.get('by')}: {state.paused.get('reason')}"
+        if reason == "lock_deleting":
+            return (
+                "the lock Lease is being deleted: it goes once no node holds a slot and the rollout "
+                "is neither paused nor halted; it is then re-created"
+            )
         # Static text: a detail that changed with every hand-off would cost each waiter a write.
         return f"waiting for a slot ({reason})"
 
@@ -442,12 +530,13 @@ class Cycle:
             self.metrics.rollout_halted.set(1)
 
     async def _handle_stale_holders(self) -> None:
-        """Reclaim dead holders whose node is up and not yet rebooted; halt on failed reboots.
+        """Reclaim dead holders whose node is up and not yet rebooted; free the slot of a holder
+        whose Node is gone; halt on failed reboots.
 
-        Judged on a fresh read (a watch can lag), and reclaimed in two CAS steps: mark the record
-        `reclaiming` (the slot stays taken), put the node back, then remove the record. A holder
-        that renews in between makes the first CAS a no-op; one that comes back later finds its
-        slot lost and puts its own node back."""
+        Judged on a fresh read (a watch can lag), and reclaimed in two CAS steps scoped to the
+        stale grant: mark the record `reclaiming` (the slot stays taken), put the node back, then
+        remove the record. A holder that renews in between makes the first CAS a no-op; one that
+        comes back later finds its slot lost and puts its own node back."""
         if self.lock.state.halted or not self.lock.observer.stale_holders(
             self.lock.state, now=self.clock.monotonic()
         ):
@@ -456,9 +545,18 @@ class Cycle:
         for holder in self.lock.observer.stale_holders(state, now=self.clock.monotonic()):
             try:
                 node: dict[str, Any] | None = await self.kube.get_node(name=holder.node)
-            except KubeError:
+            except NotFound:
                 node = None
-            if node is not None and is_ready(node) and holder.phase in {*PRE_REBOOT_PHASES, RECLAIMING}:
+            except KubeError:
+                continue  # cannot tell now: judge again on the next pass
+            if node is None:
+                # A Node that no longer exists disrupts nothing: free its slot (no halt).
+                if await self.lock.remove_holder(node=holder.node, expect=holder):
+                    self._log.warning(
+                        "rebootd.lock.holder_node_gone", gone_node=holder.node, phase=holder.phase
+                    )
+                continue
+            if is_ready(node) and holder.phase in {*PRE_REBOOT_PHASES, RECLAIMING}:
                 claimed = (
                     holder
                     if holder.phase == RECLAIMING
@@ -468,13 +566,11 @@ class Cycle:
                     continue  # it renewed, or another observer is reclaiming it
                 # Read after the claim, written in one guarded step: a cordon racing us is
                 # undone, or refused because it requires the mark we remove.
-                await put_back_node(self.kube, node=holder.node, evidence=claimed.evidence)
+                await put_back_node(self.kube, node=holder.node, grant=claimed.grant)
                 if await self.lock.remove_holder(node=holder.node, expect=claimed):
                     self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
                 continue
-            if node is None:
-                why = f"node {holder.node} is gone while holding a slot (phase {holder.phase})"
-            elif not is_ready(node):
+            if not is_ready(node):
                 why = (
                     f"node {holder.node} is not Ready and its rebootd stopped renewing (phase {holder.phase})"
                 )
@@ -485,6 +581,10 @@ class Cycle:
     # --- disruption: mark, cordon, drain, reboot ----------------------------------------------
     @contextlib.asynccontextmanager
     async def _renewing(self) -> Any:
+        """Renew our record while the body runs; a lost record is kept in `_renew_lost` for the
+        slot guard (failed renewals are not fatal: the deadline in the lock fences time)."""
+        self._renew_lost = None
+
         async def renew() -> None:
             # Any write of our record (a phase change) renews it too: renew only when none came
             # within the interval.
@@ -495,8 +595,14 @@ class Cycle:
                 next_at = self.lock.record_written_at + interval
                 if next_at > self.clock.monotonic():
                     continue
-                with contextlib.suppress(*TRANSIENT):
+                try:
                     await self.lock.renew()
+                except LostSlot as exc:
+                    self._renew_lost = exc
+                    self._slot_changed.set()
+                    return
+                except TRANSIENT as exc:
+                    self._log.warning("rebootd.cycle.renew_failed", error=str(exc)[:200])
                 next_at = self.clock.monotonic() + interval
 
         # Holders follow the Lease (the watch the waiting loop opened, if any), so their writes
@@ -511,130 +617,228 @@ class Cycle:
                 with contextlib.suppress(asyncio.CancelledError, LostSlot, *TRANSIENT):
                     await task
 
+    async def _watch_slot(self) -> None:
+        """Raise as soon as the slot is lost (our record gone or changed grant), gated (halted,
+        paused, the Lease being deleted) or past its deadline; never returns otherwise."""
+        async with self.lock.following() as changed:
+            while True:
+                if self._renew_lost is not None:
+                    raise self._renew_lost
+                if self.lock.mine is None:
+                    raise LostSlot(f"{self.opt.node}: our grant is no longer in the Lease")
+                gated = self.lock.gate()
+                if gated is not None:
+                    raise gated
+                remaining = self.lock.valid_until - self.clock.monotonic()
+                if remaining <= 0:
+                    self.lock.fence()  # raises SlotExpired
+                self._slot_changed.clear()
+                await changed(max(0.01, min(remaining, self.opt.renew_interval)))
+
+    async def _guarded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` beside the slot guard: losing the slot, a halt, a pause, a deleted Lease or a
+        passed deadline cancels `work` at once (its drain stops evicting) and is raised here."""
+        task = asyncio.create_task(work, name=f"guarded-{self.opt.node}")
+        guard = asyncio.create_task(self._watch_slot(), name=f"slot-guard-{self.opt.node}")
+        try:
+            await asyncio.wait({task, guard}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            error = guard.exception()
+            assert error is not None
+            self._log.warning("rebootd.cycle.slot_guard", error=str(error)[:300])
+            raise error
+        finally:
+            for pending in (task, guard):
+                if not pending.done():
+                    pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+
+    async def _back_out(self, *, why: str) -> None:
+        """Disrupt nothing more: put our node back (mark and, if ours, cordon) and free the slot."""
+        grant = self.lock.grant
+        self._log.warning("rebootd.cycle.back_out", reason=why[:300], grant=grant)
+        if grant:
+            await put_back_node(self.kube, node=self.opt.node, grant=grant)
+        await self.lock.release()
+        self.metrics.lock_held.labels(node=self.opt.node).set(0)
+
     async def _disrupt(self, stop: asyncio.Event, *, holder: Holder) -> None:
+        self._requested = False
         async with self._renewing():
             try:
-                await self._disrupt_steps(stop, holder=holder)
+                if self.clock.monotonic() >= self.lock.valid_until:
+                    await self.lock.renew()  # a resumed pass: no eviction before a fresh write
+                node = await self._get_node()
+                mark = mark_of(node)
+                if mark is not None and mark.grant == holder.grant and mark.phase in BOOTING_PHASES:
+                    # Our mark says the reboot was requested, but our record says it was not: the
+                    # Lease was recreated from the mark written before. The mark is the newer:
+                    # never drain and reboot a second time. The write proves we hold the slot.
+                    self._log.warning(
+                        "rebootd.cycle.record_behind_mark", record=holder.phase, mark=mark.phase
+                    )
+                    holder = await self.lock.set_phase(phase=mark.phase)
+                    await self._after_reboot_steps(stop, holder=holder, mark=mark)
+                    return
+                prepared = await self._guarded(self._prepare(stop, holder=holder, node=node))
+                if prepared is not None:
+                    await self._reboot(stop, holder=prepared)
+            except Gated as exc:
+                if self._requested:
+                    raise
+                await self._back_out(why=exc.detail)
+                await self._block(BlockReason(kind=exc.reason, detail=exc.detail))
             except (LostSlot, NodeChanged) as exc:  # NodeChanged: a reclaimer removed our mark
-                self._log.warning("rebootd.cycle.lost_slot", error=str(exc))
-                await self._put_back(holder)
-                self.metrics.lock_held.labels(node=self.opt.node).set(0)
+                if self._requested:
+                    self._log.error("rebootd.cycle.lost_slot_after_request", error=str(exc))
+                    return
+                await self._back_out(why=str(exc))
 
-    async def _disrupt_steps(self, stop: asyncio.Event, *, holder: Holder) -> None:
-        # The recovery baseline is read alongside the node: a fresh slot needs both at once (a
-        # resumed pass whose node is already marked discards it).
+    async def _prepare(self, stop: asyncio.Event, *, holder: Holder, node: dict[str, Any]) -> Holder | None:
+        """Mark, confirm, cordon and drain; returns our record when the node is ready to reboot
+        (None: nothing more to do in this pass). Runs under the slot guard."""
+        # The recovery baseline is read alongside the mark: a fresh slot needs both at once.
         baseline: asyncio.Task[dict[str, Any]] | None = None
-        if self.recovery is not None:
-            baseline = asyncio.create_task(self.recovery.record(node=self.opt.node), name="baseline")
         try:
-            await self._disrupt_marked(stop, holder=holder, baseline=baseline)
+            mark = mark_of(node)
+            if mark is not None and mark.grant != holder.grant:
+                # A mark of an earlier grant of ours (its daemon died before cleaning up).
+                await put_back_node(self.kube, node=self.opt.node, grant=mark.grant)
+                node, mark = await self._get_node(), None
+            if mark is None and not self.sentinel.required:
+                # The need went away between taking the slot and touching the node: give it back.
+                await self.lock.release()
+                self.metrics.lock_held.labels(node=self.opt.node).set(0)
+                self._log.info("rebootd.cycle.no_longer_required")
+                return None
+            if mark is None:
+                self._check_window()
+                if self.recovery is not None:
+                    baseline = asyncio.create_task(self.recovery.record(node=self.opt.node), name="baseline")
+                boot, source = self._host_boot_id(node)
+                if not boot:
+                    raise Gated("no_boot_id", f"no boot id to prove a reboot with ({self.opt.boot_id_file})")
+                evidence: dict[str, Any] = {
+                    "bootID": boot,
+                    "bootSource": source,
+                    "wasUnschedulable": bool((node.get("spec") or {}).get("unschedulable", False)),
+                }
+                if baseline is not None:  # what "healthy again" means: read before anything moves
+                    evidence["baseline"] = await baseline
+                # Rule 2 of lock.py: mark the node (the evidence lives in the mark), then confirm
+                # on a fresh read that the Lease that took our grant still lists it.
+                mark = Mark(holder=replace(holder, phase="draining"), evidence=evidence)
+                await set_annotations(
+                    self.kube,
+                    node=self.opt.node,
+                    annotations={NODE_MARK_ANNOTATION: mark.encode(), WAITING_ANNOTATION: None},
+                )
+                self._published[WAITING_ANNOTATION] = None
+                holder = await self.lock.confirm()
+            gated = self.lock.gate()
+            if gated is not None:  # halted or paused since we took the slot: disrupt nothing
+                raise gated
+            self._check_window()
+            self._mark = mark
+            self._set_phase("draining")
+            # Only while our grant's mark is there: a reclaimer that judged us dead removes it in
+            # the same guarded step as its uncordon, so our cordon cannot land after it unseen.
+            await cordon(self.kube, node=self.opt.node, grant=holder.grant)
+            if self.opt.pre_reboot_labels:
+                await set_labels(self.kube, node=self.opt.node, labels=dict(self.opt.pre_reboot_labels))
+            if self.opt.annotate_nodes:
+                await self._publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
+            await self._event("RebootdDrain", "cordoned by rebootd; draining before reboot")
+            await self._tell("drain")
+            if self.opt.drain_delay and await self._sleep(stop, self.opt.drain_delay):
+                return None
+            if self.recovery is not None and "baseline" not in mark.evidence:  # a mark of an earlier version
+                mark = Mark(
+                    holder=mark.holder,
+                    evidence={**mark.evidence, "baseline": await self.recovery.record(node=self.opt.node)},
+                )
+                await self._write_mark(mark)
+            gated = self.lock.gate()
+            if gated is not None:
+                raise gated
+            self._check_window()
+            started = self.clock.monotonic()
+            try:
+                result = await drain_node(
+                    self.kube,
+                    node=self.opt.node,
+                    options=self.opt.drain,
+                    stop=stop,
+                    clock=self.clock,
+                    fence=self.lock.fence,
+                )
+            except DrainStopped:
+                return None  # shutting down: the next daemon resumes from the record (phase draining)
+            except DrainError as exc:
+                await self._event("RebootdDrainFailed", str(exc)[:1000], warning=True)
+                if not self.opt.force_reboot:
+                    await self._give_up(stop, reason=f"drain failed: {exc}")
+                    return None
+                self._log.warning("rebootd.cycle.forced_reboot", error=str(exc)[:300])
+                result = None
+            self.metrics.drain_seconds.labels(node=self.opt.node).observe(self.clock.monotonic() - started)
+            evicted = [] if result is None else [p.to_json() for p in result.evicted]
+            self._mark = Mark(
+                holder=mark.holder,
+                evidence={
+                    **mark.evidence,
+                    "evicted": evicted,
+                    "rebootRequested": self.clock.now().isoformat(),
+                },
+            )
+            return holder
         finally:
             if baseline is not None and not baseline.done():
                 baseline.cancel()
                 with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
                     await baseline
 
-    async def _disrupt_marked(
-        self, stop: asyncio.Event, *, holder: Holder, baseline: asyncio.Task[dict[str, Any]] | None
-    ) -> None:
-        node = await self._get_node()
-        mark = mark_of(node)
-        if mark is not None and mark.phase in BOOTING_PHASES:
-            # Our mark says the reboot was requested, but our record says it was not: the Lease
-            # was recreated from the mark written before (between our "rebooting" write and the
-            # mark's update). The mark is the newer: never drain and reboot a second time.
-            # Bring the record up to the mark first: the booting phase gets its boot allowance
-            # from observers, and the write proves we still hold the slot.
-            self._log.warning("rebootd.cycle.record_behind_mark", record=holder.phase, mark=mark.phase)
-            holder = await self.lock.set_phase(phase=mark.phase, evidence=mark.evidence)
-            await self._after_reboot_steps(stop, holder=holder)
-            return
-        if mark is None and not self.sentinel.required:
-            # The need went away between taking the slot and touching the node: give it back.
-            await self.lock.release()
-            self.metrics.lock_held.labels(node=self.opt.node).set(0)
-            self._log.info("rebootd.cycle.no_longer_required")
-            return
-        fresh = mark is None
-        mark_value = (node["metadata"].get("annotations") or {}).get(NODE_MARK_ANNOTATION)
-        if mark is None:
-            evidence: dict[str, Any] = {
-                "bootID": boot_id(node),
-                "wasUnschedulable": bool(node["spec"].get("unschedulable", False)),
-            }
-            if baseline is not None:  # what "healthy again" means: read before anything moves
-                evidence["baseline"] = await baseline
-            # Safety rule 5 of lock.py: mark the node (the evidence travels in the mark until the
-            # next write of our record), then confirm on a fresh read that the Lease still lists us.
-            mark = replace(holder, phase="draining", evidence={**holder.evidence, **evidence})
-            mark_value = holder_mark(mark)
-            await set_annotations(
-                self.kube,
-                node=self.opt.node,
-                annotations={NODE_MARK_ANNOTATION: mark_value, WAITING_ANNOTATION: None},
-            )
-            self._published[WAITING_ANNOTATION] = None
-            holder = await self.lock.confirm()
-            if self.lock.state.halted:  # halted since we took the slot: disrupt nothing more
-                self._log.warning("rebootd.cycle.halted_before_cordon")
-                await self._put_back(holder)
-                await self.lock.release()
-                self.metrics.lock_held.labels(node=self.opt.node).set(0)
-                return
-        # The record's own evidence wins (an admin cordon found later is recorded there).
-        holder = replace(holder, phase="draining", evidence={**mark.evidence, **holder.evidence})
-        self._set_phase("draining")
-        # Only while our mark is there: a reclaimer that judged us dead removes it in the same
-        # guarded step as its uncordon, so our cordon cannot land after it unseen.
-        already = await cordon(self.kube, node=self.opt.node, only_if=(NODE_MARK_ANNOTATION, str(mark_value)))
-        if fresh and already and not holder.evidence.get("wasUnschedulable", False):
-            # An admin cordoned between our read and our write: it is theirs, never ours to undo.
-            # (On a resumed pass the node is cordoned by our own earlier attempt: not evidence.)
-            holder = await self.lock.set_phase(phase="draining", evidence={"wasUnschedulable": True})
-        if self.opt.pre_reboot_labels:
-            await set_labels(self.kube, node=self.opt.node, labels=dict(self.opt.pre_reboot_labels))
-        if self.opt.annotate_nodes:
-            await self._publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
-        await self._event("RebootdDrain", "cordoned by rebootd; draining before reboot")
-        await self._tell("drain")
-        if self.opt.drain_delay and await self._sleep(stop, self.opt.drain_delay):
-            return
-        if self.recovery is not None and "baseline" not in holder.evidence:  # a mark of an earlier version
-            recorded = await self.recovery.record(node=self.opt.node)
-            holder = await self.lock.set_phase(phase="draining", evidence={"baseline": recorded})
-        started = self.clock.monotonic()
-        try:
-            result = await drain_node(
-                self.kube, node=self.opt.node, options=self.opt.drain, stop=stop, clock=self.clock
-            )
-        except DrainStopped:
-            return  # shutting down: the next daemon resumes from the record (phase draining)
-        except DrainError as exc:
-            await self._event("RebootdDrainFailed", str(exc)[:1000], warning=True)
-            if not self.opt.force_reboot:
-                await self._give_up(stop, holder=holder, reason=f"drain failed: {exc}")
-                return
-            self._log.warning("rebootd.cycle.forced_reboot", error=str(exc)[:300])
-            result = None
-        self.metrics.drain_seconds.labels(node=self.opt.node).observe(self.clock.monotonic() - started)
-        evicted = [] if result is None else [p.to_json() for p in result.evicted]
-        requested = self.clock.now().isoformat()
-        holder = await self.lock.set_phase(  # from here on the record carries all the evidence
-            phase="rebooting",
-            evidence={**holder.evidence, "evicted": evicted, "rebootRequested": requested},
-        )
+    async def _write_mark(self, mark: Mark) -> None:
+        """Rewrite our mark, only while the Node carries our grant's mark (NodeChanged otherwise):
+        a mark removed by a reclaimer or an unlock is never brought back."""
+        grant = mark.grant
+
+        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
+            current = mark_of(obj)
+            if current is None or current.grant != grant:
+                raise NodeChanged(f"node {self.opt.node}: the mark of grant {grant} is gone")
+            return {"metadata": {"annotations": {NODE_MARK_ANNOTATION: mark.encode()}}}
+
+        await guarded_patch(self.kube, node=self.opt.node, plan=plan, what="mark")
+        self._mark = mark
+
+    async def _reboot(self, stop: asyncio.Event, *, holder: Holder) -> None:
+        """Request the reboot behind the last gate: the window, then the `rebooting` CAS that
+        refuses while halted or paused and counts the attempt, then the deadline. A retry (the
+        record counts earlier attempts) waits a back-off first."""
         self._set_phase("rebooting")
         if self.opt.reboot_delay and await self._sleep(stop, self.opt.reboot_delay):
             return
-        await self._reboot(stop, holder=holder)
-
-    async def _reboot(self, stop: asyncio.Event, *, holder: Holder) -> None:
+        if holder.attempts:
+            delay = min(self.opt.backoff_max, self.opt.period * 2 ** min(holder.attempts - 1, 12))
+            await self._block(
+                BlockReason(
+                    kind="reboot_retry",
+                    detail=f"retrying the reboot (attempt {holder.attempts + 1}) in {delay:.0f}s",
+                )
+            )
+            if await self._sleep(stop, delay):
+                return
+        self._check_window()
+        gated = self.lock.gate()
+        if gated is not None:
+            raise gated
         # The node's mark must say "rebooting" before the reboot is requested: a Lease recreated
         # from a stale "draining" mark would have the node drained and rebooted a second time.
-        # (A failed write here ends this pass; the resumed pass comes back through this line.)
-        await set_annotations(
-            self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: holder_mark(holder)}
-        )
+        mark = self._mark or Mark(holder=holder)
+        await self._write_mark(Mark(holder=replace(holder, phase="rebooting"), evidence=mark.evidence))
         if self.opt.annotate_nodes:
             await self._publish(**{PHASE_ANNOTATION: f"rebooting since {self.clock.now().isoformat()}"})
         await self._event("RebootdReboot", "rebooting the node")
@@ -642,28 +846,37 @@ class Cycle:
         await self._flush_events(within=1.0)  # bounded: the reboot ends this process
         if self._flush is not None:
             await self._flush()  # bounded too
+        holder = await self.lock.set_phase(phase="rebooting", gated=True, attempts=holder.attempts + 1)
+        self._check_window()
+        self.lock.fence()
+        self._requested = True
         try:
             await self.rebooter.reboot()
         except RebootFailed as exc:
-            reason = f"reboot of {self.opt.node} failed: {exc}"
-            await self._event("RebootdRebootFailed", reason[:1000], warning=True)
-            await self._halt(reason=reason, node=self.opt.node)
+            await self._reboot_failed(stop, holder=holder, reason=f"reboot of {self.opt.node} failed: {exc}")
             return
         # A real reboot ends this process. Still here after boot-timeout: it did not happen.
         if await self._sleep(stop, self.opt.boot_timeout):
             return
-        node = await self._get_node()
-        if boot_id(node) == holder.evidence.get("bootID"):
+        now_boot, _ = self._host_boot_id(await self._get_node())
+        if now_boot == (self._mark.evidence if self._mark else {}).get("bootID"):
             reason = f"node {self.opt.node} did not reboot within {self.opt.boot_timeout:g}s of the request"
-            await self._event("RebootdRebootFailed", reason, warning=True)
-            await self._halt(reason=reason, node=self.opt.node)
-            await self._sleep(stop, self.opt.boot_timeout)
+            await self._reboot_failed(stop, holder=holder, reason=reason)
 
-    async def _give_up(self, stop: asyncio.Event, *, holder: Holder, reason: str) -> None:
-        """Drain failed: uncordon (only if we cordoned), free the slot, back off."""
-        await self._put_back(holder)
-        await self.lock.release()
-        self.metrics.lock_held.labels(node=self.opt.node).set(0)
+    async def _reboot_failed(self, stop: asyncio.Event, *, holder: Holder, reason: str) -> None:
+        """A reboot request that did not reboot the node: retried (the next pass, after a back-off)
+        up to `reboot_attempts` times, then the rollout halts and this node waits, holding its
+        slot, for `rebootd resume` (each resume allows that many attempts again)."""
+        self._log.warning("rebootd.cycle.reboot_failed", reason=reason[:300], attempts=holder.attempts)
+        await self._event("RebootdRebootFailed", reason[:1000], warning=True)
+        if holder.attempts % max(1, self.opt.reboot_attempts) == 0:
+            await self._halt(reason=f"{reason} ({holder.attempts} attempts)", node=self.opt.node)
+            self.metrics.reboots.labels(node=self.opt.node, result="reboot_failed").inc()
+            await self._wait_for_resume(stop)
+
+    async def _give_up(self, stop: asyncio.Event, *, reason: str) -> None:
+        """Drain failed: put the node back (our cordon only), free the slot, back off."""
+        await self._back_out(why=reason)
         self.metrics.reboots.labels(node=self.opt.node, result="drain_failed").inc()
         self._failures += 1
         backoff = min(self.opt.backoff_max, self.opt.period * 2 ** min(self._failures, 12))
@@ -674,36 +887,53 @@ class Cycle:
 
     # --- after the reboot ---------------------------------------------------------------------
     async def _after_reboot(self, stop: asyncio.Event, *, holder: Holder) -> None:
+        self._requested = False
         async with self._renewing():
+            node = await self._get_node()
+            mark = mark_of(node)
+            if mark is None or mark.grant != holder.grant:
+                mark = Mark(holder=holder, evidence=dict(holder.evidence))  # no mark: no evidence
             try:
-                await self._after_reboot_steps(stop, holder=holder)
-            except LostSlot as exc:
+                await self._after_reboot_steps(stop, holder=holder, mark=mark)
+            except Gated as exc:  # a resumed pass whose reboot never happened met the gate
+                if self._requested:
+                    raise
+                await self._back_out(why=exc.detail)
+                await self._block(BlockReason(kind=exc.reason, detail=exc.detail))
+            except (LostSlot, NodeChanged) as exc:
                 self._log.error("rebootd.cycle.lost_slot_after_reboot", error=str(exc))
 
-    async def _after_reboot_steps(self, stop: asyncio.Event, *, holder: Holder) -> None:
+    async def _after_reboot_steps(self, stop: asyncio.Event, *, holder: Holder, mark: Mark) -> None:
+        self._mark = mark
         if holder.phase in BOOTING_PHASES:
+            before = str(mark.evidence.get("bootID") or "")
             node = await self._get_node()
-            if boot_id(node) == holder.evidence.get("bootID") and is_ready(node):
-                # Recorded "rebooting" but this node never went down (we died before or right
-                # after the request): request it (again; a pending reboot ignores a second one).
-                # The node's mark must say "rebooting" first (its update may be what failed), or a
-                # Lease recreated from the mark after the reboot would resume draining: a 2nd reboot.
-                self._set_phase("rebooting")
-                await set_annotations(
-                    self.kube, node=self.opt.node, annotations={NODE_MARK_ANNOTATION: holder_mark(holder)}
+            if mark.evidence.get("bootSource") == "node":
+                now_boot = boot_id(node)
+            else:
+                now_boot, _ = self._host_boot_id(node)
+            if not before or not now_boot:
+                reason = (
+                    f"node {self.opt.node}: no boot id to prove its reboot "
+                    f"(recorded {before!r}, now {now_boot!r})"
                 )
+                await self._halt(reason=reason, node=self.opt.node)
+                await self._wait_for_resume(stop)
+                return
+            if now_boot == before:
+                # Recorded "rebooting" but this machine never went down (we died before or right
+                # after the request, or the request failed): request it again, behind the gate.
                 await self._reboot(stop, holder=holder)
                 return
             self._set_phase("verifying")
-            if not await self._verify_reboot(stop, holder=holder):
+            if not await self._verify_reboot(stop, holder=holder, boot=now_boot):
                 return
             # No Lease write for this step: putting the node back is idempotent, and a pass
             # resumed from "rebooting" verifies the boot again and gets here.
             holder = replace(holder, phase="uncordoning")
         if holder.phase == "uncordoning":  # (also the record of a daemon of an earlier version)
             self._set_phase("uncordoning")
-            if not holder.evidence.get("wasUnschedulable", False):
-                await uncordon(self.kube, node=self.opt.node)
+            await uncordon(self.kube, node=self.opt.node, grant=holder.grant)
             if self.opt.prefer_no_schedule_taint:
                 await remove_taint(self.kube, node=self.opt.node, key=self.opt.prefer_no_schedule_taint)
                 self._published["taint"] = "off"
@@ -716,7 +946,7 @@ class Cycle:
             self._set_phase("recovering")
             if self.recovery is not None:
                 problem = await self.recovery.wait_healthy(
-                    node=self.opt.node, evidence=holder.evidence, within=self.opt.recovery_timeout, stop=stop
+                    node=self.opt.node, evidence=mark.evidence, within=self.opt.recovery_timeout, stop=stop
                 )
                 if stop.is_set():
                     return
@@ -752,6 +982,7 @@ class Cycle:
         if self.opt.annotate_nodes:
             await self._publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})
         await self.lock.release()
+        self._mark = None
         self.metrics.lock_held.labels(node=self.opt.node).set(0)
         self.metrics.reboots.labels(node=self.opt.node, result="success").inc()
         self._failures = 0
@@ -759,22 +990,23 @@ class Cycle:
         self._set_phase("idle")
 
     async def _wait_for_resume(self, stop: asyncio.Event) -> None:
-        """Halted by us: hold the slot until an operator clears the halt, then re-check recovery."""
+        """Halted by us: hold the slot until an operator clears the halt."""
         async with self.lock.following() as changed:
             while not stop.is_set() and self.lock.state.halted:
                 await changed(self.opt.renew_interval)
 
-    async def _verify_reboot(self, stop: asyncio.Event, *, holder: Holder) -> bool:
-        """bootID changed and Ready; halts when that is not so within boot-timeout."""
-        before = holder.evidence.get("bootID")
+    async def _verify_reboot(self, stop: asyncio.Event, *, holder: Holder, boot: str) -> bool:
+        """The machine booted again (its boot id changed); now the Node must say so too: the
+        kubelet's status with this boot's id, and Ready. A Node that still shows the old bootID
+        and a stale Ready is not proof. Halts when that is not so within boot-timeout."""
         deadline = self.clock.monotonic() + self.opt.boot_timeout
         async with self.kube.follow(kind="nodes", namespace=None, name=self.opt.node) as follower:
             while not stop.is_set():
                 node = follower.latest
-                if node is not None and boot_id(node) != before and is_ready(node):
+                if node is not None and boot_id(node) == boot and is_ready(node):
                     self._node_uid = node["metadata"].get("uid", self._node_uid)
                     self.metrics.reboot_seconds.labels(node=self.opt.node).observe(
-                        self._since(holder.evidence.get("rebootRequested"))
+                        self._since((self._mark.evidence if self._mark else {}).get("rebootRequested"))
                     )
                     return True
                 remaining = deadline - self.clock.monotonic()
@@ -784,7 +1016,8 @@ class Cycle:
         if stop.is_set():
             return False
         reason = (
-            f"node {self.opt.node}: no new bootID and Ready within {self.opt.boot_timeout:g}s of its reboot"
+            f"node {self.opt.node}: its kubelet did not report the new boot ({boot}) and Ready "
+            f"within {self.opt.boot_timeout:g}s of the reboot"
         )
         await self._event("RebootdRebootNotProven", reason, warning=True)
         await self._halt(reason=reason, node=self.opt.node)

@@ -342,6 +342,7 @@ class Daemon:
                 renew_interval=s.lock_renew_interval,
                 boot_allowance=s.boot_timeout,
                 grace=2.0 * self._time_scale,
+                pod=s.pod_uid,
             ),
             clock=self.clock,
         )
@@ -369,6 +370,7 @@ class Daemon:
             annotate_nodes=s.annotate_nodes,
             pre_reboot_labels=_label_map(s.pre_reboot_node_labels),
             post_reboot_labels=_label_map(s.post_reboot_node_labels),
+            boot_id_file=s.boot_id_file,
         )
         return Cycle(
             kube=self._kube,

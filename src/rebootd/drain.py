@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -447,16 +447,33 @@ async def drain_node(
     options: DrainOptions,
     stop: asyncio.Event | None = None,
     clock: Clock | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> DrainResult:
     """Evict every pod of `node` that kubectl drain would (see the module rule) and wait until they
-    are gone. Raises DrainTimeout, DrainStopped or DrainError; cancellation propagates."""
-    run = _Drain(kube=kube, node=node, options=options, clock=clock if clock is not None else SystemClock())
+    are gone. Raises DrainTimeout, DrainStopped or DrainError; cancellation propagates, and so
+    does whatever `fence()` raises: it is checked right before each eviction is sent."""
+    run = _Drain(
+        kube=kube,
+        node=node,
+        options=options,
+        clock=clock if clock is not None else SystemClock(),
+        fence=fence,
+    )
     return await run.run(stop)
 
 
 class _Drain:
-    def __init__(self, *, kube: Kube, node: str, options: DrainOptions, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        node: str,
+        options: DrainOptions,
+        clock: Clock,
+        fence: Callable[[], None] | None = None,
+    ) -> None:
         self.kube = kube
+        self.fence = fence
         self.node = node
         self.opt = options
         self.clock = clock
@@ -575,7 +592,9 @@ class _Drain:
             self.pending[key] = "evicting"
             try:
                 async with self._requests:
-                    await self.kube.evict_pod(namespace=namespace, name=name, grace_period_seconds=grace)
+                    await self.kube.evict_pod(
+                        namespace=namespace, name=name, grace_period_seconds=grace, fence=self.fence
+                    )
             except NotFound:
                 self._gone(key, how="already gone")
                 return evicted

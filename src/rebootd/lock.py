@@ -1,35 +1,61 @@
 """The reboot lock: one coordination.k8s.io/v1 Lease used as a counting semaphore.
 
-Safety model (read this before changing anything here):
+Safety model (read this before changing anything here). Three mechanisms fence what a holder
+does, each where Kubernetes allows it:
 
-1. Every change is a read-modify-write of the whole Lease with `metadata.resourceVersion` and
-   `metadata.uid` (compare-and-swap). A 409 means someone else wrote first: re-read and decide
-   again from the new state; decisions are pure functions in `lockstate.py`. No write is ever
-   retried blindly.
-2. Limits (concurrency, zone concurrency, pause, halt) are checked against the state read for the
-   very write that takes the slot, so two nodes can never both pass the check on the same version.
-3. A holder's record is stale only when it has not changed for `ttl` on the observer's own
-   monotonic clock (never compare another machine's timestamps with the local clock). While a
-   holder is rebooting its daemon is down, so observers also allow `boot_allowance`.
-4. A holder that loses its record (reclaimed as stale, Lease recreated) learns it at its next
-   CAS or fresh read: every escalation is preceded by a CAS that names the next phase (taking
-   the slot names "draining", then "rebooting") and the cordon by a fresh read of our record
-   (rule 5), so a holder without a record never escalates.
-5. The Lease deleted by an admin: holders mark their Node (`rebootd.io/holder`, carrying the
-   record and its evidence) before they disrupt it and, after marking, confirm on a fresh
-   (quorum) read that the Lease lists them. Whoever recreates the Lease first copies every
-   marked node into it as a holder. Either the creator saw the mark, or the holder's read finds
-   a Lease without it and it backs out: the limit holds. (A read, not a write: 45 waiters
-   joining the queue at once cannot make it fail.) A read does not stop a reclaim already
-   under way, so the cordon itself requires the mark, and a reclaimer removes the mark and our
-   cordon in one write; both are guarded by the node's resourceVersion (`put_back_node`): a
-   cordon racing a reclaim is either seen and undone, or refused.
-6. Release removes only our own record (CAS, retried on conflict); the release delay is waited by
-   the holder itself before releasing, so no clock is compared across machines.
+A. The Lease CAS. Every change is a read-modify-write of the whole Lease with
+   `metadata.resourceVersion` (409 = re-read and decide again; decisions are pure functions in
+   `lockstate.py`; no write is retried blindly). Limits (concurrency, zone concurrency, pause,
+   halt, a pending deletion of the Lease) are checked against the state read for the very write
+   that takes the slot, so two nodes never both pass on one version.
+   Test: tests/unit/test_lockstate.py, tests/integration/test_lock_safety.py.
+
+B. The grant. Each slot taken gets a random grant id, written with the daemon's Pod uid and the
+   Lease uid into the record, then into the node mark (`marks.py`), then into the
+   cordon-ownership annotation in the same guarded write as the cordon. Every write on a
+   holder's behalf is scoped to its grant: record CASes (`_change_own`), the put-back of the node
+   (mark removed and, only if `cordoned-by` names the grant, the cordon), reclaims, `unlock`. A
+   second daemon for the same node (a DaemonSet surge), a stalled reclaimer or an operator
+   acting on an older grant changes nothing of a newer one. Node writes are guarded by the
+   Node's resourceVersion (`node.guarded_patch`): a cordon racing a put-back is either seen and
+   undone, or refused because it requires the mark.
+   Tests: test_lock_safety.py (lost cordon response, duplicate daemon, unlock race).
+
+C. Time, for what cannot be conditioned on the Lease. Kubernetes has no write conditioned on
+   another object, so an eviction cannot carry the grant. The holder keeps `valid_until` = the
+   send time of its last successful record write + TTL - margin, on its own monotonic clock.
+   Observers judge a record stale only when it has not changed for the TTL on their clocks
+   (never comparing another machine's timestamps), so before `valid_until` no observer can
+   have reclaimed the slot. Each eviction checks `fence()` at the last moment before it is sent
+   (`Kube.evict_pod(fence=...)`), and the drain runs in one task group with the renewer and a
+   guard that follows the Lease, so losing the slot, a halt, a pause or passing the deadline
+   cancels the drain at once. A process frozen between the fence and the send is the one gap
+   left (microseconds wide); the margin covers the request's own flight.
+   Test: test_lock_safety.py::test_frozen_holder_stops_evicting_after_its_deadline.
+
+Rules built on them:
+1. One gate on every escalation (the cordon, each drain start, the `rebooting` write, a resumed
+   pass, a reboot retry): halted, paused, the Lease being deleted, or outside the maintenance
+   window means: disrupt nothing more, put the node back and release (or, once the node was
+   rebooted, finish and hold the slot). The `rebooting` CAS itself refuses while halted or paused.
+2. Confirmation after marking: a fresh (quorum) read must show our grant in the very Lease it was
+   written to (its uid). A Lease re-created before our mark cannot list us; one re-created after
+   it lists us under another uid: either way we back out. So a holder proceeds only if its Lease
+   still existed after its mark, and any later re-creation copies it in (rule 4).
+3. A failed reboot request is counted in the record (`attempts`) and retried with back-off up to
+   a bound, then halts; a halt keeps the slot and waits for `rebootd resume`.
+4. The Lease carries a finalizer: deleting it only sets `deletionTimestamp`; nobody takes a slot
+   from a Lease being deleted, and the finalizer is removed only once no node holds a slot and
+   the rollout is neither paused nor halted. If it is removed by force anyway, whoever re-creates
+   the Lease copies every marked node into it as a holder and the halts mirrored on Nodes back
+   into it; marks beyond the limits make it born halted.
+5. Staleness is judged on a fingerprint that includes the Lease uid and the grant: a record
+   copied into a re-created Lease gets a whole TTL again.
+6. Release removes only our own grant's record (CAS, retried on conflict); the release delay is
+   waited by the holder itself, so no clock is compared across machines.
 7. Waiters watch the Lease and act on changes at once; only the waiters that the queue order
    serves attempt a write, so a hand-off costs a constant number of writes however many wait.
-   Holders follow it too while they hold a slot: each CAS starts from the newest version seen,
-   so a write rarely meets a 409 (a conflict costs a re-read and a second write).
+   Holders follow it too while they hold a slot: each CAS starts from the newest version seen.
 
 Step numbers in log events follow client-go's leaderelection: acquire = 1 read, 2 decide,
 3 write; renew = 1 read, 2 check we still hold, 3 write.
@@ -41,6 +67,7 @@ import asyncio
 import contextlib
 import json
 import random
+import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -58,14 +85,51 @@ from rebootd.lockstate import (
     decide_acquire,
 )
 from rebootd.logs import get_logger
-from rebootd.node import guarded_patch
+from rebootd.marks import (
+    CORDON_ANNOTATION,
+    HALT_ANNOTATION,
+    NODE_MARK_ANNOTATION,
+    Mark,
+    cordoned_by,
+    encode_halt,
+    halt_mirror,
+    mark_of,
+)
+from rebootd.node import guarded_patch, set_annotations
 
-NODE_MARK_ANNOTATION = "rebootd.io/holder"
+LOCK_FINALIZER = "rebootd.io/lock"
 MAX_CAS_ATTEMPTS = 20
+
+__all__ = [
+    "LOCK_FINALIZER",
+    "NODE_MARK_ANNOTATION",
+    "Gated",
+    "LeaseLock",
+    "LockConfig",
+    "LostSlot",
+    "Mark",
+    "SlotExpired",
+    "mark_of",
+    "put_back_node",
+    "state_of",
+]
 
 
 class LostSlot(Exception):
-    """Our holder record is gone (reclaimed, Lease recreated without it, or halted away)."""
+    """Our grant's record is gone (reclaimed, unlocked, Lease re-created without it, or taken over)."""
+
+
+class SlotExpired(LostSlot):
+    """Our last record write is older than the TTL allows: another node may hold the slot now."""
+
+
+class Gated(Exception):
+    """An escalation was refused by the gate (halted, paused, Lease deleting, outside the window)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class Mutation(Protocol):
@@ -85,6 +149,23 @@ class LockConfig:
     renew_interval: float
     boot_allowance: float
     grace: float = 2.0
+    pod: str = ""  # this daemon's Pod uid ("" = a random id for this process)
+
+    @property
+    def margin(self) -> float:
+        """How long before the TTL a holder stops trusting its slot (covers a request's flight)."""
+        return max(self.ttl / 5.0, min(self.renew_interval, self.ttl / 3.0) / 2.0)
+
+
+def gate_of(state: LockState, *, deleting: bool = False) -> Gated | None:
+    """The lock's part of the escalation gate: halted, paused, or the Lease being deleted."""
+    if state.halted:
+        return Gated("halted", f"rollout halted at {state.halted.get('node')}: {state.halted.get('reason')}")
+    if state.paused:
+        return Gated("paused", f"paused by {state.paused.get('by')}: {state.paused.get('reason')}")
+    if deleting:
+        return Gated("lock_deleting", "the lock Lease is being deleted; no new reboots until it is gone")
+    return None
 
 
 class LeaseLock:
@@ -92,14 +173,18 @@ class LeaseLock:
 
     def __init__(self, *, kube: Kube, config: LockConfig, clock: Clock) -> None:
         self.kube = kube
+        if not config.pod:
+            config = replace(config, pod=f"process-{secrets.token_hex(6)}")
         self.config = config
         self.clock = clock
         self.observer = Observer(ttl=config.ttl, grace=config.grace, boot_allowance=config.boot_allowance)
         self._lease: dict[str, Any] | None = None
         self._parsed: tuple[tuple[Any, Any, int], LockState] | None = None
         self._followers: list[ObjectFollower] = []  # watches of the Lease open now (innermost last)
-        # When we last wrote a new version of our own record (observers see it as alive).
+        # The grant this daemon holds ("" = none), and when it last wrote its record.
+        self.grant = ""
         self.record_written_at = float("-inf")
+        self.valid_until = float("-inf")
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
 
@@ -107,6 +192,15 @@ class LeaseLock:
     @property
     def lease(self) -> dict[str, Any] | None:
         return self._lease
+
+    @property
+    def uid(self) -> str:
+        return str(((self._lease or {}).get("metadata") or {}).get("uid") or "")
+
+    @property
+    def deleting(self) -> bool:
+        """Is the Lease being deleted (its deletionTimestamp set, our finalizer holding it)?"""
+        return bool(((self._lease or {}).get("metadata") or {}).get("deletionTimestamp"))
 
     @property
     def state(self) -> LockState:
@@ -117,12 +211,31 @@ class LeaseLock:
             self._parsed = (key, state_of(self._lease))
         return self._parsed[1]
 
+    @property
+    def mine(self) -> Holder | None:
+        """Our grant's record in the Lease as last seen (None when we hold no slot)."""
+        holder = self.state.holders.get(self.config.node)
+        return holder if holder is not None and holder.owned_by(self.grant) else None
+
+    def gate(self) -> Gated | None:
+        return gate_of(self.state, deleting=self.deleting)
+
+    def fence(self) -> None:
+        """Raise SlotExpired unless our last record write is recent enough (safety mechanism C)."""
+        if self.clock.monotonic() >= self.valid_until:
+            raise SlotExpired(
+                f"{self.config.node}: no record write for longer than the lock TTL allows; "
+                "the slot may be another node's now"
+            )
+
     def adopt(self, lease: dict[str, Any] | None) -> LockState:
         """Take a Lease seen on the watch as the latest; returns its state and updates staleness."""
         if lease is not None and self._is_newer(lease):
             self._lease = lease
         state = self.state
-        self.observer.observe(state, now=self.clock.monotonic(), limits=self.config.limits)
+        self.observer.observe(
+            state, now=self.clock.monotonic(), limits=self.config.limits, lease_uid=self.uid
+        )
         return state
 
     def _is_newer(self, lease: dict[str, Any]) -> bool:
@@ -156,18 +269,34 @@ class LeaseLock:
         return self.adopt(None)
 
     async def _create(self) -> dict[str, Any]:
-        """Create the Lease, copying in every node that carries a holder mark (safety rule 5)."""
+        """Create the Lease, copying in every node that carries a holder mark and every halt
+        mirrored on a Node (rule 4); more marked nodes than the limits allow: born halted."""
         state = LockState()
         for node in await self.kube.list_nodes():
-            holder = mark_of(node)
-            if holder is not None:
-                state = state.with_holder(holder)
+            mark = mark_of(node)
+            if mark is not None:
+                state = state.with_holder(replace(mark.holder, evidence={}))
+            mirrored = halt_mirror(node)
+            if mirrored is not None and not state.halted:
+                state = replace(state, halted=mirrored)
+        if not state.halted and not _within_limits(state, self.config.limits):
+            state = replace(
+                state,
+                halted={
+                    "reason": (
+                        f"the lock was re-created with {len(state.holders)} marked nodes "
+                        f"({state.holder_identity()}), more than the limits allow: check them, then resume"
+                    ),
+                    "node": "",
+                    "at": format_microtime(self.clock.now()),
+                },
+            )
         body = self._lease_body(state, base=None)
         try:
             created = await self.kube.create_lease(namespace=self.config.namespace, body=body)
         except Conflict:  # AlreadyExists: somebody else created it first
             return await self.kube.get_lease(namespace=self.config.namespace, name=self.config.name)
-        self._log.info("rebootd.lock.created", holders=state.holder_identity())
+        self._log.info("rebootd.lock.created", holders=state.holder_identity(), halted=bool(state.halted))
         return created
 
     def _lease_body(self, state: LockState, *, base: dict[str, Any] | None) -> dict[str, Any]:
@@ -176,13 +305,22 @@ class LeaseLock:
             lease: dict[str, Any] = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.config.name, "namespace": self.config.namespace},
+                "metadata": {
+                    "name": self.config.name,
+                    "namespace": self.config.namespace,
+                    "finalizers": [LOCK_FINALIZER],
+                },
                 "spec": {"acquireTime": now, "leaseTransitions": 0},
             }
         else:
             lease = json.loads(json.dumps(base))
             lease.setdefault("apiVersion", "coordination.k8s.io/v1")
             lease.setdefault("kind", "Lease")
+            meta = lease["metadata"]
+            finalizers = list(meta.get("finalizers") or [])
+            # A Lease of an earlier rebootd gets the finalizer (never one being deleted: refused).
+            if LOCK_FINALIZER not in finalizers and not meta.get("deletionTimestamp"):
+                meta["finalizers"] = [*finalizers, LOCK_FINALIZER]
         meta = lease["metadata"]
         meta.setdefault("annotations", {})
         meta["annotations"] = {**(meta["annotations"] or {}), STATE_ANNOTATION: state.to_annotation()}
@@ -217,6 +355,7 @@ class LeaseLock:
             if new_state is None:
                 return None
             body = self._lease_body(new_state, base=self._lease)
+            sent = self.clock.monotonic()
             try:
                 written = await self.kube.replace_lease(
                     namespace=self.config.namespace, name=self.config.name, body=body
@@ -235,8 +374,10 @@ class LeaseLock:
             before = current.holders.get(self.config.node)
             self._lease = written
             self.adopt(None)
-            if new_state.holders.get(self.config.node) not in (None, before):
-                self.record_written_at = self.clock.monotonic()
+            after = new_state.holders.get(self.config.node)
+            if after is not None and after != before and after.owned_by(self.grant):
+                self.record_written_at = sent
+                self.valid_until = sent + self.config.ttl - self.config.margin
             self._log.info("rebootd.lock.written", change=event, holders=new_state.holder_identity())
             return new_state
         raise Conflict(status=409, reason="Conflict", message=f"gave up after {MAX_CAS_ATTEMPTS} conflicts")
@@ -245,15 +386,22 @@ class LeaseLock:
         self,
         *,
         phase: str,
-        evidence: Mapping[str, Any],
         unavailable: Mapping[str, Sequence[str]] | None = None,
     ) -> Verdict:
-        """Steps 1-3 of acquire on the latest state: take a slot, or queue up and say why not."""
+        """Steps 1-3 of acquire on the latest state: take a slot under a new grant, or queue up and
+        say why not. A record of this node under another grant is never taken for ours."""
         cfg = self.config
         verdict = Verdict(allowed=False, reason="unknown")
+        grant = secrets.token_hex(8)
 
         def take(state: LockState) -> LockState | None:
             nonlocal verdict
+            if cfg.node in state.holders:
+                verdict = Verdict(allowed=False, reason="own_record")
+                return None
+            if self.deleting:
+                verdict = Verdict(allowed=False, reason="lock_deleting")
+                return None
             # Never skip ourselves: we are plainly not stalled, we are acting.
             stalled = self.observer.stalled_waiters(now=self.clock.monotonic()) - {cfg.node}
             verdict = decide_acquire(
@@ -265,22 +413,56 @@ class LeaseLock:
                 unavailable=unavailable,
             )
             if verdict.allowed:
-                if cfg.node in state.holders:
-                    return None
                 holder = Holder(
                     node=cfg.node,
                     zone=cfg.zone,
                     phase=phase,
                     acquired=format_microtime(self.clock.now()),
-                    evidence=dict(evidence),
+                    grant=grant,
+                    pod=cfg.pod,
+                    lease=self.uid,
                 )
                 return state.without_waiters(verdict.skipped).with_holder(holder)
             if verdict.reason in {"halted", "paused", "budget", "zone_budget"} or cfg.node in state.waiters:
                 return None
             return state.with_waiter(node=cfg.node, zone=cfg.zone)
 
-        await self.update(take, event="acquire", patient=lambda: not verdict.allowed)
+        self.grant = grant  # so that the write of our new record counts as ours
+        try:
+            await self.update(take, event="acquire", patient=lambda: not verdict.allowed)
+        finally:
+            if self.mine is None:
+                self.grant = ""
+        if verdict.allowed and self.mine is None:  # written, then lost to a re-read? never assume
+            return Verdict(allowed=False, reason="queued")
         return verdict
+
+    async def finish_deletion(self) -> bool:
+        """Let a deleted Lease go: remove our finalizer once nobody holds a slot and the rollout is
+        neither paused nor halted (rule 4). True when removed (the next read re-creates it)."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            lease = self._lease
+            if lease is None or not self.deleting:
+                return False
+            state = self.state
+            if state.holders or state.halted or state.paused:
+                return False
+            body = json.loads(json.dumps(lease))
+            meta = body["metadata"]
+            meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != LOCK_FINALIZER]
+            try:
+                await self.kube.replace_lease(
+                    namespace=self.config.namespace, name=self.config.name, body=body
+                )
+            except Conflict:
+                await self.refresh()
+                continue
+            except NotFound:
+                return True
+            self._log.info("rebootd.lock.deletion_finished")
+            self._lease = None
+            return True
+        return False
 
     async def leave_queue(self) -> None:
         node = self.config.node
@@ -290,61 +472,111 @@ class LeaseLock:
             patient=lambda: True,
         )
 
-    async def set_phase(self, *, phase: str, evidence: Mapping[str, Any] | None = None) -> Holder:
-        """Record our next phase (and evidence); raises LostSlot when we no longer hold a slot."""
-        return await self._change_own(
-            lambda holder: replace(
-                holder, phase=phase, seq=holder.seq + 1, evidence={**holder.evidence, **(evidence or {})}
-            ),
-            event=f"phase:{phase}",
-        )
+    async def set_phase(self, *, phase: str, gated: bool = False, attempts: int | None = None) -> Holder:
+        """Record our next phase; LostSlot when our grant no longer holds a slot. `gated`: refuse
+        (raise Gated, nothing written) while halted, paused or the Lease is being deleted: the CAS
+        that names an escalation checks the gate on the very version it replaces."""
+        refused: Gated | None = None
+
+        def change(holder: Holder, state: LockState) -> Holder | None:
+            nonlocal refused
+            refused = gate_of(state, deleting=self.deleting) if gated else None
+            if refused is not None:
+                return None
+            return replace(
+                holder,
+                phase=phase,
+                seq=holder.seq + 1,
+                attempts=holder.attempts if attempts is None else attempts,
+            )
+
+        holder = await self._change_own(change, event=f"phase:{phase}")
+        if refused is not None:
+            raise refused
+        return holder
 
     async def confirm(self) -> Holder:
-        """Our record as the Lease holds it now, on a fresh (quorum) read; LostSlot when it is gone
-        or being reclaimed. Safety rule 5's confirmation after marking the node: a Lease recreated
-        before the mark cannot list us (and we back out); one recreated after it copies us in."""
+        """Our record as the Lease holds it now, on a fresh (quorum) read (rule 2): LostSlot unless
+        it is our grant, not being reclaimed, in the very Lease the grant was written to."""
         holder = (await self.refresh()).holders.get(self.config.node)
-        if holder is None or holder.phase == RECLAIMING:
+        if holder is None or not holder.owned_by(self.grant) or holder.phase == RECLAIMING:
             raise self._lost()
+        if holder.lease and holder.lease != self.uid:
+            raise LostSlot(
+                f"{self.config.node}: the lock Lease was re-created since our grant was written "
+                f"(grant in {holder.lease}, now {self.uid}); backing out"
+            )
         return holder
 
     async def renew(self) -> None:
         """Bump our record's sequence so observers see we are alive; LostSlot if it is gone.
 
-        Only the sequence changes: the phase and evidence are whatever the latest record says, so
-        a renewal racing a phase change can never write an older phase back."""
+        Only the sequence changes: the phase is whatever the latest record says, so a renewal
+        racing a phase change can never write an older phase back."""
         # Patient while the record is young; a record past a quarter of the TTL pushes through.
         await self._change_own(
-            lambda holder: replace(holder, seq=holder.seq + 1),
+            lambda holder, _state: replace(holder, seq=holder.seq + 1),
             event="renew",
             patient=lambda: self.clock.monotonic() - self.record_written_at < self.config.ttl / 4,
         )
 
+    async def take_over(self, *, expect: Holder) -> Holder:
+        """Make `expect` (this node's record under another grant: our own container before a
+        restart, a daemon of lock format 1, or a dead duplicate) ours: a CAS that writes our grant
+        and Pod uid only if the record is still exactly `expect`. LostSlot when it changed."""
+        cfg = self.config
+        grant = secrets.token_hex(8)
+
+        def claim(state: LockState) -> LockState | None:
+            current = state.holders.get(cfg.node)
+            if current is None or current.grant != expect.grant or current.seq != expect.seq:
+                return None
+            return state.with_holder(
+                replace(current, grant=grant, pod=cfg.pod, seq=current.seq + 1, evidence={})
+            )
+
+        previous, self.grant = self.grant, grant
+        written = await self.update(claim, event="take-over")
+        if written is None:
+            self.grant = previous
+            raise self._lost()
+        self._log.info("rebootd.lock.taken_over", previous_grant=expect.grant, previous_pod=expect.pod)
+        return written.holders[cfg.node]
+
+    def adopt_grant(self, holder: Holder) -> None:
+        """Our own grant, read back after a restart of our container (same Pod uid)."""
+        self.grant = holder.grant
+
     async def _change_own(
         self,
-        change: Callable[[Holder], Holder],
+        change: Callable[[Holder, LockState], Holder | None],
         *,
         event: str,
         patient: Callable[[], bool] = lambda: False,
     ) -> Holder:
-        """Write `change` of our own record, applied to the record as each attempt reads it;
-        LostSlot when the record is gone or being reclaimed (then nothing is written)."""
+        """Write `change` of our own grant's record, applied to the record as each attempt reads
+        it (None from `change`: write nothing); LostSlot when the record is gone, under another
+        grant, or being reclaimed (then nothing is written)."""
         node = self.config.node
         lost = False
 
         def apply(state: LockState) -> LockState | None:
             nonlocal lost
             holder = state.holders.get(node)
-            if holder is None or holder.phase == RECLAIMING:
+            if holder is None or not holder.owned_by(self.grant) or holder.phase == RECLAIMING:
                 lost = True
                 return None
             lost = False
-            return state.with_holder(change(holder))
+            changed = change(holder, state)
+            return None if changed is None else state.with_holder(changed)
 
         await self.update(apply, event=event, patient=patient)
         if lost:
             raise self._lost()
-        return self.state.holders[node]
+        holder = self.state.holders.get(node)
+        if holder is None or not holder.owned_by(self.grant):
+            raise self._lost()
+        return holder
 
     def _lost(self) -> LostSlot:
         return LostSlot(
@@ -352,40 +584,53 @@ class LeaseLock:
         )
 
     async def release(self) -> None:
-        """Remove our own record (never anyone else's)."""
-        node = self.config.node
-        await self.update(lambda s: s.without_holder(node) if node in s.holders else None, event="release")
+        """Remove our own grant's record (never anyone else's, nor a newer grant of this node)."""
+        node, grant = self.config.node, self.grant
+        if not grant:
+            return
+
+        def drop(state: LockState) -> LockState | None:
+            holder = state.holders.get(node)
+            return state.without_holder(node) if holder is not None and holder.owned_by(grant) else None
+
+        await self.update(drop, event="release")
+        self.grant = ""
+        self.valid_until = float("-inf")
+        if self.deleting:
+            await self.finish_deletion()
 
     async def halt(self, *, reason: str, node: str) -> bool:
-        """Record a halt; True when this call recorded it (False: the rollout was already halted)."""
+        """Record a halt and mirror it on the halted node; True when this call recorded it (False:
+        the rollout was already halted)."""
         at = format_microtime(self.clock.now())
+        halted = {"reason": reason, "node": node, "at": at}
 
         def stop_all(state: LockState) -> LockState | None:
             if state.halted:
                 return None
-            return replace(state, halted={"reason": reason, "node": node, "at": at})
+            return replace(state, halted=halted)
 
         written = await self.update(stop_all, event="halt") is not None
         if written:
             self._log.error("rebootd.lock.halted", reason=reason, halted_node=node)
+            with contextlib.suppress(NotFound):
+                await set_annotations(
+                    self.kube, node=node, annotations={HALT_ANNOTATION: encode_halt(halted)}
+                )
         return written
 
     async def mark_reclaiming(self, *, node: str, expect: Holder) -> Holder | None:
-        """Step 1 of reclaiming a stale holder: if its record is still exactly what we judged stale,
-        mark it `reclaiming` (the slot stays taken while its node is put back). The winner of this
-        CAS, and only it, goes on; returns the marked record."""
+        """Step 1 of reclaiming a stale holder: if its record is still exactly what we judged stale
+        (same grant, same write), mark it `reclaiming` (the slot stays taken while its node is put
+        back). The winner of this CAS, and only it, goes on; returns the marked record."""
         by = self.config.node
 
         def claim(state: LockState) -> LockState | None:
             current = state.holders.get(node)
-            if current is None or current.seq != expect.seq or current.phase != expect.phase:
+            if not _same_write(current, expect):
                 return None
-            marked = replace(
-                current,
-                phase=RECLAIMING,
-                seq=current.seq + 1,
-                evidence={**current.evidence, "reclaimedBy": by},
-            )
+            assert current is not None
+            marked = replace(current, phase=RECLAIMING, seq=current.seq + 1, evidence={"reclaimedBy": by})
             return state.with_holder(marked)
 
         if await self.update(claim, event=f"reclaiming:{node}") is None:
@@ -393,13 +638,10 @@ class LeaseLock:
         return self.state.holders.get(node)
 
     async def remove_holder(self, *, node: str, expect: Holder) -> bool:
-        """Reclaim a stale holder's slot if its record is still exactly what we judged stale."""
+        """Remove a holder's record if it is still exactly `expect` (same grant, same write)."""
 
         def reclaim(state: LockState) -> LockState | None:
-            current = state.holders.get(node)
-            if current is None or current.seq != expect.seq or current.phase != expect.phase:
-                return None
-            return state.without_holder(node)
+            return state.without_holder(node) if _same_write(state.holders.get(node), expect) else None
 
         return await self.update(reclaim, event=f"reclaim:{node}") is not None
 
@@ -434,6 +676,26 @@ class LeaseLock:
         return changed
 
 
+def _same_write(current: Holder | None, expect: Holder) -> bool:
+    return (
+        current is not None
+        and current.grant == expect.grant
+        and current.seq == expect.seq
+        and current.phase == expect.phase
+    )
+
+
+def _within_limits(state: LockState, limits: Limits) -> bool:
+    if len(state.holders) > limits.concurrency:
+        return False
+    if limits.zone_concurrency <= 0:
+        return True
+    zones: dict[str, int] = {}
+    for holder in state.holders.values():
+        zones[holder.zone] = zones.get(holder.zone, 0) + 1
+    return all(count <= limits.zone_concurrency for count in zones.values())
+
+
 def state_of(lease: Mapping[str, Any] | None) -> LockState:
     if lease is None:
         return LockState()
@@ -441,61 +703,26 @@ def state_of(lease: Mapping[str, Any] | None) -> LockState:
     return LockState.from_annotation(annotations.get(STATE_ANNOTATION))
 
 
-def holder_mark(holder: Holder) -> str:
-    return json.dumps({"node": holder.node, **holder.to_json()}, sort_keys=True, separators=(",", ":"))
-
-
-def mark_of(node: Mapping[str, Any]) -> Holder | None:
-    """The holder record a node's mark annotation carries, or None (no mark, or one that does not parse)."""
-    metadata = node.get("metadata") or {}
-    mark = (metadata.get("annotations") or {}).get(NODE_MARK_ANNOTATION)
-    return holder_from_mark(str(metadata.get("name", "")), mark)
-
-
-async def put_back_node(kube: Kube, *, node: str, evidence: Mapping[str, Any]) -> bool:
-    """Remove a node's holder mark and, unless an admin had cordoned the node before rebootd did
-    (`wasUnschedulable` in the mark or in `evidence`, the holder record's, which wins), its
-    cordon: one write guarded by the resourceVersion read, so a holder's cordon racing it either
-    lands first and is seen and undone, or is refused (its cordon requires the mark). Returns
-    whether the node carried a mark."""
+async def put_back_node(kube: Kube, *, node: str, grant: str, keep_cordon: bool = False) -> bool:
+    """Undo what grant `grant` did to `node`: remove its mark and, if `cordoned-by` names the grant
+    (or, for a mark of lock format 1, the old evidence says rebootd cordoned it), its cordon. One
+    write guarded by the resourceVersion read: a cordon racing it either lands first and is seen
+    and undone, or is refused (it requires the mark). A mark of another grant is never touched.
+    `keep_cordon`: leave the cordon (an operator's forced unlock). Returns whether a mark of the
+    grant was there."""
 
     def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
         mark = mark_of(obj)
-        if mark is None:
+        if mark is None or mark.grant != grant:
             return None
-        patch: dict[str, Any] = {"metadata": {"annotations": {NODE_MARK_ANNOTATION: None}}}
-        was_unschedulable = {**mark.evidence, **evidence}.get("wasUnschedulable", False)
-        if (obj.get("spec") or {}).get("unschedulable") and not was_unschedulable:
+        annotations: dict[str, Any] = {NODE_MARK_ANNOTATION: None}
+        patch: dict[str, Any] = {"metadata": {"annotations": annotations}}
+        if cordoned_by(obj, grant) and not keep_cordon:
             patch["spec"] = {"unschedulable": None}
+            annotations[CORDON_ANNOTATION] = None
         return patch
 
     written = await guarded_patch(kube, node=node, plan=plan, what="put-back")
     if written is not None:
-        get_logger(node=node).info("rebootd.lock.node_put_back", uncordoned="spec" in written)
+        get_logger(node=node).info("rebootd.lock.node_put_back", uncordoned="spec" in written, grant=grant)
     return written is not None
-
-
-def holder_from_mark(node: str, mark: str | None) -> Holder | None:
-    if not mark:
-        return None
-    try:
-        data = json.loads(mark)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    return Holder(
-        node=node,
-        zone=str(data.get("zone", "")),
-        phase=str(data.get("phase", "acquiring")),
-        seq=int(data.get("seq", 0)),
-        acquired=str(data.get("acquired", "")),
-        evidence=dict(data.get("evidence") or {}),
-    )
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait `seconds` or until `stop`; True when stopped."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
-    return stop.is_set()

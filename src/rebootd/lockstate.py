@@ -5,12 +5,20 @@ what this observer measured on its own monotonic clock). The I/O half (`lock.py`
 Lease, calls these functions, and writes the result with a compare-and-swap on resourceVersion;
 on a conflict it re-reads and decides again. See the safety model at the top of `lock.py`.
 
-State lives in the Lease annotation `rebootd.io/state` (JSON, versioned):
-  holders  {node: {zone, phase, seq, acquired, evidence}}   disrupted (or about to be) nodes
+State lives in the Lease annotation `rebootd.io/state` (JSON, `version` 2). Its size is bounded by
+the limits and the queue, never by what a holder evicted: evidence lives on the holder's own Node.
+  holders  {node: {zone, phase, seq, acquired, grant, pod, lease, attempts}}
+             grant    random id of this slot grant: every write on the holder's behalf names it
+             pod      uid of the daemon's Pod that took it (a duplicate daemon has another)
+             lease    uid of the Lease the grant was written to (a grant is only confirmed in it)
+             attempts reboot requests made under this grant
   waiters  {node: {zone, ticket}}                            ready nodes, served in ticket order
   nextTicket                                                 the ticket the next waiter draws
   paused   {reason, by, at} | null                           operator pause
   halted   {reason, node, at} | null                         failed reboot / broken workloads
+
+Version 1 (holders with their evidence inline, no grants) is read and migrated: its holders
+become legacy records (grant "") that only the daemon of that node adopts (see `Holder.legacy`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 STATE_ANNOTATION = "rebootd.io/state"
-STATE_VERSION = 1
+STATE_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})
 # Phases during which the node itself is down or freshly booted: its daemon cannot renew.
 BOOTING_PHASES = frozenset({"rebooting"})
 # A stale holder's record while an observer puts its node back: still counted as a holder, so
@@ -43,16 +52,51 @@ class Holder:
     phase: str
     seq: int = 0
     acquired: str = ""
+    grant: str = ""
+    pod: str = ""
+    lease: str = ""
+    attempts: int = 0
+    # Only a version-1 record carries evidence inline (migration); version 2 keeps it on the Node.
     evidence: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def legacy(self) -> bool:
+        """A record written by a daemon of lock format 1 (no grant)."""
+        return not self.grant
+
+    def owned_by(self, grant: str) -> bool:
+        """Is this record the grant `grant` (never true for an empty grant)?"""
+        return bool(grant) and self.grant == grant
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "zone": self.zone,
             "phase": self.phase,
             "seq": self.seq,
             "acquired": self.acquired,
-            "evidence": dict(self.evidence),
+            "grant": self.grant,
+            "pod": self.pod,
+            "lease": self.lease,
+            "attempts": self.attempts,
         }
+        if self.evidence:
+            data["evidence"] = dict(self.evidence)
+        return data
+
+    @classmethod
+    def from_json(cls, node: str, data: Mapping[str, Any]) -> Holder:
+        return cls(
+            node=node,
+            zone=str(data.get("zone", "")),
+            phase=str(data.get("phase", "acquiring")),
+            seq=int(data.get("seq", 0)),
+            acquired=str(data.get("acquired", "")),
+            grant=str(data.get("grant", "") or ""),
+            pod=str(data.get("pod", "") or ""),
+            lease=str(data.get("lease", "") or ""),
+            attempts=int(data.get("attempts", 0) or 0),
+            evidence=dict(data.get("evidence") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -88,19 +132,13 @@ class LockState:
             data = json.loads(raw)
         except ValueError as exc:
             raise StateFormatError(f"{STATE_ANNOTATION} is not JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-            raise StateFormatError(f"{STATE_ANNOTATION} has an unknown version: {str(data)[:80]}")
-        holders = {
-            node: Holder(
-                node=node,
-                zone=str(h.get("zone", "")),
-                phase=str(h.get("phase", "acquiring")),
-                seq=int(h.get("seq", 0)),
-                acquired=str(h.get("acquired", "")),
-                evidence=dict(h.get("evidence") or {}),
+        if not isinstance(data, dict) or data.get("version") not in READABLE_VERSIONS:
+            raise StateFormatError(
+                f"{STATE_ANNOTATION} has a lock format this rebootd does not know "
+                f"(it reads versions {sorted(READABLE_VERSIONS)}; a newer rebootd wrote it?): "
+                f"{str(data)[:80]}"
             )
-            for node, h in (data.get("holders") or {}).items()
-        }
+        holders = {node: Holder.from_json(node, h) for node, h in (data.get("holders") or {}).items()}
         waiters = {
             node: Waiter(node=node, zone=str(w.get("zone", "")), ticket=int(w.get("ticket", 0)))
             for node, w in (data.get("waiters") or {}).items()
@@ -276,10 +314,13 @@ class Observer:
     _holder_seen: dict[str, tuple[str, float]] = field(default_factory=dict)
     _eligible_since: dict[str, float] = field(default_factory=dict)
 
-    def observe(self, state: LockState, *, now: float, limits: Limits) -> None:
-        # Every write to a record bumps its seq (a new record starts again at 0 with a new
-        # acquire time), so these three tell one version of a record from another.
-        current = {n: f"{h.phase}/{h.seq}/{h.acquired}" for n, h in state.holders.items()}
+    def observe(self, state: LockState, *, now: float, limits: Limits, lease_uid: str = "") -> None:
+        # Every write to a record bumps its seq (a new record starts again at 0 with a new grant),
+        # so these tell one version of a record from another. The Lease's uid is part of it: a
+        # record copied into a re-created Lease is new to us, and gets a whole TTL to renew.
+        current = {
+            n: f"{lease_uid}/{h.grant}/{h.phase}/{h.seq}/{h.acquired}" for n, h in state.holders.items()
+        }
         for node, fingerprint in current.items():
             seen = self._holder_seen.get(node)
             if seen is None or seen[0] != fingerprint:

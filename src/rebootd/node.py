@@ -1,9 +1,10 @@
 """Operations on this daemon's own Node: cordon, taints, labels, annotations, Events, readings.
 
 Rule: every write changes only what it names and never clobbers what others wrote concurrently.
-- Cordon/uncordon are kubectl's strategic merge patches; `cordon` is a compare-and-swap on the
-  Node's resourceVersion, so "was it already unschedulable?" is answered for the very version we
-  changed (an admin-cordoned node is never uncordoned by rebootd).
+- Cordon/uncordon are kubectl's strategic merge patches, each a compare-and-swap on the Node's
+  resourceVersion scoped to a slot grant: the cordon writes `rebootd.io/cordoned-by: <grant>` in
+  the same write, and uncordon undoes only a cordon that names its grant (an admin-cordoned node
+  is never uncordoned by rebootd, and a retried cordon whose response was lost is still ours).
 - `spec.taints` has no merge key (a strategic merge would replace the whole list), so taints are
   changed by JSON patch guarded by a `test` of the list as read (or of the resourceVersion when the
   list is absent); a failed test (422) means someone else changed the Node: re-read and retry.
@@ -22,6 +23,7 @@ from typing import Any, Literal
 from rebootd.clock import Clock
 from rebootd.kube import Conflict, Invalid, Kube, KubeError
 from rebootd.logs import get_logger
+from rebootd.marks import CORDON_ANNOTATION, cordon_owner, cordoned_by, mark_of
 
 EVENT_NAMESPACE = "default"
 MAX_WRITE_ATTEMPTS = 10
@@ -159,30 +161,49 @@ async def guarded_patch(
     )
 
 
-async def cordon(kube: Kube, *, node: str, only_if: tuple[str, str] | None = None) -> bool:
-    """Mark the Node unschedulable (kubectl cordon); True when it ALREADY was before this call.
+CordonResult = Literal["cordoned", "ours", "admin"]
 
-    The patch carries the resourceVersion we read, so a concurrent cordon by an admin between our
-    read and our write makes us re-read instead of claiming the cordon as ours. `only_if`
-    (annotation, value): cordon only while the Node carries that annotation with that value,
-    else raise NodeChanged; the resourceVersion makes the check and the cordon one step."""
+
+async def cordon(kube: Kube, *, node: str, grant: str) -> CordonResult:
+    """Cordon the Node for grant `grant` (kubectl cordon, plus `rebootd.io/cordoned-by: grant` in
+    the same write). Only while the Node carries that grant's mark, else NodeChanged; the patch
+    carries the resourceVersion read, so the check and the cordon are one step, and a concurrent
+    cordon by an admin makes us re-read instead of claiming it.
+
+    Returns "cordoned" (this call cordoned it), "ours" (already cordoned by this grant: a resumed
+    pass, or a cordon whose response was lost and that was retried) or "admin" (unschedulable
+    already, by someone else's cordon: never ours to undo)."""
+    found: CordonResult = "cordoned"
 
     def plan(obj: JsonObj) -> JsonObj | None:
-        if only_if is not None:
-            key, value = only_if
-            if ((obj.get("metadata") or {}).get("annotations") or {}).get(key) != value:
-                raise NodeChanged(f"node {node}: annotation {key} is no longer the one this cordon requires")
-        return None if (obj.get("spec") or {}).get("unschedulable") else {"spec": {"unschedulable": True}}
+        nonlocal found
+        mark = mark_of(obj)
+        if mark is None or mark.grant != grant:
+            raise NodeChanged(f"node {node}: the mark of grant {grant} this cordon requires is gone")
+        if (obj.get("spec") or {}).get("unschedulable"):
+            found = "ours" if cordon_owner(obj) == grant else "admin"
+            return None
+        found = "cordoned"
+        return {"spec": {"unschedulable": True}, "metadata": {"annotations": {CORDON_ANNOTATION: grant}}}
 
-    written = await guarded_patch(kube, node=node, plan=plan, what="cordon")
-    get_logger(node=node).info("rebootd.node.cordoned" if written else "rebootd.node.already_cordoned")
-    return written is None
+    await guarded_patch(kube, node=node, plan=plan, what="cordon")
+    get_logger(node=node).info("rebootd.node.cordon", result=found, grant=grant)
+    return found
 
 
-async def uncordon(kube: Kube, *, node: str) -> None:
-    """Make the Node schedulable again: removes `spec.unschedulable` (kubectl uncordon)."""
-    await kube.patch_node(name=node, patch={"spec": {"unschedulable": None}}, patch_type="strategic")
-    get_logger(node=node).info("rebootd.node.uncordoned")
+async def uncordon(kube: Kube, *, node: str, grant: str) -> bool:
+    """Make the Node schedulable again (kubectl uncordon) if, and only if, grant `grant` cordoned
+    it (`rebootd.io/cordoned-by`); one guarded write that also clears the ownership annotation.
+    An admin's cordon, or one made after ours was undone, stays. True when uncordoned."""
+
+    def plan(obj: JsonObj) -> JsonObj | None:
+        if not cordoned_by(obj, grant):
+            return None
+        return {"spec": {"unschedulable": None}, "metadata": {"annotations": {CORDON_ANNOTATION: None}}}
+
+    written = await guarded_patch(kube, node=node, plan=plan, what="uncordon")
+    get_logger(node=node).info("rebootd.node.uncordoned" if written else "rebootd.node.not_ours_to_uncordon")
+    return written is not None
 
 
 async def _guarded_taint_write(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from rebootd.clock import Clock
@@ -26,6 +27,15 @@ from rebootd.pods import covering_pdbs, evictable_pods, pod_is_ready
 
 JsonObj = dict[str, Any]
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerError"})
+
+
+def read_boot_id(path: Path) -> str:
+    """The host's boot id (`/proc/sys/kernel/random/boot_id` is not namespaced: a container reads
+    the host's). "" when it cannot be read; the caller decides what that means."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 # --- pure: the baseline and the three conditions -------------------------------------------

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from rebootd.sim.harness import SimCluster
 from rebootd.sim.invariants import reboot_counts
 from tests.fixtures.cluster import ClusterFactory, all_done, wait_phase
@@ -76,14 +78,19 @@ async def test_pause_stops_new_reboots_and_resume_lets_them_go_on(
     assert all("paused" in p["waiting_for"] for p in report["reboot_required"])
     code, out, _ = await rebootd(cluster, tmp_path, "resume")
     assert code == 0
-    assert "cleared pause" in out
+    assert "lifted the pause" in out
     assert await cluster.wait_until(lambda: all_done(cluster, set(zones)), within=60)
 
 
-async def test_unlock_refuses_a_node_rebootd_keeps_cordoned_unless_forced(
-    make_cluster: ClusterFactory, tmp_path: Path
+@pytest.mark.parametrize("admin_cordoned", [False, True], ids=["cordoned-by-rebootd", "cordoned-by-an-admin"])
+async def test_unlock_refuses_a_node_that_may_be_disrupted_unless_forced(
+    make_cluster: ClusterFactory, tmp_path: Path, admin_cordoned: bool
 ) -> None:
-    cluster = await make_cluster(zones={"n1": "z1", "n2": "z2"}, workloads=False)
+    """Failure 2: unlock without --force freed a draining node when an admin had cordoned it first,
+    and the next node was disrupted beside it. The phase decides, not who cordoned."""
+    cluster = await make_cluster(
+        zones={"n1": "z1", "n2": "z2"}, workloads=False, admin_cordoned=("n1",) if admin_cordoned else ()
+    )
     cluster.emulator.add_workload(
         kind="Deployment", name="slow", replicas=2, nodes=["n1"], termination_grace_seconds=3000
     )
@@ -91,7 +98,8 @@ async def test_unlock_refuses_a_node_rebootd_keeps_cordoned_unless_forced(
     await wait_phase(cluster, "n1", {"draining"})
     code, _, err = await rebootd(cluster, tmp_path, "unlock", "n1")
     assert code == 1
-    assert "still cordoned by rebootd" in err
+    assert "n1 is draining" in err
+    assert "--force" in err
     assert "n1" in cluster.lease_state().holders
     code, _, err = await rebootd(cluster, tmp_path, "unlock", "n2")
     assert code == 1
@@ -104,6 +112,7 @@ async def test_unlock_refuses_a_node_rebootd_keeps_cordoned_unless_forced(
     node = cluster.emulator.get_object(kind="Node", name="n1")
     assert node is not None
     assert "rebootd.io/holder" not in (node["metadata"].get("annotations") or {})
+    assert node["spec"].get("unschedulable") is True, "a forced unlock leaves the node cordoned"
 
 
 async def test_status_names_the_halt_and_resume_clears_it(
@@ -128,7 +137,7 @@ async def test_status_names_the_halt_and_resume_clears_it(
     code, out, err = await rebootd(cluster, tmp_path, "unlock", "n1", "--force")
     assert code == 0, err
     code, out, _ = await rebootd(cluster, tmp_path, "resume")
-    assert "cleared halt" in out
+    assert "cleared the halt at node n1" in out
     assert await cluster.wait_until(
         lambda: reboot_counts(cluster.emulator.history).get("n2", 0) == 1, within=30
     )

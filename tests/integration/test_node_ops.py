@@ -12,9 +12,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from rebootd.clock import SystemClock
-from rebootd.kube import Kube, RetryPolicy
-from rebootd.lock import NODE_MARK_ANNOTATION, holder_mark, put_back_node
+from rebootd.kube import Kube, KubeError, RetryPolicy
+from rebootd.lock import put_back_node
 from rebootd.lockstate import Holder
+from rebootd.marks import CORDON_ANNOTATION, NODE_MARK_ANNOTATION, Mark
 from rebootd.node import (
     NodeChanged,
     add_taint,
@@ -81,44 +82,94 @@ def node_spec(emu: Emulator, name: str = "n1") -> dict[str, Any]:
     return dict(obj["spec"])
 
 
-async def test_cordon_reports_whether_the_node_was_already_unschedulable(
-    emulator: Emulator, clients: tuple[RacingKube, Kube]
-) -> None:
-    kube, _ = clients
-    emulator.add_node(name="n1")
-    emulator.add_node(name="admin-cordoned", unschedulable=True)
-
-    assert await cordon(kube, node="n1") is False
-    assert node_spec(emulator)["unschedulable"] is True
-    assert await cordon(kube, node="n1") is True, "a second cordon finds it cordoned"
-    writes_before = len(emulator.history)
-    assert await cordon(kube, node="admin-cordoned") is True
-    assert not [h for h in emulator.history[writes_before:] if h.event == "write"], "no write needed"
-
-
-async def test_cordon_racing_an_admin_cordon_reports_already_cordoned(
-    emulator: Emulator, clients: tuple[RacingKube, Kube]
-) -> None:
-    """The admin cordons between our read and our write: our write is refused (resourceVersion),
-    we re-read and report the node as the admin's, so rebootd will never uncordon it."""
-    kube, admin = clients
-    emulator.add_node(name="n1")
-
-    async def admin_cordons() -> None:
-        await admin.patch_node(name="n1", patch={"spec": {"unschedulable": True}}, patch_type="strategic")
-
-    kube.race = admin_cordons
-
-    assert await cordon(kube, node="n1") is True
-
-
-MARK = holder_mark(Holder(node="n1", zone="z1", phase="draining", evidence={"wasUnschedulable": False}))
+GRANT = "g1"
+MARK = Mark(
+    holder=Holder(node="n1", zone="z1", phase="draining", grant=GRANT), evidence={"bootID": "b"}
+).encode()
 
 
 def annotations_of(emu: Emulator, name: str = "n1") -> dict[str, str]:
     obj = emu.get_object(kind="Node", name=name)
     assert obj is not None
     return dict(obj["metadata"].get("annotations") or {})
+
+
+async def test_cordon_is_scoped_to_the_grant_and_tells_ours_from_an_admins(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    kube, admin = clients
+    emulator.add_node(name="n1")
+    emulator.add_node(name="admin-cordoned", unschedulable=True)
+    await set_annotations(admin, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
+    await set_annotations(admin, node="admin-cordoned", annotations={NODE_MARK_ANNOTATION: MARK})
+
+    assert await cordon(kube, node="n1", grant=GRANT) == "cordoned"
+    assert node_spec(emulator)["unschedulable"] is True
+    assert annotations_of(emulator)[CORDON_ANNOTATION] == GRANT
+    assert await cordon(kube, node="n1", grant=GRANT) == "ours", (
+        "a second cordon of the grant finds it its own"
+    )
+    writes_before = len(emulator.history)
+    assert await cordon(kube, node="admin-cordoned", grant=GRANT) == "admin"
+    assert not [h for h in emulator.history[writes_before:] if h.event == "write"], "no write needed"
+    with pytest.raises(NodeChanged):
+        await cordon(kube, node="n1", grant="another-grant")
+
+
+async def test_cordon_racing_an_admin_cordon_reports_the_admins(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    """The admin cordons between our read and our write: our write is refused (resourceVersion),
+    we re-read and report the node as the admin's, so rebootd will never uncordon it."""
+    kube, admin = clients
+    emulator.add_node(name="n1")
+    await set_annotations(admin, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
+
+    async def admin_cordons() -> None:
+        await admin.patch_node(name="n1", patch={"spec": {"unschedulable": True}}, patch_type="strategic")
+
+    kube.race = admin_cordons
+
+    assert await cordon(kube, node="n1", grant=GRANT) == "admin"
+    assert not await uncordon(kube, node="n1", grant=GRANT)
+    assert node_spec(emulator)["unschedulable"] is True
+
+
+class LosingKube(Kube):
+    """A real client whose next Node patch is applied by the server but whose response is lost
+    (the connection drops after the request went out), as a reset or a 504 does."""
+
+    lose_next_patch = False
+
+    async def patch_node(self, *, name: str, patch: Any, patch_type: Any) -> dict[str, Any]:
+        written = await super().patch_node(name=name, patch=patch, patch_type=patch_type)
+        if self.lose_next_patch:
+            self.lose_next_patch = False
+            raise KubeError(status=0, reason="ServerDisconnected", message="response lost")
+        return written
+
+
+async def test_a_cordon_whose_response_was_lost_is_still_ours_and_undone(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Failure 3 of the safety issue: the cordon is applied but its response is lost; the retried
+    cordon finds the node unschedulable. Judged from a read alone that was an admin's cordon, never
+    undone; the ownership annotation written with the cordon says it is ours."""
+    emulator.add_node(name="n1")
+    kube = await connect(emulator, tmp_path / "ours", LosingKube)
+    assert isinstance(kube, LosingKube)
+    try:
+        await set_annotations(kube, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
+        kube.lose_next_patch = True
+        with pytest.raises(KubeError):
+            await cordon(kube, node="n1", grant=GRANT)
+        assert node_spec(emulator)["unschedulable"] is True, "the server applied it"
+        assert await cordon(kube, node="n1", grant=GRANT) == "ours"
+        assert await put_back_node(kube, node="n1", grant=GRANT)
+    finally:
+        await kube.close()
+    assert not node_spec(emulator).get("unschedulable")
+    assert {NODE_MARK_ANNOTATION, CORDON_ANNOTATION}.isdisjoint(annotations_of(emulator))
 
 
 async def test_a_cordon_that_requires_the_mark_is_refused_once_a_reclaimer_removed_it_between_read_and_write(
@@ -131,12 +182,12 @@ async def test_a_cordon_that_requires_the_mark_is_refused_once_a_reclaimer_remov
     await set_annotations(admin, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
 
     async def reclaimer_puts_back() -> None:
-        assert await put_back_node(admin, node="n1", evidence={})
+        assert await put_back_node(admin, node="n1", grant=GRANT)
 
     kube.race = reclaimer_puts_back
 
     with pytest.raises(NodeChanged):
-        await cordon(kube, node="n1", only_if=(NODE_MARK_ANNOTATION, MARK))
+        await cordon(kube, node="n1", grant=GRANT)
     assert not node_spec(emulator).get("unschedulable")
     assert NODE_MARK_ANNOTATION not in annotations_of(emulator)
 
@@ -151,13 +202,13 @@ async def test_a_put_back_racing_the_holders_cordon_sees_the_cordon_and_undoes_i
     await set_annotations(admin, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
 
     async def holder_cordons() -> None:
-        assert await cordon(admin, node="n1", only_if=(NODE_MARK_ANNOTATION, MARK)) is False
+        assert await cordon(admin, node="n1", grant=GRANT) == "cordoned"
 
     kube.race = holder_cordons
 
-    assert await put_back_node(kube, node="n1", evidence={})
+    assert await put_back_node(kube, node="n1", grant=GRANT)
     assert not node_spec(emulator).get("unschedulable")
-    assert NODE_MARK_ANNOTATION not in annotations_of(emulator)
+    assert {NODE_MARK_ANNOTATION, CORDON_ANNOTATION}.isdisjoint(annotations_of(emulator))
 
 
 async def test_a_put_back_keeps_a_cordon_the_admin_made_before_rebootd(
@@ -166,21 +217,43 @@ async def test_a_put_back_keeps_a_cordon_the_admin_made_before_rebootd(
     kube, _ = clients
     emulator.add_node(name="n1", unschedulable=True)
     await set_annotations(kube, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
+    assert await cordon(kube, node="n1", grant=GRANT) == "admin"
 
-    assert await put_back_node(kube, node="n1", evidence={"wasUnschedulable": True})
+    assert await put_back_node(kube, node="n1", grant=GRANT)
     assert node_spec(emulator)["unschedulable"] is True
     assert NODE_MARK_ANNOTATION not in annotations_of(emulator)
-    assert await put_back_node(kube, node="n1", evidence={}) is False, "no mark: nothing of ours to undo"
+    assert await put_back_node(kube, node="n1", grant=GRANT) is False, "no mark: nothing of ours to undo"
     assert node_spec(emulator)["unschedulable"] is True
 
 
-async def test_uncordon_removes_the_field(emulator: Emulator, clients: tuple[RacingKube, Kube]) -> None:
-    kube, _ = clients
-    emulator.add_node(name="n1", unschedulable=True)
+async def test_a_stalled_reclaimer_of_an_old_grant_leaves_a_newer_grant_alone(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    """Failure 10: a holder is identified by its grant, not its node name. A put-back (reclaimer,
+    unlock, a duplicate daemon) for an older grant of the node removes nothing of the newer one."""
+    kube, admin = clients
+    emulator.add_node(name="n1")
+    await set_annotations(admin, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
+    assert await cordon(admin, node="n1", grant=GRANT) == "cordoned"
 
-    await uncordon(kube, node="n1")
+    assert await put_back_node(kube, node="n1", grant="older-grant") is False
+    assert not await uncordon(kube, node="n1", grant="older-grant")
+    assert node_spec(emulator)["unschedulable"] is True
+    assert annotations_of(emulator)[NODE_MARK_ANNOTATION] == MARK
+
+
+async def test_uncordon_removes_the_field_only_for_the_grant_that_cordoned(
+    emulator: Emulator, clients: tuple[RacingKube, Kube]
+) -> None:
+    kube, admin = clients
+    emulator.add_node(name="n1")
+    await set_annotations(admin, node="n1", annotations={NODE_MARK_ANNOTATION: MARK})
+    assert await cordon(kube, node="n1", grant=GRANT) == "cordoned"
+
+    assert await uncordon(kube, node="n1", grant=GRANT)
 
     assert "unschedulable" not in node_spec(emulator)
+    assert CORDON_ANNOTATION not in annotations_of(emulator)
 
 
 async def test_taints_are_added_and_removed_without_touching_others(

@@ -284,16 +284,18 @@ async def test_only_the_nodes_next_in_line_keep_listing_pods_and_pdbs_every_peri
     cluster = await make_cluster(zones=zones, env={"REBOOTD_PERIOD": "100ms", "REBOOTD_LOCK_TTL": "60s"})
     occupied = LockState().with_holder(Holder(node="elsewhere", zone="z1", phase="draining"))
     kube = await Kube.connect(kubeconfig=cluster.emulator.write_kubeconfig(tmp_path / "admin-kubeconfig"))
+    # The daemons create the Lease at their first step: write the occupied state into it.
+    assert await cluster.wait_until(
+        lambda: (
+            cluster.emulator.get_object(kind="Lease", namespace="kube-system", name="rebootd") is not None
+        ),
+        within=10,
+    )
     try:
-        await kube.create_lease(
-            namespace="kube-system",
-            body={
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": "rebootd", "annotations": {STATE_ANNOTATION: occupied.to_annotation()}},
-                "spec": {"holderIdentity": "elsewhere", "leaseDurationSeconds": 60},
-            },
-        )
+        lease = await kube.get_lease(namespace="kube-system", name="rebootd")
+        lease["metadata"]["annotations"][STATE_ANNOTATION] = occupied.to_annotation()
+        lease["spec"]["holderIdentity"] = "elsewhere"
+        await kube.replace_lease(namespace="kube-system", name="rebootd", body=lease)
     finally:
         await kube.close()
     for name in zones:

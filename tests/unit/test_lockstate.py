@@ -178,3 +178,46 @@ def test_next_in_line_means_served_first_if_every_slot_were_free() -> None:
     # a node not queued yet counts as the last in line
     assert not next_in_line(state, node="e", zone="z2", limits=limits)
     assert next_in_line(LockState(), node="e", zone="z2", limits=limits)
+
+
+def test_a_record_copied_into_a_recreated_lease_gets_a_whole_ttl() -> None:
+    """Failure 12: a record rebuilt from a mark equals the record as the observer first saw it, so
+    an observer that missed every renewal judged a live holder stale at first sight of the new
+    Lease. The Lease uid is part of what the observer tracks."""
+    observer = Observer(ttl=10, grace=1, boot_allowance=0)
+    state = LockState().with_holder(Holder(node="a", zone="z", phase="draining", grant="g"))
+    observer.observe(state, now=0.0, limits=Limits(1), lease_uid="lease-1")
+    observer.observe(state, now=9.5, limits=Limits(1), lease_uid="lease-2")  # re-created, same record
+    assert observer.stale_holders(state, now=11.0) == []
+    assert [h.node for h in observer.stale_holders(state, now=20.0)] == ["a"]
+
+
+def test_a_new_grant_of_the_same_node_is_a_new_record() -> None:
+    observer = Observer(ttl=10, grace=1, boot_allowance=0)
+    first = LockState().with_holder(Holder(node="a", zone="z", phase="draining", grant="g1"))
+    observer.observe(first, now=0.0, limits=Limits(1))
+    second = LockState().with_holder(Holder(node="a", zone="z", phase="draining", grant="g2"))
+    observer.observe(second, now=9.0, limits=Limits(1))
+    assert observer.stale_holders(second, now=15.0) == []
+
+
+def test_a_state_of_lock_format_1_is_read_with_its_holders_as_legacy_records() -> None:
+    raw = (
+        '{"version":1,"holders":{"a":{"zone":"z","phase":"rebooting","seq":4,"acquired":"t",'
+        '"evidence":{"bootID":"b"}}},"waiters":{"w":{"zone":"z","ticket":3}},"nextTicket":4,'
+        '"paused":null,"halted":{"reason":"r","node":"a","at":"t"}}'
+    )
+    state = LockState.from_annotation(raw)
+    holder = state.holders["a"]
+    assert holder.legacy
+    assert (holder.phase, holder.seq, dict(holder.evidence)) == ("rebooting", 4, {"bootID": "b"})
+    assert state.halted == {"reason": "r", "node": "a", "at": "t"}
+    again = LockState.from_annotation(state.to_annotation())
+    assert '"version":2' in state.to_annotation()
+    assert again.holders["a"].phase == "rebooting"
+
+
+def test_only_the_grant_owns_a_record() -> None:
+    assert Holder(node="a", zone="z", phase="draining", grant="g").owned_by("g")
+    assert not Holder(node="a", zone="z", phase="draining", grant="g").owned_by("h")
+    assert not Holder(node="a", zone="z", phase="draining").owned_by(""), "an empty grant owns nothing"

@@ -466,6 +466,14 @@ class Cluster:
             new["status"] = status
         return self.registry.put_internal("nodes", new, node, client=client, verb="update")
 
+    def set_node_boot_id(self, name: str, *, boot_id: str) -> None:
+        node = self.store.get("nodes", "", name)
+        if node is None:
+            raise KeyError(f"node {name!r} does not exist")
+        status = dict(node.get("status") or {})
+        status["nodeInfo"] = {**(status.get("nodeInfo") or {}), "bootID": boot_id}
+        self._write_node(node, status=status)
+
     def set_node_ready(
         self, name: str, *, ready: bool, status: str | None = None, start_pods: bool = True
     ) -> JsonObj:

@@ -547,3 +547,7 @@ class Emulator:
 
     def set_node_ready(self, *, name: str, ready: bool) -> None:
         self.cluster.set_node_ready(name, ready=ready)
+
+    def set_node_boot_id(self, *, name: str, boot_id: str) -> None:
+        """The kubelet posts `status.nodeInfo.bootID` (late, or empty: a kubelet that reports none)."""
+        self.cluster.set_node_boot_id(name, boot_id=boot_id)

@@ -7,6 +7,10 @@ clears the sentinel (as /var/run is cleared at boot) and starts a new daemon ins
 node is back Ready, like the kubelet restarting the DaemonSet pod. Used by the integration tests
 and by `rebootd simulate`.
 
+Each machine has its own boot id file (what the daemon reads as the host's
+/proc/sys/kernel/random/boot_id), written as the machine starts the daemon: the boot id the
+simulated kubelet reported for the boot it is in. Each node's daemon Pod has one uid for its life.
+
 Where the machine is (`NodeHost`) is pluggable: `EmulatorHost` reboots through an emulator in this
 process; `rebootd simulate` worker processes use one that asks the simulator over HTTP.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +27,28 @@ from typing import Any, Protocol
 
 from rebootd.clock import Clock, SystemClock
 from rebootd.daemon import Daemon
-from rebootd.kube import Kube, RetryPolicy
+from rebootd.kube import Kube, KubeError, RetryPolicy
 from rebootd.lock import state_of
 from rebootd.lockstate import LockState
 from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
-from rebootd.node import is_ready
+from rebootd.node import boot_id, is_ready
+from rebootd.reboot import RebootFailed
 from rebootd.settings import Settings, load_settings
 from rebootd.sim.emulator import Emulator
+
+
+def sim_pod_uid(name: str, *, instance: int = 0) -> str:
+    """The uid of a simulated node's daemon Pod: the same across restarts and reboots (a kubelet
+    restarts the containers of the same Pod), another one per `instance` (a second Pod for the
+    node, as in a DaemonSet surge)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"rebootd-sim/{name}/{instance}"))
+
+
+def write_host_boot_id(path: Path, node: Mapping[str, Any] | None) -> None:
+    """The simulated machine's own boot id file, as the daemon reads /proc/sys/kernel/random/boot_id:
+    the boot id the simulated kubelet reported for the boot the machine is in now."""
+    path.write_text(boot_id(node) if node is not None else "", encoding="ascii")
 
 
 def node_token(name: str) -> str:
@@ -82,6 +101,10 @@ class EmulatedReboot:
         self._node = node
 
     async def reboot(self) -> None:
+        self._node.reboot_requests += 1
+        if self._node.reboot_failures:
+            self._node.reboot_failures -= 1  # a negative count fails forever
+            raise RebootFailed("the simulated reboot command failed")
         self._node.reboots += 1
         self._node.sentinel.unlink(missing_ok=True)  # /var/run is cleared at boot
         await self._node.host_of().reboot(self._node.name)
@@ -105,6 +128,10 @@ class SimNode:
     boot_poll: float = 0.05
     token: str = ""
     reboots: int = 0
+    reboot_requests: int = 0
+    reboot_failures: int = 0  # the next N reboot requests fail (RebootFailed); negative: all of them
+    host_boot_id: str | None = None  # the machine's boot id file says this, whatever the Node says
+    pod_uid: str = ""  # the daemon Pod's uid ("" = the node's one Pod: `sim_pod_uid`)
     starts: int = 0
     daemon: Daemon | None = None
     exit_codes: list[int] = field(default_factory=list)
@@ -138,12 +165,18 @@ class SimNode:
     def sentinel(self) -> Path:
         return self.workdir / "reboot-required"
 
+    @property
+    def boot_id_file(self) -> Path:
+        return self.workdir / "boot_id"
+
     def require_reboot(self) -> None:
         self.sentinel.touch()
 
     def settings(self) -> Settings:
         env = {
             "REBOOTD_NODE_ID": self.name,
+            "REBOOTD_POD_UID": self.pod_uid or sim_pod_uid(self.name),
+            "REBOOTD_BOOT_ID_FILE": str(self.boot_id_file),
             "REBOOTD_REBOOT_SENTINEL": str(self.sentinel),
             "REBOOTD_METRICS_HOST": "127.0.0.1",
             "REBOOTD_KUBECONFIG": str(self.kubeconfig),
@@ -158,6 +191,11 @@ class SimNode:
         self._kube = await Kube.connect(
             kubeconfig=self.kubeconfig, retry=RetryPolicy(attempts=4, base=0.05, cap=0.5)
         )
+        if self.host_boot_id is not None:
+            self.boot_id_file.write_text(self.host_boot_id, encoding="ascii")
+        else:
+            with contextlib.suppress(KubeError):  # the machine boots whether the API answers or not
+                write_host_boot_id(self.boot_id_file, await self._kube.get_node(name=self.name))
         self._stop = asyncio.Event()
         self.daemon = Daemon(
             settings=self.settings(),
@@ -170,6 +208,19 @@ class SimNode:
         self._task = asyncio.create_task(self.daemon.run(stop=self._stop), name=f"daemon-{self.name}")
         if self.on_start is not None:
             self.on_start(self)
+
+    def freeze(self, seconds: float) -> None:
+        """The daemon's process stops (SIGSTOP, a paused VM) right before its next API request and
+        goes on `seconds` later, its monotonic clock having moved on meanwhile."""
+        if self._kube is None:
+            return
+        kube = self._kube
+
+        async def frozen(_verb: str) -> None:
+            kube.before_send = None
+            await asyncio.sleep(seconds)
+
+        kube.before_send = frozen
 
     def crash_soon(self) -> None:
         """The node goes down: the daemon dies now, a new one starts after the node boots."""

@@ -32,7 +32,7 @@ from aiohttp import web
 from rebootd.logs import get_logger
 from rebootd.node import is_ready
 from rebootd.sim.emulator import Emulator
-from rebootd.sim.harness import node_token
+from rebootd.sim.harness import node_token, sim_pod_uid, write_host_boot_id
 
 REBOOT_PATH = "/_sim/nodes/{name}/reboot"
 STOP_TIMEOUT = 10.0
@@ -87,6 +87,10 @@ class ProcessNode:
         return self.workdir / "reboot-required"
 
     @property
+    def boot_id_file(self) -> Path:
+        return self.workdir / "boot_id"
+
+    @property
     def log_path(self) -> Path:
         return self.workdir / "rebootd.log"
 
@@ -100,6 +104,8 @@ class ProcessNode:
         return {
             **base,
             "REBOOTD_NODE_ID": self.name,
+            "REBOOTD_POD_UID": sim_pod_uid(self.name),
+            "REBOOTD_BOOT_ID_FILE": str(self.boot_id_file),
             "REBOOTD_KUBECONFIG": str(self.kubeconfig),
             "REBOOTD_REBOOT_SENTINEL": str(self.sentinel),
             "REBOOTD_METRICS_HOST": "127.0.0.1",
@@ -114,6 +120,7 @@ class ProcessNode:
     async def start(self) -> None:
         """Start a daemon process (the kubelet starting the pod)."""
         self.starts += 1
+        write_host_boot_id(self.boot_id_file, self.emulator.store.get("nodes", "", self.name))
         if self._log_file is None:
             self._log_file = self.log_path.open("ab")
         self._proc = await asyncio.create_subprocess_exec(
