@@ -19,13 +19,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from rebootd import __version__
-from rebootd.settings import InvalidConfig, Settings, field_help, flag_name, load_settings
+from rebootd.settings import InvalidConfig, Settings, field_help, flag_name, load_settings_and_warnings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-_REPEATABLE = frozenset({"blocking_pod_selector", "notify_url"})
+# Repeated flags append, as kured's do (`--reboot-days mo --reboot-days tu` is Monday and Tuesday).
+_REPEATABLE = frozenset(
+    {
+        "blocking_pod_selector",
+        "notify_url",
+        "reboot_days",
+        "pre_reboot_node_labels",
+        "post_reboot_node_labels",
+    }
+)
 
 
 def _is_bool(name: str) -> bool:
@@ -65,7 +74,9 @@ def _load(
     args: argparse.Namespace, *, environ: Mapping[str, str], stderr: TextIO, require_node: bool
 ) -> Settings | None:
     try:
-        return load_settings(environ=environ, flags=_flag_values(args), require_node=require_node)
+        settings, warnings = load_settings_and_warnings(
+            environ=environ, flags=_flag_values(args), require_node=require_node
+        )
     except InvalidConfig as exc:
         count = len(exc.problems)
         stderr.write(f"rebootd: invalid configuration ({count} problem{'s' if count != 1 else ''}):\n")
@@ -73,6 +84,10 @@ def _load(
             stderr.write(f"  {problem.render()}\n")
         stderr.flush()
         return None
+    for warning in warnings:
+        stderr.write(f"rebootd: warning: {warning}\n")
+    stderr.flush()
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
