@@ -16,6 +16,7 @@ import signal
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from rebootd import __version__
@@ -129,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="free it even though rebootd still keeps that node cordoned"
     )
     add_settings_flags(unlock)
+    migrate = sub.add_parser(
+        "migrate",
+        help="print the rebootd kustomize overlay that does what a kured DaemonSet or Helm values file does",
+        formatter_class=_HelpFormatter,
+    )
+    migrate.add_argument("file", help="kured DaemonSet manifest or kured Helm values (YAML); - reads stdin")
     sub.add_parser(
         "simulate",
         help="run a simulated cluster rollout and report whether it was safe (`rebootd simulate --help`)",
@@ -224,6 +231,16 @@ def main(
         if settings is None:
             return EXIT_USAGE
         _print_config(settings, output=args.output, stdout=out)
+        return EXIT_OK
+    if args.command == "migrate":
+        from rebootd.migrate import MigrateError, read_install, render_overlay
+
+        try:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+            out.write(render_overlay(read_install(text)))
+        except (OSError, MigrateError) as exc:
+            err.write(f"rebootd migrate: {exc}\n")
+            return EXIT_FAILURE
         return EXIT_OK
     if args.command == "run":
         settings = _load(args, environ=environ, stderr=err, require_node=True)
