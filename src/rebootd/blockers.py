@@ -12,8 +12,10 @@ The Prometheus blocker keeps kured's semantics (`--prometheus-url`, `--alert-fil
 `--alert-firing-only`, `--alert-filter-match-only`): every active alert (pending or firing)
 blocks; `firing_only` ignores pending ones; an alert whose `alertname` the filter finds
 (an unanchored search, like Go's `MatchString`) is ignored, or with `filter_match_only` it is the
-only kind that blocks. Where kured queries the `ALERTS` series, we read `/api/v1/alerts`: the
-same alerts and states, taken from the rule manager's current state instead of the TSDB. The
+only kind that blocks. The alerts are read as kured reads them, with the PromQL query `ALERTS`
+(`source="query"`: Thanos, Mimir and VictoriaMetrics serve it), or from `/api/v1/alerts`
+(`source="api"`: the rule manager's current state, Prometheus itself only). The query blocker
+(`REBOOTD_PROMETHEUS_QUERY`, kured#385) blocks while any PromQL expression has a result. The
 HTTP call is a single aiohttp GET (no client library for Prometheus' HTTP API is a dependency of
 ours, and the API is one endpoint); redirects are not followed, so an Authorization header never
 travels to another origin.
@@ -39,6 +41,8 @@ from rebootd.kube import Kube, KubeError
 from rebootd.pods import covering_pdbs, evictable_pods, pdb_refusal
 
 ALERTS_PATH = "/api/v1/alerts"
+QUERY_PATH = "/api/v1/query"
+ALERTS_QUERY = "ALERTS"
 MAX_NAMES_IN_DETAIL = 10
 ACTIVE_STATES = frozenset({"pending", "firing"})
 
@@ -107,6 +111,58 @@ def parse_alerts(payload: object) -> list[ActiveAlert]:
     return active
 
 
+def parse_query_result(payload: object) -> list[dict[str, str]]:
+    """The series (label sets) of a decoded `/api/v1/query` answer whose value is not 0; a scalar
+    counts as one series unless it is 0. Raises PrometheusAnswerError."""
+    if not isinstance(payload, dict):
+        raise PrometheusAnswerError("answer is not a JSON object")
+    if payload.get("status") != "success":
+        error = f"{payload.get('errorType', '')} {payload.get('error', '')}".strip()
+        raise PrometheusAnswerError(f"status {payload.get('status')!r} {error}".strip()[:300])
+    data = payload.get("data")
+    kind = data.get("resultType") if isinstance(data, dict) else None
+    result = data.get("result") if isinstance(data, dict) else None
+    if kind == "scalar" and isinstance(result, list) and len(result) == 2:
+        return [] if _is_zero(result[1]) else [{}]
+    if kind not in {"vector", "matrix"} or not isinstance(result, list):
+        raise PrometheusAnswerError(f"answer has no vector result (resultType {kind!r})")
+    series: list[dict[str, str]] = []
+    for entry in result:
+        metric = entry.get("metric") if isinstance(entry, dict) else None
+        if not isinstance(metric, dict):
+            continue
+        value = entry.get("value")
+        if kind == "vector" and isinstance(value, list) and len(value) == 2 and _is_zero(value[1]):
+            continue  # kured skips ALERTS samples whose value is 0
+        series.append({str(k): str(v) for k, v in metric.items()})
+    return series
+
+
+def _is_zero(value: object) -> bool:
+    try:
+        return float(str(value)) == 0
+    except ValueError:
+        return False
+
+
+def alerts_from_series(series: Iterable[Mapping[str, str]]) -> list[ActiveAlert]:
+    """kured's reading of the `ALERTS` series: `alertname` and `alertstate` labels."""
+    return [
+        ActiveAlert(name=labels["alertname"], state=labels.get("alertstate") or "pending")
+        for labels in series
+        if labels.get("alertname")
+    ]
+
+
+def describe_series(series: Sequence[Mapping[str, str]], *, limit: int = 3) -> str:
+    """`2 series: {job="a"}, {job="b"}` for a block reason."""
+    shown = [
+        "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" for labels in series[:limit]
+    ]
+    more = f", +{len(series) - limit} more" if len(series) > limit else ""
+    return f"{len(series)} series: {', '.join(shown)}{more}"
+
+
 def blocking_alert_names(
     alerts: Iterable[ActiveAlert],
     *,
@@ -160,7 +216,11 @@ class PrometheusAlertBlocker:
         basic_auth: tuple[str, str] | None = None,
         ca_file: Path | None = None,
         timeout: float = 10.0,
+        source: str = "api",
     ) -> None:
+        if source not in {"api", "query"}:
+            raise ValueError(f"prometheus alerts source must be 'api' or 'query', got {source!r}")
+        self._source = source
         parsed = URL(url)
         safe_url = redact_url(parsed)
         if parsed.scheme not in {"http", "https"} or not parsed.host:
@@ -185,6 +245,7 @@ class PrometheusAlertBlocker:
         self._session = session
         self._base_url = safe_url
         self._endpoint = base.with_path(base.path.rstrip("/") + ALERTS_PATH)
+        self._query_endpoint = base.with_path(base.path.rstrip("/") + QUERY_PATH)
         self._filter_regexp = filter_regexp
         self._filter_match_only = filter_match_only
         self._firing_only = firing_only
@@ -243,8 +304,17 @@ class PrometheusAlertBlocker:
         return BlockReason(kind="prometheus_alerts", detail=detail)
 
     async def _fetch_alerts(self) -> list[ActiveAlert]:
+        if self._source == "query":
+            return alerts_from_series(await self._query(ALERTS_QUERY))
+        return parse_alerts(await self._get_json(self._endpoint))
+
+    async def _query(self, expression: str) -> list[dict[str, str]]:
+        """One instant PromQL query (GET /api/v1/query): the series of its result."""
+        return parse_query_result(await self._get_json(self._query_endpoint.with_query(query=expression)))
+
+    async def _get_json(self, endpoint: URL) -> object:
         async with self._session.get(
-            self._endpoint,
+            endpoint,
             headers=self._headers,
             ssl=self._ssl,
             timeout=aiohttp.ClientTimeout(total=self._timeout),
@@ -254,10 +324,9 @@ class PrometheusAlertBlocker:
             if not 200 <= response.status < 300:
                 raise PrometheusAnswerError(self._http_error(response.status, response.reason, body))
         try:
-            payload = json.loads(body)
+            return json.loads(body)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             raise PrometheusAnswerError(f"answer is not JSON ({type(exc).__name__})") from exc
-        return parse_alerts(payload)
 
     @staticmethod
     def _http_error(status: int, reason: str | None, body: bytes) -> str:
@@ -286,6 +355,71 @@ class PrometheusAlertBlocker:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+class PrometheusQueryBlocker(PrometheusAlertBlocker):
+    """`REBOOTD_PROMETHEUS_QUERY`: blocks while a PromQL expression's result is not empty (kured#385).
+
+    Same connection rules as the alert blocker (credentials, CA, timeout, no redirects); fails safe
+    the same way (`prometheus_unreachable`, also for a query Prometheus refuses)."""
+
+    def __init__(self, *, session: aiohttp.ClientSession, url: str, query: str, **kwargs: Any) -> None:
+        if not query.strip():
+            raise ValueError("prometheus query must not be empty")
+        super().__init__(
+            session=session, url=url, filter_regexp=None, filter_match_only=False, firing_only=False, **kwargs
+        )
+        self.name = "prometheus-query"
+        self._expression = query
+        self._log = self._log.bind(blocker=self.name)
+
+    async def check(self) -> BlockReason | None:
+        try:
+            series = await self._query(self._expression)
+        except (aiohttp.ClientError, TimeoutError, OSError, PrometheusAnswerError) as exc:
+            error = self._scrub(self._describe_error(exc))
+            self._log.warning("rebootd.blockers.prometheus_unreachable", error=error)
+            return BlockReason(kind="prometheus_unreachable", detail=f"prometheus {self._base_url}: {error}")
+        if not series:
+            self._log.debug("rebootd.blockers.prometheus_query_clear")
+            return None
+        self._log.info("rebootd.blockers.prometheus_query_blocked", count=len(series))
+        return BlockReason(
+            kind="prometheus_query",
+            detail=self._scrub(f"query {self._expression[:200]!r}: {describe_series(series)}"),
+        )
+
+
+def prometheus_blockers(
+    *,
+    session: aiohttp.ClientSession,
+    url: str,
+    alerts_source: str,
+    query: str,
+    filter_regexp: re.Pattern[str] | None,
+    filter_match_only: bool,
+    firing_only: bool,
+    bearer_token: str | None = None,
+    basic_auth: tuple[str, str] | None = None,
+    ca_file: Path | None = None,
+) -> list[Blocker]:
+    """The Prometheus blockers a configuration asks for: the alerts (kured's) and, when a query is
+    given, the query blocker. The daemon's one call (it passes the settings' values)."""
+    common: dict[str, Any] = {"bearer_token": bearer_token, "basic_auth": basic_auth, "ca_file": ca_file}
+    found: list[Blocker] = [
+        PrometheusAlertBlocker(
+            session=session,
+            url=url,
+            filter_regexp=filter_regexp,
+            filter_match_only=filter_match_only,
+            firing_only=firing_only,
+            source=alerts_source,
+            **common,
+        )
+    ]
+    if query.strip():
+        found.append(PrometheusQueryBlocker(session=session, url=url, query=query, **common))
+    return found
 
 
 # --- Kubernetes-based blockers ----------------------------------------------------------------

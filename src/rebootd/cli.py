@@ -16,16 +16,26 @@ import signal
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from rebootd import __version__
-from rebootd.settings import InvalidConfig, Settings, field_help, flag_name, load_settings
+from rebootd.settings import InvalidConfig, Settings, field_help, flag_name, load_settings_and_warnings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-_REPEATABLE = frozenset({"blocking_pod_selector", "notify_url"})
+# Repeated flags append, as kured's do (`--reboot-days mo --reboot-days tu` is Monday and Tuesday).
+_REPEATABLE = frozenset(
+    {
+        "blocking_pod_selector",
+        "notify_url",
+        "reboot_days",
+        "pre_reboot_node_labels",
+        "post_reboot_node_labels",
+    }
+)
 
 
 def _is_bool(name: str) -> bool:
@@ -65,7 +75,9 @@ def _load(
     args: argparse.Namespace, *, environ: Mapping[str, str], stderr: TextIO, require_node: bool
 ) -> Settings | None:
     try:
-        return load_settings(environ=environ, flags=_flag_values(args), require_node=require_node)
+        settings, warnings = load_settings_and_warnings(
+            environ=environ, flags=_flag_values(args), require_node=require_node
+        )
     except InvalidConfig as exc:
         count = len(exc.problems)
         stderr.write(f"rebootd: invalid configuration ({count} problem{'s' if count != 1 else ''}):\n")
@@ -73,6 +85,10 @@ def _load(
             stderr.write(f"  {problem.render()}\n")
         stderr.flush()
         return None
+    for warning in warnings:
+        stderr.write(f"rebootd: warning: {warning}\n")
+    stderr.flush()
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="free it even though rebootd still keeps that node cordoned"
     )
     add_settings_flags(unlock)
+    migrate = sub.add_parser(
+        "migrate",
+        help="print the rebootd kustomize overlay that does what a kured DaemonSet or Helm values file does",
+        formatter_class=_HelpFormatter,
+    )
+    migrate.add_argument("file", help="kured DaemonSet manifest or kured Helm values (YAML); - reads stdin")
     sub.add_parser(
         "simulate",
         help="run a simulated cluster rollout and report whether it was safe (`rebootd simulate --help`)",
@@ -213,6 +235,16 @@ def main(
         if settings is None:
             return EXIT_USAGE
         _print_config(settings, output=args.output, stdout=out)
+        return EXIT_OK
+    if args.command == "migrate":
+        from rebootd.migrate import MigrateError, read_install, render_overlay
+
+        try:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+            out.write(render_overlay(read_install(text)))
+        except (OSError, MigrateError) as exc:
+            err.write(f"rebootd migrate: {exc}\n")
+            return EXIT_FAILURE
         return EXIT_OK
     if args.command == "run":
         settings = _load(args, environ=environ, stderr=err, require_node=True)

@@ -2,12 +2,16 @@
 
 Rule: no collector is registered on prometheus-client's global REGISTRY; each daemon instance
 (several run in one process in the simulator and the tests) gets its own `Metrics`. Label values
-are bounded (node name, phase, result, reason kind): never an error text. A leaf module.
+are bounded (node name, phase, result, reason kind): never an error text. With `kured_compat`,
+`rebootd_reboot_required` is also published under kured's name `kured_reboot_required` (same
+`node` label, same value), so kured's alerts and dashboards keep working during a migration.
+A leaf module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -24,10 +28,29 @@ PHASES = (
 )
 
 
+class _Children:
+    def __init__(self, children: list[Gauge]) -> None:
+        self._children = children
+
+    def set(self, value: float) -> None:
+        for child in self._children:
+            child.set(value)
+
+
+class GaugePair:
+    """One gauge published under two names (rebootd's and kured's): `.labels(...).set(v)` sets both."""
+
+    def __init__(self, *gauges: Gauge) -> None:
+        self.gauges = gauges
+
+    def labels(self, *values: Any, **labels: Any) -> _Children:
+        return _Children([gauge.labels(*values, **labels) for gauge in self.gauges])
+
+
 @dataclass(frozen=True)
 class Metrics:
     registry: CollectorRegistry
-    reboot_required: Gauge
+    reboot_required: Gauge | GaugePair
     sentinel_errors: Counter
     lock_held: Gauge
     phase: Gauge
@@ -39,16 +62,24 @@ class Metrics:
     api_requests: Counter
 
     @classmethod
-    def create(cls, *, registry: CollectorRegistry | None = None) -> Metrics:
+    def create(cls, *, registry: CollectorRegistry | None = None, kured_compat: bool = False) -> Metrics:
         reg = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        rebootd_required = Gauge(
+            "rebootd_reboot_required",
+            "1 when this node's sentinel says a reboot is required.",
+            ["node"],
+            registry=reg,
+        )
+        if kured_compat:
+            kured = Gauge(
+                "kured_reboot_required", "OS requires reboot due to software updates.", ["node"], registry=reg
+            )
+            reboot_required: Gauge | GaugePair = GaugePair(rebootd_required, kured)
+        else:
+            reboot_required = rebootd_required
         return cls(
             registry=reg,
-            reboot_required=Gauge(
-                "rebootd_reboot_required",
-                "1 when this node's sentinel says a reboot is required.",
-                ["node"],
-                registry=reg,
-            ),
+            reboot_required=reboot_required,
             sentinel_errors=Counter(
                 "rebootd_sentinel_errors",
                 "Sentinel checks that failed (command timeout, missing binary).",

@@ -6,13 +6,15 @@ the instant. A leaf module: it imports nothing of rebootd.
 
 Semantics (kured's `pkg/timewindow`, with its wrap rule made exact):
 
-- The window is a wall-clock schedule. On every local date D whose weekday is in `days`, one
-  occurrence opens at D `start` (inclusive) and closes at the end of the second `end` names (so
-  the default 00:00 to 23:59:59 is the whole day). If `start > end` the occurrence wraps past
-  midnight and belongs to the day it STARTS on: days=fr, 22:00-02:00 covers Friday 22:00 to
-  Saturday 02:00:00.999999, and not Friday 00:00-02:00. (kured instead attributes the early-morning
-  half to the day it falls on; we follow the reading operators expect from "Friday night".)
-  `start == end` is refused.
+- The window is a wall-clock schedule, judged as kured's `TimeWindow.Contains` judges it: an
+  instant is inside when the weekday of its local date is in `days` and its local time of day is
+  between `start` (inclusive) and the end of the second `end` names (so the default 00:00 to
+  23:59:59 is the whole day). If `start > end` the window wraps past midnight and each half
+  belongs to the day it falls on: `sa,su 22:00-06:00` is open Saturday 00:00-06:00, Saturday
+  22:00-24:00, Sunday 00:00-06:00 and Sunday 22:00-24:00, and never Monday 00:00-06:00 (kured's
+  own timewindow tests: `mon,tue,wed,fri 11:59pm-00:01am` is closed Thursday 23:59 and open
+  Friday 00:00). `start == end` is refused. An empty set of days never opens (kured's
+  `--reboot-days=""`, its documented way to disable reboots).
 - An instant is inside when its local wall-clock reading falls inside an occurrence.
 - DST gap (spring forward): wall times in the gap never occur, so an occurrence whose start lies
   in the gap opens at the first real instant after the gap (the transition itself); an occurrence
@@ -44,6 +46,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "DAYS_EXPECTED",
+    "NEVER",
     "TIME_EXPECTED",
     "TZ_EXPECTED",
     "Window",
@@ -66,7 +69,9 @@ _DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday"
 _DAY_WORDS: Mapping[str, int] = MappingProxyType(
     {form: number for number, name in enumerate(_DAY_NAMES) for form in (name, name[:3], name[:2])}
 )
-_EVERY_DAY_WORDS = frozenset({"", "*", "all"})
+_EVERY_DAY_WORDS = frozenset({"*", "all"})
+# `next_open` of a window without days (kured's `--reboot-days=""`): it never opens.
+NEVER = datetime.max.replace(tzinfo=UTC)
 
 _TIME_RE = re.compile(
     r"(?P<h>[0-9]{1,2})(?::(?P<m>[0-9]{2})(?::(?P<s>[0-9]{2}))?)?\s*(?P<ampm>am|pm)?",
@@ -100,8 +105,9 @@ def parse_days(text: str) -> frozenset[int]:
 
     Items are comma-separated; each is a day name (`su`, `sun`, `sunday`, any case), a Go weekday
     number as kured accepts (0 = Sunday .. 6 = Saturday), or a range `mo-fr` (inclusive, and
-    wrapping: `fr-mo` is Friday to Monday). Empty items are skipped (kured). `*`, `all` or an
-    empty string mean every day; a list that names no day at all is refused.
+    wrapping: `fr-mo` is Friday to Monday). Empty items are skipped (kured). `*` or `all` mean
+    every day; an empty string, or a list of empty items, means no day at all: kured's
+    `--reboot-days=""`, its documented way to disable reboots.
     """
     raw = text.strip()
     if raw.lower() in _EVERY_DAY_WORDS:
@@ -119,8 +125,6 @@ def parse_days(text: str) -> frozenset[int]:
         begin = _parse_day(first, text=text)
         end = _parse_day(last, text=text)
         days.update((begin + step) % 7 for step in range((end - begin) % 7 + 1))
-    if not days:
-        raise ValueError(f"no day in {text!r}: {DAYS_EXPECTED}")
     return frozenset(days)
 
 
@@ -228,8 +232,6 @@ class Window:
 
     def __post_init__(self) -> None:
         days = frozenset(self.days)
-        if not days:
-            raise ValueError("a maintenance window needs at least one day")
         if not days <= ALL_DAYS:
             raise ValueError(f"weekday numbers run 0 (Monday) to 6 (Sunday), got {sorted(days)}")
         object.__setattr__(self, "days", days)
@@ -259,11 +261,13 @@ class Window:
     def describe(self) -> str:
         """One line for logs and `rebootd status`."""
         zone = str(self.tz)
+        if not self.days:
+            return "never (no reboot days)"
         if self.is_always:
             return f"any time ({zone})"
         days = "every day" if self.days == ALL_DAYS else format_days(self.days)
         text = f"{days} {_format_time(self.start)}-{_format_time(self.end)} {zone}"
-        return f"{text} (ends the next day)" if self.wraps else text
+        return f"{text} (each half on its own day)" if self.wraps else text
 
     def __str__(self) -> str:
         return self.describe()
@@ -284,11 +288,21 @@ class Window:
     def _wall(self, instant: datetime) -> datetime:
         return instant.astimezone(self.tz).replace(tzinfo=None, fold=0)
 
+    def _segments(self, day: date) -> list[tuple[datetime, datetime]]:
+        """Naive wall-clock [open, close) spans of `day` itself (kured: each half of a wrapping
+        window belongs to the day it falls on); none when `day` is not a window day."""
+        if day.weekday() not in self.days:
+            return []
+        end = datetime.combine(day, self.end.replace(microsecond=0)) + _ONE_SECOND
+        if not self.wraps:
+            return [(datetime.combine(day, self.start), end)]
+        return [
+            (datetime.combine(day, time()), end),
+            (datetime.combine(day, self.start), datetime.combine(day + _ONE_DAY, time())),
+        ]
+
     def _wall_inside(self, wall: datetime) -> bool:
-        for day in (wall.date() - _ONE_DAY, wall.date()):
-            if day.weekday() in self.days and datetime.combine(day, self.start) <= wall < self._closes(day):
-                return True
-        return False
+        return any(opens <= wall < closes for opens, closes in self._segments(wall.date()))
 
     def contains(self, t: datetime) -> bool:
         """Whether the aware instant `t` lies inside the window."""
@@ -337,8 +351,8 @@ class Window:
         candidates: list[datetime] = []
         day = first
         while day <= last:
-            if day.weekday() in self.days:
-                candidates.extend(self._readings(datetime.combine(day, self.start)))
+            for opens, _ in self._segments(day):
+                candidates.extend(self._readings(opens))
             day += _ONE_DAY
         horizon = datetime.combine(last + 2 * _ONE_DAY, time()).replace(tzinfo=self.tz)
         candidates.extend(self._transitions(t, horizon.astimezone(UTC)))
@@ -356,6 +370,8 @@ class Window:
         instant = t.astimezone(UTC)
         if self.contains(instant):
             return instant
+        if not self.days:
+            return NEVER
         today = self._wall(instant).date()
         for ahead in (7, 7 * 5):
             found = self._first_opening(instant, first=today - _ONE_DAY, last=today + timedelta(days=ahead))

@@ -9,6 +9,7 @@ imports only other leaves (`durations`, `schedule`, `selectors`).
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 import signal
@@ -30,7 +31,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
+from rebootd import kured
 from rebootd.durations import format_duration, parse_duration
+from rebootd.notifyurls import notify_url_problem
+from rebootd.re2compat import Re2Difference, compile_re2
 from rebootd.schedule import Window, format_days, parse_days, parse_time_of_day, parse_time_zone
 from rebootd.selectors import SelectorError, parse_label_selector
 
@@ -64,6 +68,9 @@ def _duration(value: Any) -> Any:
 
 
 def _days(value: Any) -> Any:
+    """A comma list; a repeated flag appends (kured's `--reboot-days mo --reboot-days tu`)."""
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        value = ",".join(value)
     return parse_days(value) if isinstance(value, str) else value
 
 
@@ -77,11 +84,15 @@ def _time_zone(value: str) -> str:
 
 
 def _regexp(value: Any) -> Any:
-    if value is None or value == "":
+    """A Go RE2 pattern as kured reads it. Unset is no filter; an explicit empty pattern matches
+    every name (kured's `--alert-filter-regexp=""`)."""
+    if value is None:
         return None
     if isinstance(value, str):
         try:
-            return re.compile(value)
+            return compile_re2(value)
+        except Re2Difference as exc:
+            raise ValueError(f"expected a Go RE2 pattern that Python reads the same way: {exc}") from None
         except re.error as exc:
             raise ValueError(f"expected a valid regular expression ({exc})") from None
     return value
@@ -107,10 +118,10 @@ def _selectors(value: Any) -> Any:
 def _labels(value: Any) -> Any:
     """`key=value` pairs, comma-separated; each must be a valid label."""
     if isinstance(value, str):
-        value = [part for part in value.split(",") if part.strip()]
-    if isinstance(value, list | tuple):
+        value = [value]
+    if isinstance(value, list | tuple):  # a repeated flag appends, each a comma list (kured)
         pairs = []
-        for item in value:
+        for item in (part for chunk in value for part in str(chunk).split(",") if part.strip()):
             key, sep, val = str(item).strip().partition("=")
             if not sep or not key:
                 raise ValueError(f"expected key=value label pairs, comma-separated (got {item!r})")
@@ -150,6 +161,9 @@ def _notify_urls(value: Any) -> Any:
                 or "://" not in raw
             ):
                 raise ValueError("expected notification URLs such as slack://T/B/C or json://host/path")
+            problem = notify_url_problem(raw)
+            if problem is not None:
+                raise ValueError(f"expected apprise URLs: {problem}")
             urls.append(SecretStr(raw))
         return tuple(urls)
     return value
@@ -216,7 +230,7 @@ NotifyUrls = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_notify_
 Regexp = Annotated[
     re.Pattern[str] | None,
     BeforeValidator(_regexp),
-    PlainSerializer(lambda p: "" if p is None else p.pattern, return_type=str),
+    PlainSerializer(lambda p: None if p is None else p.pattern, return_type=str | None),
 ]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
@@ -317,6 +331,14 @@ class Settings(BaseSettings):
     )
     drain_delay: Duration = Field(0.0, description="Wait this long after cordoning before draining.")
     force_reboot: bool = Field(False, description="Reboot even if the drain failed or timed out.")
+    pdb_preflight: bool = Field(
+        True,
+        description=(
+            "Before taking a slot, wait while a PodDisruptionBudget would refuse an eviction from this "
+            "node. false: take the slot anyway (kured had no preflight; with force-reboot the node "
+            "reboots after drain-timeout even though the PDB refused)."
+        ),
+    )
 
     # --- reboot --------------------------------------------------------------------------------
     reboot_method: Literal["command", "signal"] = Field(
@@ -349,6 +371,19 @@ class Settings(BaseSettings):
     # --- blockers ------------------------------------------------------------------------------
     prometheus_url: Annotated[str, AfterValidator(_http_url)] = Field(
         "", description="Prometheus to ask for active alerts; any active alert blocks reboots."
+    )
+    prometheus_alerts_source: Literal["query", "api"] = Field(
+        "query",
+        description=(
+            "How active alerts are read: `query` runs the PromQL query ALERTS (kured's way; works on "
+            "Thanos, Mimir, VictoriaMetrics), `api` reads /api/v1/alerts (Prometheus itself)."
+        ),
+    )
+    prometheus_query: str = Field(
+        "",
+        description=(
+            "A PromQL expression that blocks reboots while its result is not empty (needs prometheus-url)."
+        ),
     )
     prometheus_bearer_token: SecretStr | None = Field(None, description="Bearer token for Prometheus.")
     prometheus_username: str = Field("", description="Basic-auth user name for Prometheus.")
@@ -401,12 +436,31 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = Field(
         None, description="kubeconfig file; unset = in-cluster service account, then $KUBECONFIG."
     )
-    metrics_host: str = Field("0.0.0.0", description="Address the metrics and health server binds.")  # noqa: S104
+    metrics_host: str = Field(
+        "",
+        description=(
+            "Address the metrics and health server binds; empty: every address, IPv4 and IPv6 (kured)."
+        ),
+    )
     metrics_port: int = Field(8080, ge=1, le=65535, description="Port of the metrics and health server.")
     log_format: Literal["text", "json"] = Field("text", description="Log format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    kured_compat: bool = Field(
+        False,
+        description=(
+            "Also publish kured's names during a migration: the kured_reboot_required gauge and, with "
+            "annotate-nodes, the weave.works/kured-* node annotations."
+        ),
+    )
 
-    @field_validator("log_level", "log_format", "reboot_method", "blocking_pod_scope", mode="before")
+    @field_validator(
+        "log_level",
+        "log_format",
+        "reboot_method",
+        "blocking_pod_scope",
+        "prometheus_alerts_source",
+        mode="before",
+    )
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -466,8 +520,11 @@ class Problem:
     field: str
     given: str
     expected: str
+    variable: str = ""  # a variable that is no setting of ours (unknown REBOOTD_*, KURED_*)
 
     def render(self) -> str:
+        if self.variable:
+            return f"{self.variable}: {self.expected}"
         return f"{env_name(self.field)} ({flag_name(self.field)}): got {self.given}: {self.expected}"
 
 
@@ -554,6 +611,100 @@ def _contradictions(settings: Settings, raw: Mapping[str, Any]) -> list[Problem]
     if settings.prometheus_bearer_token is not None and settings.prometheus_password is not None:
         add("prometheus_bearer_token", "give either a bearer token or basic auth for Prometheus, not both")
     return found
+
+
+# Variables of the project's own test harness, not settings.
+_HARNESS_VARIABLES = frozenset({"REBOOTD_CHAOS_SEEDS", "REBOOTD_CHAOS_PARALLEL"})
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[Problem]:
+    """Every `REBOOTD_*` variable that names no setting: an error, with a "did you mean"."""
+    known = {env_name(name): name for name in Settings.model_fields}
+    problems = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in _HARNESS_VARIABLES:
+            continue
+        rest = upper.removeprefix(ENV_PREFIX)
+        if kured.SERVICE_LINK.fullmatch(rest):
+            continue  # a Kubernetes service link of a Service named rebootd
+        renamed = kured.RENAMED.get(rest.lower())
+        close = difflib.get_close_matches(upper, list(known), n=1, cutoff=0.75)
+        if renamed is not None:
+            hint = f"kured's --{rest.lower().replace('_', '-')} is {env_name(renamed)} in rebootd"
+        elif close:
+            hint = f"did you mean {close[0]}?"
+        else:
+            hint = "`rebootd run --help` lists every variable"
+        problems.append(Problem(field="", given="", expected=f"unknown variable; {hint}", variable=key))
+    return problems
+
+
+def _kured_variables(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str], list[Problem]]:
+    """`KURED_<FLAG>` variables read as the matching rebootd settings (REBOOTD_* wins): the
+    variables to add, one warning each (values never shown: they may be secrets), and errors."""
+    given = kured.env_flag_values(environ)
+    if not given:
+        return {}, [], []
+    translation = kured.translate(given)
+    upper = {key.upper() for key in environ}
+    added: dict[str, str] = {}
+    warnings: list[str] = []
+    for name in sorted(given):
+        setting = kured.BY_NAME[name].setting
+        variable = kured.KURED_PREFIX + name.upper().replace("-", "_")
+        if setting is None or setting not in translation.values:
+            notes = "; ".join(translation.notes.get(setting or "", [])) or "nothing to set"
+            warnings.append(f"{variable}: {notes}")
+            continue
+        target = env_name(setting)
+        if target in upper:
+            warnings.append(f"{variable} ignored: {target} is set and wins")
+            continue
+        added[target] = translation.values[setting]
+        notes = "; ".join(translation.notes.get(setting, []))
+        warnings.append(f"{variable} read as {target}" + (f" ({notes})" if notes else ""))
+    problems = [
+        Problem(field="", given="", expected=error, variable="KURED_*") for error in translation.errors
+    ]
+    return added, warnings, problems
+
+
+def behaviour_warnings(settings: Settings) -> list[str]:
+    """Where a setting now means something a kured user may not expect: said once at start."""
+    found = []
+    if settings.alert_filter_regexp is not None and settings.alert_filter_regexp.pattern == "":
+        found.append(
+            "REBOOTD_ALERT_FILTER_REGEXP is empty: as in kured it matches every alert name, so "
+            + ("every alert blocks" if settings.alert_filter_match_only else "no alert blocks reboots")
+            + " (unset it to have every alert block)"
+        )
+    if settings.force_reboot and settings.pdb_preflight:
+        found.append(
+            "REBOOTD_FORCE_REBOOT reboots past a failed drain, but the PDB preflight still keeps a node "
+            "that a PodDisruptionBudget pins from taking a slot; REBOOTD_PDB_PREFLIGHT=false lets it go"
+        )
+    if not settings.reboot_days:
+        found.append(
+            "REBOOTD_REBOOT_DAYS is empty: no reboot will ever start (kured's way to disable reboots)"
+        )
+    return found
+
+
+def load_settings_and_warnings(
+    *, environ: Mapping[str, str], flags: Mapping[str, Any] | None = None, require_node: bool = False
+) -> tuple[Settings, list[str]]:
+    """`load_settings`, plus the warnings to print once at start (KURED_* variables read, kured
+    meanings that differ). Raises InvalidConfig, naming unknown REBOOTD_* variables too."""
+    added, warnings, problems = _kured_variables(environ)
+    problems = _unknown_variables(environ) + problems
+    try:
+        settings = load_settings(environ={**environ, **added}, flags=flags, require_node=require_node)
+    except InvalidConfig as exc:
+        raise InvalidConfig([*problems, *exc.problems]) from None
+    if problems:
+        raise InvalidConfig(problems)
+    return settings, warnings + behaviour_warnings(settings)
 
 
 def load_settings(

@@ -21,7 +21,13 @@ import structlog
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from rebootd.blockers import Blocker, BlockReason, PrometheusAlertBlocker
+from rebootd.blockers import (
+    Blocker,
+    BlockReason,
+    PrometheusAlertBlocker,
+    PrometheusQueryBlocker,
+    prometheus_blockers,
+)
 from tests.fixtures.prometheus import (
     TEST_BASIC_AUTH,
     PrometheusFactory,
@@ -449,3 +455,85 @@ async def test_missing_ca_file_is_a_configuration_error(
 ) -> None:
     with pytest.raises(FileNotFoundError):
         blocker_for(session, "https://prometheus:9090", ca_file=tmp_path / "absent.pem")
+
+
+# --- kured's ALERTS query and REBOOTD_PROMETHEUS_QUERY against the real Prometheus -----------
+
+
+async def test_alerts_query_mode_blocks_on_the_same_alerts_as_kured(
+    alerting: PrometheusServer, session: aiohttp.ClientSession
+) -> None:
+    status, payload = alerting.get_json("/api/v1/query?query=ALERTS")
+    assert status == 200
+    assert isinstance(payload, dict)
+    assert payload["data"]["resultType"] == "vector"
+
+    blocker = blocker_for(session, alerting.url, source="query")
+
+    assert await blocker.check() == alerts_reason(
+        "3 active alerts: NoisyBenignAlert, RebootdTestFiring, RebootdTestPending"
+    )
+    firing_only = blocker_for(session, alerting.url, source="query", firing_only=True)
+    assert await firing_only.check() == alerts_reason("2 active alerts: NoisyBenignAlert, RebootdTestFiring")
+    ignore_all = blocker_for(session, alerting.url, source="query", filter_regexp="")  # kured's empty filter
+    assert await ignore_all.check() is None
+    only_pending = blocker_for(
+        session, alerting.url, source="query", filter_regexp="Pending$", filter_match_only=True
+    )
+    assert await only_pending.check() == alerts_reason("1 active alert: RebootdTestPending")
+
+
+async def test_promql_query_blocks_while_its_result_is_not_empty(
+    alerting: PrometheusServer, session: aiohttp.ClientSession
+) -> None:
+    firing = PrometheusQueryBlocker(
+        session=session, url=alerting.url, query='ALERTS{alertname="RebootdTestFiring",alertstate="firing"}'
+    )
+    reason = await firing.check()
+    assert reason is not None
+    assert reason.kind == "prometheus_query"
+    assert reason.detail.startswith(
+        'query \'ALERTS{alertname="RebootdTestFiring",alertstate="firing"}\': 1 series:'
+    )
+    assert firing.name == "prometheus-query"
+
+    empty = PrometheusQueryBlocker(session=session, url=alerting.url, query="vector(0) > 1")
+    assert await empty.check() is None
+    nothing_of_that_name = PrometheusQueryBlocker(
+        session=session, url=alerting.url, query='ALERTS{alertname="Nope"}'
+    )
+    assert await nothing_of_that_name.check() is None
+    scalar_zero = PrometheusQueryBlocker(session=session, url=alerting.url, query="scalar(vector(0))")
+    assert await scalar_zero.check() is None
+    scalar_one = PrometheusQueryBlocker(session=session, url=alerting.url, query="scalar(vector(1))")
+    assert (await scalar_one.check()) is not None
+
+
+async def test_promql_query_prometheus_refuses_blocks_and_names_the_error(
+    alerting: PrometheusServer, session: aiohttp.ClientSession
+) -> None:
+    broken = PrometheusQueryBlocker(session=session, url=alerting.url, query="sum(")
+    reason = await broken.check()
+    assert reason is not None
+    assert reason.kind == "prometheus_unreachable"
+    assert "HTTP 400" in reason.detail
+    assert "bad_data" in reason.detail
+
+
+async def test_prometheus_blockers_from_settings_values_build_both_blockers(
+    alerting: PrometheusServer, session: aiohttp.ClientSession
+) -> None:
+    blockers = prometheus_blockers(
+        session=session,
+        url=alerting.url,
+        alerts_source="query",
+        query='ALERTS{alertname="NoisyBenignAlert"}',
+        filter_regexp=re.compile("."),  # every alert ignored: only the query blocks
+        filter_match_only=False,
+        firing_only=False,
+    )
+    assert [b.name for b in blockers] == ["prometheus", "prometheus-query"]
+    assert await blockers[0].check() is None
+    reason = await blockers[1].check()
+    assert reason is not None
+    assert reason.kind == "prometheus_query"

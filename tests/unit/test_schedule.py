@@ -13,6 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from rebootd.schedule import (
+    NEVER,
     Window,
     _local_zone,
     format_days,
@@ -67,8 +68,9 @@ def local(text: str, tz: tzinfo) -> datetime:
         ("*", set(range(7))),
         ("all", set(range(7))),
         ("ALL", set(range(7))),
-        ("", set(range(7))),
-        ("  ", set(range(7))),
+        ("", set()),  # kured: an empty --reboot-days means never
+        ("  ", set()),
+        (",,,", set()),
     ],
 )
 def test_parse_days_reads_kured_names_numbers_and_ranges(text: str, expected: set[int]) -> None:
@@ -77,7 +79,7 @@ def test_parse_days_reads_kured_names_numbers_and_ranges(text: str, expected: se
 
 @pytest.mark.parametrize(
     "text",
-    ["mon,tue,wed,fridayyyy", "15", "7", "-8", "mo-", "-fr", "mo-xx", ",,,", "monday tuesday", "mo-tu-we"],
+    ["mon,tue,wed,fridayyyy", "15", "7", "-8", "mo-", "-fr", "mo-xx", "monday tuesday", "mo-tu-we"],
 )
 def test_parse_days_refuses_unknown_names_and_says_what_is_expected(text: str) -> None:
     with pytest.raises(ValueError, match=r"expected day names|numbers run 0") as info:
@@ -214,9 +216,10 @@ def test_window_with_equal_start_and_end_is_refused() -> None:
         window("mo", "9am", "09:00", UTC)
 
 
-def test_window_without_days_is_refused() -> None:
-    with pytest.raises(ValueError, match="at least one day"):
-        Window(days=frozenset(), start=time(1), end=time(2), tz=UTC)
+def test_window_without_days_never_opens() -> None:
+    never = Window(days=frozenset(), start=time(1), end=time(2), tz=UTC)
+    assert not never.contains(utc("2024-06-08 01:30"))
+    assert never.next_open(utc("2024-06-08 01:30")) == NEVER
 
 
 def test_window_refuses_naive_instants() -> None:
@@ -232,11 +235,12 @@ def test_describe_names_days_times_zone_and_wrap() -> None:
     )
     assert (
         window("fr", "22:00", "2:00", BERLIN).describe()
-        == "fri 22:00-02:00 Europe/Berlin (ends the next day)"
+        == "fri 22:00-02:00 Europe/Berlin (each half on its own day)"
     )
     assert window("*", "1:00", "23:00:30", UTC).describe() == "every day 01:00-23:00:30 UTC"
     assert Window.always().describe() == "any time (UTC)"
     assert window("*", "22:00", "21:59:59", BERLIN).describe() == "any time (Europe/Berlin)"
+    assert window("", "22:00", "06:00", UTC).describe() == "never (no reboot days)"
 
 
 # --- contains: table --------------------------------------------------------------------------
@@ -245,6 +249,10 @@ BUSINESS_LA = window("mon,tue,wed,thu,fri", "9am", "5pm", LOS_ANGELES)
 WEEKDAYS_UTC = window("mo,tu,we,th,fr", "00:00", "23:59:59", UTC)
 FRIDAY_NIGHT = window("fr", "22:00", "02:00", BERLIN)
 NEAR_MIDNIGHT = window("mon,tue,wed,fri", "11:59pm", "00:01am", LOS_ANGELES)
+NEAR_MIDNIGHT_THU = window("mon,tue,wed,thu", "11:59pm", "00:01am", LOS_ANGELES)
+NEAR_MIDNIGHT_WEEKDAYS_UTC = window("mon,tue,wed,thu,fri", "11:59pm", "00:01am", UTC)
+NIGHTS_LA = window("mon,tue,wed,thu,fri", "9pm", "5am", LOS_ANGELES)
+WEEKEND_NIGHTS = window("sa,su", "22:00", "06:00", UTC)
 KOLKATA_MORNING = window("mo", "09:00", "10:00", KOLKATA)
 TO_MIDNIGHT = window("*", "23:00", "00:00", UTC)
 LEAP_THURSDAY = window("th", "22:00", "02:00", UTC)
@@ -269,18 +277,43 @@ CONTAINS_CASES = [
     (WEEKDAYS_UTC, utc("2019-04-18 00:00"), True),
     (WEEKDAYS_UTC, utc("2019-04-18 23:59:59.999999"), True),  # 23:59:59 covers the whole day
     (WEEKDAYS_UTC, utc("2019-04-20 12:00"), False),  # Saturday
-    # a wrapping window belongs to the day it starts on
+    # a wrapping window: each half belongs to the day it falls on (kured's TimeWindow.Contains)
     (FRIDAY_NIGHT, local("2024-06-07 22:00", BERLIN), True),
-    (FRIDAY_NIGHT, local("2024-06-08 01:59", BERLIN), True),  # Saturday morning, Friday's window
-    (FRIDAY_NIGHT, local("2024-06-08 02:00:00.999999", BERLIN), True),
-    (FRIDAY_NIGHT, local("2024-06-08 02:00:01", BERLIN), False),
-    (FRIDAY_NIGHT, local("2024-06-07 01:00", BERLIN), False),  # Friday morning belongs to Thursday
+    (FRIDAY_NIGHT, local("2024-06-08 01:59", BERLIN), False),  # Saturday morning: Saturday is not chosen
+    (FRIDAY_NIGHT, local("2024-06-07 01:00", BERLIN), True),  # Friday morning: Friday's early half
+    (FRIDAY_NIGHT, local("2024-06-07 02:00:00.999999", BERLIN), True),
+    (FRIDAY_NIGHT, local("2024-06-07 02:00:01", BERLIN), False),
     (FRIDAY_NIGHT, local("2024-06-07 21:59:59.999999", BERLIN), False),
-    (NEAR_MIDNIGHT, local("2019-04-04 23:59", LOS_ANGELES), False),  # Thursday not chosen
-    (NEAR_MIDNIGHT, local("2019-04-05 00:00", LOS_ANGELES), False),  # ... so nor its overflow (kured: True)
-    (NEAR_MIDNIGHT, local("2019-04-05 23:59:30", LOS_ANGELES), True),
-    (NEAR_MIDNIGHT, local("2019-04-06 00:01:00.5", LOS_ANGELES), True),  # Friday's window into Saturday
-    (NEAR_MIDNIGHT, local("2019-04-06 00:01:01", LOS_ANGELES), False),
+    (WEEKEND_NIGHTS, utc("2024-06-08 03:00"), True),  # Saturday 03:00
+    (WEEKEND_NIGHTS, utc("2024-06-08 23:00"), True),  # Saturday 23:00
+    (WEEKEND_NIGHTS, utc("2024-06-09 05:59"), True),  # Sunday 05:59
+    (WEEKEND_NIGHTS, utc("2024-06-09 22:30"), True),  # Sunday 22:30
+    (WEEKEND_NIGHTS, utc("2024-06-10 03:00"), False),  # Monday 03:00: never
+    (WEEKEND_NIGHTS, utc("2024-06-07 23:00"), False),  # Friday 23:00
+    # kured's own timewindow tests (pkg/timewindow/timewindow_test.go at v1.23)
+    (NIGHTS_LA, local("2019-03-30 04:00", LOS_ANGELES), False),
+    (NIGHTS_LA, local("2019-03-31 10:00", LOS_ANGELES), False),
+    (NIGHTS_LA, local("2019-03-31 22:00", LOS_ANGELES), False),
+    (NIGHTS_LA, local("2019-04-04 00:49", LOS_ANGELES), True),
+    (NIGHTS_LA, local("2019-04-04 12:00", LOS_ANGELES), False),
+    (NIGHTS_LA, local("2019-04-04 22:49", LOS_ANGELES), True),
+    (NIGHTS_LA, local("2019-04-05 00:49", LOS_ANGELES), True),
+    (NIGHTS_LA, local("2019-04-05 08:59", LOS_ANGELES), False),
+    (NEAR_MIDNIGHT, local("2019-04-04 23:58", LOS_ANGELES), False),
+    (NEAR_MIDNIGHT, local("2019-04-04 23:59", LOS_ANGELES), False),  # Thursday is not chosen
+    (NEAR_MIDNIGHT, local("2019-04-05 00:00", LOS_ANGELES), True),  # Friday is
+    (NEAR_MIDNIGHT, local("2019-04-05 00:02", LOS_ANGELES), False),
+    (NEAR_MIDNIGHT_THU, local("2019-04-04 23:58", LOS_ANGELES), False),
+    (NEAR_MIDNIGHT_THU, local("2019-04-04 23:59", LOS_ANGELES), True),
+    (NEAR_MIDNIGHT_THU, local("2019-04-05 00:00", LOS_ANGELES), False),  # Friday is not chosen
+    (NEAR_MIDNIGHT_THU, local("2019-04-05 00:02", LOS_ANGELES), False),
+    (NEAR_MIDNIGHT_WEEKDAYS_UTC, utc("2019-04-04 23:58"), False),
+    (NEAR_MIDNIGHT_WEEKDAYS_UTC, utc("2019-04-04 23:59"), True),
+    (NEAR_MIDNIGHT_WEEKDAYS_UTC, utc("2019-04-05 00:00"), True),
+    (NEAR_MIDNIGHT_WEEKDAYS_UTC, utc("2019-04-05 00:01"), True),
+    (NEAR_MIDNIGHT_WEEKDAYS_UTC, utc("2019-04-05 00:02"), False),
+    # no days: never (kured's --reboot-days="")
+    (window("", "00:00", "23:59:59", UTC), utc("2024-06-08 03:00"), False),
     # zones with half- and quarter-hour offsets
     (KOLKATA_MORNING, utc("2024-06-03 03:30"), True),  # 09:00 IST, Monday
     (KOLKATA_MORNING, utc("2024-06-03 03:29:59.999999"), False),
@@ -292,14 +325,16 @@ CONTAINS_CASES = [
     (TO_MIDNIGHT, utc("2024-06-03 22:59:59"), False),
     # leap day
     (LEAP_THURSDAY, utc("2024-02-29 23:00"), True),  # 29 February 2024 is a Thursday
-    (LEAP_THURSDAY, utc("2024-03-01 01:59"), True),
+    (LEAP_THURSDAY, utc("2024-03-01 01:59"), False),  # Friday morning: Friday is not chosen
+    (LEAP_THURSDAY, utc("2024-02-29 01:59"), True),  # Thursday's early half
     (LEAP_THURSDAY, utc("2024-03-01 22:00"), False),
     (LEAP_TUESDAY, utc("2028-02-29 12:00"), True),  # 29 February 2028 is a Tuesday
     (LEAP_TUESDAY, utc("2028-03-01 00:00"), False),
     # Europe/Berlin spring forward, 2024-03-31 02:00 CET -> 03:00 CEST (01:00 UTC)
     (BERLIN_GAP_START, utc("2024-03-31 00:59:59"), False),  # 01:59:59 CET
     (BERLIN_GAP_START, utc("2024-03-31 01:00"), True),  # 03:00 CEST: first real instant after the gap
-    (BERLIN_GAP_END, utc("2024-03-31 00:59"), True),  # 01:59 CET, Saturday's window
+    (BERLIN_GAP_END, utc("2024-03-31 00:59"), False),  # 01:59 CET Sunday: Sunday is not chosen
+    (BERLIN_GAP_END, utc("2024-03-30 00:59"), True),  # 01:59 CET Saturday, its early half
     (BERLIN_GAP_END, utc("2024-03-31 01:00"), False),  # 03:00 CEST: past 02:30
     # Europe/Berlin fall back, 2024-10-27 03:00 CEST -> 02:00 CET (01:00 UTC): 02:00-03:00 twice
     (BERLIN_FOLD_END, utc("2024-10-27 00:15"), True),  # 02:15 CEST, first reading
@@ -336,8 +371,11 @@ NEXT_OPEN_CASES = [
     (BUSINESS_LA, local("2019-04-06 12:00", LOS_ANGELES), utc("2019-04-08 16:00")),  # Saturday -> Monday 9am
     (BUSINESS_LA, local("2019-04-05 17:00:01", LOS_ANGELES), utc("2019-04-08 16:00")),
     (FRIDAY_NIGHT, local("2024-06-07 02:30", BERLIN), utc("2024-06-07 20:00")),
-    (FRIDAY_NIGHT, local("2024-06-08 02:00:01", BERLIN), utc("2024-06-14 20:00")),  # a week later
-    (LEAP_THURSDAY, utc("2024-02-28 12:00"), utc("2024-02-29 22:00")),
+    (FRIDAY_NIGHT, local("2024-06-08 02:00:01", BERLIN), utc("2024-06-13 22:00")),  # next Friday 00:00
+    (LEAP_THURSDAY, utc("2024-02-28 12:00"), utc("2024-02-29 00:00")),  # Thursday's early half
+    (WEEKEND_NIGHTS, utc("2024-06-09 06:00:01"), utc("2024-06-09 22:00")),
+    (WEEKEND_NIGHTS, utc("2024-06-09 23:00"), utc("2024-06-09 23:00")),
+    (WEEKEND_NIGHTS, utc("2024-06-10 01:00"), utc("2024-06-15 00:00")),  # Monday: next Saturday 00:00
     (KOLKATA_MORNING, utc("2024-06-02 00:00"), utc("2024-06-03 03:30")),
     (TO_MIDNIGHT, utc("2024-06-04 00:00:01"), utc("2024-06-04 23:00")),
     # a start in the spring-forward gap opens at the end of the gap

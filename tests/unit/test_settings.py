@@ -256,8 +256,8 @@ def test_any_env_value_is_accepted_or_rejected_cleanly(suffix: str, value: str) 
     if code == 2:
         assert out == ""
         assert re.search(r"^  REBOOTD_[A-Z_]+ \(--[a-z-]+\): got ", err, re.MULTILINE), err
-    else:
-        assert err == ""
+    else:  # only start-up warnings (a kured meaning that may surprise), never an error
+        assert all(line.startswith("rebootd: warning: ") for line in err.splitlines()), err
 
 
 @given(

@@ -1,0 +1,68 @@
+"""`rebootd migrate` on kured installations (fixtures in the shape of kured's release manifest and
+Helm chart values): every flag translated, changed meanings commented, untranslatable ones refused;
+the overlay's settings load in `rebootd config` and mean what kured meant."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import yaml
+
+from rebootd.cli import EXIT_FAILURE, EXIT_OK, main
+from rebootd.settings import load_settings
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kured"
+
+
+def migrate(path: Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return main(["migrate", str(path)], environ={}, stdout=out, stderr=err), out.getvalue(), err.getvalue()
+
+
+def literals(overlay: str) -> dict[str, str]:
+    doc = yaml.safe_load(overlay)
+    pairs = [item.split("=", 1) for item in doc["configMapGenerator"][0]["literals"]]
+    return dict(pairs)
+
+
+def test_daemonset_flags_translate_to_settings_with_kureds_meaning() -> None:
+    code, overlay, err = migrate(FIXTURES / "kured-ds.yaml")
+    assert code == EXIT_OK, err
+    env = literals(overlay)
+    settings = load_settings(environ=env)
+    assert settings.reboot_days == frozenset({5, 6})  # repeated --reboot-days appended
+    assert settings.blocking_pod_selector == ("runtime=long,cost=expensive", "name=temperamental")
+    assert settings.lock_name == "kured-pool-a-pool-a-lock"  # --ds-name + --lock-annotation: its own lock
+    assert settings.lock_ttl == 300  # --lock-ttl=0
+    assert settings.period == 1800  # KURED_PERIOD overrides the flag, as in kured
+    assert settings.drain_timeout == 600  # "--drain-timeout 10m" as two words
+    assert settings.alert_firing_only is True
+    assert str(settings.reboot_sentinel) == "/host/var/run/reboot-required"
+    assert "never expire" in overlay
+    assert "DaemonSet kured-pool-a" in overlay
+    secret = yaml.safe_load(overlay)["secretGenerator"][0]["literals"][0]
+    assert secret == "url=slack://prod@T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#alerting"
+
+
+def test_helm_values_translate_and_keep_the_secret_reference() -> None:
+    code, overlay, err = migrate(FIXTURES / "helm-values.yaml")
+    assert code == EXIT_OK, err
+    settings = load_settings(environ=literals(overlay))
+    assert settings.reboot_days == frozenset(range(5))
+    assert settings.force_reboot is True
+    assert settings.pre_reboot_node_labels == ("kured=rebooting",)
+    assert settings.alert_filter_regexp is None  # "" in the chart's values renders no flag
+    assert "REBOOTD_PDB_PREFLIGHT=false" in overlay  # the comment on --force-reboot
+    assert "name: kured-notify" in overlay
+
+
+def test_untranslatable_flag_is_an_error_naming_it(tmp_path: Path) -> None:
+    manifest = (FIXTURES / "kured-ds.yaml").read_text().replace("--concurrency=2", "--no-such-flag=1")
+    bad = tmp_path / "ds.yaml"
+    bad.write_text(manifest)
+    code, out, err = migrate(bad)
+    assert code == EXIT_FAILURE
+    assert out == ""
+    assert re.search(r"--no-such-flag: not a kured flag", err)
