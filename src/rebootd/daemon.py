@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from rebootd.blockers import Blocker, NodeBudget, PdbPreflight, PodBlocker, PrometheusAlertBlocker
+from rebootd.blockers import Blocker, NodeBudget, PdbPreflight, PodBlocker, prometheus_blockers
 from rebootd.clock import Clock, SystemClock
 from rebootd.cycle import TRANSIENT, Cycle, CycleOptions, Notify, RecoveryGate
 from rebootd.drain import DrainOptions
@@ -162,7 +162,7 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.clock = clock if clock is not None else SystemClock()
-        self.metrics = metrics if metrics is not None else Metrics.create()
+        self.metrics = metrics if metrics is not None else Metrics.create(kured_compat=settings.kured_compat)
         self.checker = (
             checker
             if checker is not None
@@ -256,25 +256,25 @@ class Daemon:
                     kube=kube, node=s.node_id, selectors=s.blocking_pod_selector, scope=s.blocking_pod_scope
                 )
             )
-        blockers.append(
-            PdbPreflight(kube=kube, node=s.node_id, pod_selector=s.drain_pod_selector, clock=self.clock)
-        )
+        if s.pdb_preflight:
+            blockers.append(
+                PdbPreflight(kube=kube, node=s.node_id, pod_selector=s.drain_pod_selector, clock=self.clock)
+            )
         if s.prometheus_url:
             self._http = aiohttp.ClientSession()
             password = s.prometheus_password.get_secret_value() if s.prometheus_password else None
-            blockers.append(
-                PrometheusAlertBlocker(
-                    session=self._http,
-                    url=s.prometheus_url,
-                    filter_regexp=s.alert_filter_regexp,
-                    filter_match_only=s.alert_filter_match_only,
-                    firing_only=s.alert_firing_only,
-                    bearer_token=s.prometheus_bearer_token.get_secret_value()
-                    if s.prometheus_bearer_token
-                    else None,
-                    basic_auth=(s.prometheus_username, password) if password is not None else None,
-                    ca_file=s.prometheus_ca_file,
-                )
+            token = s.prometheus_bearer_token.get_secret_value() if s.prometheus_bearer_token else None
+            blockers += prometheus_blockers(
+                session=self._http,
+                url=s.prometheus_url,
+                alerts_source=s.prometheus_alerts_source,
+                query=s.prometheus_query,
+                filter_regexp=s.alert_filter_regexp,
+                filter_match_only=s.alert_filter_match_only,
+                firing_only=s.alert_firing_only,
+                bearer_token=token,
+                basic_auth=(s.prometheus_username, password) if password is not None else None,
+                ca_file=s.prometheus_ca_file,
             )
         return blockers
 
