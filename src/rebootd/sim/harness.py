@@ -61,7 +61,7 @@ class EmulatorHost:
         self._poll = poll
 
     async def reboot(self, node: str) -> None:
-        self.emulator.reboot_node(name=node)
+        self.emulator.request_reboot(name=node, client=node_identity(node)[0])
 
     def _ready(self, node: str) -> bool:
         obj = self.emulator.store.get("nodes", "", node)

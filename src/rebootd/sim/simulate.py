@@ -38,7 +38,7 @@ from rebootd.settings import load_settings
 from rebootd.sim.emulator import Emulator, EmulatorTiming
 from rebootd.sim.errors import ApiError
 from rebootd.sim.faults import FaultConfig, FaultInjector
-from rebootd.sim.harness import SimNode, node_token, tokens_for
+from rebootd.sim.harness import SimNode, node_identity, node_token, tokens_for
 from rebootd.sim.live import NoProgress, Progress, snapshot_of
 from rebootd.sim.processes import HostAgent, ProcessNode
 from rebootd.sim.registry import DeleteOptions
@@ -56,6 +56,7 @@ EXIT_HALTED = 3
 LOCK_NAMESPACE = "kube-system"
 LOCK_NAME = "rebootd"
 ADMIN = "admin"  # the simulated operator's client identity (exempt from faults)
+SIMULATOR = "simulator"  # who records the nodes' reboot needs (the sentinel files appearing)
 GRACE_SECONDS = 30  # the workloads' terminationGracePeriodSeconds, scaled to drain_seconds
 AUTO_WORKERS_FROM = 16  # nodes from which the daemons run in worker processes by default
 TICK = 0.1  # the longest the supervisor waits between looks when nothing changes
@@ -481,7 +482,7 @@ class Simulation:
         if name not in self.zones:
             return False
         self._agent_reboots[name] += 1
-        self.emulator.reboot_node(name=name)
+        self.emulator.request_reboot(name=name, client=node_identity(name)[0])
         return True
 
     def _on_node_event(self, event: StoreEvent) -> None:
@@ -526,7 +527,7 @@ class Simulation:
             spread = self.config.spread_seconds
             if spread <= 0:
                 for name in self.plan.needed:
-                    self.nodes[name].require_reboot()
+                    self._require_reboot(name)
             self._origin = self.clock.monotonic()
             await asyncio.gather(*(node.start() for node in self.nodes.values()))
             if spread > 0:
@@ -567,7 +568,12 @@ class Simulation:
             await asyncio.sleep(
                 max(0.0, self._origin + index * spread / len(needed) - self.clock.monotonic())
             )
-            self.nodes[name].require_reboot()
+            self._require_reboot(name)
+
+    def _require_reboot(self, name: str) -> None:
+        """The node's reboot-required file appears: its need begins (recorded for the invariants)."""
+        self.emulator.note(event="reboot_needed", client=SIMULATOR, name=name)
+        self.nodes[name].require_reboot()
 
     def _facts(self, *, ended: float, timed_out: bool, stuck: bool = False) -> RunFacts:
         window: Window | None = None
