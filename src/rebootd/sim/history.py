@@ -39,6 +39,7 @@ class PodFacts:
     ready: bool
     terminating: bool
     owner_kind: str  # the controller's kind ("" for none)
+    owner: str = ""  # the controller as "Kind/name" ("" for none)
 
     @property
     def healthy(self) -> bool:
@@ -56,6 +57,7 @@ class PodFacts:
             ready=is_pod_ready(pod),
             terminating=bool(meta.get("deletionTimestamp")),
             owner_kind=str((owner or {}).get("kind", "")),
+            owner=f"{owner.get('kind', '')}/{owner.get('name', '')}" if owner else "",
         )
 
 
@@ -126,3 +128,4 @@ class HistoryRecord:
     budgets: tuple[BudgetFacts, ...] = field(default=())
     code: int = 0  # requests: the HTTP status answered (0 for writes and behaviours)
     removed: bool = False  # write/delete: the object is gone from the store (not only terminating)
+    replicas: int | None = None  # ReplicaSet and StatefulSet writes: spec.replicas (a PDB's expected pods)

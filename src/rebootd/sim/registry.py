@@ -40,6 +40,7 @@ NAMESPACE_TERMINATING = "NamespaceTerminating"
 # An eviction request as it arrived: the pod (None when missing) and the PDBs covering it.
 Arrival = tuple[PodFacts | None, tuple[BudgetFacts, ...]]
 PDBS = "poddisruptionbudgets.policy"
+SCALED = frozenset({"replicasets.apps", "statefulsets.apps", "replicationcontrollers"})
 MULTIPLE_PDBS = (
     "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
 )
@@ -726,6 +727,9 @@ class Registry:
             detail = (meta.get("annotations") or {}).get("rebootd.io/state", "")
         pod = PodFacts.of(stored) if info.storage == "pods" else None
         budgets = (BudgetFacts.of(stored),) if info.storage == PDBS else ()
+        replicas = None
+        if info.storage in SCALED:
+            replicas = int((stored.get("spec") or {}).get("replicas", 1))
         self.record(
             event="write",
             client=client,
@@ -739,6 +743,7 @@ class Registry:
             detail=detail,
             pod=pod,
             budgets=budgets,
+            replicas=replicas,
         )
         return stored
 

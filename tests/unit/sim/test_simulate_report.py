@@ -62,11 +62,14 @@ def cordon(at: float, node: str, *, on: bool, client: str | None = None) -> Hist
 
 
 def cycle(node: str, start: float) -> list[HistoryRecord]:
-    """One clean reboot cycle of `node` taking 2.2 s from its slot to its release."""
+    """One clean reboot cycle of `node` taking 2.2 s from its slot to its release (its need
+    recorded when the slot is taken)."""
     return [
+        rec(start, "reboot_needed", "Node", node, client="simulator"),
         lease(start, {node: "acquiring"}),
         cordon(start + 0.05, node, on=True),
         lease(start + 0.6, {node: "rebooting"}),
+        rec(start + 0.605, "reboot_requested", "Node", node, client=f"rebootd@{node}", verb="reboot"),
         rec(start + 0.61, "reboot_started", "Node", node),
         rec(start + 1.61, "node_ready", "Node", node),
         cordon(start + 1.7, node, on=False),
@@ -189,7 +192,8 @@ def test_percentile_is_nearest_rank() -> None:
 def test_text_and_json_reports_name_every_invariant_and_the_figures() -> None:
     report = build_report(facts(cycle("n1", 1.0) + cycle("n2", 3.25)))
     text = render_text(report, title="T", outcome="Result: completed")
-    assert text.count("PASS") == 6
+    assert text.count("PASS") == 11
+    assert "(11) no second reboot for one need" in text
     assert "overhead_ratio 1.113" in text
     assert "Hand-off gaps" in text
     data = to_json(report)
