@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +51,17 @@ class NodeHost(Protocol):
         """Until the node is up (Ready; after a reboot, with its new boot). Cancellable; a node
         that never boots keeps this waiting."""
         ...
+
+
+@dataclass(frozen=True)
+class DaemonSeams:
+    """How a simulated node's daemon is built: the API facade's constructor and the daemon's.
+    The defaults are the shipped ones; tests swap in deliberately broken doubles (a facade that
+    deletes a pod the PDB protects, a daemon without its PDB preflight) to show that the
+    invariants judged from the emulator's history catch them."""
+
+    connect: Callable[..., Awaitable[Kube]] = Kube.connect
+    daemon: Callable[..., Daemon] = Daemon
 
 
 class EmulatorHost:
@@ -111,6 +122,7 @@ class SimNode:
     on_start: Callable[[SimNode], None] | None = None
     host: NodeHost | None = None
     kubeconfig: Path | None = None
+    seams: DaemonSeams = field(default_factory=DaemonSeams)
     _task: asyncio.Task[int] | None = None
     _stop: asyncio.Event | None = None
     _kube: Kube | None = None
@@ -155,11 +167,11 @@ class SimNode:
     async def start(self) -> None:
         """Start a daemon instance (the kubelet starting the pod)."""
         self.starts += 1
-        self._kube = await Kube.connect(
+        self._kube = await self.seams.connect(
             kubeconfig=self.kubeconfig, retry=RetryPolicy(attempts=4, base=0.05, cap=0.5)
         )
         self._stop = asyncio.Event()
-        self.daemon = Daemon(
+        self.daemon = self.seams.daemon(
             settings=self.settings(),
             clock=self.clock,
             metrics=Metrics.create(),
