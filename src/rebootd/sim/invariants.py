@@ -381,7 +381,7 @@ def check_one_reboot_per_need(history: Sequence[HistoryRecord]) -> Check:
             open_needs[rec.name] += 1
             if open_needs[rec.name] == 2:
                 bad.append(f"{rec.name} rebooted a second time at {rec.monotonic:.2f} for one need")
-    return Check(ok=not bad, detail=_listed(bad) or f"{needs} needs, none rebooted for more than once")
+    return Check(ok=not bad, detail=_listed(bad) or f"{needs} needs, none with more than one machine reboot")
 
 
 @dataclass

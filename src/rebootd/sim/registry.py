@@ -769,15 +769,18 @@ class Registry:
             if found is not None
             else (None, ())
         )
+        dry_run = isinstance(body, dict) and bool((body.get("deleteOptions") or {}).get("dryRun"))
         try:
             status = self._evict(pods, namespace, name, body, client=client, arrival=arrival)
         except errors.ApiError as exc:
+            if dry_run:  # a dry run disrupts nothing, granted or refused: not recorded
+                raise
             self._record_refusal(
                 namespace, name, client=client, arrival=arrival, code=exc.code, why=exc.message
             )
             raise
         code = int(status.get("code", 201))
-        if code >= 300:
+        if code >= 300 and not dry_run:
             why = str(status.get("message", ""))
             self._record_refusal(namespace, name, client=client, arrival=arrival, code=code, why=why)
         return status
