@@ -3,10 +3,10 @@ history of good behaviour and fails the same history with one misstep."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from rebootd.lockstate import Holder, LockState
 from rebootd.schedule import Window
 from rebootd.sim.history import BudgetFacts, HistoryRecord, PodFacts
 from rebootd.sim.invariants import (
@@ -40,14 +40,13 @@ def rec(at: float, event: str, kind: str, name: str, client: str = "kubelet", **
 def lease(
     at: float, holders: list[str], *, halted: str | None = None, client: str = "rebootd@n9"
 ) -> HistoryRecord:
-    state = {
-        "version": 1,
-        "holders": {n: {"zone": "z", "phase": "draining", "seq": 0} for n in holders},
-        "halted": {"node": halted, "reason": "did not boot", "at": ""} if halted else None,
-    }
+    state = LockState(
+        holders={n: Holder(node=n, zone="z", phase="draining") for n in holders},
+        halted={"node": halted, "reason": "did not boot", "at": ""} if halted else None,
+    )
     return rec(
         at, "write", "Lease", "rebootd", client=client, verb="update", namespace="kube-system",
-        detail=json.dumps(state),
+        detail=state.to_annotation(),
     )  # fmt: skip
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rebootd.lockstate import Holder, LockState
 from rebootd.sim.history import HistoryRecord
 from rebootd.sim.live import LineProgress, LiveView, snapshot_of
 from rebootd.sim.report import (
@@ -43,14 +43,12 @@ def rec(at: float, event: str, kind: str, name: str, client: str = "kubelet", **
 
 
 def lease(at: float, holders: dict[str, str], *, halted: dict[str, str] | None = None) -> HistoryRecord:
-    state = {
-        "version": 1,
-        "holders": {n: {"zone": ZONES[n], "phase": p, "seq": 0} for n, p in holders.items()},
-        "halted": halted,
-    }
+    state = LockState(
+        holders={n: Holder(node=n, zone=ZONES[n], phase=p) for n, p in holders.items()}, halted=halted
+    )
     return rec(
         at, "write", "Lease", "rebootd", client="rebootd@x", verb="update", namespace="kube-system",
-        detail=json.dumps(state),
+        detail=state.to_annotation(),
     )  # fmt: skip
 
 
