@@ -17,7 +17,7 @@ from rebootd.sim.faults import FaultConfig, FaultInjector
 from rebootd.sim.invariants import (
     check_concurrency,
     check_cordons,
-    check_evictions,
+    check_pdb_disruptions,
     disruption_intervals,
     reboot_counts,
 )
@@ -39,7 +39,7 @@ async def test_five_nodes_reboot_one_at_a_time_each_exactly_once(make_cluster: C
     assert check_concurrency(history, zones=zones, concurrency=1, zone_concurrency=0).ok
     cordons = check_cordons(history, nodes=cluster.node_objects(), admin_cordoned=["n5"])
     assert cordons.ok, cordons.detail
-    assert check_evictions(history).ok
+    assert check_pdb_disruptions(history).ok
     n5 = cluster.emulator.get_object(kind="Node", name="n5")
     assert n5 is not None
     assert n5["spec"].get("unschedulable") is True  # the admin's cordon is kept

@@ -528,6 +528,25 @@ class Emulator:
 
     # -- behaviours ------------------------------------------------------------------------------
 
+    def request_reboot(self, *, name: str, client: str) -> None:
+        """A daemon's reboot method was called (`client`: that daemon): recorded as
+        `reboot_requested` before the machine goes down, then the machine reboots."""
+        self.note(event="reboot_requested", client=client, verb="reboot", name=name)
+        self.reboot_node(name=name)
+
+    def note(self, *, event: str, client: str, name: str, verb: str = "") -> None:
+        """Record a happening outside the API about node `name` (a reboot need, a reboot request)."""
+        node = self.store.get("nodes", "", name)
+        self.registry.record(
+            event=event,
+            client=client,
+            verb=verb,
+            kind="Node",
+            namespace="",
+            name=name,
+            resource_version="" if node is None else str(node["metadata"].get("resourceVersion", "")),
+        )
+
     def reboot_node(self, *, name: str) -> None:
         """NotReady now, pods on it stop; after timing.boot_seconds a new bootID, Ready again and
         the pods restarted (restartCount + 1), Ready after timing.pod_ready_delay."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +72,17 @@ class NodeHost(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DaemonSeams:
+    """How a simulated node's daemon is built: the API facade's constructor and the daemon's.
+    The defaults are the shipped ones; tests swap in deliberately broken doubles (a facade that
+    deletes a pod the PDB protects, a daemon without its PDB preflight) to show that the
+    invariants judged from the emulator's history catch them."""
+
+    connect: Callable[..., Awaitable[Kube]] = Kube.connect
+    daemon: Callable[..., Daemon] = Daemon
+
+
 class EmulatorHost:
     """Machines emulated by an `Emulator` in this process."""
 
@@ -80,7 +91,7 @@ class EmulatorHost:
         self._poll = poll
 
     async def reboot(self, node: str) -> None:
-        self.emulator.reboot_node(name=node)
+        self.emulator.request_reboot(name=node, client=node_identity(node)[0])
 
     def _ready(self, node: str) -> bool:
         obj = self.emulator.store.get("nodes", "", node)
@@ -104,6 +115,11 @@ class EmulatedReboot:
         self._node.reboot_requests += 1
         if self._node.reboot_failures:
             self._node.reboot_failures -= 1  # a negative count fails forever
+            if self._node.emulator is not None:  # a request all the same: the invariants judge it
+                self._node.emulator.note(
+                    event="reboot_requested", client=node_identity(self._node.name)[0], verb="reboot",
+                    name=self._node.name,
+                )  # fmt: skip
             raise RebootFailed("the simulated reboot command failed")
         self._node.reboots += 1
         self._node.sentinel.unlink(missing_ok=True)  # /var/run is cleared at boot
@@ -138,6 +154,7 @@ class SimNode:
     on_start: Callable[[SimNode], None] | None = None
     host: NodeHost | None = None
     kubeconfig: Path | None = None
+    seams: DaemonSeams = field(default_factory=DaemonSeams)
     _task: asyncio.Task[int] | None = None
     _stop: asyncio.Event | None = None
     _kube: Kube | None = None
@@ -188,7 +205,7 @@ class SimNode:
     async def start(self) -> None:
         """Start a daemon instance (the kubelet starting the pod)."""
         self.starts += 1
-        self._kube = await Kube.connect(
+        self._kube = await self.seams.connect(
             kubeconfig=self.kubeconfig, retry=RetryPolicy(attempts=4, base=0.05, cap=0.5)
         )
         if self.host_boot_id is not None:
@@ -197,7 +214,7 @@ class SimNode:
             with contextlib.suppress(KubeError):  # the machine boots whether the API answers or not
                 write_host_boot_id(self.boot_id_file, await self._kube.get_node(name=self.name))
         self._stop = asyncio.Event()
-        self.daemon = Daemon(
+        self.daemon = self.seams.daemon(
             settings=self.settings(),
             clock=self.clock,
             metrics=Metrics.create(),

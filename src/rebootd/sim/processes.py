@@ -32,7 +32,7 @@ from aiohttp import web
 from rebootd.logs import get_logger
 from rebootd.node import is_ready
 from rebootd.sim.emulator import Emulator
-from rebootd.sim.harness import node_token, sim_pod_uid, write_host_boot_id
+from rebootd.sim.harness import node_identity, node_token, sim_pod_uid, write_host_boot_id
 
 REBOOT_PATH = "/_sim/nodes/{name}/reboot"
 STOP_TIMEOUT = 10.0
@@ -178,7 +178,7 @@ class ProcessNode:
         """The host agent got this node's reboot request: the machine goes down now."""
         self.reboots += 1
         self.sentinel.unlink(missing_ok=True)
-        self.emulator.reboot_node(name=self.name)
+        self.emulator.request_reboot(name=self.name, client=node_identity(self.name)[0])
         if self._life is None or self._life.done():
             self._life = asyncio.create_task(self._lifecycle(0.0), name=f"lifecycle-{self.name}")
 

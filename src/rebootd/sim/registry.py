@@ -21,7 +21,7 @@ from rebootd.selectors import FieldSelector, LabelSelector, SelectorError, label
 from rebootd.sim import errors
 from rebootd.sim.errors import JsonObj
 from rebootd.sim.fieldselectors import object_fields
-from rebootd.sim.history import HistoryRecord
+from rebootd.sim.history import BudgetFacts, HistoryRecord, PodFacts
 from rebootd.sim.objects import deep_copy, is_pod_ready, micro_time, parse_time, rfc3339, set_condition
 from rebootd.sim.patch import APPLY_PATCH, PATCH_TYPES, apply_patch, unsupported_media_type
 from rebootd.sim.resources import BY_GROUP_RESOURCE, ResourceInfo, info_of_storage
@@ -37,6 +37,10 @@ CREATE_ON_UPDATE = frozenset({"leases.coordination.k8s.io", "events"})
 # Stores whose DELETE answers with the object itself (ReturnDeletedObject).
 RETURNS_DELETED_OBJECT = frozenset({"pods"})
 NAMESPACE_TERMINATING = "NamespaceTerminating"
+# An eviction request as it arrived: the pod (None when missing) and the PDBs covering it.
+Arrival = tuple[PodFacts | None, tuple[BudgetFacts, ...]]
+PDBS = "poddisruptionbudgets.policy"
+SCALED = frozenset({"replicasets.apps", "statefulsets.apps", "replicationcontrollers"})
 MULTIPLE_PDBS = (
     "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
 )
@@ -582,6 +586,19 @@ class Registry:
                     f"ResourceVersion in object meta: {meta.get('resourceVersion')}"
                 ),
             )
+        if info.storage == "pods" and not options.dry_run:  # a direct delete, for the invariants
+            self.record(
+                event="pod_delete",
+                client=client,
+                verb="delete",
+                kind="Pod",
+                namespace=ns,
+                name=name,
+                resource_version=str(meta.get("resourceVersion", "")),
+                pod=PodFacts.of(old),
+                budgets=tuple(BudgetFacts.of(p) for p in self._matching_pdbs(old)),
+                code=200,
+            )
         result = self._delete_object(info, old, options, client=client)
         if info.storage in RETURNS_DELETED_OBJECT:
             return self.view(info, result)
@@ -673,6 +690,8 @@ class Registry:
             namespace=meta.get("namespace", ""),
             name=meta["name"],
             resource_version=(gone or old)["metadata"]["resourceVersion"],
+            pod=PodFacts.of(gone or old) if info.storage == "pods" else None,
+            removed=True,
         )
         return gone or old
 
@@ -706,6 +725,11 @@ class Registry:
         detail = ""
         if info.plural == "leases":  # the lock state, for halt checks over the history
             detail = (meta.get("annotations") or {}).get("rebootd.io/state", "")
+        pod = PodFacts.of(stored) if info.storage == "pods" else None
+        budgets = (BudgetFacts.of(stored),) if info.storage == PDBS else ()
+        replicas = None
+        if info.storage in SCALED:
+            replicas = int((stored.get("spec") or {}).get("replicas", 1))
         self.record(
             event="write",
             client=client,
@@ -717,6 +741,9 @@ class Registry:
             unschedulable_before=before,
             unschedulable_after=after,
             detail=detail,
+            pod=pod,
+            budgets=budgets,
+            replicas=replicas,
         )
         return stored
 
@@ -732,8 +759,54 @@ class Registry:
     # -- eviction --------------------------------------------------------------------------------
 
     def evict(self, namespace: str, name: str, body: Any, *, client: str) -> JsonObj:
-        """POST pods/NAME/eviction, following pkg/registry/core/pod/storage/eviction.go."""
+        """POST pods/NAME/eviction, following pkg/registry/core/pod/storage/eviction.go. Every
+        request that names a pod is recorded: granted ones as `eviction` (in `_evict_delete`),
+        refused ones as `eviction_refused`, both with the covering PDBs as they were on arrival."""
         pods = BY_GROUP_RESOURCE[("", "pods")]
+        found = self.store.get("pods", namespace, name)
+        arrival: Arrival = (
+            (PodFacts.of(found), tuple(BudgetFacts.of(p) for p in self._matching_pdbs(found)))
+            if found is not None
+            else (None, ())
+        )
+        dry_run = isinstance(body, dict) and bool((body.get("deleteOptions") or {}).get("dryRun"))
+        try:
+            status = self._evict(pods, namespace, name, body, client=client, arrival=arrival)
+        except errors.ApiError as exc:
+            if dry_run:  # a dry run disrupts nothing, granted or refused: not recorded
+                raise
+            self._record_refusal(
+                namespace, name, client=client, arrival=arrival, code=exc.code, why=exc.message
+            )
+            raise
+        code = int(status.get("code", 201))
+        if code >= 300 and not dry_run:
+            why = str(status.get("message", ""))
+            self._record_refusal(namespace, name, client=client, arrival=arrival, code=code, why=why)
+        return status
+
+    def _record_refusal(
+        self, namespace: str, name: str, *, client: str, arrival: Arrival, code: int, why: str
+    ) -> None:
+        pod, budgets = arrival
+        self.record(
+            event="eviction_refused",
+            client=client,
+            verb="evict",
+            kind="Pod",
+            namespace=namespace,
+            name=name,
+            pod=pod,
+            budgets=budgets,
+            code=code,
+            detail=why,
+            pdb=budgets[0].name if len(budgets) == 1 else None,
+            disruptions_allowed=budgets[0].disruptions_allowed if len(budgets) == 1 else None,
+        )
+
+    def _evict(
+        self, pods: ResourceInfo, namespace: str, name: str, body: Any, *, client: str, arrival: Arrival
+    ) -> JsonObj:
         if not isinstance(body, dict):
             raise errors.bad_request("not a Eviction object")
         api_version = body.get("apiVersion") or "policy/v1"
@@ -753,7 +826,7 @@ class Registry:
         pod = self.get(pods, namespace, name)
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed", "Pending") or pod["metadata"].get("deletionTimestamp"):
-            self._evict_delete(pod, options, client=client, pdb=None, allowed=None)
+            self._evict_delete(pod, options, client=client, pdb=None, allowed=None, arrival=arrival)
             return _success(201)
         pdbs = self._matching_pdbs(pod)
         if len(pdbs) > 1:
@@ -766,7 +839,7 @@ class Registry:
                 "code": 500,
             }
         if not pdbs:
-            self._evict_delete(pod, options, client=client, pdb=None, allowed=None)
+            self._evict_delete(pod, options, client=client, pdb=None, allowed=None, arrival=arrival)
             return _success(201)
         pdb = pdbs[0]
         status = pdb.get("status") or {}
@@ -774,9 +847,11 @@ class Registry:
             policy = (pdb.get("spec") or {}).get("unhealthyPodEvictionPolicy")
             healthy, desired = int(status.get("currentHealthy", 0)), int(status.get("desiredHealthy", 0))
             if policy == "AlwaysAllow" or (healthy >= desired > 0):
-                self._evict_delete(pod, options, client=client, pdb=pdb["metadata"]["name"], allowed=None)
+                self._evict_delete(
+                    pod, options, client=client, pdb=pdb["metadata"]["name"], allowed=None, arrival=arrival
+                )
                 return _success(201)
-        self._check_and_decrement(pdb, pod, client=client, dry_run=options.dry_run)
+        self._check_and_decrement(pdb, pod, client=client, dry_run=options.dry_run, arrival=arrival)
         return _success(201)
 
     def _matching_pdbs(self, pod: JsonObj) -> list[JsonObj]:
@@ -791,7 +866,9 @@ class Registry:
                 found.append(pdb)
         return found
 
-    def _check_and_decrement(self, pdb: JsonObj, pod: JsonObj, *, client: str, dry_run: bool) -> None:
+    def _check_and_decrement(
+        self, pdb: JsonObj, pod: JsonObj, *, client: str, dry_run: bool, arrival: Arrival
+    ) -> None:
         name = pdb["metadata"]["name"]
         status = pdb.get("status") or {}
         if int(status.get("observedGeneration", 0)) < int(pdb["metadata"].get("generation", 1)):
@@ -846,10 +923,17 @@ class Registry:
         new_pdb = dict(pdb, status=new_status)
         new_pdb["metadata"] = dict(pdb["metadata"])
         self.put_internal("poddisruptionbudgets.policy", new_pdb, pdb, client=client, verb="update")
-        self._evict_delete(pod, DeleteOptions(), client=client, pdb=name, allowed=allowed)
+        self._evict_delete(pod, DeleteOptions(), client=client, pdb=name, allowed=allowed, arrival=arrival)
 
     def _evict_delete(
-        self, pod: JsonObj, options: DeleteOptions, *, client: str, pdb: str | None, allowed: int | None
+        self,
+        pod: JsonObj,
+        options: DeleteOptions,
+        *,
+        client: str,
+        pdb: str | None,
+        allowed: int | None,
+        arrival: Arrival,
     ) -> None:
         if options.dry_run:
             return
@@ -865,6 +949,9 @@ class Registry:
             resource_version=meta["resourceVersion"],
             pdb=pdb,
             disruptions_allowed=allowed,
+            pod=arrival[0],
+            budgets=arrival[1],
+            code=201,
         )
         current = pod
         if not meta.get("deletionTimestamp"):

@@ -30,8 +30,13 @@ from rebootd.sim.invariants import (
     check_after_halt,
     check_concurrency,
     check_cordons,
-    check_evictions,
+    check_evictions_hold_slot,
+    check_no_request_after_halt,
+    check_one_reboot_per_need,
+    check_pdb_disruptions,
     check_reboots,
+    check_reboots_granted,
+    check_requests_in_window,
     check_window,
     disruption_intervals,
     is_rebootd,
@@ -42,9 +47,14 @@ INVARIANTS = (
     ("concurrency", "(1) disrupted nodes within concurrency and zone concurrency"),
     ("reboots", "(2) every node that needed a reboot rebooted exactly once, no other"),
     ("cordons", "(3) no node left cordoned by rebootd; admin cordons kept"),
-    ("evictions", "(4) no eviction beyond a PodDisruptionBudget"),
+    ("evictions", "(4) no pod covered by a PDB taken down by rebootd while its PDB allowed no disruption"),
     ("window", "(5) no reboot outside the maintenance window"),
     ("after_halt", "(6) no node disrupted after a halt"),
+    ("evictions_need_slot", "(7) no eviction or pod delete by a daemon whose node held no slot"),
+    ("requests_after_halt", "(8) no reboot request after a halt"),
+    ("requests_in_window", "(9) no reboot request outside the maintenance window"),
+    ("reboots_granted", "(10) no node rebooted without a grant"),
+    ("one_reboot_per_need", "(11) no second reboot for one need"),
 )
 
 
@@ -378,6 +388,7 @@ def build_report(facts: RunFacts) -> Report:
     ratio = rollout / lower if complete and rollout is not None and lower > 0 else None
     intervals = disruption_intervals(history)
     peak, zone_peak, _ = peak_disruption(intervals, zones=facts.zones)
+    lock_ns, lock_name = facts.lock_namespace, facts.lock_name
     invariants = {
         "concurrency": check_concurrency(
             history, zones=facts.zones, concurrency=facts.concurrency, zone_concurrency=facts.zone_concurrency
@@ -391,9 +402,14 @@ def build_report(facts: RunFacts) -> Report:
             admin_cordoned=facts.admin_cordoned,
             holding=final_holders if halted is not None else facts.stuck_holders,
         ),
-        "evictions": check_evictions(history),
+        "evictions": check_pdb_disruptions(history),
         "window": check_window(history, window=facts.window),
         "after_halt": check_after_halt(history),
+        "evictions_need_slot": check_evictions_hold_slot(history, namespace=lock_ns, name=lock_name),
+        "requests_after_halt": check_no_request_after_halt(history, namespace=lock_ns, name=lock_name),
+        "requests_in_window": check_requests_in_window(history, window=facts.window),
+        "reboots_granted": check_reboots_granted(history, namespace=lock_ns, name=lock_name),
+        "one_reboot_per_need": check_one_reboot_per_need(history),
     }
     return Report(
         nodes=len(facts.zones),

@@ -38,7 +38,7 @@ from rebootd.settings import load_settings
 from rebootd.sim.emulator import Emulator, EmulatorTiming
 from rebootd.sim.errors import ApiError
 from rebootd.sim.faults import FaultConfig, FaultInjector
-from rebootd.sim.harness import SimNode, node_token, tokens_for
+from rebootd.sim.harness import DaemonSeams, SimNode, node_identity, node_token, tokens_for
 from rebootd.sim.live import NoProgress, Progress, snapshot_of
 from rebootd.sim.processes import HostAgent, ProcessNode
 from rebootd.sim.registry import DeleteOptions
@@ -56,9 +56,11 @@ EXIT_HALTED = 3
 LOCK_NAMESPACE = "kube-system"
 LOCK_NAME = "rebootd"
 ADMIN = "admin"  # the simulated operator's client identity (exempt from faults)
+SIMULATOR = "simulator"  # who records the nodes' reboot needs (the sentinel files appearing)
 GRACE_SECONDS = 30  # the workloads' terminationGracePeriodSeconds, scaled to drain_seconds
 AUTO_WORKERS_FROM = 16  # nodes from which the daemons run in worker processes by default
 TICK = 0.1  # the longest the supervisor waits between looks when nothing changes
+HALT_CAUSES = frozenset({"fail_boot", "break_pod"})  # scenario actions that justify a halt
 
 FaultPreset = Literal["none", "light", "heavy"]
 # stuck: a node that never booted still holds its slot and no node was left waiting to notice it,
@@ -213,6 +215,7 @@ class Outcome:
     report: Report
     status: Status
     checks: list[tuple[bool, str]] = field(default_factory=list)  # scenario expectations
+    halt_justified: str | None = None  # what the scenario did that justifies a halt, if anything
     events: list[str] = field(default_factory=list)  # actions carried out, with their times
     wall_seconds: float = 0.0
 
@@ -277,6 +280,7 @@ class Outcome:
         )
         data["scenario_expectations"] = [{"ok": ok, "detail": text} for ok, text in self.checks]
         data["scenario_actions"] = list(self.events)
+        data["halt_justified"] = self.halt_justified
         data["exit_code"] = self.exit_code
         data["wall_seconds"] = round(self.wall_seconds, 3)
         data["command"] = self.config.command()
@@ -344,7 +348,11 @@ class Simulation:
         progress: Progress | None = None,
         log_file: Path | None = None,
         log_level: str = "error",
+        seams: DaemonSeams | None = None,
     ) -> None:
+        if seams is not None and (config.processes or config.worker_count):
+            raise ValueError("daemon seams need in-process daemons (no --processes, --workers 0)")
+        self.seams = seams if seams is not None else DaemonSeams()
         self.config = config
         self.workdir = workdir
         self.log_file = log_file
@@ -475,13 +483,14 @@ class Simulation:
                 env=self.env,
                 clock=self._node_clock(name),
                 time_scale=self.config.time_scale,
+                seams=self.seams,
             )
 
     def _worker_reboot(self, name: str) -> bool:
         if name not in self.zones:
             return False
         self._agent_reboots[name] += 1
-        self.emulator.reboot_node(name=name)
+        self.emulator.request_reboot(name=name, client=node_identity(name)[0])
         return True
 
     def _on_node_event(self, event: StoreEvent) -> None:
@@ -526,7 +535,7 @@ class Simulation:
             spread = self.config.spread_seconds
             if spread <= 0:
                 for name in self.plan.needed:
-                    self.nodes[name].require_reboot()
+                    self._require_reboot(name)
             self._origin = self.clock.monotonic()
             await asyncio.gather(*(node.start() for node in self.nodes.values()))
             if spread > 0:
@@ -557,6 +566,7 @@ class Simulation:
             events=self.events,
             wall_seconds=self.clock.monotonic() - started,
         )
+        outcome.halt_justified = self.justified_halt()
         outcome.checks = self._expectations(outcome)
         return outcome
 
@@ -567,7 +577,12 @@ class Simulation:
             await asyncio.sleep(
                 max(0.0, self._origin + index * spread / len(needed) - self.clock.monotonic())
             )
-            self.nodes[name].require_reboot()
+            self._require_reboot(name)
+
+    def _require_reboot(self, name: str) -> None:
+        """The node's reboot-required file appears: its need begins (recorded for the invariants)."""
+        self.emulator.note(event="reboot_needed", client=SIMULATOR, name=name)
+        self.nodes[name].require_reboot()
 
     def _facts(self, *, ended: float, timed_out: bool, stuck: bool = False) -> RunFacts:
         window: Window | None = None
@@ -751,6 +766,45 @@ class Simulation:
             f"{opens.strftime('%H:%M:%S')}; the first reboot started at {_first_reboot_text(reboots)}",
         )
 
+    def justified_halt(self) -> str | None:
+        """What the scenario did that justifies a halt (a node that never boots, a workload that
+        never recovers), as carried out in this run; None when nothing did."""
+        causes = [
+            self.plan.actions[i].describe(node)
+            for i, node in sorted(self.targets.items())
+            if self.plan.actions[i].kind in HALT_CAUSES
+        ]
+        return "; ".join(causes) or None
+
+    def _progress_checks(self, outcome: Outcome) -> list[tuple[bool, str]]:
+        """Progress, not only safety: a run that stops (halted or stuck) must have a justified
+        cause, and the halt must name a node that cause hit; a run that completes must have
+        rebooted every node that needed it."""
+        report = outcome.report
+        if outcome.status == "completed":
+            return [
+                (
+                    report.rebooted == report.needed,
+                    f"every node that needed a reboot rebooted ({report.rebooted} of {report.needed})",
+                )
+            ]
+        if outcome.status not in ("halted", "stuck"):
+            return []
+        cause = self.justified_halt()
+        victims = {
+            self.targets[i]
+            for i, a in enumerate(self.plan.actions)
+            if a.kind in HALT_CAUSES and i in self.targets
+        }
+        if outcome.status == "halted":
+            named = str((report.halted or {}).get("node", ""))
+            ok = cause is not None and named in victims
+            text = f"the halt at {named or '?'} ({report.halted_reason}) is justified"
+        else:
+            ok = cause is not None and set(report.stuck_holders) <= victims
+            text = f"the stall behind {', '.join(report.stuck_holders)} is justified"
+        return [(ok, f"{text}: {'by: ' + cause if cause else 'the scenario injected no cause for it'}")]
+
     def _expectations(self, outcome: Outcome) -> list[tuple[bool, str]]:
         expect = self.plan.expect
         report = outcome.report
@@ -759,6 +813,7 @@ class Simulation:
             checks.append((outcome.status == "completed", f"the rollout completes (it {outcome.status})"))
         elif expect == "halted":
             checks.append((outcome.status == "halted", f"the rollout halts (it {outcome.status})"))
+        checks += self._progress_checks(outcome)
         if self.plan.clock_start is not None:
             checks.append(self._window_check())
         victims = [
@@ -826,11 +881,15 @@ async def simulate(
     workdir: Path | None = None,
     log_file: Path | None = None,
     log_level: str = "error",
+    seams: DaemonSeams | None = None,
 ) -> Outcome:
     """Run one simulation on the running loop; temporary files live under `workdir` (or a new
-    temporary directory, removed afterwards). Worker processes log to `log_file` at `log_level`."""
+    temporary directory, removed afterwards). Worker processes log to `log_file` at `log_level`.
+    `seams`: how the in-process daemons are built (tests' broken doubles; see `DaemonSeams`)."""
     with _workdir(workdir) as path:
-        sim = Simulation(config, workdir=path, progress=progress, log_file=log_file, log_level=log_level)
+        sim = Simulation(
+            config, workdir=path, progress=progress, log_file=log_file, log_level=log_level, seams=seams
+        )
         return await sim.run()
 
 

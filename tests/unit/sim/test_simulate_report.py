@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rebootd.lockstate import Holder, LockState
 from rebootd.sim.history import HistoryRecord
 from rebootd.sim.live import LineProgress, LiveView, snapshot_of
 from rebootd.sim.report import (
@@ -43,14 +43,12 @@ def rec(at: float, event: str, kind: str, name: str, client: str = "kubelet", **
 
 
 def lease(at: float, holders: dict[str, str], *, halted: dict[str, str] | None = None) -> HistoryRecord:
-    state = {
-        "version": 1,
-        "holders": {n: {"zone": ZONES[n], "phase": p, "seq": 0} for n, p in holders.items()},
-        "halted": halted,
-    }
+    state = LockState(
+        holders={n: Holder(node=n, zone=ZONES[n], phase=p) for n, p in holders.items()}, halted=halted
+    )
     return rec(
         at, "write", "Lease", "rebootd", client="rebootd@x", verb="update", namespace="kube-system",
-        detail=json.dumps(state),
+        detail=state.to_annotation(),
     )  # fmt: skip
 
 
@@ -62,11 +60,14 @@ def cordon(at: float, node: str, *, on: bool, client: str | None = None) -> Hist
 
 
 def cycle(node: str, start: float) -> list[HistoryRecord]:
-    """One clean reboot cycle of `node` taking 2.2 s from its slot to its release."""
+    """One clean reboot cycle of `node` taking 2.2 s from its slot to its release (its need
+    recorded when the slot is taken)."""
     return [
+        rec(start, "reboot_needed", "Node", node, client="simulator"),
         lease(start, {node: "acquiring"}),
         cordon(start + 0.05, node, on=True),
         lease(start + 0.6, {node: "rebooting"}),
+        rec(start + 0.605, "reboot_requested", "Node", node, client=f"rebootd@{node}", verb="reboot"),
         rec(start + 0.61, "reboot_started", "Node", node),
         rec(start + 1.61, "node_ready", "Node", node),
         cordon(start + 1.7, node, on=False),
@@ -189,7 +190,8 @@ def test_percentile_is_nearest_rank() -> None:
 def test_text_and_json_reports_name_every_invariant_and_the_figures() -> None:
     report = build_report(facts(cycle("n1", 1.0) + cycle("n2", 3.25)))
     text = render_text(report, title="T", outcome="Result: completed")
-    assert text.count("PASS") == 6
+    assert text.count("PASS") == 11
+    assert "(11) no second reboot for one need" in text
     assert "overhead_ratio 1.113" in text
     assert "Hand-off gaps" in text
     data = to_json(report)
