@@ -212,6 +212,12 @@ class Daemon:
         self.server = MetricsServer(app=app, host=s.metrics_host, port=s.metrics_port)
         await self.server.start()
         self._log.info("rebootd.daemon.started", metrics_port=self.server.port, period=s.period)
+        if not s.pod_uid:
+            self._log.warning(
+                "rebootd.daemon.no_pod_uid",
+                detail="REBOOTD_POD_UID is not set (the DaemonSet sets it from metadata.uid): a restarted "
+                "container cannot resume its own slot grant before the grant goes stale",
+            )
         try:
             self.supervisor.spawn(
                 "sentinel",

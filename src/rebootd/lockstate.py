@@ -33,8 +33,12 @@ from typing import Any
 STATE_ANNOTATION = "rebootd.io/state"
 STATE_VERSION = 2
 READABLE_VERSIONS = frozenset({1, 2})
-# Phases during which the node itself is down or freshly booted: its daemon cannot renew.
+# The phase during which the node itself is down: its daemon cannot renew.
 BOOTING_PHASES = frozenset({"rebooting"})
+# Phases whose holder gets the boot allowance on top of the TTL before observers act on it: the
+# node is down, or freshly booted with its daemon restarting (a reclaim cannot help a rebooted
+# node, and a halt there needs more than one missed TTL to be justified).
+ALLOWANCE_PHASES = frozenset({"rebooting", "verifying", "uncordoning", "recovering"})
 # A stale holder's record while an observer puts its node back: still counted as a holder, so
 # nobody else disrupts a node until the stale one is schedulable again; the old holder, if it
 # comes back, finds its slot lost.
@@ -336,13 +340,14 @@ class Observer:
             del self._eligible_since[node]
 
     def stale_holders(self, state: LockState, *, now: float) -> list[Holder]:
-        """Holders unchanged for longer than the TTL (plus the boot allowance while rebooting)."""
+        """Holders unchanged for longer than the TTL (plus the boot allowance once the reboot was
+        requested)."""
         stale = []
         for node, holder in state.holders.items():
             seen = self._holder_seen.get(node)
             if seen is None:
                 continue
-            limit = self.ttl + (self.boot_allowance if holder.phase in BOOTING_PHASES else 0.0)
+            limit = self.ttl + (self.boot_allowance if holder.phase in ALLOWANCE_PHASES else 0.0)
             if now - seen[1] > limit:
                 stale.append(holder)
         return stale

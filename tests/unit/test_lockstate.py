@@ -221,3 +221,17 @@ def test_only_the_grant_owns_a_record() -> None:
     assert Holder(node="a", zone="z", phase="draining", grant="g").owned_by("g")
     assert not Holder(node="a", zone="z", phase="draining", grant="g").owned_by("h")
     assert not Holder(node="a", zone="z", phase="draining").owned_by(""), "an empty grant owns nothing"
+
+
+@pytest.mark.parametrize("phase", ["verifying", "uncordoning", "recovering"])
+def test_a_holder_after_its_reboot_gets_the_boot_allowance_too(phase: str) -> None:
+    """A rebooted node's daemon restarts (and may be partitioned a while): one missed TTL there is
+    no cause for a halt, which is what observers do with a silent post-reboot holder."""
+    observer = Observer(ttl=10, grace=1, boot_allowance=100)
+    state = LockState().with_holder(Holder(node="a", zone="z", phase=phase, grant="g"))
+    observer.observe(state, now=0.0, limits=Limits(1))
+    assert observer.stale_holders(state, now=50.0) == []
+    assert len(observer.stale_holders(state, now=111.0)) == 1
+    draining = LockState().with_holder(Holder(node="b", zone="z", phase="draining", grant="g"))
+    observer.observe(draining, now=0.0, limits=Limits(1))
+    assert len(observer.stale_holders(draining, now=11.0)) == 1
