@@ -123,18 +123,21 @@ MAX_FAILED_REBOOT_REQUESTS = 3  # halt-in-flight: a failed reboot command is not
 class Trigger:
     """When an action happens: `at` seconds after the daemons started, or when the `holder`-th
     distinct node to take a slot is seen in `phase` or a later one (or has given the slot back),
-    or (`others_done`) once every node that needs a reboot except the target has rebooted."""
+    or (`others_done`) once every node that needs a reboot except the target has rebooted. With
+    `holder`, `delay` seconds after that holder was first seen in `phase`."""
 
     at: float | None = None
     holder: int | None = None
     phase: str = "acquiring"
     others_done: bool = False
+    delay: float = 0.0
 
     def describe(self) -> str:
         if self.at is not None:
             return f"at {self.at:.2f}s"
         if self.holder is not None:
-            return f"when slot holder #{self.holder} is {self.phase}"
+            later = f" (+{self.delay:g}s)" if self.delay else ""
+            return f"when slot holder #{self.holder} is {self.phase}{later}"
         if self.others_done:
             return "when every other node has rebooted"
         return "at once"
@@ -191,12 +194,16 @@ class NodeWriteScript:
     """A scripted fault on the `nth` daemon write of kind `what` to a Node (a cordon: spec.
     unschedulable false -> true; a mark: the holder annotation appears): `lose` its response once
     applied, and/or hold it, before it is applied, while the operator action `hold_for` runs on
-    that node (then let it through)."""
+    that node (then let it through); `then` runs an action right after it is applied, before the
+    daemon can see the answer. Held for `delete_lease`: the Lease is deleted and the hold lasts
+    until it is back with another node holding a marked slot (bounded)."""
 
     what: NodeWrite = "cordon"
     nth: int = 1
     lose: FaultKind | None = None
     hold_for: ActionKind | None = None
+    # run right after the write is applied, before its answer leaves (only delete_lease)
+    then: ActionKind | None = None
 
 
 @dataclass(frozen=True)
@@ -362,7 +369,12 @@ def named_plan(
             concurrency=1,
             admin_cordoned=(first,),
             deferred=rest,
-            actions=(release_rest, Action(kind="unlock", trigger=Trigger(holder=1, phase="draining"))),
+            # a slow drain on the first node: the others queue behind it while it still drains
+            workloads=(Workload(kind="Deployment", name="slow", nodes=(first,), grace_seconds=120),),
+            actions=(
+                release_rest,
+                Action(kind="unlock", trigger=Trigger(holder=1, phase="draining", delay=1.0)),
+            ),
             # the first holder's node was cordoned by the admin: the first daemon cordon is the next holder's
             scripts=(NodeWriteScript(what="cordon", nth=1, hold_for="unlock"),),
         )
@@ -373,9 +385,10 @@ def named_plan(
             expect="complete",
             needed=nodes,
             concurrency=1,
-            deferred=rest,
-            actions=(release_rest,),
-            scripts=(NodeWriteScript(what="mark", nth=1, hold_for="delete_lease_twice"),),
+            # the first mark waits while the Lease is deleted and rebuilt (another node takes the
+            # slot and marks its node); once it lands, before its daemon sees the answer, the
+            # Lease is deleted a second time: the rebuild finds two marks
+            scripts=(NodeWriteScript(what="mark", nth=1, hold_for="delete_lease", then="delete_lease"),),
         )
     # halt-in-flight: the first holder's reboot command always fails; every other node has a pod
     # with a long grace period, so the second holder is still draining when the first one fails.
@@ -386,8 +399,10 @@ def named_plan(
         needed=nodes,
         concurrency=2,
         deferred=rest,
+        # slow drains everywhere: the second holder is still draining when the first one's
+        # reboot command fails
         workloads=(
-            Workload(kind="Deployment", name="slow", replicas=len(rest), nodes=rest, grace_seconds=150),
+            Workload(kind="Deployment", name="slow", replicas=len(nodes), nodes=nodes, grace_seconds=120),
         ),
         actions=(
             Action(kind="fail_reboot", trigger=Trigger(at=0.0), node=first),

@@ -62,7 +62,9 @@ class NodeWriteRule:
     nth: int = 1
     lose: FaultKind | None = None
     hold: Hold | None = None
+    then: Callable[[str], None] | None = None  # right after it is applied, before its answer
     fired: bool = False
+    held: tuple[str, str] | None = None  # (client, node) of the write it held
 
 
 class ScriptedWrites:
@@ -112,7 +114,8 @@ class ScriptedWrites:
             for rule in self._rules:
                 if rule.what != what or rule.hold is None or rule.fired or rule.nth != self._previewed[what]:
                     continue
-                rule.fired = rule.lose is None  # a rule that also loses fires when it loses
+                rule.fired = rule.lose is None and rule.then is None  # else it ends once applied
+                rule.held = (client, name)
                 self._record(f"held {what} #{rule.nth} of {name} ({client}) while an action ran")
                 self._log.info("rebootd.sim.write_held", what=what, node=name, client=client, nth=rule.nth)
                 await rule.hold(name)
@@ -124,10 +127,20 @@ class ScriptedWrites:
                 continue
             self._applied[what] += 1
             for rule in self._rules:
-                if rule.what != what or rule.lose is None or rule.fired or rule.nth != self._applied[what]:
+                # a rule that held a write follows that very write; otherwise the nth applied one
+                this = (
+                    rule.held == (client, name) if rule.hold is not None else rule.nth == self._applied[what]
+                )
+                if rule.what != what or rule.fired or not this:
                     continue
                 rule.fired = True
-                lost = rule.lose
-                self._record(f"lost the response of {what} #{rule.nth} of {name} ({client}): {lost}")
-                self._log.info("rebootd.sim.response_lost", what=what, node=name, client=client, kind=lost)
+                if rule.then is not None:
+                    self._record(f"{what} #{rule.nth} of {name} applied; an action runs before its answer")
+                    rule.then(name)
+                if rule.lose is not None:
+                    lost = rule.lose
+                    self._record(f"lost the response of {what} #{rule.nth} of {name} ({client}): {lost}")
+                    self._log.info(
+                        "rebootd.sim.response_lost", what=what, node=name, client=client, kind=lost
+                    )
         return lost

@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 from rebootd import admin
 from rebootd.clock import Clock, OffsetClock, SystemClock
 from rebootd.kube import Kube, KubeError, RetryPolicy
-from rebootd.lock import LeaseLock, state_of
+from rebootd.lock import LeaseLock, mark_of, state_of
 from rebootd.lockstate import LockState, StateFormatError
 from rebootd.logs import get_logger
 from rebootd.node import is_ready
@@ -413,6 +413,7 @@ class Simulation:
                         nth=script.nth,
                         lose=script.lose,
                         hold=self._hold_for(script.hold_for) if script.hold_for is not None else None,
+                        then=self._then(script.then) if script.then is not None else None,
                     )
                     for script in self.plan.scripts
                 ],
@@ -435,6 +436,7 @@ class Simulation:
         self._done_actions: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failing_reboots: set[str] = set()
+        self._trigger_seen: dict[int, float] = {}  # delayed triggers: when their condition first held
         self._reboot_requests: Counter[str] = Counter()  # reboot commands run (worker/process modes)
         self._origin = 0.0
         self._log = get_logger(component="simulate")
@@ -760,6 +762,10 @@ class Simulation:
             node = self.tracker.holder(trigger.holder)
             if node is None or not self.tracker.reached(node, trigger.phase):
                 return None
+            if trigger.delay > 0:
+                seen = self._trigger_seen.setdefault(id(action), self.elapsed())
+                if self.elapsed() < seen + trigger.delay:
+                    return None
             return action.node or node
         if trigger.others_done:
             others = [n for n in self.plan.needed if n != action.node]
@@ -921,12 +927,46 @@ class Simulation:
         return "Lease deleted"
 
     def _hold_for(self, kind: ActionKind) -> Callable[[str], Awaitable[None]]:
-        """A held node write waits, bounded, while the action `kind` runs on its node."""
+        """A held node write waits, bounded, while the action `kind` runs on its node. For
+        `delete_lease`: the Lease is deleted and the write waits until it is back with another
+        node holding a slot whose Node carries its mark."""
 
         async def hold(node: str) -> None:
-            await self._act(kind, node)
+            if kind != "delete_lease":
+                await self._act(kind, node)
+                return
+            self._note(self._delete_lease())
+            try:
+                await self.emulator.wait_until(lambda: self._other_marked_holder(node), within=ACTION_WITHIN)
+                self._note(f"the Lease is back; another node holds a marked slot; {node}'s write goes on")
+            except TimeoutError:
+                self._note(f"(no other marked holder within {ACTION_WITHIN:g}s; {node}'s write goes on)")
 
         return hold
+
+    def _other_marked_holder(self, node: str) -> bool:
+        lease = self.emulator.store.get("leases.coordination.k8s.io", LOCK_NAMESPACE, LOCK_NAME)
+        if lease is None:
+            return False
+        try:
+            holders = state_of(lease).holders
+        except StateFormatError:
+            return False
+        for other in holders:
+            obj = self.emulator.store.get("nodes", "", other)
+            if other != node and obj is not None and mark_of(obj) is not None:
+                return True
+        return False
+
+    def _then(self, kind: ActionKind) -> Callable[[str], None]:
+        """An action run right after a scripted write is applied, before its answer leaves."""
+        if kind != "delete_lease":
+            raise ScenarioError(f"only delete_lease can run right after a write, not {kind}")
+
+        def then(_node: str) -> None:
+            self._note(self._delete_lease())
+
+        return then
 
     # -- expectations ----------------------------------------------------------------------------
     def _window_check(self) -> tuple[bool, str]:
