@@ -91,9 +91,9 @@ SCENARIOS: dict[str, str] = {
         "second holder as it takes its slot (a DaemonSet surge): still one reboot per node, within limits"
     ),
     "unlock-race": (
-        "an operator unlocks (without --force) the first holder mid-drain, whose node an admin had "
-        "cordoned first; then an unlock lands between the next holder's decision to cordon and its "
-        "cordon: never two nodes disrupted at once, no node left cordoned"
+        "an operator unlocks (without --force) the first holder mid-drain and the second mid-reboot, "
+        "both nodes an admin had cordoned first; an unlock lands between the third holder's decision "
+        "to cordon and its cordon: never two nodes disrupted at once, no node left cordoned"
     ),
     "lease-deleted-twice": (
         "concurrency 1; the Lease is deleted twice in a row while the first holder is between "
@@ -124,20 +124,23 @@ class Trigger:
     """When an action happens: `at` seconds after the daemons started, or when the `holder`-th
     distinct node to take a slot is seen in `phase` or a later one (or has given the slot back),
     or (`others_done`) once every node that needs a reboot except the target has rebooted. With
-    `holder`, `delay` seconds after that holder was first seen in `phase`."""
+    `holder`, `delay` seconds after that holder was first seen in `phase`; with `current`, only
+    while it holds a slot now in `phase` or a later one (not once it gave a slot back)."""
 
     at: float | None = None
     holder: int | None = None
     phase: str = "acquiring"
     others_done: bool = False
     delay: float = 0.0
+    current: bool = False
 
     def describe(self) -> str:
         if self.at is not None:
             return f"at {self.at:.2f}s"
         if self.holder is not None:
             later = f" (+{self.delay:g}s)" if self.delay else ""
-            return f"when slot holder #{self.holder} is {self.phase}{later}"
+            now = " (holding now)" if self.current else ""
+            return f"when slot holder #{self.holder} is {self.phase}{later}{now}"
         if self.others_done:
             return "when every other node has rebooted"
         return "at once"
@@ -179,7 +182,9 @@ class Action:
             "unlock_force": f"operator: rebootd unlock --force {target}",
             "pause": "operator: rebootd pause",
             "resume": "operator: rebootd resume",
-            "require_reboot": f"{', '.join(self.nodes) or target} now need a reboot",
+            "require_reboot": f"{', '.join(self.nodes) or target} now need"
+            + ("s" if len(self.nodes) <= 1 else "")
+            + " a reboot",
         }[self.kind]
         return f"{what} ({self.trigger.describe()})"
 
@@ -361,21 +366,34 @@ def named_plan(
             ),
         )
     if name == "unlock-race":
+        if len(nodes) < 4:
+            raise ScenarioError(f"{name} needs at least 4 nodes (two admin-cordoned holders, then others)")
+        second, others = nodes[1], nodes[2:]
         return ScenarioPlan(
             name=name,
             summary=summary,
             expect="complete",
             needed=nodes,
             concurrency=1,
-            admin_cordoned=(first,),
+            # two nodes an admin had cordoned go first, one after the other (each alone in the
+            # queue: holders #1 and #2); slow drains, so the others queue while they still drain
+            admin_cordoned=(first, second),
             deferred=rest,
-            # a slow drain on the first node: the others queue behind it while it still drains
-            workloads=(Workload(kind="Deployment", name="slow", nodes=(first,), grace_seconds=120),),
-            actions=(
-                release_rest,
-                Action(kind="unlock", trigger=Trigger(holder=1, phase="draining", delay=1.0)),
+            workloads=(
+                Workload(
+                    kind="Deployment", name="slow", replicas=2, nodes=(first, second), grace_seconds=120
+                ),
             ),
-            # the first holder's node was cordoned by the admin: the first daemon cordon is the next holder's
+            actions=(
+                Action(kind="require_reboot", trigger=Trigger(holder=1, phase="draining"), nodes=(second,)),
+                Action(kind="unlock", trigger=Trigger(holder=1, phase="draining", delay=1.0)),  # mid-drain
+                Action(kind="require_reboot", trigger=Trigger(holder=2, phase="draining"), nodes=others),
+                Action(
+                    kind="unlock", trigger=Trigger(holder=2, phase="rebooting", current=True)
+                ),  # mid-reboot
+            ),
+            # the first two holders' nodes were cordoned by the admin: the first daemon cordon is
+            # the third holder's, and an unlock of that node lands between its decision and its write
             scripts=(NodeWriteScript(what="cordon", nth=1, hold_for="unlock"),),
         )
     if name == "lease-deleted-twice":

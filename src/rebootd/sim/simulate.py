@@ -345,6 +345,12 @@ class LeaseTracker:
     def holder(self, ordinal: int) -> str | None:
         return self.order[ordinal - 1] if 0 < ordinal <= len(self.order) else None
 
+    def holding(self, node: str, phase: str) -> bool:
+        """The node holds a slot now, in `phase` or a later one."""
+        holder = self.state.holders.get(node)
+        wanted = PHASES.index(phase) if phase in PHASES else 0
+        return holder is not None and holder.phase in PHASES and PHASES.index(holder.phase) >= wanted
+
     def reached(self, node: str, phase: str) -> bool:
         """The node was seen in `phase` or a later one, or it has given its slot back."""
         if node in self.released:
@@ -761,6 +767,8 @@ class Simulation:
         if trigger.holder is not None:
             node = self.tracker.holder(trigger.holder)
             if node is None or not self.tracker.reached(node, trigger.phase):
+                return None
+            if trigger.current and not self.tracker.holding(node, trigger.phase):
                 return None
             if trigger.delay > 0:
                 seen = self._trigger_seen.setdefault(id(action), self.elapsed())

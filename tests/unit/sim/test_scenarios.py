@@ -38,6 +38,18 @@ def test_deferred_nodes_get_their_reboot_required_file_from_an_action() -> None:
         assert "node-000" not in p.deferred  # the first node goes first
 
 
+def test_unlock_race_needs_two_admin_cordoned_holders_and_others() -> None:
+    with pytest.raises(ScenarioError, match="at least 4 nodes"):
+        plan_scenario(
+            "unlock-race",
+            zones=dict(list(ZONES.items())[:3]),
+            concurrency=1,
+            seed=0,
+            lock_ttl=3.5,
+            per_node=2.0,
+        )
+
+
 def test_each_failure_is_set_up_by_its_own_fault() -> None:
     assert plan("lost-response").scripts[0].lose == "lost_reset"
     frozen = plan("frozen-holder").actions[0]
@@ -47,7 +59,7 @@ def test_each_failure_is_set_up_by_its_own_fault() -> None:
     assert late.node_monitor_grace > 1.0 + late.kubelet_post_delay  # longer than boot + late post
     assert [a.kind for a in plan("duplicate-daemon").actions].count("duplicate_daemon") == 2
     race = plan("unlock-race")
-    assert race.admin_cordoned == ("node-000",)
+    assert race.admin_cordoned == ("node-000", "node-001")
     assert race.scripts[0].hold_for == "unlock"
     twice = plan("lease-deleted-twice")
     assert (twice.concurrency, twice.scripts[0].hold_for, twice.scripts[0].then) == (
