@@ -844,11 +844,11 @@ class Simulation:
         runner = self.nodes.get(node)
         if isinstance(runner, SimNode):
             runner.reboot_fails = True
-        elif isinstance(runner, WorkerNode):
-            runner.fail_reboots()
+        # worker and process nodes: the host agent refuses their reboots (_worker_reboot, _process_reboot)
 
     def reboot_requests(self, node: str) -> int:
-        """Reboot commands `node`'s daemons ran (in-process: counted by its SimNode)."""
+        """Reboot commands `node`'s daemons ran (in-process: counted by its SimNode; else by the
+        host agent)."""
         runner = self.nodes.get(node)
         if isinstance(runner, SimNode):
             return runner.reboot_requests

@@ -14,9 +14,9 @@ Protocol, one JSON object a line. Main -> worker on stdin: first the set-up
 "workdir", "kubeconfig", "env", "clock", "boot_id"}]}`, then `{"op": "start", "node"}`, `{"op":
 "node", "node", "ready", "boots", "boot_id"}` (whether the machine is up, the number of boots that
 completed, its boot id), `{"op": "crash", "node", "restart_after"}`, `{"op": "freeze", "node",
-"seconds", "verb", "nth"}`, `{"op": "duplicate", "node"}`, `{"op": "fail_reboot", "node"}`,
-`{"op": "stop", "node"}` and `{"op": "exit"}`. Worker -> main on
-stdout: `{"event": "stopped", "node", "code"}` and `{"event": "exited"}`. EOF on stdin is exit.
+"seconds", "verb", "nth"}`, `{"op": "duplicate", "node"}`, `{"op": "stop", "node"}` and
+`{"op": "exit"}`. Worker -> main on stdout: `{"event": "stopped", "node", "code"}` and
+`{"event": "exited"}`. EOF on stdin is exit.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import aiohttp
 
 from rebootd.clock import Clock, OffsetClock, SystemClock
 from rebootd.logs import configure, get_logger
+from rebootd.reboot import RebootFailed
 from rebootd.sim.harness import SimNode
 from rebootd.sim.processes import REBOOT_PATH
 
@@ -89,9 +90,12 @@ class AgentHost:
         return self.boot_ids.get(node, "")
 
     async def reboot(self, node: str) -> None:
+        """The host's reboot command: a POST to the simulator's host agent; an error answer (the
+        simulator made this host's reboots fail) is a failed reboot command."""
         url = self.agent_url + REBOOT_PATH.format(name=node)
         async with self.session.post(url, timeout=aiohttp.ClientTimeout(total=10)) as response:
-            response.raise_for_status()
+            if response.status >= 300:
+                raise RebootFailed(f"simulated: the host agent answered {response.status} (the host refused)")
         self.requested[node] = self.requested.get(node, 0) + 1
 
     def update(self, node: str, *, ready: bool, boots: int, boot_id: str = "") -> None:
@@ -162,8 +166,6 @@ class Worker:
             )
         elif op == "duplicate":
             await node.start_duplicate()
-        elif op == "fail_reboot":
-            node.reboot_fails = True
         elif op == "crash":
             node.crash(restart_after=float(message.get("restart_after", 0.0)))
         elif op == "stop":
@@ -377,9 +379,6 @@ class WorkerNode:
     async def start_duplicate(self) -> str:
         self.pool.send(self.name, {"op": "duplicate"})
         return "(in a worker)"
-
-    def fail_reboots(self) -> None:
-        self.pool.send(self.name, {"op": "fail_reboot"})
 
 
 if __name__ == "__main__":
