@@ -233,6 +233,7 @@ class Outcome:
     checks: list[tuple[bool, str]] = field(default_factory=list)  # scenario expectations
     events: list[str] = field(default_factory=list)  # actions carried out, with their times
     wall_seconds: float = 0.0
+    faults_injected: dict[str, int] = field(default_factory=dict)  # per fault kind, seeded ones
 
     @property
     def exit_code(self) -> int:
@@ -295,6 +296,7 @@ class Outcome:
         )
         data["scenario_expectations"] = [{"ok": ok, "detail": text} for ok, text in self.checks]
         data["scenario_actions"] = list(self.events)
+        data["faults_injected"] = dict(self.faults_injected)
         data["exit_code"] = self.exit_code
         data["wall_seconds"] = round(self.wall_seconds, 3)
         data["command"] = self.config.command()
@@ -633,6 +635,7 @@ class Simulation:
             status=status,
             events=self.events,
             wall_seconds=self.clock.monotonic() - started,
+            faults_injected={kind: n for kind, n in self.faults.counts.items() if n},
         )
         outcome.checks = self._expectations(outcome)
         return outcome
