@@ -444,6 +444,7 @@ class Simulation:
         self._done_actions: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failing_reboots: set[str] = set()
+        self._pending_freeze: Action | None = None  # a targetless freeze waiting for a draining node
         self._trigger_seen: dict[int, float] = {}  # delayed triggers: when their condition first held
         self._reboot_requests: Counter[str] = Counter()  # reboot commands run (worker/process modes)
         self._origin = 0.0
@@ -750,6 +751,7 @@ class Simulation:
 
     # -- scenario actions ------------------------------------------------------------------------
     def _fire_actions(self, counts: Counter[str]) -> None:
+        self._fire_pending_freeze()
         for index, action in enumerate(self.plan.actions):
             if index in self._done_actions:
                 continue
@@ -865,13 +867,26 @@ class Simulation:
             elif isinstance(runner, ProcessNode) and not runner.freeze(seconds=action.seconds):
                 self._note(f"({node}'s daemon was not running)")
             return
-        # No node named: the first daemon to get there (in-process daemons only).
+        # No node named: the first daemon to get there. Daemons in other processes cannot share
+        # an arm: the first node seen draining is frozen then instead (SIGSTOP for a process).
         arm = FreezeArm(seconds=action.seconds, verb=action.verb, nth=action.nth)
         armed = [r for r in self.nodes.values() if isinstance(r, SimNode)]
         for runner in armed:
             runner.freeze(seconds=action.seconds, verb=action.verb, nth=action.nth, arm=arm)
         if not armed:
-            self._note("(a freeze without a target node needs in-process daemons: not done)")
+            self._pending_freeze = action
+            self._note("(daemons in other processes: the first node seen draining is frozen at once)")
+
+    def _fire_pending_freeze(self) -> None:
+        action = self._pending_freeze
+        if action is None:
+            return
+        for node, holder in self.tracker.state.holders.items():
+            if holder.phase == "draining":
+                self._pending_freeze = None
+                self.events.append(f"[{self.elapsed():7.2f}s] freeze the daemon of {node} (draining) now")
+                self._freeze(replace(action, verb="", nth=1), node)
+                return
 
     async def operator_lock(self) -> LeaseLock:
         """The operator's own client (its token, not a daemon's) and lock, as `rebootd status`
