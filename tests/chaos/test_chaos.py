@@ -1,8 +1,10 @@
 """Seeded chaos runs of a whole simulated rollout: every safety invariant must hold in every run.
 
 Each seed is one `rebootd simulate --scenario chaos --seed N` run of the shipped command (sizes
-drawn from the seed too): API 5xx/429/409 at high rates, dropped watches, daemons killed at random
-phases, partitions longer than the lock TTL, the Lease deleted, clock skew of up to +-10 minutes
+drawn from the seed too): API 5xx/429/409 at high rates, dropped watches, writes applied but their
+response lost (reset or 504), daemons killed, frozen past the lock TTL or duplicated at random
+phases, partitions longer than the lock TTL, the Lease deleted once or twice, operator unlock /
+pause / resume, a late kubelet and a node-monitor grace period, clock skew of up to +-10 minutes
 between daemons, sometimes a node that never boots. A run must complete, rebooting every node
 that needed it, or stop (halted, or stuck behind a node that never came back) for a cause the
 scenario injected (`halt_justified`: a node that never boots, a workload that never recovers) and

@@ -159,7 +159,7 @@ async def test_a_frozen_holder_stops_evicting_once_its_deadline_passed(make_clus
     assert await cluster.wait_until(
         lambda: any(r.event == "eviction" and r.client == "rebootd@n1" for r in emu.history), within=10
     )
-    n1.freeze(6.0)  # three TTLs of 2 s
+    n1.freeze(seconds=6.0)  # three TTLs of 2 s
     cluster.nodes["n2"].require_reboot()
     # n2 sees n1's record go stale, reclaims it (n1 is up), takes the slot.
     assert await cluster.wait_until(lambda: reboot_counts(emu.history).get("n2", 0) == 1, within=30)

@@ -4,6 +4,10 @@ Rule: this module only translates HTTP to `Registry` calls and back. It parses t
 kube-apiserver's RequestInfoFactory does (so RBAC attributes match), authenticates bearer tokens,
 applies injected faults and partitions, answers every error as a `Status` body, negotiates Table
 output for kubectl, pages lists and streams watches (one JSON object per line, flushed at once).
+A lost-response fault serves the write in full (stored, in the history, seen by watchers) and then
+resets the connection or answers 504 instead of the result. An optional `WriteHook` (the named
+scenarios' scripted faults) may look at a Node write before it is applied (a dry-run preview, so a
+cordon is recognised by what it does, not by how it is spelled) and after.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from rebootd.clock import Clock
 from rebootd.selectors import FieldSelector, FieldTerm
 from rebootd.sim import errors
 from rebootd.sim.errors import ApiError, JsonObj
-from rebootd.sim.faults import FaultInjector
+from rebootd.sim.faults import Fault, FaultInjector, FaultKind
 from rebootd.sim.fieldselectors import parse_fields, parse_labels
 from rebootd.sim.listing import Pager
 from rebootd.sim.objects import strip_type
@@ -53,6 +57,24 @@ NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 ENCODED_CACHE_SIZE = 4096
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
+
+
+class WriteHook(Protocol):
+    """Scripted faults on Node writes (see `rebootd.sim.scripted`)."""
+
+    def watches(self, *, client: str, resource: str, verb: str, subresource: str) -> bool:
+        """Whether this request is one to preview and report (cheap; called for every write)."""
+        ...
+
+    async def before(
+        self, *, client: str, name: str, current: JsonObj | None, preview: JsonObj | None
+    ) -> None:
+        """Awaited before the write is applied; `preview` is its dry-run result (None: it fails)."""
+        ...
+
+    def after(self, *, client: str, name: str, before: JsonObj | None, after: JsonObj) -> FaultKind | None:
+        """After the write was applied: a lost-response kind to lose its answer, or None."""
+        ...
 
 
 class Authorizer(Protocol):
@@ -192,6 +214,7 @@ class ApiServer:
         self.server_address = "127.0.0.1:0"
         self._closing = asyncio.Event()
         self._encoded: OrderedDict[tuple[int, str, str], tuple[JsonObj, bytes]] = OrderedDict()
+        self.write_hook: WriteHook | None = None
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -227,12 +250,15 @@ class ApiServer:
         self.request_counts[(client, info.verb)] += 1
         if self.faults is not None and self.faults.is_partitioned(client=client):
             return await self._drop(request, client)
+        lost: Fault | None = None
         try:
             if self.faults is not None and info.is_resource:
                 fault = self.faults.decide(client=client, verb=info.verb, write=info.verb in WRITE_VERBS)
                 if fault is not None:
                     if fault.kind == "latency":
                         await asyncio.sleep(fault.delay)
+                    elif fault.lost:
+                        lost = fault  # served below, then its answer is lost
                     else:
                         raise self._fault_error(fault.kind, fault.retry_after, info)
             if not info.is_resource:
@@ -248,7 +274,15 @@ class ApiServer:
                 name=info.name,
             ):
                 raise self._forbidden(info, user)
-            return await self._resource(request, info, client)
+            hook = self.write_hook
+            if hook is not None and hook.watches(
+                client=client, resource=info.resource, verb=info.verb, subresource=info.subresource
+            ):
+                return await self._hooked(request, info, client, hook, lost)
+            response = await self._resource(request, info, client)
+            if lost is not None and response.status < 300:
+                return await self._lose(request, lost.kind, client)
+            return response
         except ApiError as exc:
             return error_response(exc)
         except Exception as exc:
@@ -260,6 +294,56 @@ class ApiServer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), timeout=self.timing.partition_hang)
         log.debug("rebootd.sim.partition_drop", client=client, path=request.path)
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError
+
+    async def _hooked(
+        self, request: web.Request, info: RequestInfo, client: str, hook: WriteHook, lost: Fault | None
+    ) -> web.StreamResponse:
+        """A watched Node write: preview it, let the hook act, apply it, let the hook lose it."""
+        node_info = resource_for(group=info.group, version=info.version, plural=info.resource)
+        current = self.store.get("nodes", "", info.name) if node_info is not None else None
+        preview: JsonObj | None = None
+        if node_info is not None and info.name:
+            with contextlib.suppress(ApiError, ValueError):
+                if request.method == "PATCH":
+                    preview, _ = self.registry.patch(
+                        node_info,
+                        "",
+                        info.name,
+                        content_type=request.headers.get("Content-Type", ""),
+                        raw=await request.read(),
+                        client=client,
+                        dry_run=True,
+                    )
+                elif request.method == "PUT":
+                    body = await self._body(request, node_info)
+                    preview, _ = self.registry.update(
+                        node_info, "", info.name, body, client=client, dry_run=True
+                    )
+        await hook.before(client=client, name=info.name, current=current, preview=preview)
+        before = self.store.get("nodes", "", info.name)
+        response = await self._resource(request, info, client)
+        kind: FaultKind | None = lost.kind if lost is not None else None
+        after = self.store.get("nodes", "", info.name)
+        if response.status < 300 and after is not None and after is not before:
+            kind = hook.after(client=client, name=info.name, before=before, after=after) or kind
+        if kind is not None and response.status < 300:
+            return await self._lose(request, kind, client)
+        return response
+
+    async def _lose(self, request: web.Request, kind: FaultKind, client: str) -> web.StreamResponse:
+        """The write was applied; its answer is lost: the connection is reset, or a 504."""
+        log.debug("rebootd.sim.response_lost", client=client, path=request.path, kind=kind)
+        if kind == "lost_504":
+            return error_response(
+                ApiError(
+                    code=504,
+                    reason="Timeout",
+                    message="injected fault: the server was unable to return a response in the time allotted",
+                )
+            )
         if request.transport is not None:
             request.transport.abort()
         raise asyncio.CancelledError

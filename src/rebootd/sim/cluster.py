@@ -67,7 +67,13 @@ class Cluster:
         self.rng = rng
         self.boot_failures: set[str] = set()
         self.broken: list[tuple[str, str]] = []  # (namespace, pod name prefix) that crash after a reboot
-        self.rebooting: set[str] = set()
+        self.rebooting: set[str] = set()  # machines down (the Node may still show Ready: grace)
+        self.boot_ids: dict[str, str] = {}  # the machine's own boot id (/proc/.../boot_id), once rebooted
+        self.machine_listeners: list[
+            Callable[[str, bool], None]
+        ] = []  # (node, up) when a machine goes down / up
+        self._generation: dict[str, int] = {}  # reboots per machine, so a stale timer does nothing
+        self._posted: set[str] = set()  # machines whose kubelet posted status since their last boot
         self._handles: set[asyncio.TimerHandle] = set()
         self._deferred: list[tuple[float, Callable[[], None]]] = []
         self._flush_scheduled = False
@@ -565,12 +571,33 @@ class Cluster:
                 )
         self._soon()
 
+    def machine_boot_id(self, name: str) -> str:
+        """The machine's own boot id (what its /proc/sys/kernel/random/boot_id reads): the Node's
+        bootID until its first reboot here, then the boot id of its latest boot, which the Node
+        shows only once the kubelet has posted its status."""
+        known = self.boot_ids.get(name)
+        if known is not None:
+            return known
+        node = self.store.get("nodes", "", name)
+        return str((((node or {}).get("status") or {}).get("nodeInfo") or {}).get("bootID", ""))
+
+    def machine_up(self, name: str) -> bool:
+        """The machine is running (its processes can start), whatever its Node shows."""
+        return name not in self.rebooting
+
+    def _tell(self, name: str, up: bool) -> None:
+        for listener in list(self.machine_listeners):
+            listener(name, up)
+
     def reboot(self, name: str) -> None:
         node = self.store.get("nodes", "", name)
         if node is None:
             raise KeyError(f"node {name!r} does not exist")
         boot_id = ((node.get("status") or {}).get("nodeInfo") or {}).get("bootID", "")
         self.rebooting.add(name)
+        generation = self._generation.get(name, 0) + 1
+        self._generation[name] = generation
+        self._posted.discard(name)
         self.registry.record(
             event="reboot_started",
             client=KUBELET,
@@ -581,23 +608,56 @@ class Cluster:
             resource_version=node["metadata"]["resourceVersion"],
             detail=boot_id,
         )
-        self.set_node_ready(name, ready=False, status="Unknown")
-        self.later(self.timing.boot_seconds, lambda: self._boot_complete(name))
+        self._tell(name, False)
+        grace = self.timing.node_monitor_grace
+        if grace > 0:
+            self.later(grace, lambda: self._grace_passed(name, generation))
+        else:
+            self.set_node_ready(name, ready=False, status="Unknown")
+        self.later(self.timing.boot_seconds, lambda: self._boot_complete(name, generation))
 
-    def _boot_complete(self, name: str) -> None:
+    def _grace_passed(self, name: str, generation: int) -> None:
+        """The node monitor's grace period ended with no status from the rebooted kubelet."""
+        if self._generation.get(name) != generation or name in self._posted:
+            return
+        if self.store.get("nodes", "", name) is not None:
+            self.set_node_ready(name, ready=False, status="Unknown")
+
+    def _boot_complete(self, name: str, generation: int | None = None) -> None:
+        if generation is not None and self._generation.get(name) != generation:
+            return
         node = self.store.get("nodes", "", name)
         if node is None:
             self.rebooting.discard(name)
             return
         if name in self.boot_failures:
             return  # never comes back; stays NotReady
+        self.boot_ids[name] = str(self.registry.new_uid())
+        self.rebooting.discard(name)
+        self._tell(name, True)
+        delay = self.timing.kubelet_post_delay
+        if delay > 0:
+            # The machine is up (its daemon restarts) but its kubelet has not posted yet.
+            self.event(node=node, reason="Starting", message="Starting kubelet.")
+            self.later(delay, lambda: self._post_status(name, generation=self._generation.get(name, 0)))
+        else:
+            self._post_status(name, generation=self._generation.get(name, 0), starting=True)
+
+    def _post_status(self, name: str, *, generation: int, starting: bool = False) -> None:
+        """The rebooted kubelet posts its status: the new bootID, then Ready; pods restart."""
+        if self._generation.get(name, 0) != generation or name in self.rebooting:
+            return
+        node = self.store.get("nodes", "", name)
+        if node is None:
+            return
+        self._posted.add(name)
         status = dict(node.get("status") or {})
         info = dict(status.get("nodeInfo") or {})
-        info["bootID"] = str(self.registry.new_uid())
+        info["bootID"] = self.machine_boot_id(name)
         status["nodeInfo"] = info
         node = self._write_node(node, status=status)
-        self.rebooting.discard(name)
-        self.event(node=node, reason="Starting", message="Starting kubelet.")
+        if starting:
+            self.event(node=node, reason="Starting", message="Starting kubelet.")
         self.event(
             node=node,
             reason="Rebooted",
@@ -621,7 +681,19 @@ class Cluster:
             restarted.append(
                 ((pod["metadata"]["namespace"], pod["metadata"]["name"]), pod["metadata"].get("uid"))
             )
-        self.set_node_ready(name, ready=True, start_pods=False)  # restarted pods start below
+        stale_ready = is_node_ready(node)  # a reboot within the grace period: never shown NotReady
+        stored = self.set_node_ready(name, ready=True, start_pods=False)  # restarted pods start below
+        if stale_ready:
+            # The kubelet's first Ready of the new boot: the reboot ends here in the history too.
+            self.registry.record(
+                event="node_ready",
+                client=KUBELET,
+                verb="",
+                kind="Node",
+                namespace="",
+                name=name,
+                resource_version=stored["metadata"]["resourceVersion"],
+            )
         for key, uid in restarted:
             self.later(
                 self.timing.pod_ready_delay, functools.partial(self._start_pod, key, uid, restarted=True)

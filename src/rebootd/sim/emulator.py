@@ -552,6 +552,18 @@ class Emulator:
         the pods restarted (restartCount + 1), Ready after timing.pod_ready_delay."""
         self.cluster.reboot(name)
 
+    def machine_boot_id(self, *, name: str) -> str:
+        """The machine's own boot id (its /proc/sys/kernel/random/boot_id), ahead of a late kubelet."""
+        return self.cluster.machine_boot_id(name)
+
+    def machine_up(self, *, name: str) -> bool:
+        """The machine runs (a rebooted daemon may start), whatever its Node object shows yet."""
+        return self.cluster.machine_up(name)
+
+    def add_machine_listener(self, listener: Callable[[str, bool], None]) -> None:
+        """`listener(node, up)` when a machine goes down (a reboot starts) or is back up."""
+        self.cluster.machine_listeners.append(listener)
+
     def set_boot_failure(self, *, name: str, fails: bool = True) -> None:
         if fails:
             self.cluster.boot_failures.add(name)

@@ -7,9 +7,15 @@ depends only on the seed and on that client's own sequence of calls, not on how 
 clients happened to interleave. Partitions are measured on an injected monotonic clock.
 
 Request faults are drawn with ONE uniform number per decision against disjoint intervals laid out
-in a fixed order (500, 503, 429, 409, latency), so each kind occurs with exactly its configured
-probability; that is why the request rates must sum to at most 1. A read that lands in the 409
-interval gets no fault (409 is for writes only) rather than shifting the other kinds' rates.
+in a fixed order (500, 503, 429, 409, latency, lost response by reset, lost response by 504), so
+each kind occurs with exactly its configured probability; that is why the request rates must sum
+to at most 1. A read that lands in the 409 or a lost-response interval gets no fault (those are
+for writes only) rather than shifting the other kinds' rates. The lost-response kinds come last,
+so adding them leaves every earlier kind's interval, and so a seed's other faults, unchanged.
+
+A lost response (`lost_reset`, `lost_504`) is a write the server APPLIES whose answer never
+reaches the client: the connection is reset, or a proxy answers 504 Gateway Timeout. The client
+cannot tell it from a write that never happened; a retry meets its own earlier write.
 An exempt client (the test harness itself) never gets a fault, is never partitioned and consumes
 no random numbers, so adding harness calls does not change the faults the daemons see.
 """
@@ -25,10 +31,20 @@ from typing import Literal
 
 from rebootd.clock import Clock, SystemClock
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultConfig", "FaultInjector", "FaultKind"]
+__all__ = ["FAULT_KINDS", "LOST_KINDS", "Fault", "FaultConfig", "FaultInjector", "FaultKind"]
 
-FaultKind = Literal["error500", "error503", "throttle429", "conflict409", "latency"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("error500", "error503", "throttle429", "conflict409", "latency")
+FaultKind = Literal["error500", "error503", "throttle429", "conflict409", "latency", "lost_reset", "lost_504"]
+FAULT_KINDS: tuple[FaultKind, ...] = (
+    "error500",
+    "error503",
+    "throttle429",
+    "conflict409",
+    "latency",
+    "lost_reset",
+    "lost_504",
+)
+LOST_KINDS: frozenset[FaultKind] = frozenset({"lost_reset", "lost_504"})
+_WRITE_ONLY: frozenset[FaultKind] = frozenset({"conflict409", *LOST_KINDS})
 _REQUEST_RATES: tuple[FaultKind, ...] = FAULT_KINDS
 _WATCH_COUNTERS = ("watch_drop", "watch_expire_on_resume")
 
@@ -47,6 +63,8 @@ class FaultConfig:
     watch_drop: float = 0.0
     watch_drop_after_seconds: tuple[float, float] = (1.0, 30.0)
     watch_expire_on_resume: float = 0.0
+    lost_reset: float = 0.0  # a write applied, then the connection reset before the answer
+    lost_504: float = 0.0  # a write applied, then 504 Gateway Timeout instead of the answer
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -87,6 +105,8 @@ class FaultConfig:
                 watch_drop=0.05,
                 watch_drop_after_seconds=(1.0, 30.0),
                 watch_expire_on_resume=0.1,
+                lost_reset=0.002,
+                lost_504=0.002,
             )
         if name == "heavy":
             return cls(
@@ -99,6 +119,8 @@ class FaultConfig:
                 watch_drop=0.3,
                 watch_drop_after_seconds=(0.5, 10.0),
                 watch_expire_on_resume=0.5,
+                lost_reset=0.02,
+                lost_504=0.02,
             )
         raise ValueError(f"unknown fault preset {name!r}; expected none, light or heavy")
 
@@ -111,6 +133,11 @@ class Fault:
     kind: FaultKind
     retry_after: int | None = None
     delay: float = 0.0
+
+    @property
+    def lost(self) -> bool:
+        """The write is applied and its response lost (reset or 504), not refused."""
+        return self.kind in LOST_KINDS
 
 
 class FaultInjector:
@@ -152,7 +179,8 @@ class FaultInjector:
     def decide(self, *, client: str, verb: str, write: bool) -> Fault | None:
         """The fault for this request, or None to serve it normally. `verb` is recorded for
         symmetry with the API (get, list, watch, create, update, patch, delete); only `write`
-        changes the outcome."""
+        changes the outcome. A lost-response fault is returned BEFORE the write is served: the
+        server applies the write and then loses its answer."""
         del verb  # the kinds do not depend on the verb beyond `write`
         if client in self._exempt:
             return None
@@ -162,7 +190,7 @@ class FaultInjector:
         for kind in _REQUEST_RATES:
             edge += getattr(config, kind)
             if draw < edge:
-                if kind == "conflict409" and not write:
+                if kind in _WRITE_ONLY and not write:
                     return None
                 self._counts[kind] += 1
                 if kind == "throttle429":

@@ -9,8 +9,13 @@ The host agent (`HostAgent`) is a small simulation-only HTTP server on loopback,
 the emulated Kubernetes API: `POST /_sim/nodes/NAME/reboot` plays the host's `systemctl reboot`:
 the sentinel file goes (as /var/run is cleared at boot), the emulator reboots the node, and the
 daemon process is killed at once (SIGKILL to its process group: no clean shutdown). Once the node
-is Ready again the simulator starts a new daemon process, as the kubelet restarts the DaemonSet
+is up again the simulator starts a new daemon process, as the kubelet restarts the DaemonSet
 pod. It lives here rather than in the emulator so the Kubernetes API server stays a pure API.
+
+Each process gets `REBOOTD_POD_UID` (new at every start) and `REBOOTD_BOOT_ID_FILE` (the
+machine's boot id file, rewritten with the new boot's id before the daemon restarts). A frozen
+daemon is SIGSTOPped (its whole process group) and SIGCONTinued at the thaw; a duplicate daemon is
+a second process for the same node with its own pod uid, killed with the machine.
 """
 
 from __future__ import annotations
@@ -30,9 +35,8 @@ from typing import IO
 from aiohttp import web
 
 from rebootd.logs import get_logger
-from rebootd.node import is_ready
 from rebootd.sim.emulator import Emulator
-from rebootd.sim.harness import node_identity, node_token, sim_pod_uid, write_host_boot_id
+from rebootd.sim.harness import node_identity, node_token, sim_pod_uid
 
 REBOOT_PATH = "/_sim/nodes/{name}/reboot"
 STOP_TIMEOUT = 10.0
@@ -75,20 +79,30 @@ class ProcessNode:
     _log_file: IO[bytes] | None = None
     _life: asyncio.Task[None] | None = None
     _retired: bool = False
+    pod_uid: str = ""
+    frozen: int = 0
+    _extras: list[asyncio.subprocess.Process] = field(default_factory=list)
+    _thaw: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = self.token or node_token(self.name)
         self.kubeconfig = self.emulator.write_kubeconfig(self.workdir / "kubeconfig", token=self.token)
         self._log = get_logger(node=self.name, component="sim")
-
-    @property
-    def sentinel(self) -> Path:
-        return self.workdir / "reboot-required"
+        self.write_boot_id()
 
     @property
     def boot_id_file(self) -> Path:
         return self.workdir / "boot_id"
+
+    def write_boot_id(self) -> None:
+        temp = self.boot_id_file.with_suffix(".tmp")
+        temp.write_text(self.emulator.machine_boot_id(name=self.name) + "\n")
+        temp.replace(self.boot_id_file)
+
+    @property
+    def sentinel(self) -> Path:
+        return self.workdir / "reboot-required"
 
     @property
     def log_path(self) -> Path:
@@ -97,14 +111,14 @@ class ProcessNode:
     def require_reboot(self) -> None:
         self.sentinel.touch()
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, *, pod_uid: str = "") -> dict[str, str]:
         """The process environment: the parent's, minus any REBOOTD_*, plus this node's settings."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("REBOOTD_")}
         url = self.agent_url + REBOOT_PATH.format(name=self.name)
         return {
             **base,
             "REBOOTD_NODE_ID": self.name,
-            "REBOOTD_POD_UID": sim_pod_uid(self.name),
+            "REBOOTD_POD_UID": pod_uid or self.pod_uid,
             "REBOOTD_BOOT_ID_FILE": str(self.boot_id_file),
             "REBOOTD_KUBECONFIG": str(self.kubeconfig),
             "REBOOTD_REBOOT_SENTINEL": str(self.sentinel),
@@ -120,24 +134,57 @@ class ProcessNode:
     async def start(self) -> None:
         """Start a daemon process (the kubelet starting the pod)."""
         self.starts += 1
-        write_host_boot_id(self.boot_id_file, self.emulator.store.get("nodes", "", self.name))
+        self.pod_uid = self.pod_uid or sim_pod_uid(self.name)  # one Pod for the node's life
+        self._proc = await self._spawn(pod_uid=self.pod_uid)
+
+    async def _spawn(self, *, pod_uid: str) -> asyncio.subprocess.Process:
         if self._log_file is None:
             self._log_file = self.log_path.open("ab")
-        self._proc = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *rebootd_argv(),
-            env=self.environment(),
+            env=self.environment(pod_uid=pod_uid),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=self._log_file,
             start_new_session=True,  # its own process group: a "power off" kills all of it
         )
 
+    async def start_duplicate(self) -> str:
+        """A second `rebootd run` for this node (a DaemonSet surge) with its own pod uid."""
+        uid = sim_pod_uid(self.name, instance=len(self._extras) + 1)
+        self._extras.append(await self._spawn(pod_uid=uid))
+        return uid
+
+    def freeze(self, *, seconds: float) -> bool:
+        """SIGSTOP the daemon's process group now, SIGCONT after `seconds`. False if not running."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None or not seconds > 0:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGSTOP)
+        self.frozen += 1
+        self._thaw = asyncio.create_task(self._thaw_after(proc, seconds), name=f"thaw-{self.name}")
+        return True
+
+    async def _thaw_after(self, proc: asyncio.subprocess.Process, seconds: float) -> None:
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
-    async def kill(self) -> None:
-        """Abrupt death (power off): SIGKILL to the daemon's process group, then reap it."""
+    async def kill(self, *, machine: bool = True) -> None:
+        """Abrupt death (with `machine`, power off: a duplicate too): SIGKILL to the daemon's
+        process group, then reap it."""
+        if machine:
+            await self.kill_extras()
+        if self._thaw is not None:
+            self._thaw.cancel()
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -154,6 +201,10 @@ class ProcessNode:
             self._life.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._life
+        if self._thaw is not None:
+            self._thaw.cancel()  # its finally sends SIGCONT: a stopped process cannot stop cleanly
+            await asyncio.gather(self._thaw, return_exceptions=True)
+        await self.kill_extras()
         proc, self._proc = self._proc, None
         code = None
         if proc is not None:
@@ -174,6 +225,14 @@ class ProcessNode:
             self._log_file = None
         return code
 
+    async def kill_extras(self) -> None:
+        extras, self._extras = self._extras, []
+        for extra in extras:
+            if extra.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(extra.pid, signal.SIGKILL)
+            await extra.wait()
+
     def reboot_requested(self) -> None:
         """The host agent got this node's reboot request: the machine goes down now."""
         self.reboots += 1
@@ -187,22 +246,24 @@ class ProcessNode:
         Ready. False while the node is rebooting or the daemon is not running."""
         if self._retired or not self.running or (self._life is not None and not self._life.done()):
             return False
-        self._life = asyncio.create_task(self._lifecycle(restart_after), name=f"crash-{self.name}")
+        self._life = asyncio.create_task(
+            self._lifecycle(restart_after, machine=False), name=f"crash-{self.name}"
+        )
         return True
 
-    async def _lifecycle(self, restart_after: float) -> None:
-        await self.kill()
+    async def _lifecycle(self, restart_after: float, *, machine: bool = True) -> None:
+        await self.kill(machine=machine)
         await asyncio.sleep(restart_after)
         while not self._retired:
             with contextlib.suppress(TimeoutError):
-                await self.emulator.wait_until(self._node_ready, within=1.0)
+                await self.emulator.wait_until(self._machine_up, within=1.0)
                 break
+        self.write_boot_id()  # the new boot's id, before its daemon starts
         if not self._retired:
             await self.start()
 
-    def _node_ready(self) -> bool:
-        node = self.emulator.store.get("nodes", "", self.name)
-        return node is not None and is_ready(node)
+    def _machine_up(self) -> bool:
+        return self.emulator.machine_up(name=self.name)
 
 
 class HostAgent:

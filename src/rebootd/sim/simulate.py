@@ -22,14 +22,16 @@ import os
 import shlex
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from rebootd import admin
 from rebootd.clock import Clock, OffsetClock, SystemClock
-from rebootd.lock import state_of
+from rebootd.kube import Kube, KubeError, RetryPolicy
+from rebootd.lock import LeaseLock, mark_of, state_of
 from rebootd.lockstate import LockState, StateFormatError
 from rebootd.logs import get_logger
 from rebootd.node import is_ready
@@ -38,13 +40,24 @@ from rebootd.settings import load_settings
 from rebootd.sim.emulator import Emulator, EmulatorTiming
 from rebootd.sim.errors import ApiError
 from rebootd.sim.faults import FaultConfig, FaultInjector
-from rebootd.sim.harness import DaemonSeams, SimNode, node_identity, node_token, tokens_for
+from rebootd.sim.harness import DaemonSeams, FreezeArm, SimNode, node_identity, node_token, tokens_for
+from rebootd.sim.invariants import is_rebootd
 from rebootd.sim.live import NoProgress, Progress, snapshot_of
 from rebootd.sim.processes import HostAgent, ProcessNode
 from rebootd.sim.registry import DeleteOptions
 from rebootd.sim.report import PerNodeMinimum, Report, RunFacts, build_report, render_text, to_json
 from rebootd.sim.resources import BY_GROUP_RESOURCE
-from rebootd.sim.scenarios import PHASES, Action, ScenarioPlan, plan_scenario
+from rebootd.sim.scenarios import (
+    MAX_FAILED_REBOOT_REQUESTS,
+    OPERATOR_ACTIONS,
+    PHASES,
+    Action,
+    ActionKind,
+    ScenarioError,
+    ScenarioPlan,
+    plan_scenario,
+)
+from rebootd.sim.scripted import NodeWriteRule, ScriptedWrites
 from rebootd.sim.store import StoreEvent
 from rebootd.sim.worker import WorkerNode, WorkerPool, clock_spec
 
@@ -55,8 +68,11 @@ EXIT_HALTED = 3
 
 LOCK_NAMESPACE = "kube-system"
 LOCK_NAME = "rebootd"
-ADMIN = "admin"  # the simulated operator's client identity (exempt from faults)
+ADMIN = "admin"  # the simulated harness's client identity (exempt from faults)
 SIMULATOR = "simulator"  # who records the nodes' reboot needs (the sentinel files appearing)
+OPERATOR = "operator"  # the operator running rebootd's admin commands (its own token; no faults)
+OPERATOR_TOKEN = "token-operator"  # noqa: S105 - the emulator's simulated bearer token, not a secret
+ACTION_WITHIN = 10.0  # the longest an operator action (or a held write waiting on one) may take
 GRACE_SECONDS = 30  # the workloads' terminationGracePeriodSeconds, scaled to drain_seconds
 AUTO_WORKERS_FROM = 16  # nodes from which the daemons run in worker processes by default
 TICK = 0.1  # the longest the supervisor waits between looks when nothing changes
@@ -205,6 +221,8 @@ class NodeRunner(Protocol):
 
     def crash(self, *, restart_after: float = 0.0) -> bool: ...
 
+    async def start_duplicate(self) -> str: ...
+
 
 @dataclass
 class Outcome:
@@ -218,6 +236,7 @@ class Outcome:
     halt_justified: str | None = None  # what the scenario did that justifies a halt, if anything
     events: list[str] = field(default_factory=list)  # actions carried out, with their times
     wall_seconds: float = 0.0
+    faults_injected: dict[str, int] = field(default_factory=dict)  # per fault kind, seeded ones
 
     @property
     def exit_code(self) -> int:
@@ -281,6 +300,7 @@ class Outcome:
         data["scenario_expectations"] = [{"ok": ok, "detail": text} for ok, text in self.checks]
         data["scenario_actions"] = list(self.events)
         data["halt_justified"] = self.halt_justified
+        data["faults_injected"] = dict(self.faults_injected)
         data["exit_code"] = self.exit_code
         data["wall_seconds"] = round(self.wall_seconds, 3)
         data["command"] = self.config.command()
@@ -298,6 +318,7 @@ class LeaseTracker:
         self.released: set[str] = set()
         self.state = LockState()
         self.halted: Mapping[str, Any] | None = None
+        self.halted_at: float | None = None  # emulator clock, when the halt was first written
         self.changed = asyncio.Event()
 
     def __call__(self, event: StoreEvent) -> None:
@@ -324,10 +345,17 @@ class LeaseTracker:
             self.released.discard(node)
         if state.halted and self.halted is None:
             self.halted = state.halted
+            self.halted_at = self.emulator.clock.monotonic()
         self.state = state
 
     def holder(self, ordinal: int) -> str | None:
         return self.order[ordinal - 1] if 0 < ordinal <= len(self.order) else None
+
+    def holding(self, node: str, phase: str) -> bool:
+        """The node holds a slot now, in `phase` or a later one."""
+        holder = self.state.holders.get(node)
+        wanted = PHASES.index(phase) if phase in PHASES else 0
+        return holder is not None and holder.phase in PHASES and PHASES.index(holder.phase) >= wanted
 
     def reached(self, node: str, phase: str) -> bool:
         """The node was seen in `phase` or a later one, or it has given its slot back."""
@@ -359,14 +387,16 @@ class Simulation:
         self.log_level = log_level
         self.progress: Progress = progress if progress is not None else NoProgress()
         self.zones = layout(config)
-        self.plan = plan_scenario(
-            config.scenario,
-            zones=self.zones,
-            concurrency=config.concurrency,
-            seed=config.seed,
-            lock_ttl=config.lock_ttl,
-            per_node=config.minimum.total,
-        )
+        self.plan = self._plan(config)
+        wanted = self.plan.concurrency
+        if wanted is not None and wanted != config.concurrency:
+            if config.concurrency != SimulationConfig().concurrency:
+                raise ScenarioError(
+                    f"{config.scenario} runs at concurrency {wanted} (got {config.concurrency})"
+                )
+            config = replace(config, concurrency=wanted)
+            self.config = config
+            self.plan = self._plan(config)
         self.clock: Clock = (
             OffsetClock(start_at=self.plan.clock_start, speed=self.plan.clock_speed)
             if self.plan.clock_start is not None
@@ -375,10 +405,39 @@ class Simulation:
         faults = self.plan.faults if self.plan.faults is not None else FaultConfig.preset(config.faults)
         self.faults = FaultInjector(seed=config.seed, config=faults)
         self.faults.exempt(client=ADMIN)
-        tokens = {**tokens_for(self.zones), "token-admin": (ADMIN, ("system:masters",))}
-        self.emulator = Emulator(
-            seed=config.seed, timing=config.timing(), faults=self.faults, tokens=tokens, clock=self.clock
+        self.faults.exempt(client=OPERATOR)
+        tokens = {
+            **tokens_for(self.zones),
+            "token-admin": (ADMIN, ("system:masters",)),
+            OPERATOR_TOKEN: (OPERATOR, ("system:masters",)),
+        }
+        timing = replace(
+            config.timing(),
+            kubelet_post_delay=self.plan.kubelet_post_delay,
+            node_monitor_grace=self.plan.node_monitor_grace,
         )
+        self.emulator = Emulator(
+            seed=config.seed, timing=timing, faults=self.faults, tokens=tokens, clock=self.clock
+        )
+        self.scripted: ScriptedWrites | None = None
+        if self.plan.scripts:
+            self.scripted = ScriptedWrites(
+                is_daemon=is_rebootd,
+                rules=[
+                    NodeWriteRule(
+                        what=script.what,
+                        nth=script.nth,
+                        lose=script.lose,
+                        hold=self._hold_for(script.hold_for) if script.hold_for is not None else None,
+                        then=self._then(script.then) if script.then is not None else None,
+                    )
+                    for script in self.plan.scripts
+                ],
+                note=lambda text: self.events.append(f"[{self.elapsed():7.2f}s] {text}"),
+            )
+            self.emulator.api.write_hook = self.scripted
+        self._operator: Kube | None = None
+        self._operator_lock: LeaseLock | None = None
         self.env = {**config.daemon_env(), **self.plan.env}
         self.nodes: dict[str, NodeRunner] = {}
         self.agent: HostAgent | None = None
@@ -392,8 +451,23 @@ class Simulation:
         self.broken_pods: dict[str, str] = {}  # node -> pod made to crash-loop
         self._done_actions: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._failing_reboots: set[str] = set()
+        self._pending_freeze: Action | None = None  # a targetless freeze waiting for a draining node
+        self._trigger_seen: dict[int, float] = {}  # delayed triggers: when their condition first held
+        self._reboot_requests: Counter[str] = Counter()  # reboot commands run (worker/process modes)
         self._origin = 0.0
         self._log = get_logger(component="simulate")
+
+    def _plan(self, config: SimulationConfig) -> ScenarioPlan:
+        return plan_scenario(
+            config.scenario,
+            zones=self.zones,
+            concurrency=config.concurrency,
+            seed=config.seed,
+            lock_ttl=config.lock_ttl,
+            per_node=config.minimum.total,
+            boot_seconds=config.boot_seconds,
+        )
 
     # -- set-up ----------------------------------------------------------------------------------
     def _populate(self) -> None:
@@ -425,7 +499,7 @@ class Simulation:
                 nodes=list(w.nodes) or None,
                 pdb_min_available=w.pdb_min_available,
                 pdb_max_unavailable=w.pdb_max_unavailable,
-                termination_grace_seconds=GRACE_SECONDS,
+                termination_grace_seconds=w.grace_seconds if w.grace_seconds is not None else GRACE_SECONDS,
             )
 
     def _node_clock(self, name: str) -> Clock:
@@ -451,6 +525,7 @@ class Simulation:
                         "kubeconfig": str(kubeconfig),
                         "env": self.env,
                         "clock": clock_spec(self._node_clock(name)),
+                        "boot_id": self.emulator.machine_boot_id(name=name),
                     }
                 )
             nodes = await self.pool.start(
@@ -461,7 +536,7 @@ class Simulation:
                 log_level=self.log_level,
             )
             self.nodes.update(nodes)
-            self.emulator.store.add_listener(self._on_node_event)
+            self.emulator.add_machine_listener(self._on_machine)
             return
         if self.config.processes:
             self.agent = HostAgent(on_reboot=self._process_reboot)
@@ -489,25 +564,28 @@ class Simulation:
     def _worker_reboot(self, name: str) -> bool:
         if name not in self.zones:
             return False
+        self._reboot_requests[name] += 1
+        if name in self._failing_reboots:
+            return False
         self._agent_reboots[name] += 1
         self.emulator.request_reboot(name=name, client=node_identity(name)[0])
         return True
 
-    def _on_node_event(self, event: StoreEvent) -> None:
-        """Tell a worker when its node's readiness changes (the kubelet's view of its machine)."""
-        if event.storage != "nodes":
-            return
-        ready = is_ready(event.obj)
-        if event.old is not None and is_ready(event.old) == ready:
-            return
-        node = self.nodes.get(event.obj["metadata"]["name"])
+    def _on_machine(self, name: str, up: bool) -> None:
+        """Tell a worker when its node's machine goes down or is up again (with its new boot id)."""
+        node = self.nodes.get(name)
         if isinstance(node, WorkerNode):
-            node.node_changed(ready=ready, boots=self._agent_reboots[node.name])
+            node.node_changed(
+                ready=up, boots=self._agent_reboots[name], boot_id=self.emulator.machine_boot_id(name=name)
+            )
 
     def _process_reboot(self, name: str) -> bool:
         node = self.nodes.get(name)
         if not isinstance(node, ProcessNode):
             return False
+        self._reboot_requests[name] += 1
+        if name in self._failing_reboots:
+            return False  # the reboot command fails (the host agent answers an error)
         node.reboot_requested()
         return True
 
@@ -535,7 +613,8 @@ class Simulation:
             spread = self.config.spread_seconds
             if spread <= 0:
                 for name in self.plan.needed:
-                    self._require_reboot(name)
+                    if name not in self.plan.deferred:
+                        self._require_reboot(name)
             self._origin = self.clock.monotonic()
             await asyncio.gather(*(node.start() for node in self.nodes.values()))
             if spread > 0:
@@ -550,8 +629,9 @@ class Simulation:
             await asyncio.gather(*(node.stop() for node in self.nodes.values()), return_exceptions=True)
             self.progress.finish()
             if self.pool is not None:
-                self.emulator.store.remove_listener(self._on_node_event)
                 await self.pool.close()
+            if self._operator is not None:
+                await self._operator.close()
             if self.agent is not None:
                 await self.agent.close()
             self.emulator.store.remove_listener(self.tracker)
@@ -565,6 +645,7 @@ class Simulation:
             status=status,
             events=self.events,
             wall_seconds=self.clock.monotonic() - started,
+            faults_injected={kind: n for kind, n in self.faults.counts.items() if n},
         )
         outcome.halt_justified = self.justified_halt()
         outcome.checks = self._expectations(outcome)
@@ -572,7 +653,7 @@ class Simulation:
 
     async def _spread_sentinels(self, spread: float) -> None:
         """The nodes' reboot-required files appear one after another over `spread` seconds."""
-        needed = self.plan.needed
+        needed = [n for n in self.plan.needed if n not in self.plan.deferred]
         for index, name in enumerate(needed):
             await asyncio.sleep(
                 max(0.0, self._origin + index * spread / len(needed) - self.clock.monotonic())
@@ -685,6 +766,7 @@ class Simulation:
 
     # -- scenario actions ------------------------------------------------------------------------
     def _fire_actions(self, counts: Counter[str]) -> None:
+        self._fire_pending_freeze()
         for index, action in enumerate(self.plan.actions):
             if index in self._done_actions:
                 continue
@@ -706,6 +788,12 @@ class Simulation:
             node = self.tracker.holder(trigger.holder)
             if node is None or not self.tracker.reached(node, trigger.phase):
                 return None
+            if trigger.current and not self.tracker.holding(node, trigger.phase):
+                return None
+            if trigger.delay > 0:
+                seen = self._trigger_seen.setdefault(id(action), self.elapsed())
+                if self.elapsed() < seen + trigger.delay:
+                    return None
             return action.node or node
         if trigger.others_done:
             others = [n for n in self.plan.needed if n != action.node]
@@ -736,11 +824,17 @@ class Simulation:
         elif action.kind == "partition":
             self.faults.partition(client=f"rebootd@{node}", seconds=action.seconds)
         elif action.kind == "delete_lease":
-            info = BY_GROUP_RESOURCE[("coordination.k8s.io", "leases")]
-            try:
-                emu.registry.delete(info, LOCK_NAMESPACE, LOCK_NAME, DeleteOptions(), client=ADMIN)
-            except ApiError as exc:
-                self.events.append(f"[{self.elapsed():7.2f}s]   (delete failed: {exc})")
+            self.events.append(f"[{self.elapsed():7.2f}s]   ({self._delete_lease()})")
+        elif action.kind == "fail_reboot":
+            self._fail_reboots(node)
+        elif action.kind == "require_reboot":
+            for name in action.nodes or (node,):
+                if name in self.nodes:
+                    self._require_reboot(name)
+        elif action.kind == "freeze":
+            self._freeze(action, node)
+        elif action.kind in ("duplicate_daemon", "delete_lease_twice", *OPERATOR_ACTIONS):
+            self._spawn(self._act(action.kind, node), name=f"sim-{action.kind}")
         elif action.kind == "scale":
             info = BY_GROUP_RESOURCE[("apps", "statefulsets")]
             emu.registry.patch(
@@ -751,6 +845,185 @@ class Simulation:
                 raw=json.dumps({"spec": {"replicas": action.replicas}}).encode(),
                 client=ADMIN,
             )
+
+    def _spawn(self, coro: Any, *, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _note(self, text: str) -> None:
+        self.events.append(f"[{self.elapsed():7.2f}s]   {text}")
+
+    def _fail_reboots(self, node: str) -> None:
+        """From now on every reboot command of `node` fails (the host refuses to reboot)."""
+        self._failing_reboots.add(node)
+        runner = self.nodes.get(node)
+        if isinstance(runner, SimNode):
+            runner.reboot_fails = True
+        # worker and process nodes: the host agent refuses their reboots (_worker_reboot, _process_reboot)
+
+    def reboot_requests(self, node: str) -> int:
+        """Reboot commands `node`'s daemons ran (in-process: counted by its SimNode; else by the
+        host agent)."""
+        runner = self.nodes.get(node)
+        if isinstance(runner, SimNode):
+            return runner.reboot_requests
+        return self._reboot_requests[node]
+
+    def _freeze(self, action: Action, node: str) -> None:
+        if node:
+            runner = self.nodes.get(node)
+            if isinstance(runner, SimNode | WorkerNode):
+                runner.freeze(seconds=action.seconds, verb=action.verb, nth=action.nth)
+            elif isinstance(runner, ProcessNode) and not runner.freeze(seconds=action.seconds):
+                self._note(f"({node}'s daemon was not running)")
+            return
+        # No node named: the first daemon to get there. Daemons in other processes cannot share
+        # an arm: the first node seen draining is frozen then instead (SIGSTOP for a process).
+        arm = FreezeArm(seconds=action.seconds, verb=action.verb, nth=action.nth)
+        armed = [r for r in self.nodes.values() if isinstance(r, SimNode)]
+        for runner in armed:
+            runner.freeze(seconds=action.seconds, verb=action.verb, nth=action.nth, arm=arm)
+        if not armed:
+            self._pending_freeze = action
+            self._note("(daemons in other processes: the first node seen draining is frozen at once)")
+
+    def _fire_pending_freeze(self) -> None:
+        action = self._pending_freeze
+        if action is None:
+            return
+        for node, holder in self.tracker.state.holders.items():
+            if holder.phase == "draining":
+                self._pending_freeze = None
+                self.events.append(f"[{self.elapsed():7.2f}s] freeze the daemon of {node} (draining) now")
+                self._freeze(replace(action, verb="", nth=1), node)
+                return
+
+    async def operator_lock(self) -> LeaseLock:
+        """The operator's own client (its token, not a daemon's) and lock, as `rebootd status`
+        builds them."""
+        if self._operator_lock is None:
+            path = self.emulator.write_kubeconfig(
+                self.workdir / "operator" / "kubeconfig", token=OPERATOR_TOKEN
+            )
+            self._operator = await Kube.connect(
+                kubeconfig=path,
+                user_agent="rebootd-operator",
+                retry=RetryPolicy(attempts=4, base=0.05, cap=0.5),
+            )
+            self._operator_lock = admin.operator_lock(
+                kube=self._operator, namespace=LOCK_NAMESPACE, name=LOCK_NAME, clock=self.clock
+            )
+        return self._operator_lock
+
+    async def _act(self, kind: ActionKind, node: str) -> None:
+        """An action that talks to the API or starts a daemon, bounded by ACTION_WITHIN; what
+        happened goes into the report's scenario actions."""
+        try:
+            async with asyncio.timeout(ACTION_WITHIN):
+                self._note(await self._act_once(kind, node))
+        except TimeoutError:
+            self._note(f"({kind} {node} did not finish within {ACTION_WITHIN:g}s)")
+        except admin.Refused as exc:
+            self._note(f"(refused: {exc})")
+        except KubeError as exc:
+            self._note(f"({kind} {node} failed: {exc})")
+
+    async def _act_once(self, kind: ActionKind, node: str) -> str:
+        if kind == "duplicate_daemon":
+            runner = self.nodes.get(node)
+            if runner is None:
+                return f"(no node {node})"
+            return f"second daemon for {node} started (pod uid {await runner.start_duplicate()})"
+        if kind == "delete_lease_twice":
+            first = self._delete_lease(force=True)
+            with contextlib.suppress(TimeoutError):
+                await self.emulator.wait_until(self._lease_exists, within=ACTION_WITHIN / 2)
+            return f"{first}; back, then {self._delete_lease(force=True)}"
+        lock = await self.operator_lock()
+        if kind in ("unlock", "unlock_force"):
+            freed = await admin.unlock(lock=lock, node=node, force=kind == "unlock_force")
+            return f"unlock {node}: {'freed its slot' if freed else 'it held no slot'}"
+        if kind == "pause":
+            await admin.pause(lock=lock, reason="simulated operator", clock=self.clock)
+            return "paused"
+        if kind == "resume":  # what `rebootd resume` does: the halt shown, else the pause shown
+            shown = await lock.refresh()
+            if shown.halted:
+                await admin.resume(lock=lock, halt=shown.halted, pause=None)
+                return "cleared the halt"
+            if shown.paused:
+                await admin.resume(lock=lock, halt=None, pause=shown.paused)
+                return "lifted the pause"
+            return "nothing to resume"
+        raise ValueError(f"not an API action: {kind}")
+
+    def _lease_exists(self) -> bool:
+        return self.emulator.store.get("leases.coordination.k8s.io", LOCK_NAMESPACE, LOCK_NAME) is not None
+
+    def _delete_lease(self, *, force: bool = False) -> str:
+        """`kubectl delete lease` (the finalizer keeps a Lease in use until rebootd lets it go);
+        `force` also strips the finalizers, as an operator or a GitOps prune that insists does."""
+        info = BY_GROUP_RESOURCE[("coordination.k8s.io", "leases")]
+        try:
+            self.emulator.registry.delete(info, LOCK_NAMESPACE, LOCK_NAME, DeleteOptions(), client=ADMIN)
+            if not force or not self._lease_exists():
+                return (
+                    "Lease deleted" if not self._lease_exists() else "Lease deleting (kept by its finalizer)"
+                )
+            self.emulator.registry.patch(
+                info,
+                LOCK_NAMESPACE,
+                LOCK_NAME,
+                content_type="application/merge-patch+json",
+                raw=json.dumps({"metadata": {"finalizers": None}}).encode(),
+                client=ADMIN,
+            )
+        except ApiError as exc:
+            return f"delete failed: {exc}"
+        return "Lease deleted (finalizer removed by force)"
+
+    def _hold_for(self, kind: ActionKind) -> Callable[[str], Awaitable[None]]:
+        """A held node write waits, bounded, while the action `kind` runs on its node. For
+        `delete_lease`: the Lease is deleted and the write waits until it is back with another
+        node holding a slot whose Node carries its mark."""
+
+        async def hold(node: str) -> None:
+            if kind != "delete_lease":
+                await self._act(kind, node)
+                return
+            self._note(self._delete_lease(force=True))
+            try:
+                await self.emulator.wait_until(lambda: self._other_marked_holder(node), within=ACTION_WITHIN)
+                self._note(f"the Lease is back; another node holds a marked slot; {node}'s write goes on")
+            except TimeoutError:
+                self._note(f"(no other marked holder within {ACTION_WITHIN:g}s; {node}'s write goes on)")
+
+        return hold
+
+    def _other_marked_holder(self, node: str) -> bool:
+        lease = self.emulator.store.get("leases.coordination.k8s.io", LOCK_NAMESPACE, LOCK_NAME)
+        if lease is None:
+            return False
+        try:
+            holders = state_of(lease).holders
+        except StateFormatError:
+            return False
+        for other in holders:
+            obj = self.emulator.store.get("nodes", "", other)
+            if other != node and obj is not None and mark_of(obj) is not None:
+                return True
+        return False
+
+    def _then(self, kind: ActionKind) -> Callable[[str], None]:
+        """An action run right after a scripted write is applied, before its answer leaves."""
+        if kind != "delete_lease":
+            raise ScenarioError(f"only delete_lease can run right after a write, not {kind}")
+
+        def then(_node: str) -> None:
+            self._note(self._delete_lease())
+
+        return then
 
     # -- expectations ----------------------------------------------------------------------------
     def _window_check(self) -> tuple[bool, str]:
@@ -853,7 +1126,42 @@ class Simulation:
                     + (f" (rebooted: {', '.join(later)})" if later else ""),
                 )
             )
+        checks += self._failed_reboot_checks(report)
         return checks
+
+    def _failed_reboot_checks(self, report: Report) -> list[tuple[bool, str]]:
+        """A node whose reboot command always fails: the halt names it, no reboot starts after
+        the halt, and the failed command is not repeated in a loop."""
+        victims = [
+            self.targets[i]
+            for i, a in enumerate(self.plan.actions)
+            if a.kind == "fail_reboot" and i in self.targets
+        ]
+        if not victims:
+            return []
+        victim = victims[0]
+        halted_node = (report.halted or {}).get("node")
+        halted_at = self.tracker.halted_at
+        after = sorted(
+            {
+                r.name
+                for r in self.emulator.history
+                if r.event == "reboot_started" and halted_at is not None and r.monotonic > halted_at
+            }
+        )
+        requests = self.reboot_requests(victim)
+        return [
+            (halted_node == victim, f"the halt names {victim} (it names {halted_node or 'nothing'})"),
+            (
+                halted_at is not None and not after,
+                "no reboot started after the halt" + (f" (rebooted: {', '.join(after)})" if after else ""),
+            ),
+            (
+                requests <= MAX_FAILED_REBOOT_REQUESTS,
+                f"{victim}'s failing reboot command ran at most {MAX_FAILED_REBOOT_REQUESTS} times "
+                f"(it ran {requests})",
+            ),
+        ]
 
 
 def _first_reboot_text(times: list[datetime]) -> str:

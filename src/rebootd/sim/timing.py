@@ -19,3 +19,9 @@ class EmulatorTiming:
     partition_hang: float = 2.0  # a partitioned client's request hangs this long, then is dropped
     watch_timeout: float = 1800.0  # server-side watch timeout when the client sets none
     scheduler_retry: float = 0.5  # an unschedulable pod is retried this often
+    # A late kubelet: a rebooted machine's status (Ready, the new bootID) is posted this long after
+    # the machine is back (its daemon already restarted); until then the Node shows the old boot.
+    kubelet_post_delay: float = 0.0
+    # The node monitor grace period: a machine that went down still shows Ready=True this long
+    # (0: NotReady at once). A machine back and posting before it ends never shows NotReady.
+    node_monitor_grace: float = 0.0

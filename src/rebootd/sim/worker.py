@@ -6,14 +6,17 @@ daemons in a few worker processes (`python -m rebootd.sim.worker`), each hosting
 `SimNode`s (the real `Daemon`, killed abruptly and restarted after boot), while the main process
 keeps the emulator and judges everything from its history. A worker's daemons reach the emulator
 over HTTP like any client; their machines are reached through `AgentHost`: a reboot is a POST to
-the simulator's host agent, and the main process tells the worker when a node is Ready again.
+the simulator's host agent, and the main process tells the worker when a machine is up again
+(with its new boot id: the worker writes it into the node's boot id file before the restart).
 
 Protocol, one JSON object a line. Main -> worker on stdin: first the set-up
 `{"op": "setup", "agent_url", "time_scale", "log_file", "log_level", "nodes": [{"name",
-"workdir", "kubeconfig", "env", "clock"}]}`, then `{"op": "start", "node"}`, `{"op": "node",
-"node", "ready", "boots"}` (readiness and the number of boots that completed), `{"op": "crash",
-"node", "restart_after"}`, `{"op": "stop", "node"}` and `{"op": "exit"}`. Worker -> main on
-stdout: `{"event": "stopped", "node", "code"}` and `{"event": "exited"}`. EOF on stdin is exit.
+"workdir", "kubeconfig", "env", "clock", "boot_id"}]}`, then `{"op": "start", "node"}`, `{"op":
+"node", "node", "ready", "boots", "boot_id"}` (whether the machine is up, the number of boots that
+completed, its boot id), `{"op": "crash", "node", "restart_after"}`, `{"op": "freeze", "node",
+"seconds", "verb", "nth"}`, `{"op": "duplicate", "node"}`, `{"op": "stop", "node"}` and
+`{"op": "exit"}`. Worker -> main on stdout: `{"event": "stopped", "node", "code"}` and
+`{"event": "exited"}`. EOF on stdin is exit.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import aiohttp
 
 from rebootd.clock import Clock, OffsetClock, SystemClock
 from rebootd.logs import configure, get_logger
+from rebootd.reboot import RebootFailed
 from rebootd.sim.harness import SimNode
 from rebootd.sim.processes import REBOOT_PATH
 
@@ -79,17 +83,26 @@ class AgentHost:
     ready: dict[str, bool] = field(default_factory=dict)
     boots: dict[str, int] = field(default_factory=dict)  # boots completed, as the main process saw
     requested: dict[str, int] = field(default_factory=dict)  # reboots this worker asked for
+    boot_ids: dict[str, str] = field(default_factory=dict)  # each machine's current boot id
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def boot_id(self, node: str) -> str:
+        return self.boot_ids.get(node, "")
+
     async def reboot(self, node: str) -> None:
+        """The host's reboot command: a POST to the simulator's host agent; an error answer (the
+        simulator made this host's reboots fail) is a failed reboot command."""
         url = self.agent_url + REBOOT_PATH.format(name=node)
         async with self.session.post(url, timeout=aiohttp.ClientTimeout(total=10)) as response:
-            response.raise_for_status()
+            if response.status >= 300:
+                raise RebootFailed(f"simulated: the host agent answered {response.status} (the host refused)")
         self.requested[node] = self.requested.get(node, 0) + 1
 
-    def update(self, node: str, *, ready: bool, boots: int) -> None:
+    def update(self, node: str, *, ready: bool, boots: int, boot_id: str = "") -> None:
         self.ready[node] = ready
         self.boots[node] = boots
+        if boot_id:
+            self.boot_ids[node] = boot_id
         self.changed.set()
 
     def _up(self, node: str) -> bool:
@@ -115,6 +128,7 @@ class Worker:
     async def setup(self, spec: Mapping[str, Any], session: aiohttp.ClientSession) -> None:
         self.host = AgentHost(agent_url=spec["agent_url"], session=session)
         for item in spec["nodes"]:
+            self.host.boot_ids[item["name"]] = str(item.get("boot_id", ""))
             self.nodes[item["name"]] = SimNode(
                 emulator=None,
                 name=item["name"],
@@ -138,7 +152,20 @@ class Worker:
         if op == "start":
             await node.start()
         elif op == "node" and self.host is not None:
-            self.host.update(node.name, ready=bool(message["ready"]), boots=int(message["boots"]))
+            self.host.update(
+                node.name,
+                ready=bool(message["ready"]),
+                boots=int(message["boots"]),
+                boot_id=str(message.get("boot_id", "")),
+            )
+        elif op == "freeze":
+            node.freeze(
+                seconds=float(message["seconds"]),
+                verb=str(message.get("verb", "")),
+                nth=int(message.get("nth", 1)),
+            )
+        elif op == "duplicate":
+            await node.start_duplicate()
         elif op == "crash":
             node.crash(restart_after=float(message.get("restart_after", 0.0)))
         elif op == "stop":
@@ -342,8 +369,16 @@ class WorkerNode:
         self.pool.send(self.name, {"op": "crash", "restart_after": restart_after})
         return True
 
-    def node_changed(self, *, ready: bool, boots: int) -> None:
-        self.pool.send(self.name, {"op": "node", "ready": ready, "boots": boots})
+    def node_changed(self, *, ready: bool, boots: int, boot_id: str = "") -> None:
+        self.pool.send(self.name, {"op": "node", "ready": ready, "boots": boots, "boot_id": boot_id})
+
+    def freeze(self, *, seconds: float, verb: str = "", nth: int = 1) -> bool:
+        self.pool.send(self.name, {"op": "freeze", "seconds": seconds, "verb": verb, "nth": nth})
+        return True
+
+    async def start_duplicate(self) -> str:
+        self.pool.send(self.name, {"op": "duplicate"})
+        return "(in a worker)"
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ promises about writes-only conflicts, exempt clients and partitions on the injec
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -81,6 +81,8 @@ RATES = FaultConfig(
     watch_drop=0.2,
     watch_drop_after_seconds=(2.0, 4.0),
     watch_expire_on_resume=0.35,
+    lost_reset=0.04,
+    lost_504=0.06,
 )
 
 
@@ -99,6 +101,7 @@ def test_reads_never_conflict_and_other_rates_are_unchanged() -> None:
     for _ in range(N):
         injector.decide(client="daemon", verb="get", write=False)
     assert injector.counts["conflict409"] == 0
+    assert injector.counts["lost_reset"] == injector.counts["lost_504"] == 0
     for kind in ("error500", "error503", "throttle429", "latency"):
         low, high = binomial_bounds(n=N, p=getattr(RATES, kind))
         assert low <= injector.counts[kind] <= high, (kind, injector.counts[kind], low, high)
@@ -110,6 +113,34 @@ def test_conflicts_only_on_writes_even_when_every_request_would_conflict() -> No
     assert all(
         injector.decide(client="c", verb="patch", write=True) == Fault("conflict409") for _ in range(200)
     )
+
+
+def test_lost_responses_only_on_writes_even_when_every_write_would_lose_its_answer() -> None:
+    injector = FaultInjector(seed=3, config=FaultConfig(lost_reset=0.5, lost_504=0.5))
+    assert all(injector.decide(client="c", verb="get", write=False) is None for _ in range(200))
+    kinds = [injector.decide(client="c", verb="patch", write=True) for _ in range(2000)]
+    assert all(fault is not None and fault.lost for fault in kinds)
+    low, high = binomial_bounds(n=2000, p=0.5)
+    assert low <= injector.counts["lost_reset"] <= high
+    assert injector.counts["lost_reset"] + injector.counts["lost_504"] == 2000
+
+
+def test_adding_lost_responses_leaves_a_seeds_other_faults_unchanged() -> None:
+    """The lost-response intervals come after the older kinds: a draw that hit an older kind hits
+    it still, so an older seed's faults are a subset of the same seed's faults now."""
+    base = FaultConfig(error500=0.05, error503=0.05, throttle429=0.05, conflict409=0.1, latency=0.1)
+    before = FaultInjector(seed=11, config=base)
+    after = FaultInjector(seed=11, config=replace(base, lost_reset=0.1, lost_504=0.1))
+    for _ in range(N):
+        old = before.decide(client="node-1", verb="update", write=True)
+        new = after.decide(client="node-1", verb="update", write=True)
+        assert new == old or (old is None and new is not None and new.lost)
+    assert after.counts["lost_reset"] > 0
+    assert after.counts["lost_504"] > 0
+
+
+def test_only_the_lost_kinds_are_lost() -> None:
+    assert {kind for kind in FAULT_KINDS if Fault(kind).lost} == {"lost_reset", "lost_504"}
 
 
 def test_fault_details_carry_retry_after_and_delay() -> None:
