@@ -76,7 +76,7 @@ ACTION_WITHIN = 10.0  # the longest an operator action (or a held write waiting 
 GRACE_SECONDS = 30  # the workloads' terminationGracePeriodSeconds, scaled to drain_seconds
 AUTO_WORKERS_FROM = 16  # nodes from which the daemons run in worker processes by default
 TICK = 0.1  # the longest the supervisor waits between looks when nothing changes
-HALT_CAUSES = frozenset({"fail_boot", "break_pod"})  # scenario actions that justify a halt
+HALT_CAUSES = frozenset({"fail_boot", "break_pod", "fail_reboot"})  # scenario actions that justify a halt
 
 FaultPreset = Literal["none", "light", "heavy"]
 # stuck: a node that never booted still holds its slot and no node was left waiting to notice it,
