@@ -9,6 +9,7 @@ import pytest
 
 from rebootd.sim.emulator import Emulator
 from rebootd.sim.errors import ApiError
+from tests.integration.emulator.backends import Cluster
 from tests.integration.emulator.http import PDBS, PODS, RawApi
 
 BUDGET_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
@@ -40,10 +41,10 @@ def three_nodes(emulator: Emulator) -> None:
         emulator.add_node(name=f"node-{index}")
 
 
-async def test_step1_missing_pod_is_404_and_name_mismatch_400(emulator: Emulator, raw: RawApi) -> None:
+async def test_step1_missing_pod_is_404_and_name_mismatch_400(cluster: Cluster, raw: RawApi) -> None:
     assert (await evict(raw, "ghost")).status == 404
-    three_nodes(emulator)
-    emulator.add_pod(name="p", node="node-0")
+    await cluster.add_node(name="node-0")
+    await cluster.add_pod(name="p", node="node-0")
     mismatch = await raw.post(f"{PODS}/p/eviction", eviction("other"))
     assert mismatch.status == 400
     assert mismatch.message == "name in URL does not match name in Eviction object"
