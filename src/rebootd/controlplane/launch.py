@@ -39,6 +39,8 @@ START_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.1
 LOG_TAIL_BYTES = 4000
+START_ATTEMPTS = 3
+PORT_TAKEN = "address already in use"
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -136,93 +138,135 @@ def running_control_plane(
     stop_timeout: float = STOP_TIMEOUT_SECONDS,
     clock: Clock = time.monotonic,
     sleep: Sleep = time.sleep,
+    choose_ports: Callable[[], Ports] | None = None,
 ) -> Iterator[ControlPlane]:
     """Start etcd, kube-apiserver, kube-controller-manager and kube-scheduler in `work_dir` (a
-    fresh, empty directory) and stop them all on exit."""
+    fresh directory) and stop them all on exit. Blocking (about 10 s to start): asyncio code
+    enters it in a thread (`await asyncio.to_thread(stack.enter_context, running_control_plane(...))`).
+    A start that lost a free port to another process is retried on new ports, at most
+    START_ATTEMPTS times in all."""
     log = structlog.get_logger().bind(area="controlplane")
-    layout = Layout(root=work_dir)
-    for directory in (layout.etcd_data, layout.cert_dir, layout.logs):
-        directory.mkdir(parents=True, exist_ok=False)
+    choose_ports = choose_ports if choose_ports is not None else free_ports
     run_users = tuple(users) if users is not None else config.default_users(new_token=secrets.token_hex)
     by_name = config.users_by_name(run_users)
     for required in (config.ADMIN, config.CONTROLLER_MANAGER, config.SCHEDULER):
         if required not in by_name:
             raise ControlPlaneError(f"the token file needs user {required!r}")
-    ports = _free_ports()
-    _write_files(layout=layout, users=run_users)
-    plane = ControlPlane(
-        url=f"https://127.0.0.1:{ports.apiserver}", layout=layout, users=by_name, ports=ports
-    )
     began = clock()
+    for attempt in range(1, START_ATTEMPTS + 1):
+        layout = Layout(root=work_dir if attempt == 1 else work_dir.with_name(f"{work_dir.name}-{attempt}"))
+        for directory in (layout.etcd_data, layout.cert_dir, layout.logs):
+            directory.mkdir(parents=True, exist_ok=False)
+        _write_files(layout=layout, users=run_users)
+        ports = choose_ports()
+        plane = ControlPlane(
+            url=f"https://127.0.0.1:{ports.apiserver}", layout=layout, users=by_name, ports=ports
+        )
+        try:
+            _start(
+                plane=plane,
+                ports=ports,
+                binaries=binaries,
+                waits=_Waits(clock=clock, sleep=sleep, deadline=clock() + start_timeout),
+                node_monitor_period=node_monitor_period,
+                node_monitor_grace_period=node_monitor_grace_period,
+                clock=clock,
+            )
+        except ControlPlaneError:
+            _stop_all(plane.components, timeout=stop_timeout, clock=clock, sleep=sleep)
+            if attempt == START_ATTEMPTS or not _lost_a_port(plane):
+                raise
+            log.warning("rebootd.controlplane.port_taken", attempt=attempt, work_dir=str(layout.root))
+            continue
+        except BaseException:
+            _stop_all(plane.components, timeout=stop_timeout, clock=clock, sleep=sleep)
+            raise
+        break
+    plane.start_seconds = clock() - began
+    log.info(
+        "rebootd.controlplane.started",
+        url=plane.url,
+        version=plane.version.get("gitVersion"),
+        seconds=round(plane.start_seconds, 2),
+        pids=plane.pids,
+    )
     try:
-        waits = _Waits(clock=clock, sleep=sleep, deadline=began + start_timeout)
-        plane.components["etcd"] = _spawn(
-            name="etcd",
-            argv=[str(binaries.path("etcd")), *config.etcd_args(ports=ports, layout=layout)],
-            layout=layout,
-            clock=clock,
-        )
-        waits.until_http(
-            component=plane.components["etcd"], url=f"http://127.0.0.1:{ports.etcd_client}/health"
-        )
-        plane.components["kube-apiserver"] = _spawn(
-            name="kube-apiserver",
-            argv=[str(binaries.path("kube-apiserver")), *config.apiserver_args(ports=ports, layout=layout)],
-            layout=layout,
-            clock=clock,
-        )
-        waits.until_http(component=plane.components["kube-apiserver"], url=plane.url + "/readyz")
-        for user, path in (
-            (config.ADMIN, layout.admin_kubeconfig),
-            (config.CONTROLLER_MANAGER, layout.controller_manager_kubeconfig),
-            (config.SCHEDULER, layout.scheduler_kubeconfig),
-        ):
-            plane.write_kubeconfig(path, user=user)
-        plane.components["kube-controller-manager"] = _spawn(
-            name="kube-controller-manager",
-            argv=[
-                str(binaries.path("kube-controller-manager")),
-                *config.controller_manager_args(
-                    ports=ports,
-                    layout=layout,
-                    node_monitor_period=node_monitor_period,
-                    node_monitor_grace_period=node_monitor_grace_period,
-                ),
-            ],
-            layout=layout,
-            clock=clock,
-        )
-        plane.components["kube-scheduler"] = _spawn(
-            name="kube-scheduler",
-            argv=[str(binaries.path("kube-scheduler")), *config.scheduler_args(ports=ports, layout=layout)],
-            layout=layout,
-            clock=clock,
-        )
-        waits.until_http(
-            component=plane.components["kube-controller-manager"],
-            url=f"https://127.0.0.1:{ports.controller_manager}/healthz",
-        )
-        waits.until_http(
-            component=plane.components["kube-scheduler"], url=f"https://127.0.0.1:{ports.scheduler}/healthz"
-        )
-        waits.until_ok(
-            component=plane.components["kube-controller-manager"],
-            what="the default ServiceAccount",
-            probe=lambda: plane.request("GET", "/api/v1/namespaces/default/serviceaccounts/default"),
-        )
-        plane.version = plane.request("GET", "/version")
-        plane.start_seconds = clock() - began
-        log.info(
-            "rebootd.controlplane.started",
-            url=plane.url,
-            version=plane.version.get("gitVersion"),
-            seconds=round(plane.start_seconds, 2),
-            pids=plane.pids,
-        )
         yield plane
     finally:
         _stop_all(plane.components, timeout=stop_timeout, clock=clock, sleep=sleep)
         log.info("rebootd.controlplane.stopped", pids=plane.pids)
+
+
+def _start(
+    *,
+    plane: ControlPlane,
+    ports: Ports,
+    binaries: Binaries,
+    waits: _Waits,
+    node_monitor_period: int,
+    node_monitor_grace_period: int,
+    clock: Clock,
+) -> None:
+    """Start the four in order, each once the one it needs serves; fills `plane.components`."""
+    layout = plane.layout
+    plane.components["etcd"] = _spawn(
+        name="etcd",
+        argv=[str(binaries.path("etcd")), *config.etcd_args(ports=ports, layout=layout)],
+        layout=layout,
+        clock=clock,
+    )
+    waits.until_http(component=plane.components["etcd"], url=f"http://127.0.0.1:{ports.etcd_client}/health")
+    plane.components["kube-apiserver"] = _spawn(
+        name="kube-apiserver",
+        argv=[str(binaries.path("kube-apiserver")), *config.apiserver_args(ports=ports, layout=layout)],
+        layout=layout,
+        clock=clock,
+    )
+    waits.until_http(component=plane.components["kube-apiserver"], url=plane.url + "/readyz")
+    for user, path in (
+        (config.ADMIN, layout.admin_kubeconfig),
+        (config.CONTROLLER_MANAGER, layout.controller_manager_kubeconfig),
+        (config.SCHEDULER, layout.scheduler_kubeconfig),
+    ):
+        plane.write_kubeconfig(path, user=user)
+    plane.components["kube-controller-manager"] = _spawn(
+        name="kube-controller-manager",
+        argv=[
+            str(binaries.path("kube-controller-manager")),
+            *config.controller_manager_args(
+                ports=ports,
+                layout=layout,
+                node_monitor_period=node_monitor_period,
+                node_monitor_grace_period=node_monitor_grace_period,
+            ),
+        ],
+        layout=layout,
+        clock=clock,
+    )
+    plane.components["kube-scheduler"] = _spawn(
+        name="kube-scheduler",
+        argv=[str(binaries.path("kube-scheduler")), *config.scheduler_args(ports=ports, layout=layout)],
+        layout=layout,
+        clock=clock,
+    )
+    waits.until_http(
+        component=plane.components["kube-controller-manager"],
+        url=f"https://127.0.0.1:{ports.controller_manager}/healthz",
+    )
+    waits.until_http(
+        component=plane.components["kube-scheduler"], url=f"https://127.0.0.1:{ports.scheduler}/healthz"
+    )
+    waits.until_ok(
+        component=plane.components["kube-controller-manager"],
+        what="the default ServiceAccount",
+        probe=lambda: plane.request("GET", "/api/v1/namespaces/default/serviceaccounts/default"),
+    )
+    plane.version = plane.request("GET", "/version")
+
+
+def _lost_a_port(plane: ControlPlane) -> bool:
+    """Whether a component failed because another process took its port first."""
+    return any(PORT_TAKEN in _log_tail(component.log) for component in plane.components.values())
 
 
 # --- files, ports, processes --------------------------------------------------------------------
@@ -243,7 +287,7 @@ def _write_files(*, layout: Layout, users: Sequence[User]) -> None:
         raise ControlPlaneError(f"openssl genrsa failed ({result.returncode}): {result.stderr}")
 
 
-def _free_ports() -> Ports:
+def free_ports() -> Ports:
     """Five distinct free loopback ports (held together while chosen, so they differ)."""
     with contextlib.ExitStack() as stack:
         numbers = []

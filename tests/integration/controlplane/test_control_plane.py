@@ -6,8 +6,10 @@ leaves no process behind, even when the code inside fails."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -19,6 +21,8 @@ import pytest
 
 from rebootd.controlplane import RELEASE, Binaries, ControlPlane, User, running_control_plane
 from rebootd.controlplane.build import versions
+from rebootd.controlplane.config import Ports
+from rebootd.controlplane.launch import free_ports
 from rebootd.kube import Conflict, Kube
 from tests.fixtures.tools import require_binary
 
@@ -251,3 +255,28 @@ def test_stopping_leaves_no_process_even_when_the_body_fails(
         assert not alive(pid), f"{name} ({pid}) survived"
         with pytest.raises(ProcessLookupError):  # nothing left in its process group either
             os.killpg(pid, 0)
+
+
+def test_a_start_that_lost_its_port_to_another_process_is_retried_on_new_ports(
+    control_plane_binaries: Binaries, tmp_path: Path
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = int(squatter.getsockname()[1])
+        chosen: list[Ports] = []
+
+        def ports() -> Ports:
+            fresh = free_ports()
+            chosen.append(fresh if chosen else dataclasses.replace(fresh, apiserver=taken))
+            return chosen[-1]
+
+        with running_control_plane(
+            binaries=control_plane_binaries, work_dir=tmp_path / "run", choose_ports=ports
+        ) as plane:
+            assert plane.request("GET", "/readyz") == "ok"
+            assert plane.ports is not None
+            assert plane.ports.apiserver != taken
+    assert len(chosen) == 2
+    first_log = (tmp_path / "run" / "logs" / "kube-apiserver.log").read_text()
+    assert "address already in use" in first_log
