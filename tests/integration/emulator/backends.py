@@ -12,13 +12,15 @@ one session-wide control plane, emptied after every test.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import pytest
@@ -28,6 +30,8 @@ from rebootd.sim.emulator import Emulator
 from tests.integration.emulator.http import RawApi
 
 Backend = Literal["emulator", "real"]
+T = TypeVar("T")
+EVENTUALLY_SECONDS = 20.0
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 # kind -> (API prefix, plural, namespaced)
@@ -299,6 +303,19 @@ class Cluster:
             return None
         assert reply.status == 200, reply.body
         return dict(reply.body)
+
+    async def eventually(
+        self, read: Callable[[], Awaitable[T | None]], *, within: float = EVENTUALLY_SECONDS
+    ) -> T:
+        """`await read()` once it returns something, polled (a real controller's work takes a
+        moment; the emulator's stand-ins are quicker); fails after `within` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            value = await read()
+            if value is not None:
+                return value
+            assert time.monotonic() < deadline, f"nothing after {within} s"
+            await asyncio.sleep(0.1)
 
     async def resource_version(self) -> int:
         """The server's current resourceVersion (the emulator's counter; a fresh list's version)."""
