@@ -115,13 +115,42 @@ class ControlPlane:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-    def request(self, method: str, path: str, *, body: Any = None, user: str = config.ADMIN) -> Any:
+    def service_account_token(self, *, namespace: str, name: str, seconds: int = 3600) -> User:
+        """A real ServiceAccount token from the TokenRequest API (as `kubectl create token`),
+        creating the namespace and the ServiceAccount when missing; usable with `write_kubeconfig`."""
+        for path, body in (
+            (
+                "/api/v1/namespaces",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            ),
+            (
+                f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+            ),
+        ):
+            try:
+                self.request("POST", path, body=body)
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:  # 409: it exists already
+                    raise
+        review = self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            body={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": seconds},
+            },
+        )
+        return User(name=f"system:serviceaccount:{namespace}:{name}", token=str(review["status"]["token"]))
+
+    def request(self, method: str, path: str, *, body: Any = None, user: str | User = config.ADMIN) -> Any:
         """One blocking API call as `user`, verifying the serving certificate; returns the JSON."""
         return _api(
             url=self.url + path,
             method=method,
             body=body,
-            token=self.users[user].token,
+            token=(self.users[user] if isinstance(user, str) else user).token,
             context=ssl.create_default_context(cafile=str(self.ca_file)),
         )
 

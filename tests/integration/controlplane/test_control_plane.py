@@ -23,7 +23,7 @@ from rebootd.controlplane import RELEASE, Binaries, ControlPlane, User, running_
 from rebootd.controlplane.build import versions
 from rebootd.controlplane.config import Ports
 from rebootd.controlplane.launch import free_ports
-from rebootd.kube import Conflict, Kube
+from rebootd.kube import Conflict, Kube, KubeError, NotFound
 from tests.fixtures.tools import require_binary
 
 KUBECTL_TIMEOUT = 60.0
@@ -280,3 +280,37 @@ def test_a_start_that_lost_its_port_to_another_process_is_retried_on_new_ports(
     assert len(chosen) == 2
     first_log = (tmp_path / "run" / "logs" / "kube-apiserver.log").read_text()
     assert "address already in use" in first_log
+
+
+async def test_a_service_account_token_is_refused_until_a_role_binding_grants_it(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    sa = await asyncio.to_thread(control_plane.service_account_token, namespace="lp", name="daemon")
+    kube = await Kube.connect(kubeconfig=control_plane.write_kubeconfig(tmp_path / "sa.kubeconfig", user=sa))
+    try:
+        with pytest.raises(KubeError) as refused:
+            await kube.get_lease(namespace="lp", name="rebootd")
+        assert refused.value.status == 403
+        role = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "lease-reader", "namespace": "lp"},
+            "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}],
+        }
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "lease-reader", "namespace": "lp"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lease-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "daemon", "namespace": "lp"}],
+        }
+        rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/lp"
+        await asyncio.to_thread(control_plane.request, "POST", f"{rbac}/roles", body=role)
+        await asyncio.to_thread(control_plane.request, "POST", f"{rbac}/rolebindings", body=binding)
+        with pytest.raises(NotFound):  # allowed now: the Lease just does not exist
+            await kube.get_lease(namespace="lp", name="rebootd")
+        with pytest.raises(KubeError) as still_refused:  # only what was granted
+            await kube.list_nodes()
+        assert still_refused.value.status == 403
+    finally:
+        await kube.close()
