@@ -6,7 +6,12 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins: list[str] = ["tests.fixtures.prometheus", "tests.fixtures.emulator", "tests.fixtures.cluster"]
+pytest_plugins: list[str] = [
+    "tests.fixtures.prometheus",
+    "tests.fixtures.emulator",
+    "tests.fixtures.cluster",
+    "tests.fixtures.controlplane",
+]
 
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, deadline=None)

@@ -9,6 +9,7 @@ import pytest
 
 from rebootd.sim.emulator import Emulator
 from rebootd.sim.errors import ApiError
+from tests.integration.emulator.backends import Cluster
 from tests.integration.emulator.http import PDBS, PODS, RawApi
 
 BUDGET_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
@@ -40,10 +41,10 @@ def three_nodes(emulator: Emulator) -> None:
         emulator.add_node(name=f"node-{index}")
 
 
-async def test_step1_missing_pod_is_404_and_name_mismatch_400(emulator: Emulator, raw: RawApi) -> None:
+async def test_step1_missing_pod_is_404_and_name_mismatch_400(cluster: Cluster, raw: RawApi) -> None:
     assert (await evict(raw, "ghost")).status == 404
-    three_nodes(emulator)
-    emulator.add_pod(name="p", node="node-0")
+    await cluster.add_node(name="node-0")
+    await cluster.add_pod(name="p", node="node-0")
     mismatch = await raw.post(f"{PODS}/p/eviction", eviction("other"))
     assert mismatch.status == 400
     assert mismatch.message == "name in URL does not match name in Eviction object"
@@ -101,9 +102,9 @@ async def test_step4_unready_pod_is_evicted_without_decrement_when_budget_is_hea
     assert "web-sick" not in after["status"].get("disruptedPods", {})
 
 
-async def test_step4_always_allow_policy_evicts_unready_pods(emulator: Emulator, raw: RawApi) -> None:
-    three_nodes(emulator)
-    emulator.add_pod(name="solo", node="node-0", ready=False, labels={"app": "solo"})
+async def test_step4_always_allow_policy_evicts_unready_pods(cluster: Cluster, raw: RawApi) -> None:
+    await cluster.add_node(name="node-0")
+    await cluster.add_pod(name="solo", node="node-0", ready=False, labels={"app": "solo"})
     pdb = {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
@@ -117,6 +118,65 @@ async def test_step4_always_allow_policy_evicts_unready_pods(emulator: Emulator,
     await raw.post(PDBS, pdb)
     await asyncio.sleep(0.05)
     assert (await evict(raw, "solo")).status == 201
+
+
+async def bare_pods_with_budget(cluster: Cluster, raw: RawApi, *, min_available: int) -> dict[str, Any]:
+    """Three Ready pods of no controller (integer budgets work for those on a real server too)
+    and a budget over them, returned once the disruption controller has processed it."""
+    await cluster.add_node(name="node-0")
+    for index in range(3):
+        await cluster.add_pod(
+            name=f"web-{index}", node="node-0", labels={"app": "web"}, termination_grace_seconds=300
+        )
+    budget = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": "web"}}},
+    }
+    assert (await raw.post(PDBS, budget)).status == 201
+
+    async def processed() -> dict[str, Any] | None:
+        current = await cluster.get_object(kind="PodDisruptionBudget", name="web")
+        status = (current or {}).get("status", {})
+        ready = status.get("observedGeneration") == 1 and status.get("currentHealthy") == 3
+        return current if ready else None
+
+    return await cluster.eventually(processed)
+
+
+async def test_step5_budget_at_zero_for_bare_pods_is_429_with_the_exact_cause(
+    cluster: Cluster, raw: RawApi
+) -> None:
+    await bare_pods_with_budget(cluster, raw, min_available=3)
+    reply = await evict(raw, "web-0")
+    assert reply.status == 429
+    assert reply.reason == "TooManyRequests"
+    assert reply.message == BUDGET_MESSAGE
+    assert reply.body["details"]["causes"] == [
+        {
+            "reason": "DisruptionBudget",
+            "message": "The disruption budget web needs 3 healthy pods and has 3 currently",
+        }
+    ]
+    assert "Retry-After" not in reply.headers
+
+
+async def test_step5_and_6_admitted_eviction_of_a_bare_pod_decrements_marks_and_deletes_gracefully(
+    cluster: Cluster, raw: RawApi
+) -> None:
+    budget = await bare_pods_with_budget(cluster, raw, min_available=2)
+    assert budget["status"]["disruptionsAllowed"] == 1
+    assert (await evict(raw, "web-0")).status == 201
+    pod = await cluster.get_object(kind="Pod", name="web-0")
+    assert pod is not None
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == 300
+    target = next(c for c in pod["status"]["conditions"] if c["type"] == "DisruptionTarget")
+    assert (target["status"], target["reason"]) == ("True", "EvictionByEvictionAPI")
+    after = await cluster.get_object(kind="PodDisruptionBudget", name="web")
+    assert after is not None
+    assert after["status"]["disruptionsAllowed"] == 0
+    assert (await evict(raw, "web-1")).status == 429
 
 
 async def test_step5_budget_at_zero_is_429_with_the_exact_cause(emulator: Emulator, raw: RawApi) -> None:

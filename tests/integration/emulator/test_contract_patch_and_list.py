@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rebootd.sim.emulator import Emulator
+from tests.integration.emulator.backends import Cluster
 from tests.integration.emulator.http import LEASES, NODES, PODS, RawApi, lease
 
 JSON_PATCH = "application/json-patch+json"
@@ -11,8 +12,12 @@ STRATEGIC = "application/strategic-merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 
 
-async def test_all_four_patch_types_and_415_for_others(emulator: Emulator, raw: RawApi) -> None:
-    emulator.add_node(name="node-a")
+async def test_all_four_patch_types_and_415_for_others(cluster: Cluster, raw: RawApi) -> None:
+    cluster.emulator_wrong(
+        "an unsupported patch type: kube-apiserver answers 415 with the message '415: Unsupported Media"
+        " Type', the emulator with a message listing the accepted types"
+    )
+    await cluster.add_node(name="node-a")
     path = f"{NODES}/node-a"
     merged = await raw.patch(path, {"metadata": {"labels": {"m": "1"}}}, content_type=MERGE)
     assert merged.status == 200
@@ -41,8 +46,8 @@ async def test_all_four_patch_types_and_415_for_others(emulator: Emulator, raw: 
     assert "application/strategic-merge-patch+json" in unsupported.message
 
 
-async def test_patch_concurrency_missing_object_and_failed_test(emulator: Emulator, raw: RawApi) -> None:
-    emulator.add_node(name="node-a")
+async def test_patch_concurrency_missing_object_and_failed_test(cluster: Cluster, raw: RawApi) -> None:
+    await cluster.add_node(name="node-a")
     path = f"{NODES}/node-a"
     stale = await raw.patch(
         path, {"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}}, content_type=MERGE
@@ -64,9 +69,9 @@ async def test_patch_concurrency_missing_object_and_failed_test(emulator: Emulat
 
 
 async def test_cordon_and_uncordon_by_strategic_merge_removes_the_field(
-    emulator: Emulator, raw: RawApi
+    cluster: Cluster, raw: RawApi
 ) -> None:
-    emulator.add_node(name="node-a")
+    await cluster.add_node(name="node-a")
     path = f"{NODES}/node-a"
     cordoned = await raw.patch(path, {"spec": {"unschedulable": True}}, content_type=STRATEGIC)
     assert cordoned.body["spec"]["unschedulable"] is True
@@ -74,8 +79,8 @@ async def test_cordon_and_uncordon_by_strategic_merge_removes_the_field(
     assert "unschedulable" not in uncordoned.body["spec"]
 
 
-async def test_taints_are_replaced_whole_by_strategic_merge(emulator: Emulator, raw: RawApi) -> None:
-    emulator.add_node(name="node-a", taints=[{"key": "a", "effect": "NoSchedule"}])
+async def test_taints_are_replaced_whole_by_strategic_merge(cluster: Cluster, raw: RawApi) -> None:
+    await cluster.add_node(name="node-a", taints=[{"key": "a", "effect": "NoSchedule"}])
     path = f"{NODES}/node-a"
     reply = await raw.patch(
         path, {"spec": {"taints": [{"key": "b", "effect": "NoSchedule"}]}}, content_type=STRATEGIC
@@ -94,9 +99,13 @@ async def test_taints_are_replaced_whole_by_strategic_merge(emulator: Emulator, 
 
 
 async def test_status_conditions_merge_by_type_finalizers_as_set_and_null_deletes_keys(
-    emulator: Emulator, raw: RawApi
+    cluster: Cluster, raw: RawApi
 ) -> None:
-    emulator.add_node(name="node-a", labels={"drop": "me"})
+    cluster.emulator_wrong(
+        "strategic merge of status.conditions: kube-apiserver puts a condition the node did not have"
+        " before the existing ones, the emulator appends it"
+    )
+    await cluster.add_node(name="node-a", labels={"drop": "me"})
     path = f"{NODES}/node-a/status"
     patch = {"status": {"conditions": [{"type": "RebootRequired", "status": "True", "reason": "Sentinel"}]}}
     reply = await raw.patch(path, patch, content_type=STRATEGIC)
@@ -116,13 +125,13 @@ async def test_status_conditions_merge_by_type_finalizers_as_set_and_null_delete
     assert "drop" not in reply.body["metadata"]["labels"]
 
 
-async def test_field_and_label_selectors(emulator: Emulator, raw: RawApi) -> None:
+async def test_field_and_label_selectors(cluster: Cluster, raw: RawApi) -> None:
     for name in ("node-a", "node-b"):
-        emulator.add_node(name=name)
-    emulator.add_pod(name="a1", node="node-a", labels={"app": "web", "tier": "front"})
-    emulator.add_pod(name="a2", node="node-a", labels={"app": "db"})
-    emulator.add_pod(name="b1", node="node-b", labels={"app": "web"})
-    emulator.add_pod(name="done", node="node-a", phase="Succeeded")
+        await cluster.add_node(name=name)
+    await cluster.add_pod(name="a1", node="node-a", labels={"app": "web", "tier": "front"})
+    await cluster.add_pod(name="a2", node="node-a", labels={"app": "db"})
+    await cluster.add_pod(name="b1", node="node-b", labels={"app": "web"})
+    await cluster.add_pod(name="done", node="node-a", phase="Succeeded")
 
     async def names(query: str, base: str = PODS) -> list[str]:
         reply = await raw.get(f"{base}?{query}")
@@ -146,14 +155,14 @@ async def test_field_and_label_selectors(emulator: Emulator, raw: RawApi) -> Non
     assert bad_lease.status == 400
 
 
-async def test_paging_with_continue_keeps_the_list_resource_version(emulator: Emulator, raw: RawApi) -> None:
-    emulator.add_node(name="node-a")
+async def test_paging_with_continue_keeps_the_list_resource_version(cluster: Cluster, raw: RawApi) -> None:
+    await cluster.add_node(name="node-a")
     for index in range(7):
-        emulator.add_pod(name=f"p{index}", node="node-a")
+        await cluster.add_pod(name=f"p{index}", node="node-a")
     first = (await raw.get(f"{PODS}?limit=3")).body
     rv = first["metadata"]["resourceVersion"]
     assert first["metadata"]["remainingItemCount"] == 4
-    emulator.add_pod(name="p9-late", node="node-a")  # not in the snapshot the pages come from
+    await cluster.add_pod(name="p9-late", node="node-a")  # not in the snapshot the pages come from
     seen = [p["metadata"]["name"] for p in first["items"]]
     token = first["metadata"]["continue"]
     while token:
@@ -179,8 +188,8 @@ async def test_expired_continue_token_is_410_with_a_fresh_token(emulator: Emulat
     assert [p["metadata"]["name"] for p in rest["items"]] == ["p2", "p3", "p4"]
 
 
-async def test_query_booleans_anything_but_zero_or_false_is_true(emulator: Emulator, raw: RawApi) -> None:
-    emulator.add_node(name="node-a")
+async def test_query_booleans_anything_but_zero_or_false_is_true(cluster: Cluster, raw: RawApi) -> None:
+    await cluster.add_node(name="node-a")
     events = await raw.watch(f"{NODES}?watch=True&timeoutSeconds=1", max_events=1)
     assert events[0]["type"] == "ADDED"
     listing = await raw.get(f"{NODES}?watch=false")
