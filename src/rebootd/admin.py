@@ -89,6 +89,7 @@ async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str,
         "waiters": sorted(state.waiters, key=lambda n: state.waiters[n].ticket),
         "paused": dict(state.paused) if state.paused else None,
         "halted": dict(state.halted) if state.halted else None,
+        "deleting": lock.deleting,
         "reboot_required": pending,
         "window": {
             "open": window.contains(now),
@@ -111,6 +112,11 @@ def render_status(report: dict[str, Any]) -> str:
             )
         else:
             lines.append("  Fix the cause, then run `rebootd resume`.")
+    if report.get("deleting"):
+        lines.append(
+            "  DELETING: the Lease was deleted; no new reboots; it goes once no node holds a slot and the "
+            "rollout is neither paused nor halted, and is then re-created"
+        )
     if report["paused"]:
         paused = report["paused"]
         lines.append(f"  PAUSED by {paused.get('by')}: {paused.get('reason')} (since {paused.get('at')})")

@@ -87,6 +87,10 @@ class CycleOptions:
     reboot_attempts: int = 3  # failed reboot requests before the rollout halts
 
 
+class _DrainFailed(Exception):
+    """The drain failed (not forced): put the node back, free the slot, back off."""
+
+
 class SentinelView(Protocol):
     """What the cycle needs from the sentinel task: the latest answer and a change signal."""
 
@@ -232,9 +236,11 @@ class Cycle:
         return node
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> bool:
-        """Interruptible sleep; True when `stop` was set."""
+        """Interruptible sleep; True when `stop` was set. (`asyncio.timeout`: on Python 3.11
+        `wait_for` can swallow a cancellation racing the wake-up, and the slot guard cancels.)"""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await stop.wait()
         return stop.is_set()
 
     async def _wait_sentinel_or_stop(self, stop: asyncio.Event, *, seconds: float | None) -> None:
@@ -321,10 +327,10 @@ class Cycle:
         if record.pod == self.lock.config.pod and not record.legacy:
             self.lock.adopt_grant(record)
             return record
-        stale = any(
-            h.node == record.node
-            for h in self.lock.observer.stale_holders(self.lock.state, now=self.clock.monotonic())
-        )
+        # Another Pod's grant for this node: ours to take once silent for a TTL. Observers give a
+        # post-reboot record the boot allowance before they halt; this node's own daemon takes it
+        # over first (a surge Pod gone with the reboot, a DaemonSet update mid-rollout).
+        stale = self.lock.observer.silent_for(record.node, now=self.clock.monotonic()) >= self.lock.config.ttl
         if not (record.legacy or stale):
             await self._block(
                 BlockReason(
@@ -682,7 +688,11 @@ class Cycle:
                     holder = await self.lock.set_phase(phase=mark.phase)
                     await self._after_reboot_steps(stop, holder=holder, mark=mark)
                     return
-                prepared = await self._guarded(self._prepare(stop, holder=holder, node=node))
+                try:
+                    prepared = await self._guarded(self._prepare(stop, holder=holder, node=node))
+                except _DrainFailed as exc:  # backed off outside the guard: the slot is given back
+                    await self._give_up(stop, reason=str(exc))
+                    return
                 if prepared is not None:
                     await self._reboot(stop, holder=prepared)
             except Gated as exc:
@@ -779,8 +789,7 @@ class Cycle:
             except DrainError as exc:
                 await self._event("RebootdDrainFailed", str(exc)[:1000], warning=True)
                 if not self.opt.force_reboot:
-                    await self._give_up(stop, reason=f"drain failed: {exc}")
-                    return None
+                    raise _DrainFailed(f"drain failed: {exc}") from exc
                 self._log.warning("rebootd.cycle.forced_reboot", error=str(exc)[:300])
                 result = None
             self.metrics.drain_seconds.labels(node=self.opt.node).observe(self.clock.monotonic() - started)

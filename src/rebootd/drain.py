@@ -378,10 +378,13 @@ class NodePods:
         return self._pods.get(uid)
 
     async def changed(self, *, within: float) -> None:
-        """Return at the next change, or after `within` seconds."""
+        """Return at the next change, or after `within` seconds. (`asyncio.timeout`, not `wait_for`:
+        on Python 3.11 `wait_for` can swallow a cancellation that races the wake-up, and a drain
+        cancelled because its slot was lost must stop.)"""
         wakeup = self._wakeup
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), timeout=within)
+            async with asyncio.timeout(within):
+                await wakeup.wait()
 
     def _notify(self) -> None:
         wakeup, self._wakeup = self._wakeup, asyncio.Event()

@@ -812,8 +812,9 @@ class ObjectFollower:
         if remaining <= 0:
             return False
         wakeup = self._wakeup
-        try:
-            await asyncio.wait_for(wakeup.wait(), remaining)
+        try:  # not `wait_for`: on Python 3.11 it can swallow a cancellation racing the wake-up
+            async with asyncio.timeout(remaining):
+                await wakeup.wait()
         except TimeoutError:
             return False
         return True

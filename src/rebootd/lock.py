@@ -48,7 +48,8 @@ Rules built on them:
    from a Lease being deleted, and the finalizer is removed only once no node holds a slot and
    the rollout is neither paused nor halted. If it is removed by force anyway, whoever re-creates
    the Lease copies every marked node into it as a holder and the halts mirrored on Nodes back
-   into it; marks beyond the limits make it born halted.
+   into it. Marks beyond the limits need no halt: by rule 2 only the holders that confirmed in
+   their own Lease go on, and any Lease that existed after such a confirmation already held it.
 5. Staleness is judged on a fingerprint that includes the Lease uid and the grant: a record
    copied into a re-created Lease gets a whole TTL again.
 6. Release removes only our own grant's record (CAS, retried on conflict); the release delay is
@@ -270,7 +271,7 @@ class LeaseLock:
 
     async def _create(self) -> dict[str, Any]:
         """Create the Lease, copying in every node that carries a holder mark and every halt
-        mirrored on a Node (rule 4); more marked nodes than the limits allow: born halted."""
+        mirrored on a Node (rule 4)."""
         state = LockState()
         for node in await self.kube.list_nodes():
             mark = mark_of(node)
@@ -279,17 +280,15 @@ class LeaseLock:
             mirrored = halt_mirror(node)
             if mirrored is not None and not state.halted:
                 state = replace(state, halted=mirrored)
-        if not state.halted and not _within_limits(state, self.config.limits):
-            state = replace(
-                state,
-                halted={
-                    "reason": (
-                        f"the lock was re-created with {len(state.holders)} marked nodes "
-                        f"({state.holder_identity()}), more than the limits allow: check them, then resume"
-                    ),
-                    "node": "",
-                    "at": format_microtime(self.clock.now()),
-                },
+        if not _within_limits(state, self.config.limits):
+            # Only a holder that confirmed in its own Lease disrupts its node, and a Lease that
+            # existed after a holder's mark copied it onward: so of the marked nodes beyond the
+            # limits, those not yet confirmed back out at their confirmation (rule 2), and a dead
+            # one is reclaimed. Nothing to halt for; say what happened.
+            self._log.warning(
+                "rebootd.lock.rebuilt_over_limit",
+                holders=state.holder_identity(),
+                detail="holders whose grant came from an earlier Lease back out at their confirmation",
             )
         body = self._lease_body(state, base=None)
         try:

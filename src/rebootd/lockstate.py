@@ -352,5 +352,10 @@ class Observer:
                 stale.append(holder)
         return stale
 
+    def silent_for(self, node: str, *, now: float) -> float:
+        """How long `node`'s record has gone unchanged as seen here (0 when not seen)."""
+        seen = self._holder_seen.get(node)
+        return 0.0 if seen is None else max(0.0, now - seen[1])
+
     def stalled_waiters(self, *, now: float) -> frozenset[str]:
         return frozenset(n for n, since in self._eligible_since.items() if now - since > self.grace)

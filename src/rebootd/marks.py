@@ -83,14 +83,20 @@ def mark_of(node: Mapping[str, Any]) -> Mark | None:
     return decode_mark(name, annotations_of(node).get(NODE_MARK_ANNOTATION))
 
 
-def decode_mark(node: str, raw: object) -> Mark | None:
+def _json_object(raw: object) -> dict[str, Any] | None:
+    """An annotation's value as a JSON object; None when absent, empty or anything else."""
     if not isinstance(raw, str) or not raw:
         return None
     try:
         data = json.loads(raw)
     except ValueError:
         return None
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+def decode_mark(node: str, raw: object) -> Mark | None:
+    data = _json_object(raw)
+    if data is None:
         return None
     evidence = data.get("evidence")
     record = {k: v for k, v in data.items() if k not in ("evidence", "node")}
@@ -119,14 +125,7 @@ def cordoned_by(node: Mapping[str, Any], grant: str) -> bool:
 
 def halt_mirror(node: Mapping[str, Any]) -> dict[str, Any] | None:
     """The halt copied onto this Node, if any (None when absent or unreadable)."""
-    raw = annotations_of(node).get(HALT_ANNOTATION)
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return _json_object(annotations_of(node).get(HALT_ANNOTATION))
 
 
 def encode_halt(halted: Mapping[str, Any]) -> str:

@@ -34,6 +34,14 @@ from tests.fixtures.emulator import EmulatorFactory
 NS, NAME = "kube-system", "rebootd"
 LEASES = BY_GROUP_RESOURCE[("coordination.k8s.io", "leases")]
 FAST_RETRY = RetryPolicy(attempts=3, base=0.02, cap=0.1)
+REPORT_SKELETON: dict[str, Any] = {
+    "lock": f"{NS}/{NAME}",
+    "holders": [],
+    "waiters": [],
+    "paused": None,
+    "reboot_required": [],
+    "window": {"open": True, "next_open": "now", "schedule": "always"},
+}
 
 
 def lease_of(emu: Emulator) -> dict[str, Any] | None:
@@ -306,6 +314,11 @@ async def test_deleting_the_lease_keeps_a_halt_until_resume_then_lets_it_go(
         assert lease is not None
         assert lease["metadata"].get("deletionTimestamp"), "kept by the finalizer"
         assert LOCK_FINALIZER in lease["metadata"]["finalizers"]
+        await lock.refresh()
+        assert lock.deleting
+        report = admin.render_status({**REPORT_SKELETON, "deleting": True, "halted": lock.state.halted})
+        assert "DELETING" in report
+        assert "HALTED" in report
         for node in cluster.nodes.values():
             node.require_reboot()
         await asyncio.sleep(1.0)
@@ -377,21 +390,31 @@ async def test_a_lease_recreated_twice_never_seats_more_holders_than_the_limit(
             await k.close()
 
 
-async def test_a_rebuild_with_more_marked_nodes_than_the_limit_is_born_halted(
+async def test_a_rebuild_over_the_limits_halts_nothing_and_the_unconfirmed_holder_backs_out(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
+    """Two marked nodes at concurrency 1, each granted in a Lease since deleted: the rebuilt Lease
+    lists both (a slot is never dropped while its node may be disrupted), is not halted (the
+    rollout needs no operator), and a holder confirming its grant there backs out."""
     emu = await emulator_factory()
     kube = await Kube.connect(kubeconfig=emu.write_kubeconfig(tmp_path / "k"), retry=FAST_RETRY)
     try:
         for name in ("a", "b"):
             emu.add_node(name=name, zone="z")
-            mark = Mark(holder=Holder(node=name, zone="z", phase="draining", grant=f"g-{name}"))
-            await set_annotations(kube, node=name, annotations={NODE_MARK_ANNOTATION: mark.encode()})
+            holder = Holder(
+                node=name, zone="z", phase="draining", grant=f"g-{name}", lease=f"lease-of-{name}"
+            )
+            await set_annotations(
+                kube, node=name, annotations={NODE_MARK_ANNOTATION: Mark(holder=holder).encode()}
+            )
         lock = LeaseLock(kube=kube, config=_config("c"), clock=SystemClock())
         state = await lock.refresh()
         assert set(state.holders) == {"a", "b"}
-        assert state.halted is not None
-        assert "more than the limits allow" in state.halted["reason"]
+        assert state.halted is None
+        a = LeaseLock(kube=kube, config=_config("a"), clock=SystemClock())
+        a.grant = "g-a"
+        with pytest.raises(LostSlot, match="re-created"):
+            await a.confirm()
     finally:
         await kube.close()
 

@@ -1021,7 +1021,7 @@ class Simulation:
             raise ScenarioError(f"only delete_lease can run right after a write, not {kind}")
 
         def then(_node: str) -> None:
-            self._note(self._delete_lease())
+            self._note(self._delete_lease(force=True))  # the hazard: a deletion that goes through
 
         return then
 
