@@ -1,0 +1,331 @@
+"""Configuration rules that span fields, and a fuzz of whole environments built from the settings'
+own field list: `rebootd config` exits 0, or exits 2 naming the variable at fault, never a traceback.
+
+Every rule of `settings._contradictions` (and the field validators for values a type accepts that
+cannot work: 0 timeouts, empty paths, an empty token) has a bad case here that
+names the option at fault, and an accepted case just on the other side of the rule (so a rule
+cannot be made stricter unnoticed either).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic.fields import FieldInfo
+
+from rebootd.cli import main
+from rebootd.settings import Settings, env_name, load_settings
+
+PROBLEM_LINE = re.compile(r"^  (REBOOTD_[A-Z0-9_]+) \(--[a-z0-9-]+\): got ", re.MULTILINE)
+
+
+def run_config(env: Mapping[str, str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["config", "--output", "json"], environ=dict(env), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def named(err: str) -> set[str]:
+    return set(PROBLEM_LINE.findall(err))
+
+
+# --- every cross-field and unusable-value rule: (env, the option named, words of the message) ---
+
+RULE_CASES: list[tuple[str, dict[str, str], str, str]] = [
+    ("renew interval 0", {"REBOOTD_LOCK_RENEW_INTERVAL": "0"}, "lock_renew_interval", "positive"),
+    ("ttl under 3 x renew", {"REBOOTD_LOCK_TTL": "89s"}, "lock_ttl", "3 x lock-renew-interval"),
+    (
+        "renew over a third of the ttl",
+        {"REBOOTD_LOCK_RENEW_INTERVAL": "101s"},
+        "lock_ttl",
+        "3 x lock-renew-interval",
+    ),
+    (
+        "bearer token and basic auth",
+        {
+            "REBOOTD_PROMETHEUS_BEARER_TOKEN": "t0ken",
+            "REBOOTD_PROMETHEUS_USERNAME": "u",
+            "REBOOTD_PROMETHEUS_PASSWORD": "p",
+        },
+        "prometheus_bearer_token",
+        "not both",
+    ),
+    (
+        "bearer token and a password alone",
+        {"REBOOTD_PROMETHEUS_BEARER_TOKEN": "t0ken", "REBOOTD_PROMETHEUS_PASSWORD": "p"},
+        "prometheus_bearer_token",
+        "not both",
+    ),
+    ("username without password", {"REBOOTD_PROMETHEUS_USERNAME": "u"}, "prometheus_username", "together"),
+    ("password without username", {"REBOOTD_PROMETHEUS_PASSWORD": "p"}, "prometheus_username", "together"),
+    ("command method, empty command", {"REBOOTD_REBOOT_COMMAND": ""}, "reboot_command", "reboot-method"),
+    (
+        "command method named, blank command",
+        {"REBOOTD_REBOOT_METHOD": "command", "REBOOTD_REBOOT_COMMAND": "  "},
+        "reboot_command",
+        "reboot-method",
+    ),
+    ("zone limit over concurrency", {"REBOOTD_ZONE_CONCURRENCY": "2"}, "zone_concurrency", "at most"),
+    (
+        "match-only without a regexp",
+        {"REBOOTD_ALERT_FILTER_MATCH_ONLY": "true"},
+        "alert_filter_match_only",
+        "alert-filter-regexp",
+    ),
+    (
+        "sentinel file and command",
+        {"REBOOTD_REBOOT_SENTINEL": "/run/x", "REBOOTD_REBOOT_SENTINEL_COMMAND": "true"},
+        "reboot_sentinel_command",
+        "not both",
+    ),
+    (
+        "empty window",
+        {"REBOOTD_START_TIME": "09:00", "REBOOTD_END_TIME": "9am"},
+        "end_time",
+        "different from start-time",
+    ),
+    ("period 0", {"REBOOTD_PERIOD": "0s"}, "period", "positive"),
+    ("boot timeout 0", {"REBOOTD_BOOT_TIMEOUT": "0"}, "boot_timeout", "positive"),
+    ("recovery timeout 0", {"REBOOTD_RECOVERY_TIMEOUT": "0s"}, "recovery_timeout", "positive"),
+    (
+        "sentinel command timeout 0",
+        {"REBOOTD_REBOOT_SENTINEL_COMMAND_TIMEOUT": "0ms"},
+        "reboot_sentinel_command_timeout",
+        "positive",
+    ),
+    ("empty sentinel path", {"REBOOTD_REBOOT_SENTINEL": ""}, "reboot_sentinel", "file path"),
+    ("empty boot id file", {"REBOOTD_BOOT_ID_FILE": " "}, "boot_id_file", "file path"),
+    ("empty CA file", {"REBOOTD_PROMETHEUS_CA_FILE": ""}, "prometheus_ca_file", "file path"),
+    ("empty kubeconfig", {"REBOOTD_KUBECONFIG": ""}, "kubeconfig", "file path"),
+    ("empty bearer token", {"REBOOTD_PROMETHEUS_BEARER_TOKEN": ""}, "prometheus_bearer_token", "non-empty"),
+]
+
+# Just on the accepted side of each rule above.
+ACCEPTED_CASES: list[tuple[str, dict[str, str]]] = [
+    ("ttl exactly 3 x renew", {"REBOOTD_LOCK_TTL": "90s", "REBOOTD_LOCK_RENEW_INTERVAL": "30s"}),
+    ("renew a third of the ttl", {"REBOOTD_LOCK_RENEW_INTERVAL": "100s"}),
+    ("a tiny positive renew interval", {"REBOOTD_LOCK_RENEW_INTERVAL": "1ms"}),
+    ("bearer token alone", {"REBOOTD_PROMETHEUS_BEARER_TOKEN": "t0ken"}),
+    ("basic auth alone", {"REBOOTD_PROMETHEUS_USERNAME": "u", "REBOOTD_PROMETHEUS_PASSWORD": "p"}),
+    ("signal method, no command", {"REBOOTD_REBOOT_METHOD": "signal", "REBOOTD_REBOOT_COMMAND": ""}),
+    ("zone limit equal to concurrency", {"REBOOTD_CONCURRENCY": "2", "REBOOTD_ZONE_CONCURRENCY": "2"}),
+    (
+        "match-only with a regexp",
+        {"REBOOTD_ALERT_FILTER_MATCH_ONLY": "true", "REBOOTD_ALERT_FILTER_REGEXP": "^A$"},
+    ),
+    ("sentinel command alone", {"REBOOTD_REBOOT_SENTINEL_COMMAND": "true"}),
+    ("a one-second window", {"REBOOTD_START_TIME": "09:00", "REBOOTD_END_TIME": "09:00:01"}),
+    ("drain timeout 0 means never", {"REBOOTD_DRAIN_TIMEOUT": "0"}),
+    ("short positive timeouts", {"REBOOTD_BOOT_TIMEOUT": "1ms", "REBOOTD_RECOVERY_TIMEOUT": "1ms"}),
+    ("explicit paths", {"REBOOTD_REBOOT_SENTINEL": "/run/x", "REBOOTD_KUBECONFIG": "/etc/kubeconfig"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "words"), [c[1:] for c in RULE_CASES], ids=[c[0] for c in RULE_CASES]
+)
+def test_each_cross_field_rule_exits_2_naming_the_option_at_fault(
+    env: dict[str, str], field: str, words: str
+) -> None:
+    code, out, err = run_config(env)
+    assert code == 2, (out, err)
+    assert out == ""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(f"  {env_name(field)} (")]
+    assert lines, err
+    assert words in lines[0], err
+
+
+@pytest.mark.parametrize("env", [c[1] for c in ACCEPTED_CASES], ids=[c[0] for c in ACCEPTED_CASES])
+def test_the_accepted_side_of_each_rule_loads(env: dict[str, str]) -> None:
+    code, out, err = run_config(env)
+    assert code == 0, err
+    assert err == ""
+    assert json.loads(out)
+
+
+def test_a_secret_given_to_a_rule_is_never_echoed() -> None:
+    code, _, err = run_config(
+        {"REBOOTD_PROMETHEUS_BEARER_TOKEN": "t0ken-xyz", "REBOOTD_PROMETHEUS_PASSWORD": "pw-xyz"}
+    )
+    assert code == 2
+    assert "t0ken-xyz" not in err
+    assert "pw-xyz" not in err
+
+
+# --- the fuzz: values per field type, derived from the model -----------------------------------
+
+# Options a rule may name when another option of the rule is the one given.
+RULE_FIELDS: list[set[str]] = [
+    {"reboot_sentinel", "reboot_sentinel_command"},
+    {"start_time", "end_time"},
+    {"lock_ttl", "lock_renew_interval"},
+    {"concurrency", "zone_concurrency"},
+    {"alert_filter_match_only", "alert_filter_regexp"},
+    {"reboot_method", "reboot_command"},
+    {"prometheus_username", "prometheus_password", "prometheus_bearer_token"},
+]
+
+Values = tuple[list[str], list[str]]  # (accepted on their own, refused on their own)
+
+_BY_VALIDATOR: dict[str, Values] = {
+    "_duration": (
+        ["90s", "1h30m", "500ms", "2", "0.25", "1m0s"],
+        ["abc", "-5m", "1x", "5 minutes", "1h-5m", ""],
+    ),
+    "_days": (["mo-fr", "sat,sun", "mon,tue,wed", "0-6", ""], ["funday", "mo-xx", ",,"]),
+    "_time_of_day": (["09:00", "5pm", "17", "23:59:59", "5:30pm"], ["25:00", "12:61", "noon-ish"]),
+    "_time_zone": (["UTC", "Europe/Paris", "America/Los_Angeles"], ["Mars/Olympus_Mons", "Nowhere"]),
+    "_regexp": (["^(A|B)$", "Watchdog", ""], ["^(unclosed", "*x"]),
+    "_selector": (["app=db", "tier!=cache,app in (a,b)", ""], ["app in (a,b", "=value"]),
+    "_selectors": (["app=db;tier!=x", "a=b,c=d"], ["app=db;tier!!=x", "app in (a"]),
+    "_labels": (["a=b", "example.com/x=y,k=v"], ["novalue", "bad key=x", "=v"]),
+    "_command": (["sh -c 'exit 0'", "/bin/true"], ["'unterminated", '"open quote']),
+    "_notify_urls": (["json://127.0.0.1/hook", "slack://A/B/C mailto://u:p@h"], ["not a url", "://x"]),
+    "_http_url": (["http://127.0.0.1:9090", "https://prom.monitoring:9090/x", ""], ["ftp://p", "prom:9090"]),
+    "_dns_label": (["kube-system", "rebootd"], ["Kube_System", "-x", "a" * 64]),
+    "_dns_subdomain": (["rebootd", "rebootd.lock"], ["UPPER", "a..b", ""]),
+    "_label_key": (["example.com/zone", "zone", ""], ["a=b", "not valid!", "a,b"]),
+    "_signal_number": (["1", "15", "39"], ["0", "999", "x"]),
+    "_template": (["{node}: {reason}", "Draining %s", "plain"], ["Draining {nodes}", "{0}", "{"]),
+}
+_BOOL: Values = (["true", "false", "1", "0", "yes", "off", "TRUE"], ["maybe", "2", ""])
+_PATH: Values = (["/run/x", "relative/file"], ["", "  "])
+_SECRET: Values = (["s3cret"], [])
+_TEXT: Values = (["node-1", "x y", "é"], [])
+
+
+def _validator_name(info: FieldInfo) -> str | None:
+    for item in info.metadata:
+        func = getattr(item, "func", None)
+        if func is not None:
+            return str(func.__name__)
+    return None
+
+
+def _int_values(info: FieldInfo, annotation: Any) -> Values:
+    bounds = list(info.metadata)
+    for arg in typing.get_args(annotation):  # Optional[Annotated[int, Field(ge=...)]]
+        for inner in typing.get_args(arg)[1:]:
+            bounds.extend(getattr(inner, "metadata", ()))
+    low = next((b.ge for b in bounds if hasattr(b, "ge")), None)
+    high = next((b.le for b in bounds if hasattr(b, "le")), None)
+    valid = ["7"] if low is None else [str(low), str(low + 1)]
+    invalid = ["two", "1.5", ""]
+    if low is not None:
+        invalid.append(str(low - 1))
+    if high is not None:
+        valid.append(str(high))
+        invalid.append(str(high + 1))
+    return valid, invalid
+
+
+def field_values(name: str, info: FieldInfo) -> Values:
+    """Values accepted and refused for one option, from its type and its validator."""
+    annotation = info.annotation
+    validator = _validator_name(info)
+    if validator in _BY_VALIDATOR:
+        valid, invalid = _BY_VALIDATOR[validator]
+        if validator == "_duration" and info.default and info.default > 0 and name != "drain_timeout":
+            return valid, invalid
+        return [*valid, "0"] if validator == "_duration" else valid, invalid
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return [*map(str, args), str(args[0]).upper()], ["bogus", ""]
+    if annotation is bool:
+        return _BOOL
+    if annotation is int or int in args or any(int in typing.get_args(a) for a in args):
+        return _int_values(info, annotation)
+    if "Path" in str(annotation):
+        return _PATH
+    if "SecretStr" in str(annotation):
+        return _SECRET
+    return _TEXT
+
+
+FIELDS = {name: field_values(name, info) for name, info in Settings.model_fields.items()}
+
+
+def test_the_fuzz_knows_accepted_and_refused_values_for_every_typed_option() -> None:
+    for name, (valid, invalid) in FIELDS.items():
+        assert valid, name
+        info = Settings.model_fields[name]
+        if info.annotation not in (str,) and "SecretStr" not in str(info.annotation):
+            assert invalid, f"{name}: no refused value derived from {info.annotation}"
+    for name, (valid, invalid) in FIELDS.items():  # each class of value is what it claims, alone
+        partners = {env_name(f) for rule in RULE_FIELDS if name in rule for f in rule}
+        for value in valid:
+            code, _, err = run_config({env_name(name): value})
+            # Alone, an accepted value is refused only by a rule it shares with another option.
+            assert code == 0 or named(err) <= partners, (name, value, err)
+        for value in invalid:
+            code, _, err = run_config({env_name(name): value})
+            assert code == 2, (name, value)
+            assert env_name(name) in named(err), (name, value, err)
+
+
+@st.composite
+def environments(draw: Callable[..., Any]) -> tuple[dict[str, str], set[str]]:
+    """A few options, each with an accepted or a refused value; returns (env, refused options)."""
+    names = draw(st.lists(st.sampled_from(sorted(FIELDS)), min_size=1, max_size=6, unique=True))
+    env: dict[str, str] = {}
+    refused: set[str] = set()
+    for name in names:
+        valid, invalid = FIELDS[name]
+        if invalid and draw(st.booleans()):
+            env[env_name(name)] = draw(st.sampled_from(invalid))
+            refused.add(name)
+        else:
+            env[env_name(name)] = draw(st.sampled_from(valid))
+    return env, refused
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=environments())
+def test_any_environment_exits_0_or_2_naming_the_variables_at_fault(
+    case: tuple[dict[str, str], set[str]],
+) -> None:
+    env, refused = case
+    given_fields = {name for name in Settings.model_fields if env_name(name) in env}
+    partners = set().union(*(rule for rule in RULE_FIELDS if rule & given_fields))
+    code, out, err = run_config(env)
+    assert "Traceback" not in err
+    assert code in (0, 2), err
+    if refused:
+        assert code == 2, (env, out)
+    if code == 2:
+        assert out == ""
+        shown = named(err)
+        assert shown, err
+        assert {env_name(f) for f in refused} <= shown, (env, err)
+        assert shown <= {env_name(f) for f in given_fields | partners}, (env, err)
+        return
+    assert err == ""
+    # What `config` prints for the options given loads back to the same values (secrets are
+    # redacted, so they are left out).
+    printed = json.loads(out)
+    first = load_settings(environ=env)
+    again: dict[str, str] = {}
+    for name in given_fields - {"prometheus_username"}:  # its partner, a secret, is redacted
+        value = printed[name]
+        if value is None or value == "**********" or (isinstance(value, list) and "**********" in value):
+            continue
+        if isinstance(value, list):
+            value = (";" if name == "blocking_pod_selector" else ",").join(map(str, value))
+        again[env_name(name)] = str(value)
+    second = load_settings(environ=again)
+    for name in given_fields:
+        if env_name(name) not in again:
+            continue
+        a, b = getattr(first, name), getattr(second, name)
+        if isinstance(a, re.Pattern):
+            a, b = a.pattern, getattr(b, "pattern", b)
+        assert a == b, (name, env, printed[name])
