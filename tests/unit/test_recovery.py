@@ -123,6 +123,33 @@ def test_baseline_leaves_out_daemonset_pods_pods_the_selector_spares_and_finishe
     assert base["pdbs"] == []
 
 
+def test_baseline_skips_a_bare_pod_before_the_owned_ones() -> None:
+    on_node = [pod("a-bare", owner=None), pod("b-web")]  # a bare pod is evicted (force), owns nothing
+    base = baseline(node_pods=on_node, namespace_pods=on_node, pdbs=[], pod_selector="", clock=FixedClock())
+    assert base["owners"] == {
+        "uid-web-abc": {"kind": "ReplicaSet", "name": "web-abc", "namespace": "default", "ready": 1}
+    }
+
+
+def test_baseline_of_objects_without_a_namespace_uses_the_empty_one() -> None:
+    bare = pod("web-1", labels={"app": "web"})
+    del bare["metadata"]["namespace"]
+    budget = pdb("web", healthy=1, desired=1, match={"app": "web"})
+    del budget["metadata"]["namespace"]
+    budget_elsewhere = pdb("other", healthy=1, desired=1, match={"app": "web"}, namespace="x")
+    base = baseline(
+        node_pods=[bare],
+        namespace_pods=[bare],
+        pdbs=[budget, budget_elsewhere],
+        pod_selector="",
+        clock=FixedClock(),
+    )
+    assert base["owners"]["uid-web-abc"]["namespace"] == ""
+    assert base["pdbs"] == ["/web"]
+    short = {**budget, "status": {"currentHealthy": 0, "desiredHealthy": 1}}
+    assert pdbs_problem([short], names=["/web"]) == "PodDisruptionBudget /web has 0 healthy pods, needs 1"
+
+
 def test_baseline_of_a_node_with_nothing_to_evict_is_empty() -> None:
     base = baseline(node_pods=[], namespace_pods=[], pdbs=[], pod_selector="", clock=FixedClock())
     assert base == {"owners": {}, "pdbs": []}
@@ -160,6 +187,11 @@ def test_finished_and_terminating_pods_on_the_node_do_not_hold_the_gate() -> Non
         pod("fine"),
     ]
     assert node_pods_problem(pods, node="n1") is None
+
+
+def test_a_finished_pod_before_a_broken_one_does_not_hide_it() -> None:
+    pods = [pod("a-done", ready=False, phase="Succeeded"), pod("b", ready=False)]
+    assert node_pods_problem(pods, node="n1") == "pod default/b on n1 is not Ready"
 
 
 def test_the_first_pod_in_name_order_is_named() -> None:
@@ -249,6 +281,21 @@ def test_an_unhealthy_budget_that_covered_no_evicted_pod_is_not_ours_to_wait_for
         pdb("web", healthy=0, desired=1, match={}, namespace="x"),
     ]
     assert pdbs_problem(budgets, names=["other/web"]) is None
+
+
+def test_an_unrelated_budget_listed_first_does_not_hide_an_unhealthy_one() -> None:
+    budgets = [pdb("aaa", healthy=0, desired=1, match={}), pdb("web", healthy=1, desired=2, match={})]
+    assert pdbs_problem(budgets, names=["default/web"]) == (
+        "PodDisruptionBudget default/web has 1 healthy pods, needs 2"
+    )
+
+
+def test_a_budget_missing_its_current_health_counts_zero_healthy() -> None:
+    budget = {"metadata": {"name": "web", "namespace": "default"}, "status": {"desiredHealthy": 1}}
+    assert (
+        pdbs_problem([budget], names=["default/web"])
+        == "PodDisruptionBudget default/web has 0 healthy pods, needs 1"
+    )
 
 
 def test_a_budget_with_no_status_yet_counts_as_zero_of_zero() -> None:
