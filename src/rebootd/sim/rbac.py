@@ -29,10 +29,10 @@ from rebootd.selectors import LabelSelector, go_quote, label_selector_from_objec
 
 __all__ = [
     "Authorizer",
-    "access_review",
     "Binding",
     "PolicyRule",
     "Subject",
+    "access_review",
     "deny_message",
     "effective_groups",
     "review",
