@@ -264,9 +264,11 @@ async def test_notifications_of_a_rollout_arrive_and_a_hung_endpoint_does_not_sl
         started = asyncio.get_running_loop().time()
         for node in cluster.nodes.values():
             node.require_reboot()
-        assert await cluster.wait_until(lambda: all_done(cluster, set(zones)), within=25)
+        assert await cluster.wait_until(lambda: all_done(cluster, set(zones)), within=80)
         took = asyncio.get_running_loop().time() - started
-        assert took < 20, took  # three hung 10 s deliveries per node would be 90 s if awaited
+        # Three hung 10 s deliveries per node would be 90 s if awaited; a few seconds otherwise, and
+        # a loaded machine must not fail this (that send() never waits: tests/integration/test_notify.py).
+        assert took < 60, took
         assert await cluster.wait_until(lambda: len(received) >= 9, within=20)
         bodies = [m.get("message", "") for m in received]
         for name in zones:
