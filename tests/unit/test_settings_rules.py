@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -450,3 +453,34 @@ def test_a_bad_selector_or_regexp_says_what_is_expected_and_why() -> None:
 def test_node_labels_are_split_on_commas_into_pairs() -> None:
     settings = load_settings(environ={"REBOOTD_PRE_REBOOT_NODE_LABELS": "a=b,example.com/c=d, e="})
     assert settings.pre_reboot_node_labels == ("a=b", "example.com/c=d", "e=")
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "named_var"),
+    [
+        ({"REBOOTD_LOCK_RENEW_INTERVAL": "0"}, 2, "REBOOTD_LOCK_RENEW_INTERVAL"),
+        ({"REBOOTD_PROMETHEUS_BEARER_TOKEN": " "}, 2, "REBOOTD_PROMETHEUS_BEARER_TOKEN"),
+        ({"REBOOTD_REBOOT_METHOD": "command", "REBOOTD_REBOOT_COMMAND": ""}, 2, "REBOOTD_REBOOT_COMMAND"),
+        ({"REBOOTD_LOCK_TTL": "90s", "REBOOTD_LOCK_RENEW_INTERVAL": "30s"}, 0, None),
+    ],
+)
+def test_the_real_entry_point_exits_like_main_with_no_traceback(
+    env: dict[str, str], code: int, named_var: str | None
+) -> None:
+    """A few cases through a real `python -m rebootd config` process (the console script's path)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REBOOTD_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "rebootd", "config"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    if named_var is not None:
+        assert f"  {named_var} (" in result.stderr
+        assert result.stdout == ""
+    else:
+        assert result.stderr == ""
