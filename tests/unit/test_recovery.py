@@ -247,13 +247,20 @@ def test_a_controller_whose_pods_are_all_gone_is_named_with_zero() -> None:
 
 
 def test_the_first_short_controller_by_namespace_and_name_is_named() -> None:
-    owners = {
-        "uid-b": {"kind": "ReplicaSet", "name": "b", "namespace": "default", "ready": 1},
-        "uid-a": {"kind": "ReplicaSet", "name": "a", "namespace": "default", "ready": 1},
+    owners = {  # uids in another order than names: the order is by namespace, then name
+        "uid-1": {"kind": "ReplicaSet", "name": "b", "namespace": "default", "ready": 1},
+        "uid-2": {"kind": "ReplicaSet", "name": "a", "namespace": "default", "ready": 1},
+        "uid-0": {"kind": "ReplicaSet", "name": "a", "namespace": "zz", "ready": 1},
     }
     assert (
         owners_problem([], owners=owners) == "ReplicaSet default/a has 0 Ready pods, had 1 before the drain"
     )
+
+
+def test_pods_of_no_known_controller_before_the_others_do_not_stop_the_count() -> None:
+    pods = [pod("bare", owner=None), pod("other", owner=("ReplicaSet", "other"))]
+    pods += [pod(f"web-{i}") for i in range(3)]
+    assert owners_problem(pods, owners=WEB) is None
 
 
 def test_a_controller_with_no_ready_pods_before_the_drain_never_holds_the_gate() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rebootd.schedule import Window, _local_zone, parse_days, parse_time_of_day
+from rebootd.schedule import Window, _local_zone, format_days, parse_days, parse_time_of_day
 
 PARIS = Path(str(importlib.resources.files("tzdata").joinpath("zoneinfo/Europe/Paris")))
 WINTER = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -82,3 +82,26 @@ def test_an_instant_whose_zone_has_no_offset_is_refused() -> None:
         window.next_open(pretending)
     assert window.contains(WINTER)
     assert window == Window(days=frozenset(range(7)), start=time(0, 0), end=time(23, 59, 59), tz=UTC)
+
+
+def test_runs_of_three_days_or_more_are_written_as_ranges() -> None:
+    assert format_days({0, 1}) == "mon,tue"
+    assert format_days({0, 1, 2}) == "mon-wed"
+    assert format_days({0, 1, 2, 3}) == "mon-thu"
+    with pytest.raises(ValueError, match=r"^weekday numbers run 0 \(Monday\) to 6 \(Sunday\), got \[7\]$"):
+        format_days([7])
+
+
+def test_a_bad_day_in_a_range_is_named_with_the_whole_text() -> None:
+    for text in ("xx-fr", "mo-xx"):
+        with pytest.raises(ValueError, match=f"^invalid day 'xx' in '{text}': expected day names"):
+            parse_days(text)
+
+
+def test_an_empty_window_names_its_time_and_says_how_to_mean_the_whole_day() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^window start and end are both 01:00: the window would be empty; "
+        r"use 00:00 to 23:59:59 for the whole day$",
+    ):
+        Window(days=frozenset({0}), start=time(1), end=time(1), tz=UTC)

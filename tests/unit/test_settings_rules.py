@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from rebootd.cli import main
@@ -484,3 +485,73 @@ def test_the_real_entry_point_exits_like_main_with_no_traceback(
         assert result.stdout == ""
     else:
         assert result.stderr == ""
+
+
+# What each single-option validator says (the exact line an operator reads), one bad value each.
+VALIDATOR_MESSAGES: list[tuple[str, str, str]] = [
+    ("REBOOT_COMMAND", "'x", "expected a command line (No closing quotation)"),
+    (
+        "LOCK_NAMESPACE",
+        "Kube_System",
+        "expected a DNS-1123 label (lowercase letters, digits, '-', at most 63)",
+    ),
+    ("LOCK_NAME", "UPPER", "expected a DNS-1123 subdomain (lowercase letters, digits, '-', '.')"),
+    ("PROMETHEUS_URL", "ftp://p", "expected an http(s) URL such as http://prometheus.monitoring:9090"),
+    (
+        "ZONE_LABEL",
+        "a b",
+        "expected a label/taint key such as rebootd.io/reboot (unable to parse requirement: ",
+    ),
+    ("PREFER_NO_SCHEDULE_TAINT", "a=b", "expected a single label/taint key such as rebootd.io/reboot"),
+    ("PRE_REBOOT_NODE_LABELS", "novalue", "expected key=value label pairs, comma-separated (got 'novalue')"),
+    (
+        "POST_REBOOT_NODE_LABELS",
+        "bad key=x",
+        "expected valid key=value labels (unable to parse requirement: ",
+    ),
+    ("NOTIFY_URL", "not a url", "expected notification URLs such as slack://T/B/C or json://host/path"),
+    ("REBOOT_SIGNAL", "0", "expected a signal number from 1 to 64 (SIGRTMIN+5 is 39)"),
+    (
+        "MESSAGE_TEMPLATE_HALT",
+        "{nodes}",
+        "expected a template with {node} / {reason} or kured's %s ('nodes')",
+    ),
+]
+
+
+@pytest.mark.parametrize(("suffix", "value", "expected"), VALIDATOR_MESSAGES)
+def test_each_validator_says_what_it_expects(suffix: str, value: str, expected: str) -> None:
+    [line] = problem_lines(environ={f"REBOOTD_{suffix}": value})
+    shown = "'**********'" if suffix == "NOTIFY_URL" else repr(value)
+    prefix = f"REBOOTD_{suffix} (--{suffix.lower().replace('_', '-')}): got {shown}: "
+    assert line.startswith(prefix + expected), line
+    if not expected.endswith(": "):
+        assert line == prefix + expected
+
+
+@pytest.mark.parametrize(
+    ("suffix", "accepted", "refused"),
+    [
+        ("LOCK_NAMESPACE", "a" * 63, "a" * 64),
+        ("LOCK_NAME", "a" * 253, "a" * 254),
+        ("REBOOT_SIGNAL", "64", "65"),  # SIGRTMAX on Linux
+        ("ZONE_LABEL", "example.com/Xzone", "example.com/zone!"),
+        ("NOTIFY_URL", "json://127.0.0.1/hook", "mailto:u@example.com"),
+        ("NOTIFY_URL", "Json+x.y-z://host/p", "1json://host/p"),
+    ],
+)
+def test_limits_are_inclusive_and_exact(suffix: str, accepted: str, refused: str) -> None:
+    assert problem_lines(environ={f"REBOOTD_{suffix}": accepted}) == []
+    assert problem_lines(environ={f"REBOOTD_{suffix}": refused}) != []
+
+
+def test_values_given_programmatically_as_lists_or_secrets_load() -> None:
+    settings = load_settings(
+        environ={},
+        flags={
+            "reboot_command": ["/bin/systemctl", "reboot", "--force"],
+            "notify_url": [SecretStr("json://h/p")],
+        },
+    )
+    assert settings.reboot_command == ("/bin/systemctl", "reboot", "--force")
+    assert [url.get_secret_value() for url in settings.notify_url] == ["json://h/p"]
