@@ -124,12 +124,10 @@ def owners_problem(
 def pdbs_problem(pdbs: Iterable[Mapping[str, Any]], *, names: Iterable[str]) -> str | None:
     """(c): a PDB that covered evicted pods and is not back to its desired health."""
     wanted = set(names)
-    seen = set()
     for pdb in pdbs:
         key = f"{pdb['metadata'].get('namespace', '')}/{pdb['metadata']['name']}"
         if key not in wanted:
             continue
-        seen.add(key)
         status = pdb.get("status") or {}
         healthy, desired = int(status.get("currentHealthy", 0)), int(status.get("desiredHealthy", 0))
         if healthy < desired:

@@ -465,6 +465,28 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    # Values a field's type accepts that cannot work, reported with the type errors.
+    @field_validator("boot_timeout", "recovery_timeout", "reboot_sentinel_command_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("expected a positive duration (0 would fail at once, not mean 'never')")
+        return value
+
+    @field_validator("reboot_sentinel", "boot_id_file", "prometheus_ca_file", "kubeconfig", mode="before")
+    @classmethod
+    def _non_empty_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # Path("") would be "." (the working directory)
+            raise ValueError("expected a file path, not an empty value (unset the variable instead)")
+        return value
+
+    @field_validator("prometheus_bearer_token")
+    @classmethod
+    def _non_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("expected a non-empty token (unset the variable instead)")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,

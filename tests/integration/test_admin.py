@@ -70,7 +70,15 @@ async def test_pause_stops_new_reboots_and_resume_lets_them_go_on(
     assert "paused" in out
     for node in cluster.nodes.values():
         node.require_reboot()
-    await asyncio.sleep(1.5)
+
+    def says_paused(name: str) -> bool:
+        node = cluster.emulator.get_object(kind="Node", name=name) or {}
+        return "paused" in (node.get("metadata", {}).get("annotations") or {}).get(
+            "rebootd.io/waiting-for", ""
+        )
+
+    # Both daemons have seen their sentinel and the pause (they say so on their nodes), and held.
+    assert await cluster.wait_until(lambda: all(says_paused(n) for n in zones), within=30)
     assert not reboot_counts(cluster.emulator.history)
     code, out, _ = await rebootd(cluster, tmp_path, "status", "--output", "json")
     report = json.loads(out)

@@ -147,8 +147,9 @@ async def test_crashed_task_turns_healthz_503_naming_it_and_exits_nonzero(
     async with aiohttp.ClientSession() as session:
         status, _ = await scrape(session, daemon.server.port, "/healthz")
         assert status == 200
+        doomed = next(t for t in asyncio.all_tasks() if t.get_name() == "doomed")
         trigger.set()
-        await asyncio.sleep(0.1)
+        await asyncio.wait([doomed], timeout=10)  # crashed: the next scrape must say so
         status, body = await scrape(session, daemon.server.port, "/healthz")
     assert status == 503
     detail = json.loads(body)
@@ -169,7 +170,7 @@ async def test_killing_the_sentinel_task_is_a_failure_not_a_silent_stop(
     assert daemon.server is not None
     sentinel_task = next(t for t in asyncio.all_tasks() if t.get_name() == "sentinel")
     sentinel_task.cancel()
-    await asyncio.sleep(0.1)
+    await asyncio.wait([sentinel_task], timeout=10)
     async with aiohttp.ClientSession() as session:
         status, body = await scrape(session, daemon.server.port, "/healthz")
     assert status == 503

@@ -260,15 +260,15 @@ async def test_stop_event_aborts_a_blocked_drain_promptly(emulator: Emulator, ku
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.call_later(0.3, stop.set)
-    started = loop.time()
 
+    # Without the stop, the retry wait alone would outlast this bound tenfold.
     with pytest.raises(DrainStopped):
-        await drain_node(kube, node="n1", options=DrainOptions(poll=0.05, retry_429=5.0), stop=stop)
-
-    assert loop.time() - started < 1.5, "stop interrupts the 5 s retry wait"
+        async with asyncio.timeout(60):
+            await drain_node(kube, node="n1", options=DrainOptions(poll=0.05, retry_429=600.0), stop=stop)
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("rebootd.drain")]
 
 
+@pytest.mark.timeout(20)
 async def test_cancelling_a_drain_leaves_no_tasks_behind(emulator: Emulator, kube: Kube) -> None:
     emulator.add_node(name="n1")
     emulator.add_node(name="n2")
@@ -277,7 +277,15 @@ async def test_cancelling_a_drain_leaves_no_tasks_behind(emulator: Emulator, kub
         kind="Deployment", name="web", replicas=1, nodes=["n1"], termination_grace_seconds=3000
     )
     task = asyncio.create_task(drain_node(kube, node="n1", options=DrainOptions(poll=0.05, retry_429=0.05)))
-    await asyncio.sleep(0.3)
+
+    def terminating() -> bool:  # web evicted (3000 s grace): the drain is waiting for it and retrying db
+        return any(
+            p["metadata"].get("deletionTimestamp")
+            for p in emulator.list_objects(kind="Pod", namespace="default")
+            if p["metadata"]["name"].startswith("web")
+        )
+
+    await emulator.wait_until(terminating, within=10)
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

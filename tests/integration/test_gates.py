@@ -65,6 +65,10 @@ async def test_database_member_crashlooping_after_a_reboot_halts_the_rollout_unt
     assert await cluster.wait_until(lambda: cluster.lease_state().halted is not None, within=30)
     for name in ("n2", "n3"):
         cluster.nodes[name].require_reboot()
+
+    def seen_halt() -> bool:  # asked after the halt: whatever they wait for, they looked since
+        return all(waiting_annotation(cluster, n) for n in ("n2", "n3"))
+
     halted = cluster.lease_state().halted
     assert halted is not None
     assert halted["node"] == first
@@ -80,7 +84,7 @@ async def test_database_member_crashlooping_after_a_reboot_halts_the_rollout_unt
     assert code == 0
     assert f"HALTED at node {first}" in out
     assert broken[0] in out
-    await asyncio.sleep(1.5)
+    assert await cluster.wait_until(seen_halt, within=30)  # both waiters saw the halt and held
     assert not cordoned_ever(cluster, "n2")
     assert not cordoned_ever(cluster, "n3")
     assert "rebootd_rollout_halted 1.0" in await metric_value(cluster, "n2", "rebootd_rollout_halted")
@@ -127,10 +131,13 @@ async def test_max_unavailable_nodes_waits_while_an_unrelated_node_is_not_ready(
     emu.set_node_ready(name="sick", ready=False)
     for name in ("n1", "n2", "n3"):
         cluster.nodes[name].require_reboot()
-    await asyncio.sleep(2.0)
+    # Each waiter has seen its sentinel and says what holds it back (the unready node, or the queue).
+    assert await cluster.wait_until(lambda: "sick" in waiting_annotation(cluster, "n1"), within=30)
+    assert await cluster.wait_until(
+        lambda: all(waiting_annotation(cluster, n) for n in ("n2", "n3")), within=30
+    )
     assert not reboot_counts(emu.history)
     assert not any(cordoned_ever(cluster, n) for n in ("n1", "n2", "n3"))
-    assert "sick" in waiting_annotation(cluster, "n1")
     emu.set_node_ready(name="sick", ready=True)
     assert await cluster.wait_until(lambda: all_done(cluster, {"n1", "n2", "n3"}), within=60)
     check = check_concurrency(emu.history, zones=zones, concurrency=1, zone_concurrency=0)
@@ -153,7 +160,9 @@ async def test_a_node_that_never_comes_back_halts_the_rollout_after_boot_timeout
     assert halted is not None
     assert halted["node"] == "n1"
     assert "not Ready" in halted["reason"]
-    await asyncio.sleep(1.0)
+    assert await cluster.wait_until(
+        lambda: "rollout halted at n1" in waiting_annotation(cluster, "n2"), within=30
+    )
     assert not cordoned_ever(cluster, "n2")
     assert reboot_counts(cluster.emulator.history) == {"n1": 1}
 
@@ -255,9 +264,11 @@ async def test_notifications_of_a_rollout_arrive_and_a_hung_endpoint_does_not_sl
         started = asyncio.get_running_loop().time()
         for node in cluster.nodes.values():
             node.require_reboot()
-        assert await cluster.wait_until(lambda: all_done(cluster, set(zones)), within=25)
+        assert await cluster.wait_until(lambda: all_done(cluster, set(zones)), within=80)
         took = asyncio.get_running_loop().time() - started
-        assert took < 20, took  # three hung 10 s deliveries per node would be 90 s if awaited
+        # Three hung 10 s deliveries per node would be 90 s if awaited; a few seconds otherwise, and
+        # a loaded machine must not fail this (that send() never waits: tests/integration/test_notify.py).
+        assert took < 60, took
         assert await cluster.wait_until(lambda: len(received) >= 9, within=20)
         bodies = [m.get("message", "") for m in received]
         for name in zones:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rebootd.daemon import Daemon
 from rebootd.kube import Kube
 from rebootd.lockstate import STATE_ANNOTATION, Holder, LockState
 from rebootd.sim.faults import FaultConfig, FaultInjector
@@ -24,6 +25,7 @@ from rebootd.sim.invariants import (
 from rebootd.sim.report import handoff_gaps, lease_steps
 from tests.fixtures.cluster import ClusterFactory, all_done, max_holders_seen, wait_phase
 from tests.fixtures.emulator import EmulatorFactory, make_kubectl
+from tests.integration.test_gates import waiting_annotation
 
 
 async def test_five_nodes_reboot_one_at_a_time_each_exactly_once(make_cluster: ClusterFactory) -> None:
@@ -142,7 +144,10 @@ async def test_a_partitioned_holder_whose_node_is_down_halts_the_rollout(
     halted = cluster.lease_state().halted
     assert halted is not None
     assert halted["node"] == "n1"
-    await asyncio.sleep(1.0)
+    # n2's daemon has seen the halt (it says so on its node) and did not go on.
+    assert await cluster.wait_until(
+        lambda: "rollout halted at n1" in waiting_annotation(cluster, "n2"), within=10
+    )
     n2 = emu.get_object(kind="Node", name="n2")
     assert n2 is not None
     assert not n2["spec"].get("unschedulable")  # nobody reboots next
@@ -242,23 +247,56 @@ async def test_kubectl_get_lease_shows_the_holders(make_cluster: ClusterFactory,
     assert "rebootd.io/state" in yaml_out
 
 
+async def sentinel_checks(daemon: Daemon, count: int, *, within: float = 30.0) -> bool:
+    """Whether the daemon checks its sentinel `count` more times within `within` seconds (a spy
+    on its checker, delegating to the real one): periods that really passed, however loaded."""
+    checker = daemon.checker
+    real = checker.reboot_required
+    done = asyncio.Event()
+    seen = 0
+
+    async def counting() -> bool:
+        nonlocal seen
+        seen += 1
+        if seen >= count:
+            done.set()
+        return await real()
+
+    # The checkers are frozen dataclasses: the spy goes onto this one instance, around the real call.
+    object.__setattr__(checker, "reboot_required", counting)
+    try:
+        async with asyncio.timeout(within):
+            await done.wait()
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        object.__delattr__(checker, "reboot_required")  # the class's own method again
+
+
 async def test_an_idle_node_makes_no_api_requests_after_start_up(make_cluster: ClusterFactory) -> None:
     zones = {"n1": "z1"}
     cluster = await make_cluster(zones=zones, workloads=False, env={"REBOOTD_PERIOD": "50ms"})
     node = cluster.nodes["n1"]
     assert await cluster.wait_until(lambda: node.phase == "idle", within=10)
-    await asyncio.sleep(0.3)
     daemon = node.daemon
     assert daemon is not None
+    assert await sentinel_checks(daemon, 3)  # past start-up: the lock read, the first checks
     before_emulator = {k: v for k, v in cluster.emulator.request_counts.items() if k[0] == "rebootd@n1"}
     assert node._kube is not None
     before_facade = dict(node._kube.requests)
-    await asyncio.sleep(2.0)  # 40 sentinel periods
+    assert await sentinel_checks(daemon, 40)  # 40 periods of an idle node
     after_emulator = {k: v for k, v in cluster.emulator.request_counts.items() if k[0] == "rebootd@n1"}
     assert node._kube is not None
     assert dict(node._kube.requests) == before_facade
     new = {k: after_emulator[k] - before_emulator.get(k, 0) for k in after_emulator}
     assert all(count == 0 for (client, verb), count in new.items() if verb != "watch"), new
+    # Quiet because idle, not because dead: the same daemon is healthy and still answers a reboot.
+    assert node.daemon is daemon
+    healthy, detail = daemon.supervisor.health()
+    assert healthy, detail
+    node.require_reboot()
+    assert await cluster.wait_until(lambda: reboot_counts(cluster.emulator.history).get("n1") == 1, within=30)
 
 
 async def test_a_freed_slot_is_taken_and_the_next_node_cordoned_within_a_second(
@@ -301,17 +339,19 @@ async def test_only_the_nodes_next_in_line_keep_listing_pods_and_pdbs_every_peri
     for name in zones:
         cluster.nodes[name].require_reboot()
     assert await cluster.wait_until(lambda: len(cluster.lease_state().waiters) == 4, within=10)
-    await asyncio.sleep(0.3)  # every waiter past its first check
 
     def lists() -> dict[str, int]:
         counts = cluster.emulator.request_counts
         return {name: counts.get((f"rebootd@{name}", "list"), 0) for name in zones}
 
-    before = lists()
-    await asyncio.sleep(1.5)  # 15 periods
-    after = lists()
     order = sorted(cluster.lease_state().waiters.values(), key=lambda w: w.ticket)
     first, last = order[0].node, order[-1].node
-    assert after[first] - before[first] >= 10, (before, after)  # pods + PDBs, every period
+    # Every waiter past its first check (the first in line has listed twice since), then while
+    # the first in line lists pods and PDBs for 10 periods, the last in line lists nothing.
+    start = lists()
+    assert await cluster.wait_until(lambda: lists()[first] >= start[first] + 4, within=30)
+    before = lists()
+    assert await cluster.wait_until(lambda: lists()[first] >= before[first] + 20, within=30)
+    after = lists()
     assert after[last] - before[last] <= 2, (before, after)  # nothing period after period
     assert not cluster.lease_state().holders.keys() - {"elsewhere"}  # nobody jumped the slot

@@ -74,6 +74,8 @@ class Cluster:
         ] = []  # (node, up) when a machine goes down / up
         self._generation: dict[str, int] = {}  # reboots per machine, so a stale timer does nothing
         self._posted: set[str] = set()  # machines whose kubelet posted status since their last boot
+        # (namespace, pod name prefix) whose image cannot be pulled: every start of such a pod fails
+        self.image_pull_failures: list[tuple[str, str]] = []
         self._handles: set[asyncio.TimerHandle] = set()
         self._deferred: list[tuple[float, Callable[[], None]]] = []
         self._flush_scheduled = False
@@ -231,7 +233,13 @@ class Cluster:
         return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
     def running_status(
-        self, pod: JsonObj, *, ready: bool, restarts: int = 0, broken: bool = False
+        self,
+        pod: JsonObj,
+        *,
+        ready: bool,
+        restarts: int = 0,
+        broken: bool = False,
+        waiting_reason: str = "CrashLoopBackOff",
     ) -> JsonObj:
         """The status kubelet reports for a started pod."""
         now = self.registry.now()
@@ -265,12 +273,12 @@ class Cluster:
                 "restartCount": int(before.get("restartCount", 0)) + restarts,
             }
             if broken:
-                entry["state"] = {
-                    "waiting": {
-                        "reason": "CrashLoopBackOff",
-                        "message": f"back-off 5m0s restarting failed container={name}",
-                    }
-                }
+                message = (
+                    f"back-off 5m0s restarting failed container={name}"
+                    if waiting_reason == "CrashLoopBackOff"
+                    else f'Back-off pulling image "{container.get("image", "")}"'
+                )
+                entry["state"] = {"waiting": {"reason": waiting_reason, "message": message}}
                 entry["started"] = False
             else:
                 entry["state"] = {"running": {"startedAt": now}}
@@ -300,6 +308,13 @@ class Cluster:
         meta = pod["metadata"]
         return any(meta["namespace"] == ns and meta["name"].startswith(prefix) for ns, prefix in self.broken)
 
+    def _image_pull_fails(self, pod: JsonObj) -> bool:
+        meta = pod["metadata"]
+        return any(
+            meta["namespace"] == ns and meta["name"].startswith(prefix)
+            for ns, prefix in self.image_pull_failures
+        )
+
     def _start_pod(self, key: tuple[str, str], uid: str | None, *, restarted: bool) -> None:
         pod = self._current_pod(key, uid)
         if pod is None or pod["metadata"].get("deletionTimestamp"):
@@ -308,9 +323,12 @@ class Cluster:
         if not self._node_up(node):
             return  # started when the node boots
         broken = restarted and self._is_broken(pod)
+        reason = "CrashLoopBackOff"
+        if self._image_pull_fails(pod):
+            broken, reason = True, "ImagePullBackOff"
         new = dict(pod)
         new["metadata"] = dict(pod["metadata"])
-        new["status"] = self.running_status(pod, ready=not broken, broken=broken)
+        new["status"] = self.running_status(pod, ready=not broken, broken=broken, waiting_reason=reason)
         self.registry.put_internal("pods", new, pod, client=KUBELET, verb="update")
 
     def set_pod_ready(self, pod: JsonObj, *, ready: bool, restarts: int = 0, broken: bool = False) -> JsonObj:
@@ -565,7 +583,7 @@ class Cluster:
                 continue
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
             uid = pod["metadata"].get("uid")
-            if not is_pod_ready(pod) and not self._is_broken(pod):
+            if not is_pod_ready(pod) and not self._is_broken(pod) and not self._image_pull_fails(pod):
                 self.later(
                     self.timing.pod_ready_delay, functools.partial(self._start_pod, key, uid, restarted=False)
                 )
@@ -701,6 +719,9 @@ class Cluster:
 
     def repair(self, namespace: str, prefix: str) -> None:
         self.broken = [(ns, p) for ns, p in self.broken if not (ns == namespace and p == prefix)]
+        self.image_pull_failures = [
+            (ns, p) for ns, p in self.image_pull_failures if not (ns == namespace and p == prefix)
+        ]
         for pod in list(self.store.iter_objects("pods", namespace)):
             if pod["metadata"]["name"].startswith(prefix) and not is_pod_ready(pod):
                 node = (pod.get("spec") or {}).get("nodeName") or ""

@@ -420,9 +420,12 @@ class Emulator:
         labels: Mapping[str, str] | None = None,
         termination_grace_seconds: int = 30,
         empty_dir: bool = False,
+        node_selector: Mapping[str, str] | None = None,
     ) -> None:
         """A workload with its owner objects and Ready pods spread over `nodes` (default: every
-        schedulable node; a DaemonSet runs on every node), plus a PDB when asked."""
+        schedulable node; a DaemonSet runs on every node), plus a PDB when asked. `node_selector`
+        goes into the pod template: pods placed on `nodes` here stay there (as if the label had
+        been removed since they were scheduled), replacements need a node that matches it."""
         self._ensure_namespace(namespace)
         pod_labels = {"app": name, **dict(labels or {})}
         template_spec: JsonObj = {
@@ -431,6 +434,8 @@ class Emulator:
         }
         if empty_dir:
             template_spec["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+        if node_selector:
+            template_spec["nodeSelector"] = dict(node_selector)
         template = {"metadata": {"labels": pod_labels}, "spec": template_spec}
         selector = {"matchLabels": {"app": name}}
         spec: JsonObj = {"selector": selector, "template": template}
@@ -572,6 +577,44 @@ class Emulator:
 
     def break_after_reboot(self, *, namespace: str, pod_prefix: str) -> None:
         self.cluster.broken.append((namespace, pod_prefix))
+
+    def add_pdb(
+        self,
+        *,
+        name: str,
+        selector: Mapping[str, Any],
+        namespace: str = "default",
+        min_available: int | str | None = None,
+        max_unavailable: int | str | None = None,
+    ) -> None:
+        """A PodDisruptionBudget with any label selector (`matchLabels` / `matchExpressions`)."""
+        spec: JsonObj = {"selector": dict(selector)}
+        if min_available is not None:
+            spec["minAvailable"] = min_available
+        if max_unavailable is not None:
+            spec["maxUnavailable"] = max_unavailable
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        self.registry.create(
+            BY_GROUP_RESOURCE[("policy", "poddisruptionbudgets")], namespace, body, client=SETUP
+        )
+        self.cluster.sync_pdbs(namespace)
+
+    def set_pod_ready(self, *, namespace: str, name: str, ready: bool) -> None:
+        """The kubelet reports the pod's readiness changed (a readiness probe failing or passing)."""
+        pod = self.store.get("pods", namespace, name)
+        if pod is None:
+            raise KeyError(f"pod {namespace}/{name} does not exist")
+        self.cluster.set_pod_ready(pod, ready=ready)
+
+    def fail_image_pulls(self, *, namespace: str, pod_prefix: str) -> None:
+        """Every pod whose name starts with `pod_prefix` and starts from now on (a replacement
+        scheduled elsewhere, a pod on a node coming up) stays not Ready in ImagePullBackOff."""
+        self.cluster.image_pull_failures.append((namespace, pod_prefix))
 
     def repair_pod(self, *, namespace: str, pod_prefix: str) -> None:
         self.cluster.repair(namespace, pod_prefix)

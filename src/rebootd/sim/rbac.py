@@ -32,8 +32,10 @@ __all__ = [
     "Binding",
     "PolicyRule",
     "Subject",
+    "access_review",
     "deny_message",
     "effective_groups",
+    "review",
     "service_account_username",
 ]
 
@@ -378,6 +380,53 @@ class Authorizer:
             )
             is not None
         )
+
+
+def access_review(
+    *,
+    user: str,
+    groups: Sequence[str] = (),
+    verb: str,
+    group: str = "",
+    resource: str,
+    subresource: str = "",
+    namespace: str = "",
+    name: str = "",
+) -> dict[str, Any]:
+    """An authorization.k8s.io/v1 SubjectAccessReview asking whether `user` may make a resource
+    request: the body a real kube-apiserver answers at
+    `/apis/authorization.k8s.io/v1/subjectaccessreviews`, and `Authorizer.review` answers here."""
+    attributes = {"verb": verb, "group": group, "resource": resource}
+    for key, value in (("subresource", subresource), ("namespace", namespace), ("name", name)):
+        if value:
+            attributes[key] = value
+    return {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {"user": user, "groups": list(groups), "resourceAttributes": attributes},
+    }
+
+
+def review(authorizer: Authorizer, request: Mapping[str, Any]) -> dict[str, Any]:
+    """Answer a SubjectAccessReview as kube-apiserver does: the request with `status.allowed`
+    (and the reason when allowed). A non-resource request is not modelled: never allowed here."""
+    spec = request.get("spec") or {}
+    attributes = spec.get("resourceAttributes")
+    status: dict[str, Any] = {"allowed": False}
+    if attributes is not None:
+        reason = authorizer.allowed_by(
+            user=str(spec.get("user", "")),
+            groups=[str(g) for g in spec.get("groups") or ()],
+            verb=str(attributes.get("verb", "")),
+            api_group=str(attributes.get("group", "")),
+            resource=str(attributes.get("resource", "")),
+            subresource=str(attributes.get("subresource", "")),
+            namespace=str(attributes.get("namespace", "")),
+            name=str(attributes.get("name", "")),
+        )
+        if reason is not None:
+            status = {"allowed": True, "reason": reason}
+    return {**request, "status": status}
 
 
 def _sanitize(text: str) -> str:
