@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from rebootd.lockstate import STATE_ANNOTATION, Holder, Limits, LockState
 from rebootd.marks import HALT_ANNOTATION, NODE_MARK_ANNOTATION, Mark
 from rebootd.node import set_annotations
 from rebootd.sim.emulator import Emulator
-from rebootd.sim.harness import SimCluster, SimNode, sim_pod_uid
+from rebootd.sim.harness import DaemonSeams, SimCluster, SimNode, sim_pod_uid
 from rebootd.sim.invariants import reboot_counts
 from rebootd.sim.registry import DeleteOptions
 from rebootd.sim.resources import BY_GROUP_RESOURCE
@@ -616,3 +617,59 @@ async def test_a_lock_of_format_1_is_taken_over_by_its_nodes_daemon_and_finished
     raw = (lease_of(emu) or {})["metadata"]["annotations"][STATE_ANNOTATION]
     assert json.loads(raw)["version"] == 2
     assert not node_of(emu, "n1")["spec"].get("unschedulable")
+
+
+# --- the gate between taking a slot and the cordon --------------------------------------------
+
+
+class HaltsAfterTheMark(Kube):
+    """A daemon's client that, once its node's mark is written, sees a halt recorded (another node's
+    reboot failed) before it gets on: the race between taking a slot and cordoning."""
+
+    halted = False
+
+    async def patch_node(self, *, name: str, patch: Any, patch_type: Any) -> dict[str, Any]:
+        written = await super().patch_node(name=name, patch=patch, patch_type=patch_type)
+        annotations = (
+            ((patch.get("metadata") or {}).get("annotations") or {}) if isinstance(patch, dict) else {}
+        )
+        if annotations.get(NODE_MARK_ANNOTATION) and not self.halted:
+            self.halted = True
+            lease = await self.get_lease(namespace=NS, name=NAME)
+            state = LockState.from_annotation(lease["metadata"]["annotations"][STATE_ANNOTATION])
+            halted = replace(state, halted={"reason": "another node failed", "node": "elsewhere", "at": ""})
+            lease["metadata"]["annotations"][STATE_ANNOTATION] = halted.to_annotation()
+            await self.replace_lease(namespace=NS, name=NAME, body=lease)
+        return written
+
+
+async def test_a_halt_between_taking_the_slot_and_the_cordon_disrupts_nothing(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """The holder's confirming read finds the rollout halted since it took its slot: it puts its
+    node back and releases without ever cordoning it (a cordon after the halt is a disruption
+    after the halt, even if the slot guard undid it a moment later)."""
+    emu = await emulator_factory(tokens={"token-n1": ("rebootd@n1", ("rebootd",))})
+    emu.add_node(name="n1", zone="z1")
+    node = SimNode(
+        emulator=emu,
+        name="n1",
+        workdir=tmp_path / "n1",
+        env=FAST_ENV,
+        seams=DaemonSeams(connect=HaltsAfterTheMark.connect),
+    )
+    await node.start()
+    try:
+        node.require_reboot()
+        assert await _wait(
+            lambda: "halted" in str(node_of(emu, "n1")["metadata"].get("annotations", {})), within=10
+        )
+        assert await _wait(lambda: not state_of_emu(emu).holders, within=10)
+    finally:
+        await node.stop()
+    cordons = [
+        r for r in emu.history if r.kind == "Node" and r.unschedulable_after and not r.unschedulable_before
+    ]
+    assert not cordons, cordons
+    assert node.reboot_requests == 0
+    assert NODE_MARK_ANNOTATION not in (node_of(emu, "n1")["metadata"].get("annotations") or {})
