@@ -412,6 +412,13 @@ class Cycle:
                         kind="reboot_loop",
                         detail=f"rebooted at {last}; next reboot allowed after {next_allowed.isoformat()}",
                     )
+        if not read_boot_id(self.opt.boot_id_file) and not boot_id(await self._get_node()):
+            # Nothing could prove a reboot of this node: do not take a slot for it (checked again
+            # right before the mark, which refuses the same way).
+            return BlockReason(
+                kind="no_boot_id",
+                detail=f"no boot id to prove a reboot ({self.opt.boot_id_file} unreadable, none on the Node)",
+            )
         return await self._ask([b for b in self.blockers if not b.at_slot])
 
     @staticmethod
@@ -696,8 +703,9 @@ class Cycle:
                 if prepared is not None:
                     await self._reboot(stop, holder=prepared)
             except Gated as exc:
-                if self._requested:
-                    raise
+                if self._requested:  # the reboot was requested: nothing left to back out of
+                    self._log.warning("rebootd.cycle.gated_after_request", reason=exc.reason)
+                    return
                 await self._back_out(why=exc.detail)
                 await self._block(BlockReason(kind=exc.reason, detail=exc.detail))
             except (LostSlot, NodeChanged) as exc:  # NodeChanged: a reclaimer removed our mark
@@ -906,7 +914,11 @@ class Cycle:
                 await self._after_reboot_steps(stop, holder=holder, mark=mark)
             except Gated as exc:  # a resumed pass whose reboot never happened met the gate
                 if self._requested:
-                    raise
+                    self._log.warning("rebootd.cycle.gated_after_request", reason=exc.reason)
+                    return
+                if exc.reason == "halted" and (self.lock.state.halted or {}).get("node") == self.opt.node:
+                    await self._wait_for_resume(stop)  # our own failed reboot: hold the slot
+                    return
                 await self._back_out(why=exc.detail)
                 await self._block(BlockReason(kind=exc.reason, detail=exc.detail))
             except (LostSlot, NodeChanged) as exc:

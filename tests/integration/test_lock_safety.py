@@ -240,6 +240,9 @@ async def test_an_empty_boot_id_is_never_proof_and_nothing_is_disrupted(
         assert node.reboot_requests == 0
         assert not node_of(emu, "n1")["spec"].get("unschedulable")
         assert not state_of_emu(emu).holders
+        writes = sum(1 for r in emu.history if r.kind == "Lease" and r.event == "write")
+        await asyncio.sleep(1.0)  # five periods: a node that cannot prove a reboot does not spin on the lock
+        assert sum(1 for r in emu.history if r.kind == "Lease" and r.event == "write") == writes
     finally:
         await node.stop()
 
