@@ -95,8 +95,9 @@ async def test_a_drain_that_deletes_on_429_and_skips_the_preflight_fails_invaria
 
 
 class HaltsAtFirstFault(Kube):
-    """A daemon's API facade that records a halt in the Lease the first time a request fails with
-    a server error (what a daemon that gives up at its first fault would do)."""
+    """A daemon's API facade that records a halt in the Lease the first time a request meets a
+    fault (a server error, a throttle, a lost response: the first retry, or an error it raises):
+    what a daemon that gives up at its first fault would do."""
 
     node = ""
     _halted = False
@@ -105,10 +106,17 @@ class HaltsAtFirstFault(Kube):
         try:
             return await super()._send(**kwargs)
         except KubeError as exc:
-            if exc.status >= 500 and not self._halted and self.node:
+            if (exc.status >= 500 or exc.status in (0, 429)) and not self._halted and self.node:
                 self._halted = True
                 await self._halt(reason=f"gave up at the first fault: {exc.status} {exc.reason}")
             raise
+
+    async def _retry_sleep(self, delay: float) -> None:
+        """The facade's back-off before a retry: the first one is the first fault."""
+        if not self._halted and self.node:
+            self._halted = True
+            await self._halt(reason="gave up at the first fault (a retried request)")
+        await asyncio.sleep(delay)
 
     async def _halt(self, *, reason: str) -> None:
         for _ in range(20):  # bounded: conflicts and more injected faults are retried
@@ -132,6 +140,7 @@ def halting_daemon(**kwargs: Any) -> Daemon:
     kube = kwargs["kube"]
     assert isinstance(kube, HaltsAtFirstFault)
     kube.node = kwargs["settings"].node_id
+    kube._sleep = kube._retry_sleep  # the double's own hook on its back-off
     return Daemon(**kwargs)
 
 
