@@ -223,6 +223,7 @@ def test_daemonset_runs_rebootd_on_every_node_with_its_identity_and_a_read_only_
     assert daemonset["metadata"]["namespace"] == "kube-system"
     assert container["command"] == ["rebootd", "run"]
     assert env["REBOOTD_NODE_ID"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["REBOOTD_POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}  # grants name their Pod
     assert env["REBOOTD_LOCK_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert {"operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
