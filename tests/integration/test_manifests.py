@@ -102,7 +102,11 @@ def effective_environment(objects: list[Obj]) -> dict[str, str]:
     for source in container.get("envFrom", []):
         config_map = only(objects, "ConfigMap", source["configMapRef"]["name"])
         environ.update({k: str(v) for k, v in config_map.get("data", {}).items()})
-    downward = {"spec.nodeName": "node-1", "metadata.namespace": daemonset["metadata"]["namespace"]}
+    downward = {
+        "spec.nodeName": "node-1",
+        "metadata.namespace": daemonset["metadata"]["namespace"],
+        "metadata.uid": "pod-uid-1",
+    }
     for var in container.get("env", []):
         if "value" in var:
             environ[var["name"]] = str(var["value"])

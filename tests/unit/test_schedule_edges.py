@@ -43,14 +43,19 @@ def test_a_day_range_missing_an_end_is_refused_as_such(text: str) -> None:
 
 
 def test_a_window_refuses_what_it_cannot_mean_with_a_reason() -> None:
-    with pytest.raises(ValueError, match=r"^a maintenance window needs at least one day$"):
-        Window(days=frozenset(), start=time(1), end=time(2), tz=UTC)
     with pytest.raises(ValueError, match=r"^weekday numbers run 0 \(Monday\) to 6 \(Sunday\), got \[7\]$"):
         Window(days=frozenset({7}), start=time(1), end=time(2), tz=UTC)
     with pytest.raises(ValueError, match=r"^window start and end are wall-clock times; give the zone as tz$"):
         Window(days=frozenset({0}), start=time(1, tzinfo=UTC), end=time(2), tz=UTC)
     with pytest.raises(ValueError, match="use 00:00 to 23:59:59 for the whole day"):
         Window(days=frozenset({0}), start=time(1), end=time(1), tz=UTC)
+
+
+def test_a_window_without_days_is_never_open_as_in_kured() -> None:
+    """kured's documented way to disable reboots: an empty reboot-days means never."""
+    never = Window(days=frozenset(), start=time(1), end=time(2), tz=UTC)
+    monday = datetime(2026, 12, 7, 1, 30, tzinfo=UTC)
+    assert not any(never.contains(monday + timedelta(hours=h)) for h in range(24 * 7))
 
 
 def test_a_window_keeps_its_days_as_a_frozenset() -> None:
