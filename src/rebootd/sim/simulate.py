@@ -438,6 +438,9 @@ class Simulation:
             self.emulator.api.write_hook = self.scripted
         self._operator: Kube | None = None
         self._operator_lock: LeaseLock | None = None
+        # One operator at a terminal: their commands run one after another, in the plan's order
+        # (a pause and a resume drawn for the same instant must not race each other).
+        self._operator_turn = asyncio.Lock()
         self.env = {**config.daemon_env(), **self.plan.env}
         self.nodes: dict[str, NodeRunner] = {}
         self.agent: HostAgent | None = None
@@ -920,7 +923,7 @@ class Simulation:
         """An action that talks to the API or starts a daemon, bounded by ACTION_WITHIN; what
         happened goes into the report's scenario actions."""
         try:
-            async with asyncio.timeout(ACTION_WITHIN):
+            async with asyncio.timeout(ACTION_WITHIN), self._operator_turn:  # bounded wait for a turn
                 self._note(await self._act_once(kind, node))
         except TimeoutError:
             self._note(f"({kind} {node} did not finish within {ACTION_WITHIN:g}s)")
