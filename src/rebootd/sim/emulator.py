@@ -512,19 +512,12 @@ class Emulator:
             else:
                 self._create_pod_with_status(pod, phase="Pending", ready=False)
         if pdb_min_available is not None or pdb_max_unavailable is not None:
-            pdb_spec: JsonObj = {"selector": {"matchLabels": {"app": name}}}
-            if pdb_min_available is not None:
-                pdb_spec["minAvailable"] = pdb_min_available
-            if pdb_max_unavailable is not None:
-                pdb_spec["maxUnavailable"] = pdb_max_unavailable
-            pdb = {
-                "apiVersion": "policy/v1",
-                "kind": "PodDisruptionBudget",
-                "metadata": {"name": name},
-                "spec": pdb_spec,
-            }
-            self.registry.create(
-                BY_GROUP_RESOURCE[("policy", "poddisruptionbudgets")], namespace, pdb, client=SETUP
+            self._create_pdb(
+                name=name,
+                selector={"matchLabels": {"app": name}},
+                namespace=namespace,
+                min_available=pdb_min_available,
+                max_unavailable=pdb_max_unavailable,
             )
         self.cluster.reconcile_now(pod_owner)
         if pod_owner is not owner:
@@ -588,6 +581,24 @@ class Emulator:
         max_unavailable: int | str | None = None,
     ) -> None:
         """A PodDisruptionBudget with any label selector (`matchLabels` / `matchExpressions`)."""
+        self._create_pdb(
+            name=name,
+            selector=selector,
+            namespace=namespace,
+            min_available=min_available,
+            max_unavailable=max_unavailable,
+        )
+        self.cluster.sync_pdbs(namespace)
+
+    def _create_pdb(
+        self,
+        *,
+        name: str,
+        selector: Mapping[str, Any],
+        namespace: str,
+        min_available: int | str | None,
+        max_unavailable: int | str | None,
+    ) -> None:
         spec: JsonObj = {"selector": dict(selector)}
         if min_available is not None:
             spec["minAvailable"] = min_available
@@ -602,7 +613,6 @@ class Emulator:
         self.registry.create(
             BY_GROUP_RESOURCE[("policy", "poddisruptionbudgets")], namespace, body, client=SETUP
         )
-        self.cluster.sync_pdbs(namespace)
 
     def set_pod_ready(self, *, namespace: str, name: str, ready: bool) -> None:
         """The kubelet reports the pod's readiness changed (a readiness probe failing or passing)."""
