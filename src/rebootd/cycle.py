@@ -32,6 +32,7 @@ import aiohttp
 from rebootd.blockers import Blocker, BlockReason, NodeBudget
 from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
+from rebootd.heartbeat import HEARTBEAT_NAMESPACE, HeartbeatJudge, Liveness, lease_seconds, lease_version
 from rebootd.kube import Kube, KubeError, NotFound
 from rebootd.lock import Gated, LeaseLock, LostSlot, put_back_node
 from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder, decide_acquire, next_in_line
@@ -173,6 +174,7 @@ class Cycle:
         self._renew_lost: LostSlot | None = None
         self._slot_changed = asyncio.Event()
         self._requested = False  # a reboot was requested in this pass: no backing out any more
+        self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
         self._log = get_logger(node=options.node)
 
     # --- small helpers ------------------------------------------------------------------------
@@ -544,18 +546,25 @@ class Cycle:
 
     async def _handle_stale_holders(self) -> None:
         """Reclaim dead holders whose node is up and not yet rebooted; free the slot of a holder
-        whose Node is gone; halt on failed reboots.
+        whose Node is gone; halt on failed reboots and on nodes that are down.
 
         Judged on a fresh read (a watch can lag), and reclaimed in two CAS steps scoped to the
         stale grant: mark the record `reclaiming` (the slot stays taken), put the node back, then
         remove the record. A holder that renews in between makes the first CAS a no-op; one that
-        comes back later finds its slot lost and puts its own node back."""
+        comes back later finds its slot lost and puts its own node back. A Ready Node is not
+        enough to reclaim: Ready stays True for the node monitor's grace after a machine died,
+        and freeing the slot of a dead node lets a second node go down. The kubelet's heartbeat
+        Lease must be seen moving on our own clock (rebootd.heartbeat); one that stood still for
+        its lease duration means the node is down: halt, as for a NotReady node."""
         if self.lock.state.halted or not self.lock.observer.stale_holders(
             self.lock.state, now=self.clock.monotonic()
         ):
+            self._heartbeats.keep_only(())
             return
         state = await self.lock.refresh()
-        for holder in self.lock.observer.stale_holders(state, now=self.clock.monotonic()):
+        stale = self.lock.observer.stale_holders(state, now=self.clock.monotonic())
+        self._heartbeats.keep_only(h.node for h in stale)
+        for holder in stale:
             try:
                 node: dict[str, Any] | None = await self.kube.get_node(name=holder.node)
             except NotFound:
@@ -570,6 +579,12 @@ class Cycle:
                     )
                 continue
             if is_ready(node) and holder.phase in {*PRE_REBOOT_PHASES, RECLAIMING}:
+                liveness, why = await self._kubelet_liveness(holder)
+                if liveness == "unknown":
+                    continue  # look again on the next pass
+                if liveness == "dead":
+                    await self._halt(reason=why, node=holder.node)
+                    continue
                 claimed = (
                     holder
                     if holder.phase == RECLAIMING
@@ -590,6 +605,41 @@ class Cycle:
             else:
                 why = f"node {holder.node} is up but its rebootd stopped renewing (phase {holder.phase})"
             await self._halt(reason=why, node=holder.node)
+
+    async def _kubelet_liveness(self, holder: Holder) -> tuple[Liveness, str]:
+        """Look at the stale holder's kubelet heartbeat Lease: alive, dead (with the halt's
+        reason) or unknown. A daemon not allowed to read it cannot prove a node alive, ever: that
+        halts at once, naming the missing permission, rather than stalling the rollout silently."""
+        try:
+            lease: dict[str, Any] | None = await self.kube.get_lease(
+                namespace=HEARTBEAT_NAMESPACE, name=holder.node
+            )
+        except NotFound:
+            lease = None
+        except KubeError as exc:
+            if exc.status == 403:
+                return "dead", (
+                    f"cannot tell whether node {holder.node} is up (its rebootd stopped renewing in phase "
+                    f"{holder.phase}): reading its heartbeat Lease {HEARTBEAT_NAMESPACE}/{holder.node} "
+                    f"was refused ({exc.message[:200]}); rebootd needs `get` on leases in "
+                    f"{HEARTBEAT_NAMESPACE}"
+                )
+            return "unknown", ""
+        now = self.clock.monotonic()
+        duration = lease_seconds(lease)
+        liveness = self._heartbeats.judge(
+            node=holder.node, version=lease_version(lease), duration=duration, now=now
+        )
+        still = self._heartbeats.still_for(holder.node, now=now)
+        beat = "has no heartbeat Lease" if lease is None else "renewed no heartbeat"
+        why = (
+            f"node {holder.node} still shows Ready but its kubelet {beat} for {still:.0f}s "
+            f"(lease duration {duration:g}s) and its rebootd stopped renewing (phase {holder.phase}): "
+            "the node is taken to be down"
+        )
+        if liveness != "unknown":
+            self._log.info("rebootd.lock.heartbeat", stale_node=holder.node, liveness=liveness, still=still)
+        return liveness, why
 
     # --- disruption: mark, cordon, drain, reboot ----------------------------------------------
     @contextlib.asynccontextmanager

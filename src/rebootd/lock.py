@@ -51,7 +51,11 @@ Rules built on them:
    into it. Marks beyond the limits need no halt: by rule 2 only the holders that confirmed in
    their own Lease go on, and any Lease that existed after such a confirmation already held it.
 5. Staleness is judged on a fingerprint that includes the Lease uid and the grant: a record
-   copied into a re-created Lease gets a whole TTL again.
+   copied into a re-created Lease gets a whole TTL again. A stale holder's slot is freed only
+   when its node is up: a Ready Node is not proof (Ready outlives a dead machine by the node
+   monitor's grace), so the reclaimer must also see the kubelet's heartbeat Lease move on its
+   own clock (`heartbeat.py`); one that stood still for its lease duration halts the rollout.
+   Test: test_named_scenarios.py (`stale-ready`), test_invariants_can_fail.py.
 6. Release removes only our own grant's record (CAS, retried on conflict); the release delay is
    waited by the holder itself, so no clock is compared across machines.
 7. Waiters watch the Lease and act on changes at once; only the waiters that the queue order

@@ -5,13 +5,14 @@ drawn from the seed too): API 5xx/429/409 at high rates, dropped watches, writes
 response lost (reset or 504), daemons killed, frozen past the lock TTL or duplicated at random
 phases, partitions longer than the lock TTL, the Lease deleted once or twice, operator unlock /
 pause / resume, a late kubelet and a node-monitor grace period, clock skew of up to +-10 minutes
-between daemons, sometimes a node that never boots. A run must complete, rebooting every node
-that needed it, or stop (halted, or stuck behind a node that never came back) for a cause the
-scenario injected (`halt_justified`: a node that never boots, a workload that never recovers) and
-at the node it hit; it fails when an invariant breaks, when it stops without such a cause, or
-when it neither finishes nor stops within its hard limit. A failure names the seed and the
-command that replays the plan (the interleaving of a rerun can differ: faults are seeded per
-client, but when a daemon's calls happen depends on timing).
+between daemons, sometimes a node that never boots or a machine that loses power mid-drain while its
+Node still shows Ready (a node-monitor grace longer than the outage). A run must complete, rebooting
+every node that needed it, or stop (halted, or stuck behind a node that never came back) for a cause
+the scenario injected (`halt_justified`: a node that never boots, a workload that never recovers, a
+machine that lost power) and at the node it hit; it fails when an invariant breaks, when it stops
+without such a cause, or when it neither finishes nor stops within its hard limit. A failure names
+the seed and the command that replays the plan (the interleaving of a rerun can differ: faults are
+seeded per client, but when a daemon's calls happen depends on timing).
 
 Runs go in parallel subprocesses (`REBOOTD_CHAOS_PARALLEL`, default 8: a run spends most of its
 time waiting on its simulated clocks, about 3.5 s of CPU in 10-30 s), started when the module's

@@ -216,6 +216,7 @@ class Scenario:
     finished: Callable[[SimCluster], bool]  # nothing more happens by itself (cheap, polled)
     problems: Callable[[SimCluster], list[str]]  # why it is not complete; [] = complete
     not_ready_after_start: bool = False
+    act: Callable[[SimCluster], None] | None = None  # polled while the scenario runs
 
 
 @dataclass
@@ -380,7 +381,68 @@ BUDGETS = Scenario(
     problems=budgets_problems,
 )
 
-SCENARIOS = {scenario.name: scenario for scenario in (CYCLE, BUDGETS)}
+
+def reclaim_setup(emu: Emulator) -> None:
+    # slow drains (300 s x the fast timing's grace scale: 3 s): the first holder is mid-drain
+    # when its daemon dies
+    emu.add_workload(kind="Deployment", name="slow", replicas=2, termination_grace_seconds=300)
+
+
+def kill_first_holder(cluster: SimCluster) -> None:
+    """Kill the daemon of the first node seen draining with a slot (it stays dead for longer
+    than the scenario): the other daemon must reclaim its slot."""
+    if any(sim.starts and not sim.running for sim in cluster.nodes.values()):
+        return  # already killed
+    for node, holder in cluster.lease_state().holders.items():
+        if holder.phase == "draining":
+            cluster.nodes[node].crash(restart_after=600.0)
+            return
+
+
+def reclaim_dead(cluster: SimCluster) -> str | None:
+    return next((name for name, sim in cluster.nodes.items() if sim.starts and not sim.running), None)
+
+
+def reclaim_finished(cluster: SimCluster) -> bool:
+    state = cluster.lease_state()
+    return state.halted is not None or (reclaim_dead(cluster) is not None and not reclaim_problems(cluster))
+
+
+def reclaim_problems(cluster: SimCluster) -> list[str]:
+    emu = cluster.emulator
+    dead = reclaim_dead(cluster)
+    if dead is None:
+        return ["no daemon was killed mid-drain"]
+    problems: list[str] = []
+    state = cluster.lease_state()
+    if state.halted:
+        problems.append(f"halted: {state.halted.get('reason')}")
+    if dead in state.holders:
+        problems.append(f"the dead daemon's node {dead} still holds its slot")
+    node = emu.get_object(kind="Node", name=dead) or {}
+    if (node.get("spec") or {}).get("unschedulable"):
+        problems.append(f"{dead} left cordoned")
+    counts = reboot_counts(emu.history)
+    for name in cluster.nodes:
+        if name != dead and counts.get(name, 0) != 1:
+            problems.append(f"{name} rebooted {counts.get(name, 0)} times")
+    return problems
+
+
+RECLAIM = Scenario(
+    name="reclaim",
+    zones={"n1": "z1", "n2": "z2"},
+    env={},
+    setup=reclaim_setup,
+    finished=reclaim_finished,
+    problems=reclaim_problems,
+    act=kill_first_holder,
+)
+"""reclaim: a daemon dies mid-drain (its node up): the other daemon reclaims the slot once it
+has seen the dead holder's kubelet heartbeat move (it reads its Lease in kube-node-lease), puts
+the node back and reboots its own."""
+
+SCENARIOS = {scenario.name: scenario for scenario in (CYCLE, BUDGETS, RECLAIM)}
 
 
 # --- running them ---------------------------------------------------------------------------------
@@ -441,6 +503,8 @@ async def run(
         ended = "timed out"
         moved, seen = started, progress(cluster)
         while loop.time() - started < within:
+            if scenario.act is not None:
+                scenario.act(cluster)
             if scenario.finished(cluster):
                 ended = "finished"
                 break

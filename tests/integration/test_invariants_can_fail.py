@@ -168,6 +168,30 @@ async def test_a_daemon_that_halts_at_its_first_fault_fails_a_chaos_run(tmp_path
     assert outcome.to_json()["halt_justified"] is None
 
 
+class TrustsStaleReady(Kube):
+    """A reclaimer's API facade that takes a Ready Node as alive: every read of a kubelet's
+    heartbeat Lease looks freshly renewed (what the reclaimer did before it read heartbeats)."""
+
+    _beats = 0
+
+    async def get_lease(self, *, namespace: str, name: str) -> dict[str, Any]:
+        lease = await super().get_lease(namespace=namespace, name=name)
+        if namespace == "kube-node-lease":
+            self._beats += 1
+            lease["metadata"]["resourceVersion"] = f"seems-alive-{self._beats}"
+        return lease
+
+
+async def test_a_reclaimer_that_trusts_a_stale_ready_fails_concurrency_in_stale_ready(tmp_path: Path) -> None:
+    seams = DaemonSeams(connect=TrustsStaleReady.connect)
+    config = replace(FAST, scenario="stale-ready", nodes=4, timeout=90)
+    outcome = await simulate(config, workdir=tmp_path, seams=seams)
+    check = outcome.report.invariants["concurrency"]
+    assert not check.ok, outcome.render()
+    assert "2 disrupted at once (limit 1)" in check.detail
+    assert outcome.exit_code == EXIT_FAILED
+
+
 # --- a small misbehaving client against the emulator --------------------------------------------
 
 

@@ -6,15 +6,17 @@ emulator with authorization on, and every daemon is the service account `kube-sy
 (the scenarios and how a run is judged: tests/integration/rbac_runs.py). A run passes when its
 scenario completes and the emulator denied the daemons nothing.
 
-- With exactly the base's RBAC both scenarios pass: the full cycle on 3 nodes (every node
-  rebooted exactly once) and the conflicting-budgets failure path.
+- With exactly the base's RBAC the three scenarios pass: the full cycle on 3 nodes (every node
+  rebooted exactly once), the conflicting-budgets failure path, and a reclaim (a daemon killed
+  mid-drain; the other proves its node alive from the kubelet's heartbeat Lease, frees the slot
+  and reboots its own node).
 - With one permission removed (each verb of each rule, and each multi-verb rule as a whole) a
   request is denied and some scenario cannot complete: it stalls on the denial (nothing moves for
   STALL seconds), halts, or has not completed after CAP seconds. The cycle is tried first; the
-  failure path only for what the cycle did not prove. The one exception is FALLS_BACK: a
-  permission the daemon asks for on every attempt but survives losing, by a designed fallback;
-  its runs must still have been denied. A permission no scenario even asks for is over-privilege:
-  the test names it (fix the manifest, not the test).
+  failure path and then the reclaim only for what the ones before did not prove. The one exception
+  is FALLS_BACK: a permission the daemon asks for on every attempt but survives losing, by a
+  designed fallback; its runs must still have been denied. A permission no scenario even asks for is
+  over-privilege: the test names it (fix the manifest, not the test).
 
 The removal runs are spread over one worker process per core (up to 4), a few runs at a time in
 each, with a control run holding every permission among them: it must pass under the same load.
@@ -34,6 +36,7 @@ from tests.fixtures.tools import require_binary
 from tests.integration.rbac_runs import (
     BUDGETS,
     CYCLE,
+    RECLAIM,
     Doc,
     Job,
     Outcome,
@@ -73,13 +76,16 @@ def falls_back(permission: Permission) -> str | None:
     return FALLS_BACK.get((permission.resources[0], permission.verb))
 
 
-@pytest.mark.parametrize("scenario", [CYCLE, BUDGETS], ids=lambda s: s.name.replace(" ", "-"))
+@pytest.mark.parametrize("scenario", [CYCLE, BUDGETS, RECLAIM], ids=lambda s: s.name.replace(" ", "-"))
 async def test_the_base_rbac_runs_the_scenario_without_a_single_denial(
     base_docs: tuple[Doc, ...], scenario: Scenario, tmp_path: Path
 ) -> None:
     outcome = await run(scenario, base_docs, workdir=tmp_path, within=COMPLETE_WITHIN)
     assert outcome.completed, outcome.problems
     assert not outcome.denied, sorted(map(str, outcome.denied))
+    if scenario is RECLAIM:  # the survivor only: the dead daemon's node was put back
+        assert sorted(outcome.reboots.values()) == [1]
+        return
     expected = dict.fromkeys(scenario.zones, 1) if scenario is CYCLE else {}
     assert outcome.reboots == expected
 
@@ -102,7 +108,7 @@ async def test_removing_any_single_permission_of_the_base_makes_a_scenario_fail(
     # Worker processes are spawned: this one runs an event loop (and threads) a fork would copy.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=WORKERS, mp_context=context) as pool:
-        for scenario in (CYCLE, BUDGETS):
+        for scenario in (CYCLE, BUDGETS, RECLAIM):
             todo = [p for p in candidates if not proven(p)]
             jobs: list[Permission | None] = [None, *todo] if scenario is CYCLE else list(todo)
             specs = [

@@ -285,7 +285,7 @@ def test_rbac_grants_exactly_the_calls_rebootd_makes(name: str) -> None:
         ("apps", "daemonsets", "get", ()),
         ("", "events", "create", ()),
     }
-    role = only(objects, "Role")
+    role = only(objects, "Role", "rebootd")
     assert _rules(role) == {
         ("coordination.k8s.io", "leases", "get", lock),
         ("coordination.k8s.io", "leases", "list", lock),
@@ -294,13 +294,23 @@ def test_rbac_grants_exactly_the_calls_rebootd_makes(name: str) -> None:
         ("coordination.k8s.io", "leases", "create", ()),
     }
     assert role["metadata"]["namespace"] == settings.lock_namespace
+    # the kubelets' heartbeat Leases, read-only: a reclaimer proves a node alive before it frees
+    # its slot (a Ready condition outlives a dead machine by the node monitor's grace)
+    heartbeats = only(objects, "Role", "rebootd-heartbeats")
+    assert _rules(heartbeats) == {("coordination.k8s.io", "leases", "get", ())}
+    assert heartbeats["metadata"]["namespace"] == "kube-node-lease"
     account = only(objects, "ServiceAccount")["metadata"]
-    for binding_kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
-        binding = only(objects, binding_kind)
+    for binding_kind, role_kind, name, namespace in (
+        ("ClusterRoleBinding", "ClusterRole", "rebootd", None),
+        ("RoleBinding", "Role", "rebootd", settings.lock_namespace),
+        ("RoleBinding", "Role", "rebootd-heartbeats", "kube-node-lease"),
+    ):
+        binding = only(objects, binding_kind, name)
+        assert binding["metadata"].get("namespace") == namespace
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": role_kind,
-            "name": "rebootd",
+            "name": name,
         }
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}

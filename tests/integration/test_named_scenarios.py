@@ -1,4 +1,4 @@
-"""The seven named scenarios of issue 14, each one failure reproduced deterministically: the shipped
+"""The eight named scenarios of issue 14, each one failure reproduced deterministically: the shipped
 `rebootd simulate --scenario NAME --json` must end as the scenario expects (completed, or halted
 for the reason it names) with every invariant and every scenario expectation holding.
 
@@ -69,3 +69,12 @@ def test_a_failed_reboot_halts_everything_in_flight_and_is_not_retried_in_a_loop
     details = " ".join(check["detail"] for check in data["scenario_expectations"])
     assert "no reboot started after the halt" in details
     assert "ran at most 3 times" in details
+
+
+def test_a_node_that_died_mid_drain_while_still_showing_ready_is_not_reclaimed_the_rollout_halts() -> None:
+    data = outcome("stale-ready", code=EXIT_HALTED)
+    assert data["status"] == "halted"
+    assert str(data["halted"]).startswith("node-000: ")
+    assert "its kubelet renewed no heartbeat" in data["halted"]
+    assert data["max_disrupted"] == 1
+    assert any("cut the power of node-000" in action for action in data["scenario_actions"])

@@ -8,7 +8,9 @@ The one yes the sweep tolerates beyond rebootd's own Lease: `create` of a Lease 
 the daemon's namespace. RBAC cannot restrict `create` by resourceNames (the name is in the body,
 not the URL, when the request is authorized), so role.yaml keeps `create` in a rule of its own
 without names, and every other verb on Leases is restricted to the name `rebootd`: a Lease
-created under another name can never be read, changed or deleted through this Role.
+created under another name can never be read, changed or deleted through this Role. Beside it,
+`get` (read only) of the kubelets' heartbeat Leases in kube-node-lease, named after their nodes:
+forging one (update) stays refused.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ NEEDED: list[tuple[str, str, str, str | None, str | None]] = [
         for verb in ("get", "list", "watch", "update")
     ],
     ("create", "coordination.k8s.io", "leases", NAMESPACE, None),  # see the module docstring
+    # the kubelets' heartbeat Leases (named after their nodes), read before a reclaim
+    ("get", "coordination.k8s.io", "leases", "kube-node-lease", None),
 ]
 
 

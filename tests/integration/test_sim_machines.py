@@ -4,6 +4,7 @@ its own pod uid, a duplicate daemon another one, and a frozen daemon sends nothi
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 from rebootd.sim.harness import SimNode
@@ -78,3 +79,30 @@ async def test_a_duplicate_daemon_runs_beside_the_first_with_its_own_pod_uid(
     )
     await node.kill()  # the machine goes down: both daemons die
     assert not node.running
+
+
+async def test_a_kubelet_renews_its_heartbeat_lease_only_while_its_machine_is_up(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = await make_cluster(zones={"n1": "z1", "n2": "z1"})
+    emu = cluster.emulator
+    emu.cluster.timing = replace(emu.cluster.timing, node_monitor_grace=30.0)  # Ready outlives the machine
+
+    def beat(node: str) -> str:
+        lease = emu.get_object(kind="Lease", namespace="kube-node-lease", name=node)
+        assert lease is not None
+        assert lease["spec"]["holderIdentity"] == node
+        return str(lease["metadata"]["resourceVersion"])
+
+    first = beat("n1")
+    assert await cluster.wait_until(lambda: beat("n1") != first, within=5)  # renewed while up
+    emu.power_loss(name="n1", seconds=60.0)
+    assert any(r.event == "power_lost" and r.name == "n1" for r in emu.history)
+    node = emu.get_object(kind="Node", name="n1")
+    assert node is not None
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+    stood, other = beat("n1"), beat("n2")
+    # three renewal intervals: n2's kubelet renews, the dead machine's Lease stands still
+    assert await cluster.wait_until(lambda: beat("n2") != other, within=5)
+    await asyncio.sleep(3 * emu.timing.heartbeat_interval)
+    assert beat("n1") == stood

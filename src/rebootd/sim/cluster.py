@@ -40,6 +40,8 @@ NODES = BY_GROUP_RESOURCE[("", "nodes")]
 EVENTS = BY_GROUP_RESOURCE[("", "events")]
 NAMESPACES = BY_GROUP_RESOURCE[("", "namespaces")]
 KUBELET = "kubelet"
+HEARTBEATS = "leases.coordination.k8s.io"
+HEARTBEAT_NAMESPACE = "kube-node-lease"
 
 
 def _tolerates(pod: JsonObj, taint: JsonObj) -> bool:
@@ -118,6 +120,27 @@ class Cluster:
         deferred, self._deferred = self._deferred, []
         for delay, callback in deferred:
             self.later(delay, callback)
+        if self.timing.heartbeat_interval > 0:
+            self.later(self.timing.heartbeat_interval, self._heartbeat)
+
+    # -- the kubelets' heartbeats ------------------------------------------------------------------
+
+    def kubelet_alive(self, name: str) -> bool:
+        """The node's kubelet is running: its machine is up and, after a reboot, it has posted."""
+        return self.machine_up(name) and (name not in self._generation or name in self._posted)
+
+    def _heartbeat(self) -> None:
+        """Every live kubelet renews its Lease in kube-node-lease (renewTime); a dead machine's
+        Lease stands still, whatever its Node's Ready condition still says."""
+        now = self.registry.now_micro()
+        for lease in list(self.store.iter_objects(HEARTBEATS, namespace=HEARTBEAT_NAMESPACE)):
+            name = lease["metadata"]["name"]
+            if self.store.get("nodes", "", name) is None or not self.kubelet_alive(name):
+                continue
+            renewed = dict(lease, spec=dict(lease.get("spec") or {}, renewTime=now))
+            renewed["metadata"] = dict(lease["metadata"])
+            self.registry.put_internal(HEARTBEATS, renewed, lease, client=KUBELET, verb="update")
+        self.later(self.timing.heartbeat_interval, self._heartbeat)
 
     def close(self) -> None:
         self._closed = True
@@ -608,6 +631,14 @@ class Cluster:
             listener(name, up)
 
     def reboot(self, name: str) -> None:
+        self._go_down(name, event="reboot_started", down_for=self.timing.boot_seconds)
+
+    def power_loss(self, name: str, *, down_for: float) -> None:
+        """The machine dies without anyone asking (power, a kernel panic) and boots `down_for`
+        seconds later: recorded as `power_lost`, not as a reboot."""
+        self._go_down(name, event="power_lost", down_for=down_for)
+
+    def _go_down(self, name: str, *, event: str, down_for: float) -> None:
         node = self.store.get("nodes", "", name)
         if node is None:
             raise KeyError(f"node {name!r} does not exist")
@@ -617,7 +648,7 @@ class Cluster:
         self._generation[name] = generation
         self._posted.discard(name)
         self.registry.record(
-            event="reboot_started",
+            event=event,
             client=KUBELET,
             verb="",
             kind="Node",
@@ -632,7 +663,7 @@ class Cluster:
             self.later(grace, lambda: self._grace_passed(name, generation))
         else:
             self.set_node_ready(name, ready=False, status="Unknown")
-        self.later(self.timing.boot_seconds, lambda: self._boot_complete(name, generation))
+        self.later(down_for, lambda: self._boot_complete(name, generation))
 
     def _grace_passed(self, name: str, generation: int) -> None:
         """The node monitor's grace period ended with no status from the rebooted kubelet."""

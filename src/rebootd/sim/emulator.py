@@ -310,7 +310,7 @@ class Emulator:
             },
             "spec": {
                 "holderIdentity": name,
-                "leaseDurationSeconds": 40,
+                "leaseDurationSeconds": self.timing.heartbeat_lease_seconds,
                 "renewTime": self.registry.now_micro(),
             },
         }
@@ -561,6 +561,11 @@ class Emulator:
     def add_machine_listener(self, listener: Callable[[str, bool], None]) -> None:
         """`listener(node, up)` when a machine goes down (a reboot starts) or is back up."""
         self.cluster.machine_listeners.append(listener)
+
+    def power_loss(self, *, name: str, seconds: float) -> None:
+        """Node `name`'s machine dies now, unasked (its kubelet and daemons with it), and boots
+        `seconds` later; its Node keeps showing Ready for the node monitor's grace period."""
+        self.cluster.power_loss(name, down_for=seconds)
 
     def set_boot_failure(self, *, name: str, fails: bool = True) -> None:
         if fails:

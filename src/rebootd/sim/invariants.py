@@ -3,7 +3,8 @@ daemons believe.
 
 Rule: pure functions over `HistoryRecord`s and the final objects. A node is *disrupted* while it
 is cordoned by rebootd (an unschedulable false->true write by a rebootd client, until the write
-that clears it) or rebooting (reboot started until it is Ready again).
+that clears it) or rebooting (reboot started until it is Ready again), or down after its machine
+died while cordoned by rebootd (until it is Ready again).
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def disruption_intervals(history: Sequence[HistoryRecord]) -> list[Interval]:
                 cordoned[rec.name] = (rec.monotonic, rec.time)
             elif not rec.unschedulable_after:
                 cordoned.pop(rec.name, None)
-        elif rec.event == "reboot_started":
+        elif rec.event == "reboot_started" or (rec.event == "power_lost" and rec.name in cordoned):
+            # A machine that dies while rebootd has it cordoned stays disrupted until it is back
+            # (its slot must stay taken); one that dies elsewhere is not rebootd's disruption.
             rebooting[rec.name] = (rec.monotonic, rec.time)
         elif rec.event == "node_ready":
             rebooting.pop(rec.name, None)

@@ -42,6 +42,7 @@ ActionKind = Literal[
     "pause",
     "resume",
     "require_reboot",
+    "power_loss",
 ]
 # Actions an operator carries out with the admin commands (rebootd.admin), as its own client.
 OPERATOR_ACTIONS: frozenset[str] = frozenset({"unlock", "unlock_force", "pause", "resume"})
@@ -71,7 +72,8 @@ SCENARIOS: dict[str, str] = {
         "response lost, daemons killed, frozen past the lock TTL or duplicated at random phases, "
         "partitions longer than the lock TTL, the Lease deleted once or twice, operator unlock / "
         "pause / resume, a late kubelet, clock skew of up to +-10 minutes between daemons, "
-        "sometimes a node that fails to boot"
+        "sometimes a node that fails to boot or a machine that loses power mid-drain while its "
+        "Node still shows Ready"
     ),
     "lost-response": (
         "the first holder's cordon is applied but its response lost (connection reset): the daemon "
@@ -99,6 +101,11 @@ SCENARIOS: dict[str, str] = {
         "concurrency 1; the Lease is deleted twice in a row while the first holder is between "
         "taking its slot and marking its node: never more holders than the limit"
     ),
+    "stale-ready": (
+        "concurrency 1; the first holder's machine loses power mid-drain and stays down while its "
+        "Node still shows Ready (a node-monitor grace longer than the outage): nobody may take its "
+        "slot on the strength of that Ready; the rollout halts naming it"
+    ),
     "halt-in-flight": (
         "concurrency 2; the first holder's reboot command always fails while the second holder is "
         "mid-drain: the rollout halts naming the first, nothing reboots after the halt and the "
@@ -114,6 +121,7 @@ NAMED: tuple[str, ...] = (
     "unlock-race",
     "lease-deleted-twice",
     "halt-in-flight",
+    "stale-ready",
 )
 LATE_KUBELET_POST_DELAY = 1.5  # seconds after the machine is back (scenario late-kubelet)
 MAX_FAILED_REBOOT_REQUESTS = 3  # halt-in-flight: a failed reboot command is not repeated more
@@ -171,6 +179,7 @@ class Action:
         what = {
             "break_pod": f"break the node-local pod of {target} after its reboot",
             "fail_boot": f"make {target} fail to boot",
+            "power_loss": f"cut the power of {target} (it boots {self.seconds:.2f}s later)",
             "fail_reboot": f"make every reboot command of {target} fail",
             "kill_daemon": f"kill the daemon of {target} (restart after {self.seconds:.2f}s)",
             "partition": f"partition the daemon of {target} for {self.seconds:.2f}s",
@@ -408,6 +417,28 @@ def named_plan(
             # Lease is deleted a second time: the rebuild finds two marks
             scripts=(NodeWriteScript(what="mark", nth=1, hold_for="delete_lease", then="delete_lease"),),
         )
+    if name == "stale-ready":
+        return ScenarioPlan(
+            name=name,
+            summary=summary,
+            expect="halted",
+            needed=nodes,
+            concurrency=1,
+            deferred=rest,
+            # a slow drain: the first holder is still draining (cordoned) when the power goes
+            workloads=(
+                Workload(kind="Deployment", name="slow", replicas=1, nodes=(first,), grace_seconds=120),
+            ),
+            actions=(
+                release_rest,
+                Action(
+                    kind="power_loss",
+                    trigger=Trigger(holder=1, phase="draining", delay=0.5),
+                    seconds=STALE_READY_OUTAGE * lock_ttl,
+                ),
+            ),
+            node_monitor_grace=2 * STALE_READY_OUTAGE * lock_ttl,  # Ready=True all through the outage
+        )
     # halt-in-flight: the first holder's reboot command always fails; every other node has a pod
     # with a long grace period, so the second holder is still draining when the first one fails.
     return ScenarioPlan(
@@ -427,6 +458,9 @@ def named_plan(
             Action(kind="require_reboot", trigger=Trigger(holder=1, phase="acquiring"), nodes=rest),
         ),
     )
+
+
+STALE_READY_OUTAGE = 6.0  # lock TTLs a machine stays down in `stale-ready`
 
 
 WINDOW_START = datetime(2025, 1, 6, 2, 0, tzinfo=UTC)  # a Monday, 02:00 UTC
@@ -538,6 +572,18 @@ def chaos_plan(
     # Timeouts well past the longest partition: a halt must come from a holder that stopped
     # renewing or a node that did not boot, not from a gate that could not reach the API in time.
     patience = f"{lock_ttl * 4:g}s"
+    # A machine that dies mid-drain while its Node still shows Ready (the grace outlasts the TTL):
+    # drawn last, so older seeds keep every earlier choice.
+    if rng.random() < 0.15:
+        outage = lock_ttl * rng.uniform(1.5, 4.0)
+        actions.append(
+            Action(
+                kind="power_loss",
+                trigger=Trigger(holder=rng.randint(1, n), phase=rng.choice(PHASES[:2]), delay=0.3),
+                seconds=outage,
+            )
+        )
+        grace = max(grace, outage * rng.uniform(0.5, 1.5))
     return ScenarioPlan(
         name="chaos",
         summary=summary,

@@ -76,7 +76,9 @@ ACTION_WITHIN = 10.0  # the longest an operator action (or a held write waiting 
 GRACE_SECONDS = 30  # the workloads' terminationGracePeriodSeconds, scaled to drain_seconds
 AUTO_WORKERS_FROM = 16  # nodes from which the daemons run in worker processes by default
 TICK = 0.1  # the longest the supervisor waits between looks when nothing changes
-HALT_CAUSES = frozenset({"fail_boot", "break_pod", "fail_reboot"})  # scenario actions that justify a halt
+HALT_CAUSES = frozenset(
+    {"fail_boot", "break_pod", "fail_reboot", "power_loss"}
+)  # scenario actions that justify a halt
 
 FaultPreset = Literal["none", "light", "heavy"]
 # stuck: a node that never booted still holds its slot and no node was left waiting to notice it,
@@ -820,6 +822,8 @@ class Simulation:
                 self.broken_pods[node] = pod
         elif action.kind == "fail_boot":
             emu.set_boot_failure(name=node)
+        elif action.kind == "power_loss":
+            self._power_loss(node, seconds=action.seconds)
         elif action.kind == "kill_daemon":
             runner = self.nodes.get(node)
             if runner is not None and not runner.crash(restart_after=action.seconds):
@@ -856,6 +860,16 @@ class Simulation:
 
     def _note(self, text: str) -> None:
         self.events.append(f"[{self.elapsed():7.2f}s]   {text}")
+
+    def _power_loss(self, node: str, *, seconds: float) -> None:
+        """The machine dies unasked, its daemons with it (no graceful stop), and boots `seconds`
+        later; its reboot-required file survives (the need is not met by a crash)."""
+        self.emulator.power_loss(name=node, seconds=seconds)
+        runner = self.nodes.get(node)
+        if isinstance(runner, SimNode):
+            runner.crash_soon()  # a new daemon once the machine is up again
+        elif runner is not None and not runner.crash(restart_after=seconds):
+            self._note(f"({node}'s daemon was not running)")
 
     def _fail_reboots(self, node: str) -> None:
         """From now on every reboot command of `node` fails (the host refuses to reboot)."""
@@ -1095,7 +1109,7 @@ class Simulation:
         victims = [
             self.targets[i]
             for i, a in enumerate(self.plan.actions)
-            if a.kind in ("break_pod", "fail_boot") and i in self.targets
+            if a.kind in ("break_pod", "fail_boot", "power_loss") and i in self.targets
         ]
         if expect == "halted" and victims:
             victim = victims[0]
@@ -1111,7 +1125,7 @@ class Simulation:
                 (
                     r.monotonic
                     for r in self.emulator.history
-                    if r.event == "reboot_started" and r.name == victim
+                    if r.event in ("reboot_started", "power_lost") and r.name == victim
                 ),
                 None,
             )

@@ -25,3 +25,7 @@ class EmulatorTiming:
     # The node monitor grace period: a machine that went down still shows Ready=True this long
     # (0: NotReady at once). A machine back and posting before it ends never shows NotReady.
     node_monitor_grace: float = 0.0
+    # The kubelet renews its heartbeat Lease in kube-node-lease this often while its machine is up
+    # and it is posting (a real kubelet: every 10 s, for a lease of 40 s; the same 1:4 here).
+    heartbeat_interval: float = 1.0
+    heartbeat_lease_seconds: int = 4

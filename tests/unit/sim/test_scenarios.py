@@ -71,6 +71,11 @@ def test_each_failure_is_set_up_by_its_own_fault() -> None:
     assert halt.concurrency == 2
     assert halt.expect == "halted"
     assert any(a.kind == "fail_reboot" and a.node == "node-000" for a in halt.actions)
+    stale = plan("stale-ready")
+    outage = next(a for a in stale.actions if a.kind == "power_loss")
+    assert stale.expect == "halted"
+    assert outage.seconds > 3 * 3.5  # down well past the TTL and a heartbeat lease
+    assert stale.node_monitor_grace > outage.seconds  # its Node shows Ready all through
 
 
 def test_the_chaos_plan_is_a_function_of_its_seed() -> None:
@@ -87,7 +92,15 @@ def test_the_chaos_plans_draw_the_new_fault_kinds() -> None:
         late += p.kubelet_post_delay > 0
         assert p.faults is not None
         lost += p.faults.lost_reset + p.faults.lost_504 > 0
-    for kind in ("freeze", "duplicate_daemon", "delete_lease_twice", "unlock", "unlock_force", "pause"):
+    for kind in (
+        "freeze",
+        "duplicate_daemon",
+        "delete_lease_twice",
+        "unlock",
+        "unlock_force",
+        "pause",
+        "power_loss",
+    ):
         assert kinds[kind] > 0, kind
     assert kinds["resume"] == kinds["pause"]  # a paused rollout is resumed
     assert 20 < late < 120
