@@ -114,7 +114,7 @@ def mutants(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and the import-linter layer contracts from DESIGN.md."""
+    """ruff (lint + format check) and the import-linter layer contracts (docs/design.md)."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")

@@ -5,10 +5,11 @@ directly. `load()` returns the library pieces the facade needs; it loads them on
 
 Why: `import kubernetes_asyncio.<anything>` runs `kubernetes_asyncio/__init__.py`, which imports
 `client` (every API class and all ~800 model classes), `config`, `dynamic`, `stream`, `utils` and
-`watch`: about +64 MiB RSS and +1.7 s of start-up on top of the rest of our stack, on every node of
-the cluster. The generated `CoreV1Api` module alone costs +38 MiB once imported, which is why the
-facade does not use the generated API classes at all but calls `ApiClient.call_api` with the
-resource path (the generated methods do exactly that after checking their arguments).
+`watch`: tens of MiB of RSS and over a second of start-up on top of the rest of our stack, on every
+node of the cluster. The generated API modules are the heaviest part, which is why the facade
+does not use the generated API classes at all but calls `ApiClient.call_api` with the resource
+path (the generated methods do exactly that after checking their arguments). The figures are in
+bench/README.md; `nox -s bench` measures the daemon's RSS and start-up as it is today.
 
 What we keep from the library, and why we use it at all: kubeconfig parsing (contexts, client
 certificates, exec credential plugins, OIDC), in-cluster service-account configuration with token
@@ -28,13 +29,6 @@ Then the handful of real modules is imported: `client.configuration`, `client.ap
 `kube_config` and `incluster_config`). If that fails (a future layout of the library), the stubs are
 removed again, the library is imported the normal way and the fallback is logged once.
 
-Measured (kubernetes-asyncio 36.1.0, Python 3.11, fresh interpreter, `import rebootd.kube` plus a
-connected client that made one GET; median of 5):
-- after aiohttp, structlog, prometheus_client and pydantic_settings (55.0 MiB): lean 57.5 MiB
-  (+2.5 MiB, 16 kubernetes_asyncio modules, ~0.3 s); normal import 118.4 MiB (+63.4 MiB, 859
-  modules, 2-3 s). Without `rich` (a lint-only dependency that structlog picks up when present):
-  52.0 -> 54.5 MiB lean.
-- `import rebootd.kube` alone: lean 47.3 MiB, normal import 103.5 MiB.
 """
 
 from __future__ import annotations

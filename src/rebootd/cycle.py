@@ -1,14 +1,16 @@
 """The per-node reboot cycle: the only place that sequences steps.
 
-IDLE --sentinel--> REQUIRED --window+unblocked--> ACQUIRING --slot--> DRAINING --drained-->
-REBOOTING ==(node restarts, daemon restarts)==> VERIFYING --bootID changed, Ready--> UNCORDONING
---> RECOVERING --workloads healthy--> RELEASING --release delay--> IDLE
+IDLE --sentinel--> REQUIRED --window+unblocked, queued--> (slot) DRAINING --drained-->
+REBOOTING ==(node restarts, daemon restarts)==> VERIFYING --host boot id changed, the Node
+reports it and Ready--> UNCORDONING --> RECOVERING --workloads healthy--> RELEASING --release
+delay--> IDLE
 
-Rule: the phase and its evidence live in this node's holder record in the Lease (and, for the
-Lease-deleted case, in the node's `rebootd.io/holder` mark). Each pass of the loop re-derives
-where we are from that record, so a daemon restarted at any point, or recovering from an API
-error, resumes correctly; nothing important lives only in memory. Every escalation (cordon,
-drain, reboot) is preceded by a CAS that records the next phase: a holder that lost its slot never
+Rule: the phase lives in this node's holder record in the Lease and its evidence (boot id before
+the reboot, recovery baseline, evicted pods) in the node's `rebootd.io/holder` mark (docs/design.md).
+Each pass of the loop re-derives where we are from the record and the mark, so a daemon restarted
+at any point, or recovering from an API error, resumes correctly; nothing important lives only in
+memory. Every escalation (cordon, drain, reboot) passes the lock's gate, and the writes that take
+the slot and record `rebooting` are CASes that come first: a holder that lost its slot never
 escalates. Every wait is event-driven (the sentinel, Lease and Node followers) with a timeout.
 Failures: a failed drain -> uncordon (only if we cordoned), free the slot, back off, Warning
 Event; node not back after boot-timeout, or workloads not healthy after recovery-timeout -> the

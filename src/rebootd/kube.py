@@ -18,9 +18,9 @@ only what is safe to retry, and counts every attempt per verb (for metrics and b
 - `ObjectFollower` keeps the latest state of one named object by list+watch, so waiters react to a
   change within a second instead of polling.
 - Footprint: the library is loaded through `rebootd._kubeclient` (only the modules we use; see
-  there for the measurements), and requests go through `ApiClient.call_api` with the resource path
-  instead of the generated API classes (`CoreV1Api` alone costs +38 MiB). The paths of the handful
-  of resources rebootd touches are the only thing written by hand here.
+  there; the figures are in bench/README.md), and requests go through `ApiClient.call_api` with the
+  resource path instead of the generated API classes (the heaviest part of the library). The
+  paths of the handful of resources rebootd touches are the only thing written by hand here.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ B. The grant. Each slot taken gets a random grant id, written with the daemon's 
    acting on an older grant changes nothing of a newer one. Node writes are guarded by the
    Node's resourceVersion (`node.guarded_patch`): a cordon racing a put-back is either seen and
    undone, or refused because it requires the mark.
-   Tests: test_lock_safety.py (lost cordon response, duplicate daemon, unlock race).
+   Tests: test_node_ops.py (lost cordon response, a put-back racing the cordon, a stalled
+   reclaimer), test_lock_safety.py (duplicate daemon), test_named_scenarios.py (`unlock-race`).
 
 C. Time, for what cannot be conditioned on the Lease. Kubernetes has no write conditioned on
    another object, so an eviction cannot carry the grant. The holder keeps `valid_until` = the
@@ -31,7 +32,7 @@ C. Time, for what cannot be conditioned on the Lease. Kubernetes has no write co
    guard that follows the Lease, so losing the slot, a halt, a pause or passing the deadline
    cancels the drain at once. A process frozen between the fence and the send is the one gap
    left (microseconds wide); the margin covers the request's own flight.
-   Test: test_lock_safety.py::test_frozen_holder_stops_evicting_after_its_deadline.
+   Test: test_lock_safety.py::test_a_frozen_holder_stops_evicting_once_its_deadline_passed.
 
 Rules built on them:
 1. One gate on every escalation (the cordon, each drain start, the `rebooting` write, a resumed

@@ -10,7 +10,9 @@ Rule: every write changes only what it names and never clobbers what others wrot
   list is absent); a failed test (422) means someone else changed the Node: re-read and retry.
 - Labels and annotations are strategic-merge maps: only the named keys change, `None` deletes.
 - Events are best effort: `record_event` logs a failure and never raises.
-- `boot_id`, `is_ready`, `ready_transition` are pure readings of a Node object.
+- `boot_id`, `is_ready`, `ready_transition` are pure readings of a Node object. The cycle's proof of
+  reboot uses the first two (the host's boot id changed, then the Node reports it and is Ready);
+  the Ready condition's transition time is no part of it.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def parse_time(value: object) -> datetime | None:
 
 def ready_transition(node_obj: Mapping[str, Any]) -> datetime | None:
     """When the Node last became Ready (the Ready condition's lastTransitionTime); None when it is
-    not Ready now or the time is missing. Proof of reboot compares it with the reboot request."""
+    not Ready now or the time is missing. Not proof of a reboot: the cycle compares boot ids."""
     condition = _ready_condition(node_obj)
     if condition is None or condition.get("status") != "True":
         return None

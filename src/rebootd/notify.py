@@ -1,9 +1,10 @@
 """Notifications: render a message for an event (drain, reboot, uncordon, halt, block) and deliver
 it to apprise URLs in the background.
 
-Rule: notifying never delays or breaks the reboot cycle. `send` only renders the message and puts
-it on a bounded queue (when full, the oldest message is dropped and logged); one background task
-delivers the queue in order, each URL with a per-message timeout. A slow, hung or dead endpoint
+Rule: notifying never delays or breaks the reboot cycle. `send` only renders the message and puts it
+on each URL's bounded queue (when one is full, its oldest message is dropped and logged); each URL
+has its own background task, started with its first message, that delivers its queue in order with a
+per-message timeout, so a hung endpoint never holds back another one. A slow, hung or dead endpoint
 costs a log line (`rebootd.notify.failed`), never the caller's time. `close(within=...)` flushes
 what it can inside its bound and abandons the rest (logged as undelivered).
 
@@ -13,13 +14,13 @@ so it is kept as `SecretStr` and logs name a URL only by its position and scheme
 URLs: this module raises the `apprise` logger's level above CRITICAL so that nothing of apprise's
 reaches the process' stderr (rebootd does not route stdlib logging anywhere else).
 
-apprise is heavy: importing it takes ~0.4 s, and its first URL parse loads every plugin (~1.5 s,
-+17 MiB RSS, measured with apprise 2.2 on the dev machine). It is imported lazily, on the first
-delivery, inside the delivery thread, so neither start-up nor the event loop pays for it, and a
-daemon without notification URLs never loads it. apprise's delivery is synchronous (requests), so
-each delivery runs in a small thread pool owned by the notifier (not the loop's default executor,
-which aiohttp's DNS lookups share): a hung call can only occupy this pool. The plugin's socket
-timeouts are clamped to twice the per-message timeout, so an abandoned call ends by itself.
+apprise is heavy (its import and its first URL parse, which loads every plugin, are slow and
+memory-hungry: figures in bench/README.md). It is imported lazily, on the first delivery, inside the
+delivery thread, so neither start-up nor the event loop pays for it, and a daemon without
+notification URLs never loads it. apprise's delivery is synchronous (requests), so each delivery
+runs in a small thread pool owned by the notifier (not the loop's default executor, which aiohttp's
+DNS lookups share): a hung call can only occupy this pool. The plugin's socket timeouts are clamped
+to twice the per-message timeout, so an abandoned call ends by itself.
 
 Templates use `{node}` and `{reason}`; kured's `%s` means the node. A placeholder the caller did
 not supply stays as written rather than failing the message.

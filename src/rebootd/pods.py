@@ -1,6 +1,7 @@
 """Pure facts about pods and PodDisruptionBudgets shared by the PDB preflight and the recovery gate.
 
-Rule: no I/O; the pods a drain would evict are exactly drain.py's filters (DaemonSet pods assumed
+Rule: no I/O is done here (the module reuses drain.py's filters, so importing it still loads the
+Kubernetes facade); the pods a drain would evict are exactly drain.py's filters (DaemonSet pods assumed
 to have their DaemonSet), and a PDB refuses an eviction by the eviction API's own rules.
 """
 

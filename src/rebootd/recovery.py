@@ -3,12 +3,16 @@
 Rule: after the node is back (new bootID, Ready) and uncordoned, wait until
   (a) every pod on the node is Ready (terminal pods aside) and none is in CrashLoopBackOff;
   (b) every controller whose pods the drain evicted has at least as many Ready pods as it had
-      just before the drain (the baseline recorded in our holder record);
+      just before the drain (the baseline recorded in our node mark; a mark too large to keep
+      per-owner details checks (a) and (c) only);
   (c) every PodDisruptionBudget that covered evicted pods is back to currentHealthy >=
       desiredHealthy.
 Not met within recovery-timeout: the caller halts the rollout with the reason returned here, which
 names the pod or workload at fault. The wait is event-driven: small list+watch caches of the pods
 and PDBs involved, re-evaluated on every change, bounded by the timeout.
+
+`read_boot_id` reads the host's own boot id, the first half of the proof of reboot (the cycle
+compares it with the one recorded before the reboot, then waits for the Node to report it).
 """
 
 from __future__ import annotations

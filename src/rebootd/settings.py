@@ -4,7 +4,7 @@ Rule: configuration is validated completely before anything runs. A bad value or
 is reported as one `Problem` per option (env var, flag, the value given, what is expected) and the
 process exits 2; nothing is silently replaced by a default. Secrets (notify URLs, Prometheus
 credentials) are `SecretStr` and never printed. Flags win over env vars. A leaf module: it
-imports only other leaves (`durations`, `schedule`, `selectors`).
+imports only other leaves (`durations`, `schedule`, `selectors`, `kured`, `re2compat`, `notifyurls`).
 """
 
 from __future__ import annotations

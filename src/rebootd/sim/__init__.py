@@ -3,7 +3,7 @@
 Rule: `sim` may import anything of rebootd; nothing outside the tests and `cli` imports `sim`.
 
 The emulator answers as kube-apiserver 1.32 does for the calls rebootd and kubectl make (the
-contract is docs/kube-api-contract.md in the shared design folder). Layers, each in its own module:
+contract is docs/kube-api-contract.md in this repository). Layers, each in its own module:
 - `emulator`: the `Emulator` facade (start/close, kubeconfig, in-process set-up and inspection);
 - `apiserver`: HTTP (aiohttp): paths, auth, RBAC, faults, discovery, Tables, lists, watches;
 - `registry`: the verbs' semantics (CAS, preconditions, strategies, graceful delete, eviction);
