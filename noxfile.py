@@ -112,14 +112,22 @@ def mutants(session: nox.Session) -> None:
     session.run("python", "-m", "tests.mutation.report", "score", "--min", "90", *modules)
 
 
+# The tools the `repo: local` hooks of .pre-commit-config.yaml run (ruff comes with the lint extra).
+PRE_COMMIT_TOOLS = ("pre-commit>=4", "codespell>=2.4", "validate-pyproject[all]>=0.23")
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and the import-linter layer contracts (docs/design.md)."""
-    session.install("-e", ".[lint]")
+    """ruff (lint + format check), the import-linter layer contracts (docs/design.md), hadolint,
+    and the pre-commit hooks over every tracked file: the config is valid, codespell finds no typo,
+    pyproject.toml validates."""
+    session.install("-e", ".[lint]", *PRE_COMMIT_TOOLS)
     session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
     session.run("lint-imports")
     session.run("hadolint", "Containerfile")
+    session.run("pre-commit", "validate-config", ".pre-commit-config.yaml")
+    session.run("pre-commit", "run", "--all-files", "--show-diff-on-failure")
 
 
 @nox.session(python=PYTHON)

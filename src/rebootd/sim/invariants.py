@@ -390,7 +390,7 @@ def check_one_reboot_per_need(history: Sequence[HistoryRecord]) -> Check:
 @dataclass
 class _Budget:
     facts: BudgetFacts
-    selector: LabelSelector | None  # None: unparseable (covers nothing we can judge)
+    selector: LabelSelector | None  # None: unparsable (covers nothing we can judge)
 
 
 def _desired(facts: BudgetFacts, expected: int) -> int:
