@@ -87,7 +87,7 @@ def chaos(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the targets of the benchmark issue: footprint and start-up of a real
+    """Benchmarks against their targets (bench/README.md): footprint and start-up of a real
     `rebootd run`, API requests of idle and waiting nodes, writes per hand-off, hand-off gaps,
     rollout overhead, emulator throughput. Writes bench/results.json and prints a table. Only the
     package is installed (no lint or test tools), as in the image."""

@@ -1,9 +1,9 @@
 """The benchmark's sections: each runs its measurements and turns them into judged `Figure`s plus
 the details behind them (for bench/results.json).
 
-Rule: a section returns `(figures, details)` and never raises for a missed target; the targets
-are the issue's table. Sizes come from `Plan` (the full run or `--quick`), so the whole bench stays
-within about ten minutes on two cores.
+Rule: a section returns `(figures, details)` and never raises for a missed target; each `Figure`
+carries its target (`limit`, and a `stretch` goal where there is one). Sizes come from `Plan` (the
+full run or `--quick`), so the whole bench stays within about ten minutes on two cores.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def check_after_halt(history: Sequence[HistoryRecord]) -> Check:
     )
 
 
-# --- judged from every request rebootd made (issues 14 and 21) -------------------------------------
+# --- judged from every request rebootd made ------------------------------------------------------
 #
 # Each check below reads only the records (who asked for what, the Lease's recorded state, the
 # pods' readiness and the PDBs' specs as written), never what the emulator decided on its own

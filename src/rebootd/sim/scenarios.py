@@ -10,10 +10,10 @@ seeded with the run's seed, so `rebootd simulate --scenario chaos --seed N` (wit
 replays the same plan; the kinds added after the first ones are drawn after them, so an older
 seed's earlier choices stay what they were.
 
-The named scenarios of issue 14 (`NAMED`) each reproduce one failure deterministically: who is hit
-is chosen by what happens (the first holder, the n-th cordon, the first mark), never by timing or
-by the seed, and nodes that must not go first get their reboot-required file only later
-(`deferred`, released by a `require_reboot` action).
+The named scenarios (`NAMED`) each reproduce one failure the lock's safety rules guard against
+(docs/design.md), deterministically: who is hit is chosen by what happens (the first holder, the
+n-th cordon, the first mark), never by timing or by the seed, and nodes that must not go first get
+their reboot-required file only later (`deferred`, released by a `require_reboot` action).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ SCENARIOS: dict[str, str] = {
         "failed reboot is not retried in a loop"
     ),
 }
-# The named scenarios of issue 14 (each one failure, deterministically).
+# The named scenarios (each one failure, deterministically).
 NAMED: tuple[str, ...] = (
     "lost-response",
     "frozen-holder",
@@ -320,7 +320,7 @@ def plan_scenario(
 def named_plan(
     name: str, *, nodes: tuple[str, ...], lock_ttl: float, boot_seconds: float, summary: str
 ) -> ScenarioPlan:
-    """The plans of the named scenarios of issue 14 (see SCENARIOS for what each one shows)."""
+    """The plans of the named scenarios (see SCENARIOS for what each one shows)."""
     if len(nodes) < 3:
         raise ScenarioError(f"{name} needs at least 3 nodes (holders, and nodes waiting behind them)")
     first, rest = nodes[0], nodes[1:]
@@ -533,7 +533,8 @@ def chaos_plan(
     if n >= concurrency + 2 and rng.random() < 0.2:
         actions.append(Action(kind="fail_boot", trigger=Trigger(holder=rng.randint(1, n - concurrency - 1))))
     offsets = {node: rng.uniform(-600.0, 600.0) for node in nodes}
-    # The kinds of issue 14, drawn after everything above so older seeds keep their earlier choices.
+    # The kinds added with the named scenarios, drawn after everything above so older seeds keep their
+    # earlier choices.
     lost = rng.uniform(0.0, 0.03)  # of writes: applied, response lost
     faults = replace(faults, lost_reset=lost / 2, lost_504=lost / 2)
     for _ in range(rng.choice((0, 0, 1))):
