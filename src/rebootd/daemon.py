@@ -142,7 +142,7 @@ async def watch_sentinel(
 
 
 class Daemon:
-    """One node's rebootd: sentinel, metrics/health server, and (once wired) the reboot cycle."""
+    """One node's rebootd: sentinel, metrics/health server, and the reboot cycle."""
 
     def __init__(
         self,

@@ -281,8 +281,9 @@ def event_body(
     now: datetime,
     suffix: str,
 ) -> JsonObj:
-    """A core/v1 Event about the Node, as `kubectl describe node` finds them (contract section 8).
-    The name is client-go's `<object>.<hex time>`, with `suffix` against same-nanosecond clashes."""
+    """A core/v1 Event about the Node, as `kubectl describe node` finds them (section 8 of
+    docs/kube-api-contract.md). The name is client-go's `<object>.<hex time>`, with `suffix`
+    against same-nanosecond clashes."""
     stamp = f"{int(now.timestamp() * 1_000_000) * 1000:x}{suffix}"
     name = f"{node[: MAX_NAME_LENGTH - len(stamp) - 1]}.{stamp}"
     ts = format_time(now)
