@@ -36,7 +36,8 @@ DECISIONS: dict[str, tuple[str, ...]] = {
         "_labels", "_command", "_notify_urls", "_http_url", "_dns_label", "_dns_subdomain",
         "_label_key", "_signal_number", "_template", "_contradictions",
     ),
-    # Configured, not measured by default: the lead is redesigning the lock (issue 14).
+    # Configured, not in the default set (`nox -s mutants -- lockstate`): left out while the lock was
+    # redesigned (lock format 2), and not measured since.
     "lockstate": ("*",),
 }  # fmt: skip
 DEFAULT_MODULES = ("pods", "recovery", "drain", "schedule", "settings")
