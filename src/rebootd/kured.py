@@ -308,17 +308,3 @@ def env_flag_values(environ: Mapping[str, str]) -> dict[str, list[str]]:
         if name in BY_NAME:
             found[name] = [value]
     return found
-
-
-def kured_annotations(*, phase: str, reboot_required: bool, now_iso: str) -> dict[str, str | None]:
-    """kured's `--annotate-nodes` annotations for a node in `phase` (rebootd's cycle phases), as
-    a patch (None removes): `weave.works/kured-reboot-in-progress` (the time the reboot started)
-    while the node is disrupted, and `weave.works/kured-most-recent-reboot-needed` (the time a
-    reboot was last found needed) while one is required. Published with REBOOTD_KURED_COMPAT=true
-    next to rebootd's own annotations; the cycle calls this at each phase change."""
-    in_progress = phase in {"draining", "rebooting", "verifying", "uncordoning", "recovering"}
-    patch: dict[str, str | None] = {}
-    patch[KURED_REBOOT_IN_PROGRESS] = now_iso if in_progress else None
-    if reboot_required and phase in {"required", "acquiring", "draining"}:
-        patch[KURED_MOST_RECENT_REBOOT_NEEDED] = now_iso
-    return patch

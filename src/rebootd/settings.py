@@ -329,7 +329,13 @@ class Settings(BaseSettings):
     drain_pod_selector: Annotated[str, AfterValidator(_selector)] = Field(
         "", description="Only evict pods matching this label selector (empty = all)."
     )
-    drain_delay: Duration = Field(0.0, description="Wait this long after cordoning before draining.")
+    drain_delay: Duration = Field(
+        0.0,
+        description=(
+            "Wait this long after taking the slot, before cordoning and draining (kured: after the "
+            "pre-reboot labels, before the cordon)."
+        ),
+    )
     force_reboot: bool = Field(False, description="Reboot even if the drain failed or timed out.")
     pdb_preflight: bool = Field(
         True,
@@ -405,13 +411,25 @@ class Settings(BaseSettings):
     # --- node marks ----------------------------------------------------------------------------
     annotate_nodes: bool = Field(False, description="Record the phase and its times as node annotations.")
     pre_reboot_node_labels: Labels = Field(
-        (), description="Labels set on the node before its reboot (k=v,...)."
+        (),
+        description=(
+            "Labels set on the node once it has the slot, before the drain delay and the cordon (k=v,...)."
+        ),
     )
     post_reboot_node_labels: Labels = Field(
-        (), description="Labels set on the node after its reboot (k=v,...)."
+        (),
+        description=(
+            "Labels set on the node after the uncordon that follows its reboot, or after a failed "
+            "drain put it back (k=v,...)."
+        ),
     )
     prefer_no_schedule_taint: Annotated[str, AfterValidator(_label_key)] = Field(
-        "", description="Taint key set (PreferNoSchedule) while a reboot is pending (empty = none)."
+        "",
+        description=(
+            "Taint key set (PreferNoSchedule) while the node needs a reboot, in its window and "
+            "unblocked, waits for another node to give back the slot; removed when it takes the "
+            "slot, no longer needs a reboot, or its daemon stops (empty = none)."
+        ),
     )
 
     # --- notifications -------------------------------------------------------------------------
@@ -705,6 +723,14 @@ def behaviour_warnings(settings: Settings) -> list[str]:
         found.append(
             "REBOOTD_FORCE_REBOOT reboots past a failed drain, but the PDB preflight still keeps a node "
             "that a PodDisruptionBudget pins from taking a slot; REBOOTD_PDB_PREFLIGHT=false lets it go"
+        )
+    pre = sorted(pair.split("=", 1)[0] for pair in settings.pre_reboot_node_labels)
+    post = sorted(pair.split("=", 1)[0] for pair in settings.post_reboot_node_labels)
+    if pre != post:  # kured's validateNodeLabels warns the same
+        found.append(
+            "REBOOTD_PRE_REBOOT_NODE_LABELS and REBOOTD_POST_REBOOT_NODE_LABELS name different keys "
+            f"({','.join(pre) or 'none'} / {','.join(post) or 'none'}): a pre-reboot label the "
+            "post-reboot labels do not overwrite stays on the node after its reboot"
         )
     if not settings.reboot_days:
         found.append(
