@@ -162,6 +162,25 @@ FLAGS: tuple[Flag, ...] = (
     Flag("time-zone", "UTC", "time_zone"),
 )
 BY_NAME: Mapping[str, Flag] = {f.name: f for f in FLAGS}
+# kured's time.Duration flags: Go syntax only (a bare number other than 0 is refused by kured).
+DURATION_FLAGS = frozenset(
+    {"drain-delay", "drain-timeout", "reboot-delay", "period", "lock-ttl", "lock-release-delay"}
+)
+_GO_DURATION = re.compile(r"[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)")
+# kured's LoadFromEnv has no case for stringArray flags: "Unsupported flag type", the variable is
+# ignored (v1.23).
+ENV_IGNORED = frozenset({"blocking-pod-selector"})
+
+
+def env_ignored_error(name: str) -> str:
+    variable = KURED_PREFIX + name.upper().replace("-", "_")
+    return (
+        f"{variable}: kured ignores this variable (its --{name} is a string array, which kured's "
+        "LoadFromEnv does not read), so it blocked nothing; give the selectors as "
+        "REBOOTD_BLOCKING_POD_SELECTOR (separated by ';') if you mean them"
+    )
+
+
 # kured flags that rebootd reads under another name (a hint for a misspelled REBOOTD_* variable).
 RENAMED = {
     f.name.replace("-", "_"): f.setting for f in FLAGS if f.setting and f.setting != f.name.replace("-", "_")
@@ -196,7 +215,10 @@ def slack_url(*, hook: str, username: str, channel: str) -> str:
     """kured's deprecated Slack flags as one apprise URL: slack://[user@]A/B/C[/#channel]."""
     path = urlsplit(_strip_quotes(hook)).path.replace("/services/", "", 1).strip("/")
     if len(path.split("/")) != 3:
-        raise ValueError("slack-hook-url: expected https://hooks.slack.com/services/A/B/C")
+        raise ValueError(
+            f"--slack-hook-url={hook}: not a Slack webhook URL (expected "
+            "https://hooks.slack.com/services/A/B/C); kured sent no notification with it"
+        )
     user = f"{username}@" if username else ""
     tail = f"/#{channel.lstrip('#')}" if channel else ""
     return f"slack://{user}{path}{tail}"
@@ -228,6 +250,13 @@ def translate(given: Mapping[str, Sequence[str]]) -> Translation:
         if name not in BY_NAME and name not in {"help", "h"}:
             out.errors.append(f"--{name}: not a kured flag (kured v1.23 has {len(FLAGS)})")
     last = {name: values[-1] for name, values in given.items() if values}
+    for name in sorted(DURATION_FLAGS & set(last)):
+        if not _GO_DURATION.fullmatch(last[name].strip()):
+            out.errors.append(
+                f"--{name}={last[name]}: kured refuses this value (a Go duration needs a unit, such as "
+                f"{last[name].strip()}s or 1h30m) and would not start; rebootd would read it differently, "
+                "so give it with a unit"
+            )
 
     def plain(name: str) -> None:
         flag = BY_NAME[name]
@@ -262,7 +291,7 @@ def translate(given: Mapping[str, Sequence[str]]) -> Translation:
             out.note("alert_filter_regexp", "kured: an empty filter matches every alert, so no alert blocks")
     ds_name = last.get("ds-name", "kured")
     annotation = last.get("lock-annotation", KURED_NODE_LOCK)
-    if "ds-name" in last or "lock-annotation" in last:
+    if ds_name != "kured" or annotation != KURED_NODE_LOCK:  # kured's own lock: rebootd's default Lease
         name = _dns_name(ds_name)
         if annotation != KURED_NODE_LOCK:
             name = _dns_name(f"{ds_name}-{annotation.rpartition('/')[2]}")
@@ -305,6 +334,6 @@ def env_flag_values(environ: Mapping[str, str]) -> dict[str, list[str]]:
         if not key.startswith(KURED_PREFIX):
             continue
         name = key.removeprefix(KURED_PREFIX).lower().replace("_", "-")
-        if name in BY_NAME:
+        if name in BY_NAME and name not in ENV_IGNORED:
             found[name] = [value]
     return found

@@ -710,6 +710,24 @@ def _kured_variables(environ: Mapping[str, str]) -> tuple[dict[str, str], list[s
     return added, warnings, problems
 
 
+def _ignored_kured_variables(environ: Mapping[str, str]) -> list[Problem]:
+    """`KURED_*` variables kured itself never read: an error, since rebootd reading them would
+    change what the installation did."""
+    problems = []
+    for name in sorted(kured.ENV_IGNORED):
+        variable = kured.KURED_PREFIX + name.upper().replace("-", "_")
+        if variable in {key.upper() for key in environ}:
+            problems.append(
+                Problem(
+                    field="",
+                    given="",
+                    expected=kured.env_ignored_error(name).split(": ", 1)[1],
+                    variable=variable,
+                )
+            )
+    return problems
+
+
 def behaviour_warnings(settings: Settings) -> list[str]:
     """Where a setting now means something a kured user may not expect: said once at start."""
     found = []
@@ -745,7 +763,7 @@ def load_settings_and_warnings(
     """`load_settings`, plus the warnings to print once at start (KURED_* variables read, kured
     meanings that differ). Raises InvalidConfig, naming unknown REBOOTD_* variables too."""
     added, warnings, problems = _kured_variables(environ)
-    problems = _unknown_variables(environ) + problems
+    problems = _unknown_variables(environ) + _ignored_kured_variables(environ) + problems
     try:
         settings = load_settings(environ={**environ, **added}, flags=flags, require_node=require_node)
     except InvalidConfig as exc:
