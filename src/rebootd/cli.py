@@ -38,6 +38,34 @@ _REPEATABLE = frozenset(
 )
 
 
+SETTINGS_COMMANDS = frozenset({"run", "config", "status", "pause", "resume", "unlock"})
+
+
+def kured_only_flags(items: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """kured's flags that rebootd has under another name (`--ds-name`, `--lock-annotation`,
+    `--slack-*`), as pflag reads them; and the arguments that are neither rebootd's nor kured's."""
+    from rebootd import kured
+
+    found: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        i += 1
+        name, sep, value = item.removeprefix("--").partition("=")
+        if not item.startswith("--") or name not in kured.BY_NAME:
+            unknown.append(item)
+            continue
+        if not sep:
+            if i >= len(items) or items[i].startswith("--"):
+                unknown.append(item)  # every kured-only flag takes a value
+                continue
+            value = items[i]
+            i += 1
+        found.setdefault(name, []).append(value)
+    return found, unknown
+
+
 def _is_bool(name: str) -> bool:
     return Settings.model_fields[name].annotation is bool
 
@@ -76,7 +104,10 @@ def _load(
 ) -> Settings | None:
     try:
         settings, warnings = load_settings_and_warnings(
-            environ=environ, flags=_flag_values(args), require_node=require_node
+            environ=environ,
+            flags=_flag_values(args),
+            require_node=require_node,
+            kured_flags=getattr(args, "kured_flags", None),
         )
     except InvalidConfig as exc:
         count = len(exc.problems)
@@ -245,7 +276,12 @@ def main(
 
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            kured_flags, unknown = kured_only_flags(extras)
+            if unknown or args.command not in SETTINGS_COMMANDS:
+                parser.error(f"unrecognized arguments: {' '.join(unknown or extras)}")
+            args.kured_flags = kured_flags
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
 

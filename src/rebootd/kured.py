@@ -144,7 +144,8 @@ FLAGS: tuple[Flag, ...] = (
         "slack-channel",
         "",
         "notify_url",
-        "deprecated in kured: becomes the #channel of the slack:// URL",
+        "deprecated in kured, and ignored by kured v1.23 (the webhook's own channel is used): not "
+        "carried into the slack:// URL; append /#channel to REBOOTD_NOTIFY_URL to choose one",
     ),
     Flag(
         "slack-hook-url",
@@ -156,7 +157,8 @@ FLAGS: tuple[Flag, ...] = (
         "slack-username",
         "kured",
         "notify_url",
-        "deprecated in kured: becomes the bot name of the slack:// URL",
+        "deprecated in kured, and ignored by kured v1.23 (the webhook's own name is used): not "
+        "carried into the slack:// URL; write slack://name@A/B/C to choose one",
     ),
     Flag("start-time", "0:00", "start_time"),
     Flag("time-zone", "UTC", "time_zone"),
@@ -211,17 +213,16 @@ def _dns_name(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63] or "kured"
 
 
-def slack_url(*, hook: str, username: str, channel: str) -> str:
-    """kured's deprecated Slack flags as one apprise URL: slack://[user@]A/B/C[/#channel]."""
+def slack_url(*, hook: str) -> str:
+    """kured's validateNotificationURL for `--slack-hook-url`: https://hooks.slack.com/services/A/B/C
+    becomes slack://A/B/C (kured v1.23 carries neither --slack-username nor --slack-channel)."""
     path = urlsplit(_strip_quotes(hook)).path.replace("/services/", "", 1).strip("/")
     if len(path.split("/")) != 3:
         raise ValueError(
             f"--slack-hook-url={hook}: not a Slack webhook URL (expected "
             "https://hooks.slack.com/services/A/B/C); kured sent no notification with it"
         )
-    user = f"{username}@" if username else ""
-    tail = f"/#{channel.lstrip('#')}" if channel else ""
-    return f"slack://{user}{path}{tail}"
+    return f"slack://{path}"
 
 
 def _lock_ttl(text: str, out: Translation) -> None:
@@ -314,12 +315,14 @@ def translate(given: Mapping[str, Sequence[str]]) -> Translation:
             )
     elif hook:
         try:
-            out.values["notify_url"] = slack_url(
-                hook=hook, username=last.get("slack-username", "kured"), channel=last.get("slack-channel", "")
-            )
-            out.note(
-                "notify_url", "from kured's deprecated --slack-hook-url/--slack-username/--slack-channel"
-            )
+            out.values["notify_url"] = slack_url(hook=hook)
+            out.note("notify_url", "from kured's deprecated --slack-hook-url")
+            if "slack-channel" in last or "slack-username" in last:
+                out.note(
+                    "notify_url",
+                    "kured v1.23 ignored --slack-channel/--slack-username (the webhook's own channel and "
+                    "name were used); so does this URL: append /#channel or write name@ to choose them",
+                )
         except ValueError as exc:
             out.errors.append(str(exc))
     elif "slack-channel" in last or "slack-username" in last:

@@ -633,7 +633,13 @@ def _contradictions(settings: Settings, raw: Mapping[str, Any]) -> list[Problem]
         add("reboot_sentinel_command", "give either a sentinel file or a sentinel command, not both")
     if settings.start_time == settings.end_time:
         add("end_time", "expected an end time different from start-time (the window would be empty)")
-    if settings.lock_ttl < 3 * settings.lock_renew_interval:
+    if settings.lock_ttl == 0:
+        add(
+            "lock_ttl",
+            "0 is kured's 'never expire'; rebootd's holders renew their record, so the TTL only expires "
+            "a dead holder: leave it unset (5m) or give at least 3 x lock-renew-interval",
+        )
+    elif settings.lock_ttl < 3 * settings.lock_renew_interval:
         minimum = format_duration(3 * settings.lock_renew_interval)
         add("lock_ttl", f"expected at least 3 x lock-renew-interval ({minimum})")
     if settings.lock_renew_interval <= 0:
@@ -757,13 +763,49 @@ def behaviour_warnings(settings: Settings) -> list[str]:
     return found
 
 
+def _kured_flags(
+    given: Mapping[str, Sequence[str]], *, explicit: Mapping[str, Any]
+) -> tuple[dict[str, str], list[str], list[Problem]]:
+    """kured's own flags on rebootd's command line (`--ds-name`, `--lock-annotation`, the Slack
+    flags: those rebootd has under another name) read as the matching settings, one warning each;
+    a rebootd flag given as well wins."""
+    if not given:
+        return {}, [], []
+    translation = kured.translate(given)
+    added: dict[str, str] = {}
+    warnings: list[str] = []
+    for name in sorted(given):
+        setting = kured.BY_NAME[name].setting if name in kured.BY_NAME else None
+        notes = "; ".join(translation.notes.get(setting or "", []))
+        if setting is None or setting not in translation.values:
+            warnings.append(f"--{name} (kured's): {notes or 'nothing to set'}")
+        elif explicit.get(setting) is not None:
+            warnings.append(f"--{name} (kured's) ignored: {flag_name(setting)} is given and wins")
+        else:
+            added[setting] = translation.values[setting]
+            warnings.append(
+                f"--{name} (kured's) read as {flag_name(setting)}" + (f" ({notes})" if notes else "")
+            )
+    problems = [Problem(field="", given="", expected=e, variable="kured flags") for e in translation.errors]
+    return added, warnings, problems
+
+
 def load_settings_and_warnings(
-    *, environ: Mapping[str, str], flags: Mapping[str, Any] | None = None, require_node: bool = False
+    *,
+    environ: Mapping[str, str],
+    flags: Mapping[str, Any] | None = None,
+    require_node: bool = False,
+    kured_flags: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[Settings, list[str]]:
-    """`load_settings`, plus the warnings to print once at start (KURED_* variables read, kured
-    meanings that differ). Raises InvalidConfig, naming unknown REBOOTD_* variables too."""
+    """`load_settings`, plus the warnings to print once at start (KURED_* variables and kured's own
+    flags read, kured meanings that differ). Raises InvalidConfig, naming unknown REBOOTD_*
+    variables too."""
     added, warnings, problems = _kured_variables(environ)
     problems = _unknown_variables(environ) + _ignored_kured_variables(environ) + problems
+    from_flags, flag_warnings, flag_problems = _kured_flags(kured_flags or {}, explicit=flags or {})
+    warnings += flag_warnings
+    problems += flag_problems
+    flags = {**from_flags, **{k: v for k, v in (flags or {}).items() if v is not None}}
     try:
         settings = load_settings(environ={**environ, **added}, flags=flags, require_node=require_node)
     except InvalidConfig as exc:

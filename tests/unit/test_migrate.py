@@ -43,7 +43,9 @@ def test_daemonset_flags_translate_to_settings_with_kureds_meaning() -> None:
     assert "never expire" in overlay
     assert "DaemonSet kured-pool-a" in overlay
     secret = yaml.safe_load(overlay)["secretGenerator"][0]["literals"][0]
-    assert secret == "url=slack://prod@T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#alerting"
+    # kured v1.23 carries neither --slack-username nor --slack-channel into its slack:// URL
+    assert secret == "url=slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
+    assert "kured v1.23 ignored --slack-channel/--slack-username" in overlay
 
 
 def test_helm_values_translate_and_keep_the_secret_reference() -> None:
