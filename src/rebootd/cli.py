@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -39,6 +40,17 @@ _REPEATABLE = frozenset(
 
 
 SETTINGS_COMMANDS = frozenset({"run", "config", "status", "pause", "resume", "unlock"})
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """argparse, plus kured's own flags for the commands that take settings (`args.kured_flags`)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        kured_flags, unknown = kured_only_flags(extras)
+        if unknown or args.command not in SETTINGS_COMMANDS:
+            parser.error(f"unrecognized arguments: {' '.join(unknown or extras)}")
+        args.kured_flags = kured_flags
+    return args
 
 
 def kured_only_flags(items: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
@@ -276,12 +288,8 @@ def main(
 
     parser = build_parser()
     try:
-        args, extras = parser.parse_known_args(argv)
-        if extras:
-            kured_flags, unknown = kured_only_flags(extras)
-            if unknown or args.command not in SETTINGS_COMMANDS:
-                parser.error(f"unrecognized arguments: {' '.join(unknown or extras)}")
-            args.kured_flags = kured_flags
+        with contextlib.redirect_stderr(err):  # argparse writes usage errors to sys.stderr
+            args = parse_arguments(parser, argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
 

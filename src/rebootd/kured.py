@@ -284,6 +284,13 @@ def translate(given: Mapping[str, Sequence[str]]) -> Translation:
         }:
             continue
         plain(name)
+    if last.get("reboot-sentinel-command") and "reboot_sentinel" in out.values:
+        # kured's NewRebootChecker: a sentinel command replaces the file
+        del out.values["reboot_sentinel"]
+        out.note(
+            "reboot_sentinel_command",
+            "kured ignored --reboot-sentinel because --reboot-sentinel-command is given; so does rebootd",
+        )
     if "node-id" in last and not last["node-id"].startswith("$("):
         out.values["node_id"] = last["node-id"]
     if "alert-filter-regexp" in last:

@@ -238,9 +238,11 @@ def read_install(text: str) -> KuredInstall:
                 except MigrateError:
                     continue
     for doc in docs:
-        if "configuration" in doc or "extraArgs" in doc:
+        if {"configuration", "extraArgs", "extraEnvVars"} & set(doc):
             return from_helm_values(doc)
-    raise MigrateError("found neither a kured DaemonSet nor kured Helm values (configuration:, extraArgs:)")
+    raise MigrateError(
+        "found neither a kured DaemonSet nor kured Helm values (configuration:, extraArgs:, extraEnvVars:)"
+    )
 
 
 def _quote(text: str) -> str:

@@ -630,7 +630,10 @@ def _contradictions(settings: Settings, raw: Mapping[str, Any]) -> list[Problem]
         found.append(Problem(field=field, given=_given(field, raw), expected=expected))
 
     if {"reboot_sentinel", "reboot_sentinel_command"} <= explicit and settings.reboot_sentinel_command:
-        add("reboot_sentinel_command", "give either a sentinel file or a sentinel command, not both")
+        add(
+            "reboot_sentinel_command",
+            "give either a sentinel file or a sentinel command, not both (kured silently ignored the file)",
+        )
     if settings.start_time == settings.end_time:
         add("end_time", "expected an end time different from start-time (the window would be empty)")
     if settings.lock_ttl == 0:

@@ -118,7 +118,7 @@ RULE_CASES: list[tuple[str, dict[str, str], str, str]] = [
         "sentinel file and command",
         {"REBOOTD_REBOOT_SENTINEL": "/run/x", "REBOOTD_REBOOT_SENTINEL_COMMAND": "true"},
         "reboot_sentinel_command",
-        "give either a sentinel file or a sentinel command, not both",
+        "give either a sentinel file or a sentinel command, not both (kured silently ignored the file)",
     ),
     (
         "empty window",
