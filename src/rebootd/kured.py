@@ -9,6 +9,7 @@ meaning changes, or is an error naming why it cannot. Values are translated as k
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -284,6 +285,16 @@ def translate(given: Mapping[str, Sequence[str]]) -> Translation:
         }:
             continue
         plain(name)
+    for name, floor, meaning in (
+        ("concurrency", 1, "kured read {v} as 1 (one node at a time)"),
+        ("drain-grace-period", -1, "kured and kubectl drain read {v} as -1 (the pod's own grace period)"),
+    ):
+        setting = BY_NAME[name].setting
+        assert setting is not None
+        with contextlib.suppress(ValueError):
+            if name in last and int(last[name]) < floor:
+                out.values[setting] = str(floor)
+                out.note(setting, f"--{name}={last[name]}: " + meaning.format(v=last[name]))
     if last.get("reboot-sentinel-command") and "reboot_sentinel" in out.values:
         # kured's NewRebootChecker: a sentinel command replaces the file
         del out.values["reboot_sentinel"]

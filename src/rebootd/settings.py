@@ -608,6 +608,15 @@ def _given(field: str, raw: Mapping[str, Any]) -> str:
     return repr(text[:200])
 
 
+# Where a value rebootd refuses meant something in kured: said with the error.
+_KURED_MEANT = {
+    ("concurrency", "greater_than_equal"): "kured read 0 or less as 1",
+    ("drain_grace_period", "greater_than_equal"): (
+        "kured and kubectl drain read any negative value as -1, the pod's own grace period"
+    ),
+}
+
+
 def _problems_from(error: ValidationError, raw: Mapping[str, Any]) -> list[Problem]:
     problems: dict[str, Problem] = {}
     for err in error.errors(include_url=False):
@@ -618,6 +627,8 @@ def _problems_from(error: ValidationError, raw: Mapping[str, Any]) -> list[Probl
         expected = expected.removeprefix("Value error, ")
         if expected.startswith("Input should be"):
             expected = "expected " + expected.removeprefix("Input should be ").rstrip(".")
+        if (field, err["type"]) in _KURED_MEANT:
+            expected += f" ({_KURED_MEANT[field, err['type']]})"
         problems[field] = Problem(field=field, given=_given(field, raw), expected=expected)
     return list(problems.values())
 
@@ -635,7 +646,11 @@ def _contradictions(settings: Settings, raw: Mapping[str, Any]) -> list[Problem]
             "give either a sentinel file or a sentinel command, not both (kured silently ignored the file)",
         )
     if settings.start_time == settings.end_time:
-        add("end_time", "expected an end time different from start-time (the window would be empty)")
+        add(
+            "end_time",
+            "expected an end time different from start-time (the window would be empty; kured's was "
+            "that one second each day)",
+        )
     if settings.lock_ttl == 0:
         add(
             "lock_ttl",

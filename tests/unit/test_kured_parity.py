@@ -574,6 +574,21 @@ CASES = [
         values={"extraArgs": {"drain-timeout": "20m", "lock-release-delay": "5m"}},
         expect={"drain_timeout": "20m", "lock_release_delay": "5m"},
     ),
+    Case(
+        "kured-meaning-of-values",
+        "ds",
+        ("--concurrency=0", "--drain-grace-period=-30"),
+        expect={"concurrency": 1, "drain_grace_period": -1},
+        says="kured read 0 as 1",
+    ),
+    Case("kured-meaning-of-values", "config", ("--concurrency=0",), error="kured read 0 or less as 1"),
+    Case(
+        "kured-meaning-of-values",
+        "config",
+        env={"KURED_CONCURRENCY": "0"},
+        expect={"concurrency": 1},
+        says="kured read 0 as 1",
+    ),
     Case("not-a-kured-flag", "ds", ("--no-such-flag=1",), error="--no-such-flag: not a kured flag"),
     Case(
         "not-a-kured-flag", "config", ("--no-such-flag=1",), error="unrecognized arguments: --no-such-flag=1"

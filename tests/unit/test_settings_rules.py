@@ -124,7 +124,8 @@ RULE_CASES: list[tuple[str, dict[str, str], str, str]] = [
         "empty window",
         {"REBOOTD_START_TIME": "09:00", "REBOOTD_END_TIME": "9am"},
         "end_time",
-        "expected an end time different from start-time (the window would be empty)",
+        "expected an end time different from start-time (the window would be empty; kured's was "
+        "that one second each day)",
     ),
     (
         "period 0",
