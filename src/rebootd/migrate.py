@@ -50,6 +50,13 @@ CHART_KEYS = frozenset(
     }
 )  # fmt: skip
 CHART_DEFAULT_SENTINEL = "/var/run/reboot-required"
+# Chart values about kured's own Pod and objects that a migration does not carry over (said when set
+# to something other than the chart's default).
+NOT_CARRIED = ("service", "metrics", "volumes", "volumeMounts", "initContainers", "hostNetwork")
+CHART_DEFAULTS: Mapping[str, Any] = {
+    "service": {"create": False, "port": 8080, "annotations": {}, "name": "", "type": "ClusterIP"},
+    "metrics": {"create": False, "namespace": "", "labels": {}, "interval": "60s", "scrapeTimeout": ""},
+}
 # Chart values about the Pod, not kured's flags, that rebootd's chart takes the same way.
 PASSTHROUGH_VALUES = (
     "tolerations", "nodeSelector", "affinity", "priorityClassName", "podAnnotations", "podLabels",
@@ -214,6 +221,9 @@ def from_helm_values(values: Mapping[str, Any]) -> KuredInstall:
     for key in PASSTHROUGH_VALUES:
         if key in values and not _falsy(values[key]):
             install.passthrough[key] = values[key]
+    for key in NOT_CARRIED:
+        if key in values and not _falsy(values[key]) and values[key] != CHART_DEFAULTS.get(key):
+            install.notes.append(f"{key}: not carried over (rebootd's chart and base have their own)")
     return install
 
 
