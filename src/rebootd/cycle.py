@@ -296,7 +296,7 @@ class Cycle:
         first decision, which finds the taint on the Node)."""
         try:
             async with asyncio.timeout(within):
-                await self.signs.set_taint(on=False)
+                await self.signs.set_taint(on=False, verify=True)
         except (*TRANSIENT, NodeChanged) as exc:
             self._log.warning("rebootd.signs.taint_left", error=str(exc)[:200])
 

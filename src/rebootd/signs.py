@@ -86,8 +86,10 @@ class NodeSigns:
         """The cycle's waiting reason changed or was re-affirmed: set or remove the taint."""
         await self.set_taint(on=taint_wanted(required=required, waiting_for=waiting_for))
 
-    async def set_taint(self, *, on: bool) -> None:
-        if not self.taint or self.tainted is on:
+    async def set_taint(self, *, on: bool, verify: bool = False) -> None:
+        """Set or remove the taint; `verify` asks the Node even when we believe it is so (a write
+        cancelled mid-flight may have landed)."""
+        if not self.taint or (self.tainted is on and not verify):
             return
         if on:
             await add_taint(self.kube, node=self.node, key=self.taint)
