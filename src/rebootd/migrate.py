@@ -180,6 +180,14 @@ def from_helm_values(values: Mapping[str, Any]) -> KuredInstall:
             continue
         if _falsy(value) or key in {"rebootSentinel", "rebootSentinelCommand"}:
             continue  # the chart renders no flag: kured's default
+        if key == "forceReboot":  # rendered as a bare --force-reboot whatever the (truthy) value
+            if value != True:  # noqa: E712 - "false" (a string) is truthy to Go templates too
+                install.notes.append(
+                    f"configuration.forceReboot: {value!r} renders a bare --force-reboot in kured's chart, "
+                    "which means true"
+                )
+            install.flags["force-reboot"] = ["true"]
+            continue
         items = value if isinstance(value, list) else [value]
         install.flags.setdefault(chart_flag(key), []).extend(_go_text(item) for item in items)
     sentinel = config.get("rebootSentinel", CHART_DEFAULT_SENTINEL)

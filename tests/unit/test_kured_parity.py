@@ -589,6 +589,13 @@ CASES = [
         expect={"concurrency": 1},
         says="kured read 0 as 1",
     ),
+    Case(
+        "force-reboot-chart-bare",
+        "helm",
+        values={"configuration": {"forceReboot": "false"}},
+        expect={"force_reboot": True},
+        says="renders a bare --force-reboot",
+    ),
     Case("not-a-kured-flag", "ds", ("--no-such-flag=1",), error="--no-such-flag: not a kured flag"),
     Case(
         "not-a-kured-flag", "config", ("--no-such-flag=1",), error="unrecognized arguments: --no-such-flag=1"
