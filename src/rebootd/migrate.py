@@ -339,6 +339,15 @@ def translate_install(install: KuredInstall) -> kured.Translation:
                 f"set {settings_env(setting)} yourself"
             )
     translation.errors[:0] = install.errors
+    # kured's monitoring contract (the kured_reboot_required gauge; with annotate-nodes kured's
+    # annotations) keeps existing alerts and dashboards working through the migration.
+    translation.values.setdefault("kured_compat", "true")
+    translation.note(
+        "kured_compat",
+        "kured's kured_reboot_required metric"
+        + (" and weave.works/kured-* node annotations" if "annotate-nodes" in install.flags else "")
+        + " beside rebootd's, so kured's alerts and dashboards keep working; drop once they use rebootd's",
+    )
     if not translation.errors:
         environ = {settings_env(k): v for k, v in translation.values.items()}
         try:

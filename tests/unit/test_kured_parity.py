@@ -497,9 +497,10 @@ CASES = [
         "kured-compat",
         "ds",
         ("--annotate-nodes",),
-        expect={"annotate_nodes": True},
-        says="REBOOTD_KURED_COMPAT=true",
+        expect={"annotate_nodes": True, "kured_compat": True},
+        says="weave.works/kured-* node annotations beside rebootd's",
     ),
+    Case("kured-compat", "helm", values={"configuration": {}}, expect={"kured_compat": True}),
     # --- the lock: --ds-name, --lock-annotation, --lock-ttl -------------------------------------
     Case("lock-own-name", "ds", ("--ds-name=kured-gpu",), expect={"lock_name": "kured-gpu"}),
     Case(

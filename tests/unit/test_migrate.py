@@ -78,7 +78,10 @@ def uncommented(manifest: str) -> str:
 def test_kureds_published_manifest_translates_to_rebootds_defaults(tmp_path: Path) -> None:
     code, overlay, err = migrate(FIXTURES / "kured-ds-1.23.0.yaml")
     assert code == EXIT_OK, err
-    assert literals(overlay) == {"REBOOTD_REBOOT_SENTINEL": "/host/var/run/reboot-required"}
+    assert literals(overlay) == {
+        "REBOOTD_REBOOT_SENTINEL": "/host/var/run/reboot-required",
+        "REBOOTD_KURED_COMPAT": "true",  # kured's metric names keep its alerts and dashboards working
+    }
     out = io.StringIO()
     path = FIXTURES / "kured-ds-1.23.0.yaml"
     assert main(["migrate", str(path), "--output", "helm"], environ={}, stdout=out, stderr=io.StringIO()) == 0
