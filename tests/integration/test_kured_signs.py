@@ -201,3 +201,38 @@ async def test_no_kured_annotations_without_the_compat_switch(make_cluster: Clus
     assert await cluster.wait_until(lambda: all_done(cluster, {"n1"}), within=30)
     assert versions
     assert not any(k.startswith("weave.works/") for v in versions for k in v.annotations)
+
+
+async def test_a_failed_drain_puts_the_node_back_with_the_post_reboot_labels_as_kured_does(
+    make_cluster: ClusterFactory,
+) -> None:
+    """kured's failed drain ends in its best-effort uncordon, which sets the post-reboot labels:
+    a node put back does not keep saying it is about to reboot."""
+    cluster = await make_cluster(
+        zones={"n1": "z1"},
+        workloads=False,
+        env={
+            "REBOOTD_DRAIN_TIMEOUT": "1s",
+            "REBOOTD_PRE_REBOOT_NODE_LABELS": "kured=rebooting",
+            "REBOOTD_POST_REBOOT_NODE_LABELS": "kured=done",
+        },
+    )
+    cluster.emulator.add_workload(
+        kind="Deployment", name="slow", replicas=1, nodes=["n1"], termination_grace_seconds=3000
+    )
+    versions = record_nodes(cluster)
+    cluster.nodes["n1"].require_reboot()
+
+    def put_back() -> bool:
+        mine = of(versions, "n1")
+        return any(v.unschedulable for v in mine) and not mine[-1].unschedulable
+
+    assert await cluster.wait_until(put_back, within=20)
+    assert await cluster.wait_until(lambda: of(versions, "n1")[-1].labels.get("kured") == "done", within=5)
+    mine = of(versions, "n1")
+    labelled = first(mine, lambda v: v.labels.get("kured") == "rebooting")
+    cordoned = first(mine, lambda v: v.unschedulable)
+    uncordoned = cordoned + first(mine[cordoned:], lambda v: not v.unschedulable)
+    done = first(mine, lambda v: v.labels.get("kured") == "done")
+    assert labelled < cordoned < uncordoned <= done
+    assert not any(r.verb == "reboot" for r in cluster.emulator.history)
