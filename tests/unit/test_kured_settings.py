@@ -122,6 +122,7 @@ def test_kured_slack_variables_become_one_apprise_slack_url() -> None:
         ("generic+https://example.com/hook", "jsons://"),
         ("nosuchscheme://x/y", "not an apprise scheme"),
         ("https://example.com/hook", "no apprise service claims"),
+        ("discord://abcdefTOKEN@123456789", "discord://webhook_id/webhook_token"),  # shoutrrr's layout
     ],
 )
 def test_notification_urls_apprise_does_not_know_are_refused_at_start(url: str, reason: str) -> None:

@@ -263,7 +263,10 @@ _BY_VALIDATOR: dict[str, Values] = {
     "_selectors": (["app=db;tier!=x", "a=b,c=d"], ["app=db;tier!!=x", "app in (a"]),
     "_labels": (["a=b", "example.com/x=y,k=v"], ["novalue", "bad key=x", "=v"]),
     "_command": (["sh -c 'exit 0'", "/bin/true"], ["'unterminated", '"open quote']),
-    "_notify_urls": (["json://127.0.0.1/hook", "slack://A/B/C mailto://u:p@h"], ["not a url", "://x"]),
+    "_notify_urls": (
+        ["json://127.0.0.1/hook", "slack://A/B/C mailto://u:p@example.com"],
+        ["not a url", "://x", "discord://token@123456"],  # the last: shoutrrr's layout, apprise's scheme
+    ),
     "_http_url": (["http://127.0.0.1:9090", "https://prom.monitoring:9090/x", ""], ["ftp://p", "prom:9090"]),
     "_dns_label": (["kube-system", "rebootd"], ["Kube_System", "-x", "a" * 64]),
     "_dns_subdomain": (["rebootd", "rebootd.lock"], ["UPPER", "a..b", ""]),
