@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--namespace", default="kube-system", help="namespace of kured's DaemonSet")
     migrate.add_argument("--name", default="kured", help="name of kured's DaemonSet")
     migrate.add_argument(
-        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, $KUBECONFIG)"
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (default: REBOOTD_KUBECONFIG, in-cluster, $KUBECONFIG, ~/.kube/config)",
     )
     migrate.add_argument(
         "--output",
@@ -300,7 +302,7 @@ def main(
         _print_config(settings, output=args.output, stdout=out)
         return EXIT_OK
     if args.command == "migrate":
-        return _migrate(args, stdout=out, stderr=err)
+        return _migrate(args, environ=environ, stdout=out, stderr=err)
     if args.command == "run":
         settings = _load(args, environ=environ, stderr=err, require_node=True)
         if settings is None:
@@ -315,7 +317,7 @@ def main(
     return EXIT_USAGE
 
 
-def _migrate(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> int:
+def _migrate(args: argparse.Namespace, *, environ: Mapping[str, str], stdout: TextIO, stderr: TextIO) -> int:
     """`rebootd migrate`: a file, stdin or the live DaemonSet, rendered as an overlay or values."""
     from rebootd.migrate import MigrateError, from_daemonset, read_install, render_helm_values, render_overlay
 
@@ -324,7 +326,8 @@ def _migrate(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> int
         return EXIT_USAGE
     try:
         if args.from_cluster:
-            found = asyncio.run(_live_daemonset(args, stderr=stderr))
+            kubeconfig = args.kubeconfig or environ.get("REBOOTD_KUBECONFIG") or None
+            found = asyncio.run(_live_daemonset(args, kubeconfig=kubeconfig, stderr=stderr))
             if found is None:
                 return EXIT_FAILURE
             install = from_daemonset(found)
@@ -344,13 +347,17 @@ def _migrate(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> int
     return EXIT_OK
 
 
-async def _live_daemonset(args: argparse.Namespace, *, stderr: TextIO) -> dict[str, Any] | None:
-    """kured's DaemonSet as the API server has it: one GET, nothing written."""
+async def _live_daemonset(
+    args: argparse.Namespace, *, kubeconfig: str | None, stderr: TextIO
+) -> dict[str, Any] | None:
+    """kured's DaemonSet as the API server has it: one GET, nothing written. The operator
+    commands' kubeconfig rules: --kubeconfig (or REBOOTD_KUBECONFIG), in-cluster, $KUBECONFIG."""
     from rebootd.kube import Kube, KubeError, NotFound
 
-    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
     try:
-        kube = await Kube.connect(kubeconfig=kubeconfig, user_agent="rebootd-cli")
+        kube = await Kube.connect(
+            kubeconfig=Path(kubeconfig) if kubeconfig else None, user_agent="rebootd-cli"
+        )
     except KubeError as exc:
         stderr.write(f"rebootd migrate: cannot reach the cluster: {exc}\n")
         return None

@@ -20,8 +20,9 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "kured" / "kured-ds
 WRITES = {"create", "update", "patch", "delete", "evict"}
 
 
-async def migrate(*args: str) -> tuple[int, str, str]:
+async def migrate(*args: str, extra_env: dict[str, str] | None = None) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REBOOTD_", "KURED_", "KUBECONFIG"))}
+    env.update(extra_env or {})
     proc = await asyncio.create_subprocess_exec(
         *rebootd_argv(),
         "migrate",
@@ -69,10 +70,12 @@ async def test_the_live_kured_daemonset_translates_as_its_manifest_does_and_noth
 
 
 async def test_a_missing_daemonset_is_an_error_naming_it(emulator: Emulator, tmp_path: Path) -> None:
+    """(The kubeconfig comes from REBOOTD_KUBECONFIG here, as for the operator commands.)"""
     operator = emulator.write_kubeconfig(tmp_path / "operator-kubeconfig")
     code, out, err = await migrate(
-        "--from-cluster", "--namespace", "kube-system", "--name", "kured", "--kubeconfig", str(operator)
-    )
+        "--from-cluster", "--namespace", "kube-system", "--name", "kured",
+        extra_env={"REBOOTD_KUBECONFIG": str(operator)},
+    )  # fmt: skip
     assert code == 1
     assert out == ""
     assert "no DaemonSet kube-system/kured" in err
