@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -36,6 +37,45 @@ _REPEATABLE = frozenset(
         "post_reboot_node_labels",
     }
 )
+
+
+SETTINGS_COMMANDS = frozenset({"run", "config", "status", "pause", "resume", "unlock"})
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """argparse, plus kured's own flags for the commands that take settings (`args.kured_flags`)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        kured_flags, unknown = kured_only_flags(extras)
+        if unknown or args.command not in SETTINGS_COMMANDS:
+            parser.error(f"unrecognized arguments: {' '.join(unknown or extras)}")
+        args.kured_flags = kured_flags
+    return args
+
+
+def kured_only_flags(items: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """kured's flags that rebootd has under another name (`--ds-name`, `--lock-annotation`,
+    `--slack-*`), as pflag reads them; and the arguments that are neither rebootd's nor kured's."""
+    from rebootd import kured
+
+    found: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        i += 1
+        name, sep, value = item.removeprefix("--").partition("=")
+        if not item.startswith("--") or name not in kured.BY_NAME:
+            unknown.append(item)
+            continue
+        if not sep:
+            if i >= len(items) or items[i].startswith("--"):
+                unknown.append(item)  # every kured-only flag takes a value
+                continue
+            value = items[i]
+            i += 1
+        found.setdefault(name, []).append(value)
+    return found, unknown
 
 
 def _is_bool(name: str) -> bool:
@@ -76,7 +116,10 @@ def _load(
 ) -> Settings | None:
     try:
         settings, warnings = load_settings_and_warnings(
-            environ=environ, flags=_flag_values(args), require_node=require_node
+            environ=environ,
+            flags=_flag_values(args),
+            require_node=require_node,
+            kured_flags=getattr(args, "kured_flags", None),
         )
     except InvalidConfig as exc:
         count = len(exc.problems)
@@ -136,10 +179,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(unlock)
     migrate = sub.add_parser(
         "migrate",
-        help="print the rebootd kustomize overlay that does what a kured DaemonSet or Helm values file does",
+        help="print the rebootd configuration (kustomize overlay or Helm values) that does what a kured "
+        "DaemonSet, live or in a file, or kured Helm values file does",
         formatter_class=_HelpFormatter,
     )
-    migrate.add_argument("file", help="kured DaemonSet manifest or kured Helm values (YAML); - reads stdin")
+    migrate.add_argument(
+        "file", nargs="?", help="kured DaemonSet manifest or kured Helm values (YAML); - reads stdin"
+    )
+    migrate.add_argument(
+        "--from-cluster",
+        action="store_true",
+        help="read the live kured DaemonSet instead (read-only; kubectl's kubeconfig rules)",
+    )
+    migrate.add_argument("--namespace", default="kube-system", help="namespace of kured's DaemonSet")
+    migrate.add_argument("--name", default="kured", help="name of kured's DaemonSet")
+    migrate.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (default: REBOOTD_KUBECONFIG, in-cluster, $KUBECONFIG, ~/.kube/config)",
+    )
+    migrate.add_argument(
+        "--output",
+        choices=("kustomize", "helm"),
+        default="kustomize",
+        help="a kustomize overlay on rebootd's base, or values for rebootd's Helm chart",
+    )
     sub.add_parser(
         "simulate",
         help="run a simulated cluster rollout and report whether it was safe (`rebootd simulate --help`)",
@@ -226,7 +290,8 @@ def main(
 
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stderr(err):  # argparse writes usage errors to sys.stderr
+            args = parse_arguments(parser, argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
 
@@ -237,15 +302,7 @@ def main(
         _print_config(settings, output=args.output, stdout=out)
         return EXIT_OK
     if args.command == "migrate":
-        from rebootd.migrate import MigrateError, read_install, render_overlay
-
-        try:
-            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-            out.write(render_overlay(read_install(text)))
-        except (OSError, MigrateError) as exc:
-            err.write(f"rebootd migrate: {exc}\n")
-            return EXIT_FAILURE
-        return EXIT_OK
+        return _migrate(args, environ=environ, stdout=out, stderr=err)
     if args.command == "run":
         settings = _load(args, environ=environ, stderr=err, require_node=True)
         if settings is None:
@@ -258,6 +315,86 @@ def main(
         return asyncio.run(_operator(args, settings=settings, stdout=out, stderr=err))
     err.write(f"rebootd: unknown command {args.command}\n")
     return EXIT_USAGE
+
+
+def _migrate(args: argparse.Namespace, *, environ: Mapping[str, str], stdout: TextIO, stderr: TextIO) -> int:
+    """`rebootd migrate`: a file, stdin or the live DaemonSet, rendered as an overlay or values."""
+    from rebootd.migrate import MigrateError, from_daemonset, read_install, render_helm_values, render_overlay
+
+    if (args.file is None) == (not args.from_cluster):
+        stderr.write("rebootd migrate: give a FILE (or - for stdin), or --from-cluster, not both\n")
+        return EXIT_USAGE
+    try:
+        if args.from_cluster:
+            kubeconfig = args.kubeconfig or environ.get("REBOOTD_KUBECONFIG") or None
+            found = asyncio.run(_live_daemonset(args, kubeconfig=kubeconfig, stderr=stderr))
+            if found is None:
+                return EXIT_FAILURE
+            install = from_daemonset(found)
+            install.source = f"live DaemonSet {args.namespace}/{args.name}"
+            for warning in kured_lock_holders(found, install.flags):
+                stderr.write(f"rebootd migrate: warning: {warning}\n")
+        else:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+            install = read_install(text)
+        render = render_helm_values if args.output == "helm" else render_overlay
+        stdout.write(render(install))
+    except (OSError, MigrateError) as exc:
+        stderr.write(f"rebootd migrate: {exc}\n")
+        return EXIT_FAILURE
+    for note in install.notes:
+        stderr.write(f"rebootd migrate: note: {note}\n")
+    return EXIT_OK
+
+
+async def _live_daemonset(
+    args: argparse.Namespace, *, kubeconfig: str | None, stderr: TextIO
+) -> dict[str, Any] | None:
+    """kured's DaemonSet as the API server has it: one GET, nothing written. The operator
+    commands' kubeconfig rules: --kubeconfig (or REBOOTD_KUBECONFIG), in-cluster, $KUBECONFIG."""
+    from rebootd.kube import Kube, KubeError, NotFound
+
+    try:
+        kube = await Kube.connect(
+            kubeconfig=Path(kubeconfig) if kubeconfig else None, user_agent="rebootd-cli"
+        )
+    except KubeError as exc:
+        stderr.write(f"rebootd migrate: cannot reach the cluster: {exc}\n")
+        return None
+    try:
+        return await kube.get_daemonset(namespace=args.namespace, name=args.name)
+    except NotFound:
+        stderr.write(
+            f"rebootd migrate: no DaemonSet {args.namespace}/{args.name} "
+            "(give --namespace and --name of kured's)\n"
+        )
+        return None
+    except KubeError as exc:
+        stderr.write(f"rebootd migrate: cannot read DaemonSet {args.namespace}/{args.name}: {exc}\n")
+        return None
+    finally:
+        await kube.close()
+
+
+def kured_lock_holders(daemonset: Mapping[str, Any], flags: Mapping[str, Sequence[str]]) -> list[str]:
+    """A warning per node that holds kured's lock on this DaemonSet (it may be mid-reboot)."""
+    annotation = (flags.get("lock-annotation") or ["weave.works/kured-node-lock"])[-1]
+    raw = ((daemonset.get("metadata") or {}).get("annotations") or {}).get(annotation)
+    if not raw:
+        return []
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return [f"kured's lock annotation {annotation} is not JSON ({raw[:100]!r}): check it by hand"]
+    locks = data.get("locks") if isinstance(data, dict) and "locks" in data else [data]
+    holders = sorted(
+        str(lock.get("nodeID")) for lock in locks or [] if isinstance(lock, dict) and lock.get("nodeID")
+    )
+    return [
+        f"kured's lock ({annotation}) is held by node {node}: it may be rebooting; wait until kured releases "
+        "it before deleting kured's DaemonSet"
+        for node in holders
+    ]
 
 
 async def _operator(args: argparse.Namespace, *, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:

@@ -43,20 +43,18 @@ from rebootd.marks import CORDON_ANNOTATION, NODE_MARK_ANNOTATION, Mark, cordone
 from rebootd.metrics import Metrics
 from rebootd.node import (
     NodeChanged,
-    add_taint,
     boot_id,
     cordon,
     guarded_patch,
     is_ready,
     record_event,
-    remove_taint,
     set_annotations,
-    set_labels,
     uncordon,
 )
 from rebootd.reboot import Rebooter, RebootFailed
 from rebootd.recovery import read_boot_id
 from rebootd.schedule import Window
+from rebootd.signs import NodeSigns
 
 PRE_REBOOT_PHASES = frozenset({"acquiring", "draining"})
 LAST_REBOOT_ANNOTATION = "rebootd.io/last-reboot"
@@ -83,6 +81,7 @@ class CycleOptions:
     min_reboot_interval: float = 0.0
     prefer_no_schedule_taint: str = ""
     annotate_nodes: bool = False
+    kured_annotations: bool = False  # kured's weave.works/kured-* annotations (annotate + compat)
     pre_reboot_labels: Mapping[str, str] = field(default_factory=dict)
     post_reboot_labels: Mapping[str, str] = field(default_factory=dict)
     backoff_max: float = 3600.0
@@ -178,6 +177,14 @@ class Cycle:
         self._requested = False  # a reboot was requested in this pass: no backing out any more
         self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
         self._log = get_logger(node=options.node)
+        self.signs = NodeSigns(
+            kube=kube,
+            node=options.node,
+            taint=options.prefer_no_schedule_taint,
+            pre_reboot_labels=options.pre_reboot_labels,
+            post_reboot_labels=options.post_reboot_labels,
+            kured_annotations=options.kured_annotations,
+        )
 
     # --- small helpers ------------------------------------------------------------------------
     def _set_phase(self, phase: str) -> None:
@@ -233,6 +240,18 @@ class Cycle:
         self.waiting_for = reason
         if publish:
             await self._publish(**{WAITING_ANNOTATION: published_reason(reason)})
+        await self._show_waiting(reason)
+
+    async def _show_waiting(self, reason: BlockReason | None) -> None:
+        """kured's signs of a waiting node (signs.py): the PreferNoSchedule taint while another
+        node holds the slot, kured's annotations once a needed reboot is in its window."""
+        required = self.sentinel.required
+        await self.signs.waiting(required=required, waiting_for=reason.kind if reason else None)
+        if required and self.signs.kured_annotations:
+            now = self.clock.now()
+            await self.signs.annotate(
+                required=True, in_window=self.opt.window.contains(now), rebooted=False, now=now
+            )
 
     async def _get_node(self) -> dict[str, Any]:
         node = await self.kube.get_node(name=self.opt.node)
@@ -275,6 +294,16 @@ class Cycle:
                 await self._sleep(stop, delay)
         await self._flush_events(within=2.0)  # a clean stop (SIGTERM); a killed process posts nothing more
 
+    async def take_down_signs(self, *, within: float) -> None:
+        """A daemon that stops gracefully leaves no PreferNoSchedule taint behind: called by the
+        daemon once the cycle's task has ended (bounded; a failure is left to the next daemon's
+        first decision, which finds the taint on the Node)."""
+        try:
+            async with asyncio.timeout(within):
+                await self.signs.set_taint(on=False, verify=True)
+        except (*TRANSIENT, NodeChanged) as exc:
+            self._log.warning("rebootd.signs.taint_left", error=str(exc)[:200])
+
     async def _step(self, stop: asyncio.Event, *, first: bool) -> None:
         state = await self.lock.refresh()
         self.metrics.rollout_halted.set(1 if state.halted else 0)
@@ -305,16 +334,10 @@ class Cycle:
             self._set_phase("idle")
             await self._block(None)
             await self._publish(**{REQUIRED_ANNOTATION: None})
-            if self.opt.prefer_no_schedule_taint and self._published.get("taint") == "on":
-                await remove_taint(self.kube, node=self.opt.node, key=self.opt.prefer_no_schedule_taint)
-                self._published["taint"] = "off"
             await self._wait_sentinel_or_stop(stop, seconds=None)
             return
         self._set_phase("required")
         await self._publish(**{REQUIRED_ANNOTATION: "true"})
-        if self.opt.prefer_no_schedule_taint and self._published.get("taint") != "on":
-            await add_taint(self.kube, node=self.opt.node, key=self.opt.prefer_no_schedule_taint)
-            self._published["taint"] = "on"
         async with self.lock.following():  # one watch from queueing through the drain
             if await self._wait_for_slot(stop):
                 holder = self.lock.mine
@@ -726,6 +749,7 @@ class Cycle:
         self._log.warning("rebootd.cycle.back_out", reason=why[:300], grant=grant)
         if grant:
             await put_back_node(self.kube, node=self.opt.node, grant=grant)
+        await self.signs.after_put_back()
         await self.lock.release()
         self.metrics.lock_held.labels(node=self.opt.node).set(0)
 
@@ -813,17 +837,23 @@ class Cycle:
             self._check_window()
             self._mark = mark
             self._set_phase("draining")
+            # kured's drain(): pre-reboot labels, the drain delay, the "drain" notification, then
+            # the cordon and the drain; the gate and the window are asked again after the delay.
+            await self.signs.before_cordon()
+            if self.opt.drain_delay:
+                if await self._sleep(stop, self.opt.drain_delay):
+                    return None
+                gated = self.lock.gate()
+                if gated is not None:
+                    raise gated
+                self._check_window()
+            await self._tell("drain")
             # Only while our grant's mark is there: a reclaimer that judged us dead removes it in
             # the same guarded step as its uncordon, so our cordon cannot land after it unseen.
             await cordon(self.kube, node=self.opt.node, grant=holder.grant)
-            if self.opt.pre_reboot_labels:
-                await set_labels(self.kube, node=self.opt.node, labels=dict(self.opt.pre_reboot_labels))
             if self.opt.annotate_nodes:
                 await self._publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
             await self._event("RebootdDrain", "cordoned by rebootd; draining before reboot")
-            await self._tell("drain")
-            if self.opt.drain_delay and await self._sleep(stop, self.opt.drain_delay):
-                return None
             if self.recovery is not None and "baseline" not in mark.evidence:  # a mark of an earlier version
                 mark = Mark(
                     holder=mark.holder,
@@ -1007,11 +1037,8 @@ class Cycle:
         if holder.phase == "uncordoning":  # (also the record of a daemon of an earlier version)
             self._set_phase("uncordoning")
             await uncordon(self.kube, node=self.opt.node, grant=holder.grant)
-            if self.opt.prefer_no_schedule_taint:
-                await remove_taint(self.kube, node=self.opt.node, key=self.opt.prefer_no_schedule_taint)
-                self._published["taint"] = "off"
-            if self.opt.post_reboot_labels:
-                await set_labels(self.kube, node=self.opt.node, labels=dict(self.opt.post_reboot_labels))
+            await self.signs.set_taint(on=False)
+            await self.signs.after_uncordon()  # kured: the post-reboot labels after the uncordon
             await self._event("RebootdUncordon", "rebooted, verified and back in service")
             await self._tell("uncordon")
             holder = await self.lock.set_phase(phase="recovering")
@@ -1054,6 +1081,9 @@ class Cycle:
         )
         if self.opt.annotate_nodes:
             await self._publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})
+        await self.signs.annotate(  # kured: in-progress goes before the lock, once none is needed
+            required=self.sentinel.required, in_window=True, rebooted=True, now=self.clock.now()
+        )
         await self.lock.release()
         self._mark = None
         self.metrics.lock_held.labels(node=self.opt.node).set(0)

@@ -235,6 +235,9 @@ class Daemon:
                 self.supervisor.spawn(name, factory(stop))
             self.started.set()
             code = await self.supervisor.run_until(stop)
+            if code == 0 and self.cycle is not None:  # a requested stop, not a crash or a kill
+                await self.supervisor.shutdown(within=STOP_TIMEOUT - 3)
+                await self.cycle.take_down_signs(within=1.5)
         finally:
             await asyncio.shield(self._shutdown())
         self._log.info("rebootd.daemon.stopped", exit_code=code)
@@ -374,6 +377,7 @@ class Daemon:
             min_reboot_interval=s.min_reboot_interval,
             prefer_no_schedule_taint=s.prefer_no_schedule_taint,
             annotate_nodes=s.annotate_nodes,
+            kured_annotations=s.annotate_nodes and s.kured_compat,
             pre_reboot_labels=_label_map(s.pre_reboot_node_labels),
             post_reboot_labels=_label_map(s.post_reboot_node_labels),
             boot_id_file=s.boot_id_file,

@@ -9,6 +9,7 @@ meaning changes, or is an error naming why it cannot. Values are translated as k
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,7 +145,8 @@ FLAGS: tuple[Flag, ...] = (
         "slack-channel",
         "",
         "notify_url",
-        "deprecated in kured: becomes the #channel of the slack:// URL",
+        "deprecated in kured, and ignored by kured v1.23 (the webhook's own channel is used): not "
+        "carried into the slack:// URL; append /#channel to REBOOTD_NOTIFY_URL to choose one",
     ),
     Flag(
         "slack-hook-url",
@@ -156,12 +158,32 @@ FLAGS: tuple[Flag, ...] = (
         "slack-username",
         "kured",
         "notify_url",
-        "deprecated in kured: becomes the bot name of the slack:// URL",
+        "deprecated in kured, and ignored by kured v1.23 (the webhook's own name is used): not "
+        "carried into the slack:// URL; write slack://name@A/B/C to choose one",
     ),
     Flag("start-time", "0:00", "start_time"),
     Flag("time-zone", "UTC", "time_zone"),
 )
 BY_NAME: Mapping[str, Flag] = {f.name: f for f in FLAGS}
+# kured's time.Duration flags: Go syntax only (a bare number other than 0 is refused by kured).
+DURATION_FLAGS = frozenset(
+    {"drain-delay", "drain-timeout", "reboot-delay", "period", "lock-ttl", "lock-release-delay"}
+)
+_GO_DURATION = re.compile(r"[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)")
+# kured's LoadFromEnv has no case for stringArray flags: "Unsupported flag type", the variable is
+# ignored (v1.23).
+ENV_IGNORED = frozenset({"blocking-pod-selector"})
+
+
+def env_ignored_error(name: str) -> str:
+    variable = KURED_PREFIX + name.upper().replace("-", "_")
+    return (
+        f"{variable}: kured ignores this variable (its --{name} is a string array, which kured's "
+        "LoadFromEnv does not read), so it blocked nothing; give the selectors as "
+        "REBOOTD_BLOCKING_POD_SELECTOR (separated by ';') if you mean them"
+    )
+
+
 # kured flags that rebootd reads under another name (a hint for a misspelled REBOOTD_* variable).
 RENAMED = {
     f.name.replace("-", "_"): f.setting for f in FLAGS if f.setting and f.setting != f.name.replace("-", "_")
@@ -192,14 +214,16 @@ def _dns_name(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63] or "kured"
 
 
-def slack_url(*, hook: str, username: str, channel: str) -> str:
-    """kured's deprecated Slack flags as one apprise URL: slack://[user@]A/B/C[/#channel]."""
+def slack_url(*, hook: str) -> str:
+    """kured's validateNotificationURL for `--slack-hook-url`: https://hooks.slack.com/services/A/B/C
+    becomes slack://A/B/C (kured v1.23 carries neither --slack-username nor --slack-channel)."""
     path = urlsplit(_strip_quotes(hook)).path.replace("/services/", "", 1).strip("/")
     if len(path.split("/")) != 3:
-        raise ValueError("slack-hook-url: expected https://hooks.slack.com/services/A/B/C")
-    user = f"{username}@" if username else ""
-    tail = f"/#{channel.lstrip('#')}" if channel else ""
-    return f"slack://{user}{path}{tail}"
+        raise ValueError(
+            f"--slack-hook-url={hook}: not a Slack webhook URL (expected "
+            "https://hooks.slack.com/services/A/B/C); kured sent no notification with it"
+        )
+    return f"slack://{path}"
 
 
 def _lock_ttl(text: str, out: Translation) -> None:
@@ -228,6 +252,13 @@ def translate(given: Mapping[str, Sequence[str]]) -> Translation:
         if name not in BY_NAME and name not in {"help", "h"}:
             out.errors.append(f"--{name}: not a kured flag (kured v1.23 has {len(FLAGS)})")
     last = {name: values[-1] for name, values in given.items() if values}
+    for name in sorted(DURATION_FLAGS & set(last)):
+        if not _GO_DURATION.fullmatch(last[name].strip()):
+            out.errors.append(
+                f"--{name}={last[name]}: kured refuses this value (a Go duration needs a unit, such as "
+                f"{last[name].strip()}s or 1h30m) and would not start; rebootd would read it differently, "
+                "so give it with a unit"
+            )
 
     def plain(name: str) -> None:
         flag = BY_NAME[name]
@@ -254,6 +285,23 @@ def translate(given: Mapping[str, Sequence[str]]) -> Translation:
         }:
             continue
         plain(name)
+    for name, floor, meaning in (
+        ("concurrency", 1, "kured read {v} as 1 (one node at a time)"),
+        ("drain-grace-period", -1, "kured and kubectl drain read {v} as -1 (the pod's own grace period)"),
+    ):
+        setting = BY_NAME[name].setting
+        assert setting is not None
+        with contextlib.suppress(ValueError):
+            if name in last and int(last[name]) < floor:
+                out.values[setting] = str(floor)
+                out.note(setting, f"--{name}={last[name]}: " + meaning.format(v=last[name]))
+    if last.get("reboot-sentinel-command") and "reboot_sentinel" in out.values:
+        # kured's NewRebootChecker: a sentinel command replaces the file
+        del out.values["reboot_sentinel"]
+        out.note(
+            "reboot_sentinel_command",
+            "kured ignored --reboot-sentinel because --reboot-sentinel-command is given; so does rebootd",
+        )
     if "node-id" in last and not last["node-id"].startswith("$("):
         out.values["node_id"] = last["node-id"]
     if "alert-filter-regexp" in last:
@@ -262,7 +310,7 @@ def translate(given: Mapping[str, Sequence[str]]) -> Translation:
             out.note("alert_filter_regexp", "kured: an empty filter matches every alert, so no alert blocks")
     ds_name = last.get("ds-name", "kured")
     annotation = last.get("lock-annotation", KURED_NODE_LOCK)
-    if "ds-name" in last or "lock-annotation" in last:
+    if ds_name != "kured" or annotation != KURED_NODE_LOCK:  # kured's own lock: rebootd's default Lease
         name = _dns_name(ds_name)
         if annotation != KURED_NODE_LOCK:
             name = _dns_name(f"{ds_name}-{annotation.rpartition('/')[2]}")
@@ -285,12 +333,14 @@ def translate(given: Mapping[str, Sequence[str]]) -> Translation:
             )
     elif hook:
         try:
-            out.values["notify_url"] = slack_url(
-                hook=hook, username=last.get("slack-username", "kured"), channel=last.get("slack-channel", "")
-            )
-            out.note(
-                "notify_url", "from kured's deprecated --slack-hook-url/--slack-username/--slack-channel"
-            )
+            out.values["notify_url"] = slack_url(hook=hook)
+            out.note("notify_url", "from kured's deprecated --slack-hook-url")
+            if "slack-channel" in last or "slack-username" in last:
+                out.note(
+                    "notify_url",
+                    "kured v1.23 ignored --slack-channel/--slack-username (the webhook's own channel and "
+                    "name were used); so does this URL: append /#channel or write name@ to choose them",
+                )
         except ValueError as exc:
             out.errors.append(str(exc))
     elif "slack-channel" in last or "slack-username" in last:
@@ -305,20 +355,6 @@ def env_flag_values(environ: Mapping[str, str]) -> dict[str, list[str]]:
         if not key.startswith(KURED_PREFIX):
             continue
         name = key.removeprefix(KURED_PREFIX).lower().replace("_", "-")
-        if name in BY_NAME:
+        if name in BY_NAME and name not in ENV_IGNORED:
             found[name] = [value]
     return found
-
-
-def kured_annotations(*, phase: str, reboot_required: bool, now_iso: str) -> dict[str, str | None]:
-    """kured's `--annotate-nodes` annotations for a node in `phase` (rebootd's cycle phases), as
-    a patch (None removes): `weave.works/kured-reboot-in-progress` (the time the reboot started)
-    while the node is disrupted, and `weave.works/kured-most-recent-reboot-needed` (the time a
-    reboot was last found needed) while one is required. Published with REBOOTD_KURED_COMPAT=true
-    next to rebootd's own annotations; the cycle calls this at each phase change."""
-    in_progress = phase in {"draining", "rebooting", "verifying", "uncordoning", "recovering"}
-    patch: dict[str, str | None] = {}
-    patch[KURED_REBOOT_IN_PROGRESS] = now_iso if in_progress else None
-    if reboot_required and phase in {"required", "acquiring", "draining"}:
-        patch[KURED_MOST_RECENT_REBOOT_NEEDED] = now_iso
-    return patch

@@ -1,9 +1,11 @@
 """Notification URLs checked against apprise's own list of schemas, at start rather than at send.
 
 Rule: a URL is accepted when its scheme is one apprise lists (`Apprise().details()`: every
-plugin's protocols and secure protocols) or, for `http(s)://`, when an apprise plugin claims it as
-its native URL (Slack's hook URL, Discord's webhook URL...). Anything else is refused with the
-reason; a scheme kured's shoutrrr uses gets the apprise spelling. apprise is imported only when a
+plugin's protocols and secure protocols) and that plugin can read it (apprise's own parser: a
+shoutrrr layout under a shared scheme, such as discord://token@id, is refused), or, for
+`http(s)://`, when an apprise plugin claims it as its native URL (Slack's hook URL, Discord's
+webhook URL...). Anything else is refused with the reason; a scheme kured's shoutrrr uses gets the
+apprise spelling. apprise is imported only when a
 URL is given (its plugins take seconds to load); the schema list is read once per process. A leaf.
 """
 
@@ -15,6 +17,13 @@ import warnings
 from types import ModuleType
 from urllib.parse import urlsplit
 
+# Schemes shoutrrr and apprise share with different layouts: apprise's.
+SHARED_LAYOUTS = {
+    "discord": "apprise's layout is discord://webhook_id/webhook_token (shoutrrr's was discord://token@id)",
+    "slack": "apprise's layout is slack://tokenA/tokenB/tokenC[/#channel]",
+    "gotify": "apprise's layout is gotify://host/token",
+    "ntfy": "apprise's layout is ntfy://[user:password@]host/topic",
+}
 # shoutrrr (kured) schemes apprise does not share, with what to write instead.
 SHOUTRRR_HINTS = {
     "teams": "Teams connectors are retired: use a Power Automate workflow, workflows://host:port/workflow/signature",
@@ -66,7 +75,10 @@ def notify_url_problem(url: str) -> str | None:
             "write json://host/path (jsons:// for https)"
         )
     if scheme in apprise_schemas():
-        return None
+        if _native(url):
+            return None
+        layout = SHARED_LAYOUTS.get(scheme, "see its page in https://github.com/caronc/apprise/wiki")
+        return f"apprise cannot read this {scheme}:// URL (a shoutrrr layout?); {layout}"
     hint = SHOUTRRR_HINTS.get(scheme)
     if hint is not None:
         return f"{scheme}:// is a shoutrrr (kured) scheme that apprise does not know; {hint}"

@@ -329,7 +329,13 @@ class Settings(BaseSettings):
     drain_pod_selector: Annotated[str, AfterValidator(_selector)] = Field(
         "", description="Only evict pods matching this label selector (empty = all)."
     )
-    drain_delay: Duration = Field(0.0, description="Wait this long after cordoning before draining.")
+    drain_delay: Duration = Field(
+        0.0,
+        description=(
+            "Wait this long after taking the slot, before cordoning and draining (kured: after the "
+            "pre-reboot labels, before the cordon)."
+        ),
+    )
     force_reboot: bool = Field(False, description="Reboot even if the drain failed or timed out.")
     pdb_preflight: bool = Field(
         True,
@@ -405,13 +411,25 @@ class Settings(BaseSettings):
     # --- node marks ----------------------------------------------------------------------------
     annotate_nodes: bool = Field(False, description="Record the phase and its times as node annotations.")
     pre_reboot_node_labels: Labels = Field(
-        (), description="Labels set on the node before its reboot (k=v,...)."
+        (),
+        description=(
+            "Labels set on the node once it has the slot, before the drain delay and the cordon (k=v,...)."
+        ),
     )
     post_reboot_node_labels: Labels = Field(
-        (), description="Labels set on the node after its reboot (k=v,...)."
+        (),
+        description=(
+            "Labels set on the node after the uncordon that follows its reboot, or after a failed "
+            "drain put it back (k=v,...)."
+        ),
     )
     prefer_no_schedule_taint: Annotated[str, AfterValidator(_label_key)] = Field(
-        "", description="Taint key set (PreferNoSchedule) while a reboot is pending (empty = none)."
+        "",
+        description=(
+            "Taint key set (PreferNoSchedule) while the node needs a reboot, in its window and "
+            "unblocked, waits for another node to give back the slot; removed when it takes the "
+            "slot, no longer needs a reboot, or its daemon stops (empty = none)."
+        ),
     )
 
     # --- notifications -------------------------------------------------------------------------
@@ -590,6 +608,15 @@ def _given(field: str, raw: Mapping[str, Any]) -> str:
     return repr(text[:200])
 
 
+# Where a value rebootd refuses meant something in kured: said with the error.
+_KURED_MEANT = {
+    ("concurrency", "greater_than_equal"): "kured read 0 or less as 1",
+    ("drain_grace_period", "greater_than_equal"): (
+        "kured and kubectl drain read any negative value as -1, the pod's own grace period"
+    ),
+}
+
+
 def _problems_from(error: ValidationError, raw: Mapping[str, Any]) -> list[Problem]:
     problems: dict[str, Problem] = {}
     for err in error.errors(include_url=False):
@@ -600,6 +627,8 @@ def _problems_from(error: ValidationError, raw: Mapping[str, Any]) -> list[Probl
         expected = expected.removeprefix("Value error, ")
         if expected.startswith("Input should be"):
             expected = "expected " + expected.removeprefix("Input should be ").rstrip(".")
+        if (field, err["type"]) in _KURED_MEANT:
+            expected += f" ({_KURED_MEANT[field, err['type']]})"
         problems[field] = Problem(field=field, given=_given(field, raw), expected=expected)
     return list(problems.values())
 
@@ -612,10 +641,23 @@ def _contradictions(settings: Settings, raw: Mapping[str, Any]) -> list[Problem]
         found.append(Problem(field=field, given=_given(field, raw), expected=expected))
 
     if {"reboot_sentinel", "reboot_sentinel_command"} <= explicit and settings.reboot_sentinel_command:
-        add("reboot_sentinel_command", "give either a sentinel file or a sentinel command, not both")
+        add(
+            "reboot_sentinel_command",
+            "give either a sentinel file or a sentinel command, not both (kured silently ignored the file)",
+        )
     if settings.start_time == settings.end_time:
-        add("end_time", "expected an end time different from start-time (the window would be empty)")
-    if settings.lock_ttl < 3 * settings.lock_renew_interval:
+        add(
+            "end_time",
+            "expected an end time different from start-time (the window would be empty; kured's was "
+            "that one second each day)",
+        )
+    if settings.lock_ttl == 0:
+        add(
+            "lock_ttl",
+            "0 is kured's 'never expire'; rebootd's holders renew their record, so the TTL only expires "
+            "a dead holder: leave it unset (5m) or give at least 3 x lock-renew-interval",
+        )
+    elif settings.lock_ttl < 3 * settings.lock_renew_interval:
         minimum = format_duration(3 * settings.lock_renew_interval)
         add("lock_ttl", f"expected at least 3 x lock-renew-interval ({minimum})")
     if settings.lock_renew_interval <= 0:
@@ -692,6 +734,24 @@ def _kured_variables(environ: Mapping[str, str]) -> tuple[dict[str, str], list[s
     return added, warnings, problems
 
 
+def _ignored_kured_variables(environ: Mapping[str, str]) -> list[Problem]:
+    """`KURED_*` variables kured itself never read: an error, since rebootd reading them would
+    change what the installation did."""
+    problems = []
+    for name in sorted(kured.ENV_IGNORED):
+        variable = kured.KURED_PREFIX + name.upper().replace("-", "_")
+        if variable in {key.upper() for key in environ}:
+            problems.append(
+                Problem(
+                    field="",
+                    given="",
+                    expected=kured.env_ignored_error(name).split(": ", 1)[1],
+                    variable=variable,
+                )
+            )
+    return problems
+
+
 def behaviour_warnings(settings: Settings) -> list[str]:
     """Where a setting now means something a kured user may not expect: said once at start."""
     found = []
@@ -706,6 +766,14 @@ def behaviour_warnings(settings: Settings) -> list[str]:
             "REBOOTD_FORCE_REBOOT reboots past a failed drain, but the PDB preflight still keeps a node "
             "that a PodDisruptionBudget pins from taking a slot; REBOOTD_PDB_PREFLIGHT=false lets it go"
         )
+    pre = sorted(pair.split("=", 1)[0] for pair in settings.pre_reboot_node_labels)
+    post = sorted(pair.split("=", 1)[0] for pair in settings.post_reboot_node_labels)
+    if pre != post:  # kured's validateNodeLabels warns the same
+        found.append(
+            "REBOOTD_PRE_REBOOT_NODE_LABELS and REBOOTD_POST_REBOOT_NODE_LABELS name different keys "
+            f"({','.join(pre) or 'none'} / {','.join(post) or 'none'}): a pre-reboot label the "
+            "post-reboot labels do not overwrite stays on the node after its reboot"
+        )
     if not settings.reboot_days:
         found.append(
             "REBOOTD_REBOOT_DAYS is empty: no reboot will ever start (kured's way to disable reboots)"
@@ -713,13 +781,49 @@ def behaviour_warnings(settings: Settings) -> list[str]:
     return found
 
 
+def _kured_flags(
+    given: Mapping[str, Sequence[str]], *, explicit: Mapping[str, Any]
+) -> tuple[dict[str, str], list[str], list[Problem]]:
+    """kured's own flags on rebootd's command line (`--ds-name`, `--lock-annotation`, the Slack
+    flags: those rebootd has under another name) read as the matching settings, one warning each;
+    a rebootd flag given as well wins."""
+    if not given:
+        return {}, [], []
+    translation = kured.translate(given)
+    added: dict[str, str] = {}
+    warnings: list[str] = []
+    for name in sorted(given):
+        setting = kured.BY_NAME[name].setting if name in kured.BY_NAME else None
+        notes = "; ".join(translation.notes.get(setting or "", []))
+        if setting is None or setting not in translation.values:
+            warnings.append(f"--{name} (kured's): {notes or 'nothing to set'}")
+        elif explicit.get(setting) is not None:
+            warnings.append(f"--{name} (kured's) ignored: {flag_name(setting)} is given and wins")
+        else:
+            added[setting] = translation.values[setting]
+            warnings.append(
+                f"--{name} (kured's) read as {flag_name(setting)}" + (f" ({notes})" if notes else "")
+            )
+    problems = [Problem(field="", given="", expected=e, variable="kured flags") for e in translation.errors]
+    return added, warnings, problems
+
+
 def load_settings_and_warnings(
-    *, environ: Mapping[str, str], flags: Mapping[str, Any] | None = None, require_node: bool = False
+    *,
+    environ: Mapping[str, str],
+    flags: Mapping[str, Any] | None = None,
+    require_node: bool = False,
+    kured_flags: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[Settings, list[str]]:
-    """`load_settings`, plus the warnings to print once at start (KURED_* variables read, kured
-    meanings that differ). Raises InvalidConfig, naming unknown REBOOTD_* variables too."""
+    """`load_settings`, plus the warnings to print once at start (KURED_* variables and kured's own
+    flags read, kured meanings that differ). Raises InvalidConfig, naming unknown REBOOTD_*
+    variables too."""
     added, warnings, problems = _kured_variables(environ)
-    problems = _unknown_variables(environ) + problems
+    problems = _unknown_variables(environ) + _ignored_kured_variables(environ) + problems
+    from_flags, flag_warnings, flag_problems = _kured_flags(kured_flags or {}, explicit=flags or {})
+    warnings += flag_warnings
+    problems += flag_problems
+    flags = {**from_flags, **{k: v for k, v in (flags or {}).items() if v is not None}}
     try:
         settings = load_settings(environ={**environ, **added}, flags=flags, require_node=require_node)
     except InvalidConfig as exc:

@@ -12,6 +12,7 @@ import pytest
 
 from rebootd.blockers import ActiveAlert, blocking_alert_names
 from rebootd.cli import EXIT_OK, EXIT_USAGE, main
+from rebootd.settings import load_settings_and_warnings
 
 
 def config(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> tuple[int, Any, str]:
@@ -121,6 +122,7 @@ def test_kured_slack_variables_become_one_apprise_slack_url() -> None:
         ("generic+https://example.com/hook", "jsons://"),
         ("nosuchscheme://x/y", "not an apprise scheme"),
         ("https://example.com/hook", "no apprise service claims"),
+        ("discord://abcdefTOKEN@123456789", "discord://webhook_id/webhook_token"),  # shoutrrr's layout
     ],
 )
 def test_notification_urls_apprise_does_not_know_are_refused_at_start(url: str, reason: str) -> None:
@@ -185,3 +187,18 @@ def test_force_reboot_with_the_pdb_preflight_warns_and_the_override_is_a_setting
     assert code == EXIT_OK
     assert data["pdb_preflight"] is False
     assert "PDB" not in err
+
+
+def test_pre_and_post_reboot_labels_with_different_keys_warn_like_kured() -> None:
+    _, warnings = load_settings_and_warnings(
+        environ={"REBOOTD_PRE_REBOOT_NODE_LABELS": "kured=rebooting,drain=yes"},
+        flags={"post_reboot_node_labels": ["kured=done"]},
+    )
+    assert any("different keys (drain,kured / kured)" in w for w in warnings), warnings
+    _, warnings = load_settings_and_warnings(
+        environ={
+            "REBOOTD_PRE_REBOOT_NODE_LABELS": "kured=rebooting",
+            "REBOOTD_POST_REBOOT_NODE_LABELS": "kured=done",
+        }
+    )
+    assert not any("different keys" in w for w in warnings), warnings

@@ -43,7 +43,9 @@ def test_daemonset_flags_translate_to_settings_with_kureds_meaning() -> None:
     assert "never expire" in overlay
     assert "DaemonSet kured-pool-a" in overlay
     secret = yaml.safe_load(overlay)["secretGenerator"][0]["literals"][0]
-    assert secret == "url=slack://prod@T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#alerting"
+    # kured v1.23 carries neither --slack-username nor --slack-channel into its slack:// URL
+    assert secret == "url=slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
+    assert "kured v1.23 ignored --slack-channel/--slack-username" in overlay
 
 
 def test_helm_values_translate_and_keep_the_secret_reference() -> None:
@@ -66,3 +68,61 @@ def test_untranslatable_flag_is_an_error_naming_it(tmp_path: Path) -> None:
     assert code == EXIT_FAILURE
     assert out == ""
     assert re.search(r"--no-such-flag: not a kured flag", err)
+
+
+def uncommented(manifest: str) -> str:
+    """kured's release manifest with every commented-out flag line switched on, as a user would."""
+    return re.sub(r"^#(\s+- --)", r"\1", manifest, flags=re.MULTILINE)
+
+
+def test_kureds_published_manifest_translates_to_rebootds_defaults(tmp_path: Path) -> None:
+    code, overlay, err = migrate(FIXTURES / "kured-ds-1.23.0.yaml")
+    assert code == EXIT_OK, err
+    assert literals(overlay) == {
+        "REBOOTD_REBOOT_SENTINEL": "/host/var/run/reboot-required",
+        "REBOOTD_KURED_COMPAT": "true",  # kured's metric names keep its alerts and dashboards working
+    }
+    out = io.StringIO()
+    path = FIXTURES / "kured-ds-1.23.0.yaml"
+    assert main(["migrate", str(path), "--output", "helm"], environ={}, stdout=out, stderr=io.StringIO()) == 0
+    values = yaml.safe_load(out.getvalue())
+    assert values["configuration"] == {"rebootSentinel": "/host/var/run/reboot-required"}
+    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in values["tolerations"]
+
+
+def test_kureds_manifest_with_every_flag_switched_on_names_its_placeholders(tmp_path: Path) -> None:
+    """The commented-out lines of kured's manifest hold placeholders (`...`) and `""` values: the
+    placeholders are errors naming them; without them every flag translates, each `""` noted."""
+    manifest = uncommented((FIXTURES / "kured-ds-1.23.0.yaml").read_text())
+    assert manifest.count("- --") == 41  # --reboot-sentinel and the 40 commented out
+    path = tmp_path / "all.yaml"
+    path.write_text(manifest)
+    code, out, err = migrate(path)
+    assert code == EXIT_FAILURE
+    assert out == ""
+    assert "--slack-hook-url=https://hooks.slack.com/...: not a Slack webhook URL" in err
+    lines = [
+        line for line in manifest.splitlines() if "slack-hook-url" not in line and "selector=..." not in line
+    ]
+    path.write_text("\n".join(lines))
+    code, overlay, err = migrate(path)
+    assert code == EXIT_OK, err
+    settings = load_settings(environ=literals(overlay))
+    assert settings.blocking_pod_selector == ("runtime=long,cost=expensive", "name=temperamental")
+    assert settings.reboot_days == frozenset(range(7))
+    assert settings.lock_name == "rebootd"  # kured's default lock: rebootd's default Lease
+    assert settings.drain_timeout == 0  # kured's explicit 0: wait forever
+    assert settings.lock_release_delay == 1800
+    assert settings.prefer_no_schedule_taint == ""
+    assert err.count("kured read the two quote characters") == 5
+
+
+def test_kureds_chart_default_values_translate(tmp_path: Path) -> None:
+    code, overlay, err = migrate(FIXTURES / "chart-values-6.1.0.yaml")
+    assert code == EXIT_OK, err
+    settings = load_settings(environ=literals(overlay))
+    assert settings.concurrency == 1
+    assert settings.reboot_days == frozenset(range(7))
+    assert str(settings.reboot_sentinel) == "/host/var/run/reboot-required"
+    assert settings.alert_filter_regexp is None
+    assert "not carried" not in err

@@ -177,10 +177,17 @@ def test_secrets_are_redacted_in_errors_and_in_config_output() -> None:
 
 def test_notify_urls_split_on_space_and_on_comma_before_a_scheme() -> None:
     settings = load_settings(
-        environ={"REBOOTD_NOTIFY_URL": "mailto://u:p@host?to=a@x,b@x,json://127.0.0.1/hook slack://A/B/C"}
+        environ={
+            "REBOOTD_NOTIFY_URL": "mailto://u:p@mail.example.com?to=a@example.com,b@example.com,"
+            "json://127.0.0.1/hook slack://A/B/C"
+        }
     )
     urls = [u.get_secret_value() for u in settings.notify_url]
-    assert urls == ["mailto://u:p@host?to=a@x,b@x", "json://127.0.0.1/hook", "slack://A/B/C"]
+    assert urls == [
+        "mailto://u:p@mail.example.com?to=a@example.com,b@example.com",
+        "json://127.0.0.1/hook",
+        "slack://A/B/C",
+    ]
 
 
 def test_blocking_pod_selectors_repeat_on_flags_and_split_on_semicolon_in_env() -> None:

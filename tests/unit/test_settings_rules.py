@@ -118,13 +118,14 @@ RULE_CASES: list[tuple[str, dict[str, str], str, str]] = [
         "sentinel file and command",
         {"REBOOTD_REBOOT_SENTINEL": "/run/x", "REBOOTD_REBOOT_SENTINEL_COMMAND": "true"},
         "reboot_sentinel_command",
-        "give either a sentinel file or a sentinel command, not both",
+        "give either a sentinel file or a sentinel command, not both (kured silently ignored the file)",
     ),
     (
         "empty window",
         {"REBOOTD_START_TIME": "09:00", "REBOOTD_END_TIME": "9am"},
         "end_time",
-        "expected an end time different from start-time (the window would be empty)",
+        "expected an end time different from start-time (the window would be empty; kured's was "
+        "that one second each day)",
     ),
     (
         "period 0",
@@ -262,7 +263,10 @@ _BY_VALIDATOR: dict[str, Values] = {
     "_selectors": (["app=db;tier!=x", "a=b,c=d"], ["app=db;tier!!=x", "app in (a"]),
     "_labels": (["a=b", "example.com/x=y,k=v"], ["novalue", "bad key=x", "=v"]),
     "_command": (["sh -c 'exit 0'", "/bin/true"], ["'unterminated", '"open quote']),
-    "_notify_urls": (["json://127.0.0.1/hook", "slack://A/B/C mailto://u:p@h"], ["not a url", "://x"]),
+    "_notify_urls": (
+        ["json://127.0.0.1/hook", "slack://A/B/C mailto://u:p@example.com"],
+        ["not a url", "://x", "discord://token@123456"],  # the last: shoutrrr's layout, apprise's scheme
+    ),
     "_http_url": (["http://127.0.0.1:9090", "https://prom.monitoring:9090/x", ""], ["ftp://p", "prom:9090"]),
     "_dns_label": (["kube-system", "rebootd"], ["Kube_System", "-x", "a" * 64]),
     "_dns_subdomain": (["rebootd", "rebootd.lock"], ["UPPER", "a..b", ""]),
