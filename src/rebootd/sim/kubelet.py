@@ -39,6 +39,7 @@ import structlog
 import yaml
 
 from rebootd.clock import Clock, SystemClock
+from rebootd.sim.audit import Note
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION_SECONDS = 40  # what kubelets write (their --node-lease-duration-seconds default)
@@ -444,12 +445,20 @@ class ApiMachines:
     """Simulated machines whose kubelets are API clients: a `harness.NodeHost`."""
 
     def __init__(
-        self, *, kubeconfig: Path, timing: KubeletTiming | None = None, clock: Clock | None = None
+        self,
+        *,
+        kubeconfig: Path,
+        timing: KubeletTiming | None = None,
+        clock: Clock | None = None,
+        notes: list[Note] | None = None,
     ) -> None:
         self.timing = timing if timing is not None else KubeletTiming()
         self.clock = clock if clock is not None else SystemClock()
         self._endpoint = Endpoint.from_kubeconfig(kubeconfig)
         self.machines: dict[str, ApiKubelet] = {}
+        # what happened outside the API, for a run's history: each reboot asked of a machine (by
+        # its node's daemon: nothing else reboots it) and the machine going down
+        self.notes = notes if notes is not None else []
 
     async def add(self, name: str, *, labels: Mapping[str, str] | None = None) -> ApiKubelet:
         """A new machine, powered on: its Node registered, Ready, its heartbeat Lease renewed."""
@@ -467,6 +476,13 @@ class ApiMachines:
         return kubelet
 
     async def reboot(self, node: str) -> None:
+        now = self.clock.now()
+        self.notes.append(
+            Note(time=now, event="reboot_requested", client=f"rebootd@{node}", node=node, verb="reboot")
+        )
+        self.notes.append(
+            Note(time=now, event="reboot_started", client="kubelet", node=node, detail=self.boot_id(node))
+        )
         await self.machines[node].reboot()
 
     async def wait_ready(self, node: str) -> None:

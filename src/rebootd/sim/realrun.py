@@ -6,13 +6,14 @@ deploy/kustomize/base (its ServiceAccount, ClusterRole, Role and bindings) is ap
 daemon holds a real token of that ServiceAccount from the TokenRequest API, with its node in its
 User-Agent (`rebootd@NODE`, the identity the invariants need: all daemons share one
 ServiceAccount). The machines are `ApiMachines` (kubelets that speak only the API); the real
-scheduler places the workload's pods, the real controller-manager recreates them and maintains
-the PodDisruptionBudget's status. Every node needs a reboot. The run ends when every node
-rebooted and the Lease holds no slot (or the deadline passes); then the same report and the
-same invariants as on the emulator, judged from the kube-apiserver's audit log (writes only:
-reads are not audited, so the request figures count writes) merged with the machines' notes
+scheduler places the workload's pods, the real controller-manager recreates them and maintains the
+PodDisruptionBudget's status. Every node needs a reboot. The run ends when every node rebooted and
+the Lease holds no slot (or the deadline passes); then the same report and the same invariants as
+on the emulator, judged from the kube-apiserver's audit log (the daemons' reads are audited too,
+so the request figures and the 403 count cover every request) merged with the machines' notes
 (reboot needs, requests, machines going down). Only the `default` scenario runs here: the others
-need the emulator's fault injection or scripted writes.
+need the emulator's fault injection or scripted writes. A request of a daemon refused with 403
+fails the run.
 
 Without the built binaries: `ControlPlaneMissing`, whose message names the command that builds them.
 """
@@ -37,13 +38,14 @@ from rebootd.controlplane.build import BUILD_COMMAND, find_module_dir
 from rebootd.kube import Kube
 from rebootd.lock import state_of
 from rebootd.lockstate import StateFormatError
-from rebootd.sim.audit import Note, history_from_audit
+from rebootd.sim.audit import Note, client_of, history_from_audit
 from rebootd.sim.harness import DaemonSeams, SimNode
 from rebootd.sim.invariants import is_rebootd
 from rebootd.sim.kubelet import ApiMachines, KubeletTiming
 from rebootd.sim.report import PerNodeMinimum, Report, RunFacts, build_report, render_text, to_json
 
 NAMESPACE = "kube-system"
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:rebootd"
 LOCK_NAME = "rebootd"
 WORKLOAD_NAMESPACE = "apps"
 RBAC_FILES = ("serviceaccount.yaml", "clusterrole.yaml", "role.yaml")
@@ -66,10 +68,11 @@ class RealOutcome:
     wall_seconds: float
     command: str
     events: list[str] = field(default_factory=list)
+    forbidden: list[str] = field(default_factory=list)  # the daemons' requests answered 403
 
     @property
     def exit_code(self) -> int:
-        if not self.report.ok or self.status == "timed_out":
+        if not self.report.ok or self.status == "timed_out" or self.forbidden:
             return EXIT_FAILED
         return EXIT_HALTED if self.status == "halted" else EXIT_OK
 
@@ -78,13 +81,22 @@ class RealOutcome:
             failed = [n for n, c in self.report.invariants.items() if not c.ok]
             if self.status == "timed_out":
                 failed.append("timed out")
+            if self.forbidden:
+                failed.append(
+                    f"{len(self.forbidden)} requests refused (403): {', '.join(self.forbidden[:5])}"
+                )
             return f"Result: FAILED ({'; '.join(failed)}); exit 1. Reproduce: {self.command}"
         if self.exit_code == EXIT_HALTED:
             return f"Result: HALTED ({self.report.halted_reason}); every invariant held; exit 3"
         return "Result: completed; every invariant held; exit 0"
 
     def render(self) -> str:
-        return render_text(self.report, title=self.title, outcome=self.summary_line())
+        return render_text(
+            self.report,
+            title=self.title,
+            outcome=self.summary_line(),
+            history_source="the kube-apiserver's audit log and the machines' notes",
+        )
 
     def to_json(self) -> dict[str, Any]:
         data = to_json(self.report, extra={"scenario": "default", "status": self.status})
@@ -93,6 +105,7 @@ class RealOutcome:
         data["wall_seconds"] = round(self.wall_seconds, 3)
         data["command"] = self.command
         data["history_source"] = "kube-apiserver audit log"
+        data["forbidden"] = list(self.forbidden)
         return data
 
 
@@ -187,24 +200,6 @@ def daemon_env(
     }
 
 
-class _Machines(ApiMachines):
-    """ApiMachines that note each reboot request and each machine going down, for the history."""
-
-    def __init__(self, *, kubeconfig: Path, timing: KubeletTiming, notes: list[Note]) -> None:
-        super().__init__(kubeconfig=kubeconfig, timing=timing)
-        self.notes = notes
-
-    async def reboot(self, node: str) -> None:
-        now = datetime.now(UTC)
-        self.notes.append(
-            Note(time=now, event="reboot_requested", client=f"rebootd@{node}", node=node, verb="reboot")
-        )
-        self.notes.append(
-            Note(time=now, event="reboot_started", client="kubelet", node=node, detail=self.boot_id(node))
-        )
-        await super().reboot(node)
-
-
 async def simulate_real(
     *,
     nodes: int,
@@ -276,7 +271,7 @@ async def _run(
     timing = KubeletTiming(
         boot_seconds=boot_seconds, pod_start=recovery_seconds, grace_scale=drain_seconds / GRACE_SECONDS
     )
-    machines = _Machines(kubeconfig=plane.kubeconfig, timing=timing, notes=notes)
+    machines = ApiMachines(kubeconfig=plane.kubeconfig, timing=timing, notes=notes)
     sims: list[SimNode] = []
     events: list[str] = []
     try:
@@ -321,34 +316,18 @@ async def _run(
             await sim.stop()
         await machines.close()
     ended = time.time()
-    final_nodes = (await asyncio.to_thread(plane.request, "GET", "/api/v1/nodes"))["items"]
-    final_nodes = [n for n in final_nodes if n["metadata"]["name"] in zones]
-    await asyncio.sleep(0.5)  # the audit log is written as responses go out
-    history = history_from_audit(await asyncio.to_thread(plane.audit_events), notes)
-    writes: dict[tuple[str, str], int] = {}
-    for rec in history:
-        if rec.event == "write" and is_rebootd(rec.client):
-            writes[(rec.client, rec.verb)] = writes.get((rec.client, rec.verb), 0) + 1
-    report = build_report(
-        RunFacts(
-            history=history,
-            final_nodes=final_nodes,
-            zones=zones,
-            needed=list(zones),
-            admin_cordoned=(),
-            concurrency=concurrency,
-            zone_concurrency=zone_concurrency,
-            window=None,
-            minimum=PerNodeMinimum(
-                drain=drain_seconds, boot=boot_seconds, recovery=recovery_seconds, release_delay=release_delay
-            ),
-            request_counts=writes,
-            origin=origin,
-            ended=ended,
-            lock_namespace=NAMESPACE,
-            lock_name=LOCK_NAME,
-            timed_out=status == "timed_out",
-        )
+    report, forbidden = await judge(
+        plane,
+        zones=zones,
+        notes=notes,
+        concurrency=concurrency,
+        zone_concurrency=zone_concurrency,
+        minimum=PerNodeMinimum(
+            drain=drain_seconds, boot=boot_seconds, recovery=recovery_seconds, release_delay=release_delay
+        ),
+        origin=origin,
+        ended=ended,
+        timed_out=status == "timed_out",
     )
     version = plane.version
     title = (
@@ -371,7 +350,68 @@ async def _run(
         wall_seconds=time.monotonic() - started,
         command=command,
         events=events,
+        forbidden=forbidden,
     )
+
+
+def refusals(events: list[dict[str, Any]], *, user: str) -> list[str]:
+    """Every request of `user` the server answered 403, as `verb resource/subresource name`."""
+    out = []
+    for event in events:
+        if (event.get("user") or {}).get("username") != user:
+            continue
+        if int((event.get("responseStatus") or {}).get("code") or 0) == 403:
+            ref = event.get("objectRef") or {}
+            what = "/".join(x for x in (ref.get("resource"), ref.get("subresource")) if x)
+            out.append(f"{event.get('verb')} {what} {ref.get('namespace', '')}/{ref.get('name', '')}")
+    return out
+
+
+async def judge(
+    plane: ControlPlane,
+    *,
+    zones: Mapping[str, str],
+    notes: list[Note],
+    concurrency: int,
+    zone_concurrency: int,
+    minimum: PerNodeMinimum,
+    origin: float,
+    ended: float,
+    timed_out: bool = False,
+) -> tuple[Report, list[str]]:
+    """The report of a run from the kube-apiserver's audit log and the machines' notes, and the
+    daemons' requests refused with 403."""
+    nodes = (await asyncio.to_thread(plane.request, "GET", "/api/v1/nodes"))["items"]
+    final_nodes = [n for n in nodes if n["metadata"]["name"] in zones]
+    await asyncio.sleep(0.5)  # the audit log is written as responses go out
+    events = await asyncio.to_thread(plane.audit_events)
+    history = history_from_audit(events, notes)
+    counts: dict[tuple[str, str], int] = {}
+    for event in events:
+        client = client_of(event)
+        if is_rebootd(client) and event.get("stage") == "ResponseComplete":
+            key = (client, str(event.get("verb")))
+            counts[key] = counts.get(key, 0) + 1
+    report = build_report(
+        RunFacts(
+            history=history,
+            final_nodes=final_nodes,
+            zones=zones,
+            needed=list(zones),
+            admin_cordoned=(),
+            concurrency=concurrency,
+            zone_concurrency=zone_concurrency,
+            window=None,
+            minimum=minimum,
+            request_counts=counts,
+            origin=origin,
+            ended=ended,
+            lock_namespace=NAMESPACE,
+            lock_name=LOCK_NAME,
+            timed_out=timed_out,
+        )
+    )
+    return report, refusals(events, user=SERVICE_ACCOUNT)
 
 
 async def _wait(probe: Any, *, within: float, what: str) -> None:
