@@ -13,7 +13,8 @@ emulator and against a real kube-apiserver. While its machine is up a kubelet:
 - finishes graceful deletes: a terminating pod is deleted with grace 0 (uid precondition) once its
   deletion grace (times `grace_scale`) has passed.
 A reboot takes the machine down at once: no heartbeat, no status, no pod work (pods are not
-running); after `boot_seconds` it comes back with a new boot id, posts Ready and its new bootID,
+running); after `boot_seconds` it comes back with a new boot id, posts Ready and its new bootID
+(`status_delay` later: a late kubelet),
 marks its pods not ready (their containers restart) and runs them again. A machine in
 `never_boots` stays down. The node side of the daemons (the sentinel, the daemon restarts) stays
 in `harness.SimNode`, which takes an `ApiMachines` as its `NodeHost`.
@@ -57,6 +58,9 @@ class KubeletTiming:
     pod_start: float = 0.2  # a pod seen bound runs and is Ready after this
     boot_seconds: float = 1.0
     grace_scale: float = 0.01  # a pod's deletion grace period is multiplied by this
+    # a late kubelet: a rebooted machine is up (its daemon starts) this long before its kubelet
+    # posts Ready and the new bootID, so the daemon's proof of reboot has to follow the Node
+    status_delay: float = 0.0
 
 
 class ApiError(Exception):
@@ -196,9 +200,13 @@ class ApiKubelet:
                 raise
         await self._come_up()
 
-    async def _come_up(self) -> None:
+    async def _come_up(self, *, status_delay: float = 0.0) -> None:
         self.up = True
         self.boots += 1
+        if status_delay > 0:  # up (its daemon may start) before its kubelet posts the new boot
+            self._changed.set()
+            self._changed = asyncio.Event()
+            await asyncio.sleep(status_delay)
         await self._post_status(ready=True)
         await self._renew_lease()
         self._task = asyncio.create_task(self._run(), name=f"kubelet-{self.name}")
@@ -222,7 +230,7 @@ class ApiKubelet:
         self._restarted = set(self._seen) | await self._pod_uids()
         self._seen.clear()
         await self._mark_pods_not_ready()
-        await self._come_up()
+        await self._come_up(status_delay=self.timing.status_delay)
 
     async def wait_up(self) -> None:
         while not self.up:

@@ -133,6 +133,7 @@ def _collection(doc: Mapping[str, Any]) -> str:
         "Namespace": "namespaces",
         "Deployment": "deployments",
         "PodDisruptionBudget": "poddisruptionbudgets",
+        "DaemonSet": "daemonsets",
     }[str(doc["kind"])]
     prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
     namespace = (doc.get("metadata") or {}).get("namespace")
