@@ -10,6 +10,7 @@ import os
 import shutil
 
 import nox
+import nox.command
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["tests", "manifests", "lint", "typecheck"]
@@ -35,20 +36,31 @@ def _ensure_debian_tools(session: nox.Session) -> None:
     )
 
 
+def _build_control_plane(session: nox.Session) -> None:
+    """Build etcd, kube-apiserver, kube-controller-manager and kube-scheduler at the pinned release
+    (Go 1.26; about 20 minutes on a cold Go cache, a second when cached outside the tree). Under
+    CI a failed build fails the session; elsewhere it is a warning and the tests that need the
+    control plane skip, naming the build command."""
+    try:
+        session.run("python", "-m", "rebootd.controlplane", "build")
+    except nox.command.CommandFailed:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            raise
+        session.warn("the control plane could not be built: its tests will skip (they fail under CI=true)")
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests against the emulator, the real kubectl and the real Prometheus."""
+    """Unit and integration tests against the emulator, the real kubectl, the real Prometheus and
+    the real control plane (built first: etcd, kube-apiserver, kube-controller-manager,
+    kube-scheduler), the contract suite on both servers with its fidelity figure."""
     _ensure_debian_tools(session)
     session.install(".[test]")
-    ignored = (*MANIFEST_TESTS, CONTROL_PLANE_TESTS)
-    # the contract suite's real-apiserver cases are marked `controlplane`: the controlplane session runs them
-    session.run(
-        "pytest", *[f"--ignore={path}" for path in ignored], "-m", "not controlplane", *session.posargs
-    )
+    _build_control_plane(session)
+    session.run("pytest", *[f"--ignore={path}" for path in MANIFEST_TESTS], *session.posargs)
 
 
 MANIFEST_TESTS = ("tests/integration/test_manifests.py", "tests/integration/test_grafana_dashboard.py")
-# Run by the `controlplane` session (not yet in the default run: a cold build takes minutes).
 CONTROL_PLANE_TESTS = "tests/integration/controlplane"
 CONTRACT_TESTS = tuple(
     f"tests/integration/emulator/test_contract_{name}.py"
@@ -58,11 +70,12 @@ CONTRACT_TESTS = tuple(
 
 @nox.session(python=PYTHON)
 def controlplane(session: nox.Session) -> None:
-    """The real control plane: build etcd, kube-apiserver, kube-controller-manager and
+    """Only the real control plane: build etcd, kube-apiserver, kube-controller-manager and
     kube-scheduler at the pinned release from the Go wrapper module in controlplane/ (Go 1.26;
     minutes cold, seconds when cached outside the tree), print their versions, and run the tests
     that start them (the start time and memory figures are printed) and the emulator's contract
-    suite on both the emulator and the real apiserver (the fidelity figure is printed)."""
+    suite on both the emulator and the real apiserver (the fidelity figure is printed). The
+    default `tests` session runs all of these too."""
     _ensure_debian_tools(session)  # openssl signs the ServiceAccount tokens
     session.install(".[test]")
     session.run("python", "-m", "rebootd.controlplane", "build")

@@ -311,7 +311,11 @@ class Daemon:
         """Connect, learn our zone and read the Lease; retried with backoff while the API is away."""
         s = self.settings
         if self._kube is None:
-            self._kube = await Kube.connect(kubeconfig=s.kubeconfig, metrics=self.metrics)
+            # the node in the User-Agent: every daemon holds the same ServiceAccount, and an audit
+            # log tells them apart by it
+            self._kube = await Kube.connect(
+                kubeconfig=s.kubeconfig, metrics=self.metrics, user_agent=f"rebootd@{s.node_id}"
+            )
         delay = 0.5
         while not stop.is_set():
             try:

@@ -44,9 +44,14 @@ def test_default_users_have_an_admin_the_control_plane_identities_and_unprivileg
     assert len({user.token for user in users.values()}) == len(users)
 
 
-def test_audit_policy_records_no_reads_and_every_write_with_bodies() -> None:
+def test_audit_policy_records_only_rebootds_reads_and_every_write_with_bodies() -> None:
     policy = json.loads(config.audit_policy())
-    first, non_resource, last = policy["rules"]
+    readers, first, non_resource, last = policy["rules"]
+    assert readers == {
+        "level": "Metadata",
+        "users": ["system:serviceaccount:kube-system:rebootd"],
+        "verbs": ["get", "list", "watch"],
+    }
     assert first == {"level": "None", "verbs": ["get", "list", "watch"]}
     assert non_resource["level"] == "None"
     assert last == {"level": "RequestResponse"}

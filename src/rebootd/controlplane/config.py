@@ -107,13 +107,20 @@ def token_file(users: Sequence[User]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def audit_policy() -> str:
-    """Nothing of reads; every write with its request and response bodies."""
+# rebootd's own ServiceAccount (deploy/kustomize/base): its reads are audited too, so a run can
+# count every request of the daemons and prove that none was refused (403).
+AUDITED_READERS = ("system:serviceaccount:kube-system:rebootd",)
+
+
+def audit_policy(*, audited_readers: Sequence[str] = AUDITED_READERS) -> str:
+    """Reads only of `audited_readers` (metadata: who, what, the answer's code); every write with
+    its request and response bodies."""
     policy = {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
         "omitStages": ["RequestReceived"],
         "rules": [
+            {"level": "Metadata", "users": list(audited_readers), "verbs": list(READ_VERBS)},
             {"level": "None", "verbs": list(READ_VERBS)},
             {"level": "None", "nonResourceURLs": ["/*"]},
             {"level": "RequestResponse"},

@@ -181,6 +181,14 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep the nodes' files here (default: a temporary dir)"
     )
+    parser.add_argument(
+        "--control-plane",
+        choices=("emulator", "real"),
+        default="emulator",
+        help="the API server: the project's emulator (default) or a real etcd, kube-apiserver, "
+        "kube-controller-manager and kube-scheduler built by `nox -s controlplane` (scenario default "
+        "only; invariants from the kube-apiserver's audit log)",
+    )
     args = parser.parse_args(list(argv))
     if args.nodes < 1 or args.zones < 1 or args.concurrency < 1 or args.zone_concurrency < 0:
         parser.error("--nodes, --zones and --concurrency must be >= 1, --zone-concurrency >= 0")
@@ -188,6 +196,13 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--workers must be >= 0")
     if args.boot_seconds <= 0:
         parser.error("--boot-seconds must be > 0")
+    if args.control_plane == "real" and (
+        args.scenario != "default" or args.faults != "none" or args.processes or args.spread or args.workers
+    ):
+        parser.error(
+            "--control-plane real runs the default scenario with in-process daemons only (no --faults, "
+            "--processes, --spread or --workers: those need the emulator's fault injection)"
+        )
     return args
 
 
@@ -204,6 +219,8 @@ def simulate_command(argv: Sequence[str]) -> int:
         args = parse_simulate_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
+    if args.control_plane == "real":
+        return _simulate_real(args, argv)
     config = SimulationConfig(
         nodes=args.nodes,
         zones=args.zones,
@@ -239,6 +256,54 @@ def simulate_command(argv: Sequence[str]) -> int:
                 log_level="info" if args.log_file else "error",
             )
         except ScenarioError as exc:
+            sys.stderr.write(f"rebootd simulate: {exc}\n")
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            sys.stderr.write("rebootd simulate: interrupted\n")
+            return 130
+    if args.json:
+        sys.stdout.write(json.dumps(outcome.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(outcome.render() + "\n")
+    sys.stdout.flush()
+    return outcome.exit_code
+
+
+def _simulate_real(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """`rebootd simulate --control-plane real` (rebootd.sim.realrun); exit 2 without the binaries."""
+    import os
+    import shlex
+    import tempfile
+
+    from rebootd.logs import configure
+    from rebootd.sim.realrun import EXIT_USAGE, ControlPlaneMissing, simulate_real
+
+    with contextlib.ExitStack() as stack:
+        log_stream = stack.enter_context(
+            open(args.log_file, "a", encoding="utf-8") if args.log_file else open(os.devnull, "w")  # noqa: SIM115
+        )
+        configure(fmt="json", level="info" if args.log_file else "error", stream=log_stream)
+        workdir = args.workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="rebootd-real-"))
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            outcome = asyncio.run(
+                simulate_real(
+                    nodes=args.nodes,
+                    zones=args.zones,
+                    concurrency=args.concurrency,
+                    zone_concurrency=args.zone_concurrency,
+                    drain_seconds=args.drain_seconds,
+                    boot_seconds=args.boot_seconds,
+                    recovery_seconds=args.recovery_seconds,
+                    release_delay=args.release_delay,
+                    workdir=workdir,
+                    command=shlex.join(["rebootd", "simulate", *argv]),
+                    deadline_seconds=args.timeout,
+                )
+            )
+        except ControlPlaneMissing as exc:
             sys.stderr.write(f"rebootd simulate: {exc}\n")
             return EXIT_USAGE
         except KeyboardInterrupt:

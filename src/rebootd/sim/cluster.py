@@ -78,6 +78,9 @@ class Cluster:
         self._posted: set[str] = set()  # machines whose kubelet posted status since their last boot
         # (namespace, pod name prefix) whose image cannot be pulled: every start of such a pod fails
         self.image_pull_failures: list[tuple[str, str]] = []
+        # Nodes whose kubelet is an API client (rebootd.sim.kubelet): their pods are started and
+        # their graceful deletes finished by that kubelet, never here.
+        self.api_kubelets: set[str] = set()
         self._handles: set[asyncio.TimerHandle] = set()
         self._deferred: list[tuple[float, Callable[[], None]]] = []
         self._flush_scheduled = False
@@ -206,6 +209,8 @@ class Cluster:
         if event.type == DELETED:
             self._unscheduled.discard(key)
             self._pending_deletions.discard(key)
+            return
+        if (pod.get("spec") or {}).get("nodeName") in self.api_kubelets:
             return
         old_meta = (event.old or {}).get("metadata") or {}
         if meta.get("deletionTimestamp") and (

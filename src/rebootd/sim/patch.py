@@ -6,9 +6,11 @@ six lines and written here. Strategic merge patch is hand-written because no Pyt
 implements it: the real one reads `patchStrategy`/`patchMergeKey` from the Go struct tags, so this
 module carries the few list rules the contract needs (finalizers as a set, ownerReferences by uid,
 node/pod conditions and node addresses by type, containers and volumes by name; every other list,
-notably `spec.taints`, is replaced) plus the `$patch`, `$retainKeys`, `$setElementOrder` and
-`$deleteFromPrimitiveList` directives. Server-side apply is approximated as a strategic merge of
-the applied configuration (no managed-field ownership, no removal of fields a manager dropped).
+notably `spec.taints`, is replaced), merged lists in kube-apiserver's order (items new to the list
+before the existing ones they were patched in front of, see `_merge_sorted`), plus the `$patch`,
+`$retainKeys`, `$setElementOrder` and `$deleteFromPrimitiveList` directives. Server-side apply is
+approximated as a strategic merge of the applied configuration (no managed-field ownership, no
+removal of fields a manager dropped).
 Pure functions, no I/O.
 """
 
@@ -46,13 +48,8 @@ _LIST_RULES: Mapping[tuple[str, ...], str] = {
 
 
 def unsupported_media_type() -> ApiError:
-    accepted = ", ".join(PATCH_TYPES)
-    return ApiError(
-        code=415,
-        reason="UnsupportedMediaType",
-        message="the body of the request was in an unknown format - accepted media types include: "
-        + accepted,
-    )
+    """A PATCH whose content type is none of PATCH_TYPES (kube-apiserver 1.37's wording)."""
+    return ApiError(code=415, reason="UnsupportedMediaType", message="415: Unsupported Media Type")
 
 
 def _patch_invalid(detail: str) -> ApiError:
@@ -152,27 +149,75 @@ def _merge_list(current: Any, patch: list[Any], path: tuple[str, ...]) -> list[A
     if rule is None or not isinstance(current, list):
         return [_strip_directives(copy.deepcopy(i)) for i in patch]
     if rule == "":
-        merged = list(current)
+        patched_set: list[Any] = []
         for item in patch:
-            if item not in merged:
-                merged.append(item)
-        return merged
-    result = [copy.deepcopy(item) for item in current]
+            if item not in patched_set:
+                patched_set.append(item)
+        server_set = [old for old in current if old not in patched_set]
+        return _merge_sorted(
+            server_only=server_set, patched=patched_set, server_order=list(current), rule=rule
+        )
+    keys = [old.get(rule) if isinstance(old, dict) else None for old in current]
+    patched: list[dict[str, Any]] = []
+    touched: set[Any] = set()
     for item in patch:
         if not isinstance(item, dict) or rule not in item:
             raise bad_request(f"map: {item} does not contain declared merge key: {rule}")
-        index = next(
-            (i for i, old in enumerate(result) if isinstance(old, dict) and old.get(rule) == item[rule]), None
-        )
+        key = item[rule]
+        touched.add(key)
         if item.get("$patch") == "delete":
-            if index is not None:
-                del result[index]
+            patched = [p for p in patched if p.get(rule) != key]
             continue
-        if index is None:
-            result.append(_strip_directives(copy.deepcopy(item)))
+        before = next((p for p in patched if p.get(rule) == key), None)
+        if before is None:
+            before = next((old for old, k in zip(current, keys, strict=True) if k == key), None)
+            value = (
+                _strip_directives(copy.deepcopy(item))
+                if before is None
+                else strategic_merge(before, item, path)
+            )
+            patched.append(value)
         else:
-            result[index] = strategic_merge(result[index], item, path)
-    return result
+            patched[patched.index(before)] = strategic_merge(before, item, path)
+    server_only = [copy.deepcopy(old) for old, key in zip(current, keys, strict=True) if key not in touched]
+    return _merge_sorted(server_only=server_only, patched=patched, server_order=keys, rule=rule)
+
+
+def _merge_sorted(
+    *, server_only: list[Any], patched: list[Any], server_order: list[Any], rule: str
+) -> list[Any]:
+    """The apiserver's order of a merged keyed list (strategic merge's mergeSortedSlice): the
+    server-only items and the patch's items (in the patch's order) interleaved, an item taken from
+    the server side first only when both items were in the original list and it came first there;
+    so a patch item new to the list goes before the server-only items still waiting. `rule` is
+    the merge key of a list of maps, "" for a list of primitives (the item is its own key)."""
+
+    def key(item: Any) -> Any:
+        return item.get(rule) if rule and isinstance(item, dict) else item
+
+    out: list[Any] = []
+    i = j = 0
+    while i < len(server_only) or j < len(patched):
+        if j >= len(patched):
+            out.append(server_only[i])
+            i += 1
+            continue
+        if i >= len(server_only):
+            out.append(patched[j])
+            j += 1
+            continue
+        left, right = key(server_only[i]), key(patched[j])
+        if (
+            left in server_order
+            and right in server_order
+            and server_order.index(left) < server_order.index(right)
+        ):
+            out.append(server_only[i])
+            i += 1
+        else:
+            out.append(patched[j])
+            j += 1
+    return out
 
 
 def _rule_path(path: tuple[str, ...]) -> tuple[str, ...]:

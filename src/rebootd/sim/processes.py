@@ -36,7 +36,7 @@ from aiohttp import web
 
 from rebootd.logs import get_logger
 from rebootd.sim.emulator import Emulator
-from rebootd.sim.harness import node_identity, node_token, sim_pod_uid
+from rebootd.sim.harness import NodeHost, node_identity, node_token, sim_pod_uid
 
 REBOOT_PATH = "/_sim/nodes/{name}/reboot"
 STOP_TIMEOUT = 10.0
@@ -64,9 +64,11 @@ def rebootd_argv() -> list[str]:
 
 @dataclass
 class ProcessNode:
-    """One node whose daemon is a `rebootd run` process, restarted after each reboot."""
+    """One node whose daemon is a `rebootd run` process, restarted after each reboot. Its machine
+    is the in-process `emulator`'s, or (emulator None) `host`'s, any `NodeHost` such as the
+    API-only machines of `rebootd.sim.kubelet`, with `kubeconfig` given (a real control plane)."""
 
-    emulator: Emulator
+    emulator: Emulator | None
     name: str
     workdir: Path
     env: Mapping[str, str]
@@ -83,11 +85,16 @@ class ProcessNode:
     frozen: int = 0
     _extras: list[asyncio.subprocess.Process] = field(default_factory=list)
     _thaw: asyncio.Task[None] | None = None
+    host: NodeHost | None = None
+    kubeconfig: Path | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = self.token or node_token(self.name)
-        self.kubeconfig = self.emulator.write_kubeconfig(self.workdir / "kubeconfig", token=self.token)
+        if self.emulator is not None:
+            self.kubeconfig = self.emulator.write_kubeconfig(self.workdir / "kubeconfig", token=self.token)
+        elif self.host is None or self.kubeconfig is None:
+            raise ValueError("a ProcessNode without an emulator needs a host and a kubeconfig")
         self._log = get_logger(node=self.name, component="sim")
         self.write_boot_id()
 
@@ -97,7 +104,12 @@ class ProcessNode:
 
     def write_boot_id(self) -> None:
         temp = self.boot_id_file.with_suffix(".tmp")
-        temp.write_text(self.emulator.machine_boot_id(name=self.name) + "\n")
+        boot = (
+            self.emulator.machine_boot_id(name=self.name)
+            if self.emulator is not None
+            else self._host().boot_id(self.name)
+        )
+        temp.write_text(boot + "\n")
         temp.replace(self.boot_id_file)
 
     @property
@@ -237,9 +249,15 @@ class ProcessNode:
         """The host agent got this node's reboot request: the machine goes down now."""
         self.reboots += 1
         self.sentinel.unlink(missing_ok=True)
-        self.emulator.request_reboot(name=self.name, client=node_identity(self.name)[0])
+        if self.emulator is not None:
+            self.emulator.request_reboot(name=self.name, client=node_identity(self.name)[0])
         if self._life is None or self._life.done():
-            self._life = asyncio.create_task(self._lifecycle(0.0), name=f"lifecycle-{self.name}")
+            self._life = asyncio.create_task(self._reboot_lifecycle(), name=f"lifecycle-{self.name}")
+
+    async def _reboot_lifecycle(self) -> None:
+        if self.emulator is None:
+            await self._host().reboot(self.name)  # the machine goes down now
+        await self._lifecycle(0.0)
 
     def crash(self, *, restart_after: float = 0.0) -> bool:
         """Kill the daemon now; a new one starts `restart_after` seconds later once the node is
@@ -255,6 +273,9 @@ class ProcessNode:
         await self.kill(machine=machine)
         await asyncio.sleep(restart_after)
         while not self._retired:
+            if self.emulator is None:
+                await self._host().wait_ready(self.name)
+                break
             with contextlib.suppress(TimeoutError):
                 await self.emulator.wait_until(self._machine_up, within=1.0)
                 break
@@ -263,7 +284,11 @@ class ProcessNode:
             await self.start()
 
     def _machine_up(self) -> bool:
-        return self.emulator.machine_up(name=self.name)
+        return self.emulator is not None and self.emulator.machine_up(name=self.name)
+
+    def _host(self) -> NodeHost:
+        assert self.host is not None  # checked in __post_init__
+        return self.host
 
 
 class HostAgent:

@@ -487,7 +487,9 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def render_text(report: Report, *, title: str, outcome: str) -> str:
+def render_text(
+    report: Report, *, title: str, outcome: str, history_source: str = "the emulator's history"
+) -> str:
     lines = [title, ""]
     lines.append("Per-node timeline (seconds since start; the attempt that rebooted the node)")
     header = ("node", "zone", "slot", "cordon", "drained", "down", "ready", "uncordon", "released", "held")
@@ -550,7 +552,7 @@ def render_text(report: Report, *, title: str, outcome: str) -> str:
     if report.timed_out:
         lines.append("TIMED OUT: the rollout neither finished nor halted in time")
     lines.append("")
-    lines.append("Safety invariants (from the emulator's history)")
+    lines.append(f"Safety invariants (from {history_source})")
     for name, label in INVARIANTS:
         check = report.invariants[name]
         lines.append(f"  {'PASS' if check.ok else 'FAIL'}  {label}: {check.detail}")

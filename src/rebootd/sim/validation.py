@@ -287,7 +287,7 @@ def missing_resource_version(*, info: ResourceInfo, name: str) -> ApiError:
         kind=info.plural,
         group=info.group,
         name=name,
-        errors=[invalid_value("metadata.resourceVersion", 0, "must be specified for an update", raw="0x0")],
+        errors=[invalid_value("metadata.resourceVersion", 0, "must be specified for an update", raw="0")],
     )
 
 

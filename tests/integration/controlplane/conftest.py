@@ -1,2 +1,3 @@
-"""Tests against the real control plane (built by `nox -s controlplane`, which also runs them).
-The `control_plane*` fixtures come from the `tests.fixtures.controlplane` plugin."""
+"""Tests against the real control plane (built by the default `nox` run before its tests, or by
+`nox -s controlplane` alone). The `control_plane*` fixtures come from the
+`tests.fixtures.controlplane` plugin."""

@@ -83,10 +83,6 @@ async def test_stale_put_is_conflict_with_the_exact_message(cluster: Cluster, ra
 async def test_put_without_resource_version_allowed_for_pods_and_nodes_refused_for_leases(
     cluster: Cluster, raw: RawApi
 ) -> None:
-    cluster.emulator_wrong(
-        "a Lease PUT without resourceVersion: kube-apiserver 1.37 says 'Invalid value: 0: must be specified"
-        " for an update', the emulator 'Invalid value: 0x0: ...' (the wording of older releases)"
-    )
     await cluster.add_node(name="node-a")
     node = (await raw.get(f"{NODES}/node-a")).body
     del node["metadata"]["resourceVersion"]
@@ -102,13 +98,13 @@ async def test_put_without_resource_version_allowed_for_pods_and_nodes_refused_f
     assert reply.status == 422
     assert reply.reason == "Invalid"
     assert reply.message == (
-        'leases.coordination.k8s.io "lock" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
+        'leases.coordination.k8s.io "lock" is invalid: metadata.resourceVersion: Invalid value: 0: '
         "must be specified for an update"
     )
     assert reply.body["details"]["causes"] == [
         {
             "reason": "FieldValueInvalid",
-            "message": "Invalid value: 0x0: must be specified for an update",
+            "message": "Invalid value: 0: must be specified for an update",
             "field": "metadata.resourceVersion",
         }
     ]

@@ -13,10 +13,6 @@ APPLY = "application/apply-patch+yaml"
 
 
 async def test_all_four_patch_types_and_415_for_others(cluster: Cluster, raw: RawApi) -> None:
-    cluster.emulator_wrong(
-        "an unsupported patch type: kube-apiserver answers 415 with the message '415: Unsupported Media"
-        " Type', the emulator with a message listing the accepted types"
-    )
     await cluster.add_node(name="node-a")
     path = f"{NODES}/node-a"
     merged = await raw.patch(path, {"metadata": {"labels": {"m": "1"}}}, content_type=MERGE)
@@ -43,7 +39,7 @@ async def test_all_four_patch_types_and_415_for_others(cluster: Cluster, raw: Ra
     unsupported = await raw.patch(path, {"metadata": {}}, content_type="application/json")
     assert unsupported.status == 415
     assert unsupported.reason == "UnsupportedMediaType"
-    assert "application/strategic-merge-patch+json" in unsupported.message
+    assert unsupported.message == "415: Unsupported Media Type"
 
 
 async def test_patch_concurrency_missing_object_and_failed_test(cluster: Cluster, raw: RawApi) -> None:
@@ -101,16 +97,12 @@ async def test_taints_are_replaced_whole_by_strategic_merge(cluster: Cluster, ra
 async def test_status_conditions_merge_by_type_finalizers_as_set_and_null_deletes_keys(
     cluster: Cluster, raw: RawApi
 ) -> None:
-    cluster.emulator_wrong(
-        "strategic merge of status.conditions: kube-apiserver puts a condition the node did not have"
-        " before the existing ones, the emulator appends it"
-    )
     await cluster.add_node(name="node-a", labels={"drop": "me"})
     path = f"{NODES}/node-a/status"
     patch = {"status": {"conditions": [{"type": "RebootRequired", "status": "True", "reason": "Sentinel"}]}}
     reply = await raw.patch(path, patch, content_type=STRATEGIC)
     types = [c["type"] for c in reply.body["status"]["conditions"]]
-    assert types == ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready", "RebootRequired"]
+    assert types == ["RebootRequired", "MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]  # new first
     ready = {"type": "Ready", "status": "False", "reason": "Test"}
     reply = await raw.patch(path, {"status": {"conditions": [ready]}}, content_type=STRATEGIC)
     merged_ready = next(c for c in reply.body["status"]["conditions"] if c["type"] == "Ready")
@@ -118,7 +110,7 @@ async def test_status_conditions_merge_by_type_finalizers_as_set_and_null_delete
     assert merged_ready["message"] == "kubelet is posting ready status"
     await raw.post(LEASES, lease("fin", finalizers=["a"]))
     reply = await raw.patch(f"{LEASES}/fin", {"metadata": {"finalizers": ["b", "a"]}}, content_type=STRATEGIC)
-    assert reply.body["metadata"]["finalizers"] == ["a", "b"]
+    assert reply.body["metadata"]["finalizers"] == ["b", "a"]  # a set, in the patch's order
     reply = await raw.patch(
         f"{NODES}/node-a", {"metadata": {"labels": {"drop": None}}}, content_type=STRATEGIC
     )

@@ -35,8 +35,8 @@ def test_conditions_merge_by_type_and_keep_unmentioned_fields() -> None:
     )
     assert patched["status"]["conditions"] == [
         {"type": "Ready", "status": "False", "reason": "KubeletReady"},
+        {"type": "New", "status": "True"},  # kube-apiserver 1.37's order (checked on it)
         {"type": "DiskPressure", "status": "False"},
-        {"type": "New", "status": "True"},
     ]
 
 
@@ -56,7 +56,7 @@ def test_owner_references_merge_by_uid_and_patch_delete_removes_one() -> None:
     patched = strategic_merge(
         obj, {"metadata": {"ownerReferences": [{"uid": "2", "$patch": "delete"}, {"uid": "3", "name": "c"}]}}
     )
-    assert patched["metadata"]["ownerReferences"] == [{"uid": "1", "name": "a"}, {"uid": "3", "name": "c"}]
+    assert patched["metadata"]["ownerReferences"] == [{"uid": "3", "name": "c"}, {"uid": "1", "name": "a"}]
 
 
 def test_maps_merge_null_deletes_and_directives_are_honoured() -> None:
@@ -126,3 +126,16 @@ def test_content_type_parameters_are_ignored_and_apply_yaml_is_merged() -> None:
         content_type="application/apply-patch+yaml", target={"spec": {"x": 1}}, raw=b"spec:\n  y: 2\n"
     )
     assert applied == {"spec": {"x": 1, "y": 2}}
+
+
+def test_merged_lists_take_kube_apiservers_order_new_items_before_the_existing_ones_they_lead() -> None:
+    """The orders kube-apiserver 1.37.2 answered (issue 15's probe): a patch item new to the list
+    goes before the server-only items; items both had keep the server's relative order."""
+    obj = {"metadata": {"finalizers": ["x/x", "y/y"]}}
+    merged = strategic_merge(obj, {"metadata": {"finalizers": ["z/z", "x/x"]}})
+    assert merged["metadata"]["finalizers"] == ["z/z", "x/x", "y/y"]
+    assert strategic_merge(merged, {"metadata": {"finalizers": ["y/y"]}}) == merged
+    node = {"status": {"conditions": [{"type": t, "status": "True"} for t in ("B", "Ready", "A")]}}
+    patch = {"status": {"conditions": [{"type": t, "status": "False"} for t in ("C", "D", "A")]}}
+    types = [c["type"] for c in strategic_merge(node, patch)["status"]["conditions"]]
+    assert types == ["C", "D", "B", "Ready", "A"]
