@@ -350,3 +350,21 @@ def test_checkov_finds_nothing_unexplained_in_any_rendering(render: Any, tmp_pat
     assert report["summary"]["passed"] > 90 * len(VALUE_SETS) // 2
     for check in report["results"]["skipped_checks"]:
         assert len(check["check_result"].get("suppress_comment", "")) > 20, check["check_id"]
+
+
+@pytest.mark.parametrize(
+    ("sentinel", "folder"), [("/run/reboot-needed", "/run"), (None, "/var/run")], ids=["elsewhere", "unset"]
+)
+def test_the_sentinel_on_the_host_is_mounted_and_read_under_host(
+    render: Any, sentinel: str | None, folder: str
+) -> None:
+    objects = render({"configuration": {"rebootSentinel": sentinel}})
+    pod = only(objects, "DaemonSet")["spec"]["template"]["spec"]
+    mount = {m["name"]: m for m in daemon_container(objects)["volumeMounts"]}["host-var-run"]
+    volume = {v["name"]: v for v in pod["volumes"]}["host-var-run"]
+    settings = load_settings(environ=effective_environment(objects), require_node=True)
+
+    assert volume["hostPath"] == {"path": folder, "type": "Directory"}
+    assert mount["mountPath"] == f"/host{folder}"
+    assert mount["readOnly"] is True
+    assert settings.reboot_sentinel == Path(f"/host{sentinel or '/var/run/reboot-required'}")

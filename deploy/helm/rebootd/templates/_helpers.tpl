@@ -37,8 +37,12 @@ app.kubernetes.io/name: rebootd
 {{- end -}}
 
 {{/* The host folder holding the sentinel file, mounted read-only at /host/<folder>. */}}
+{{- define "rebootd.sentinel" -}}
+{{- .Values.configuration.rebootSentinel | default "/var/run/reboot-required" -}}
+{{- end -}}
+
 {{- define "rebootd.sentinelDir" -}}
-{{- dir .Values.configuration.rebootSentinel -}}
+{{- dir (include "rebootd.sentinel" .) -}}
 {{- end -}}
 
 {{/*
@@ -48,12 +52,11 @@ commas, except blockingPodSelector (";", a comma inside a selector means AND) an
 (spaces). rebootSentinel is the path on the host; the daemon reads it under /host.
 */}}
 {{- define "rebootd.configData" -}}
+REBOOTD_REBOOT_SENTINEL: {{ printf "/host%s" (include "rebootd.sentinel" .) | quote }}
 {{- range $key, $value := .Values.configuration }}
-{{- if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value "")) (and (kindIs "slice" $value) (eq (len $value) 0))) }}
+{{- if not (or (eq $key "rebootSentinel") (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value "")) (and (kindIs "slice" $value) (eq (len $value) 0))) }}
 {{- $env := printf "REBOOTD_%s" ($key | snakecase | upper) }}
-{{- if eq $key "rebootSentinel" }}
-{{ $env }}: {{ printf "/host%s" $value | quote }}
-{{- else if kindIs "slice" $value }}
+{{- if kindIs "slice" $value }}
 {{- $sep := "," }}
 {{- if eq $key "blockingPodSelector" }}{{ $sep = ";" }}{{ end }}
 {{- if eq $key "notifyUrl" }}{{ $sep = " " }}{{ end }}
