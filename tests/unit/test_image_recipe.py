@@ -16,21 +16,21 @@ from tests.fixtures.image import BUILD_CA_MOUNT, ImageError, apt_mirror, base_ta
 ROOT = Path(__file__).resolve().parents[2]
 
 DEB822 = """Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
-URIs: http://deb.debian.org/debian
+# a snapshot of the archive
+URIs: http://mirror.example/debian
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-URIs: http://deb.debian.org/debian-security
+URIs: http://mirror.example/debian-security
 Suites: bookworm-security
 Components: main
 """
 
 
 def test_mirror_is_the_deb822_source_of_the_suite_not_the_security_one() -> None:
-    assert apt_mirror([DEB822]) == "http://deb.debian.org/debian"
+    assert apt_mirror([DEB822]) == "http://mirror.example/debian"
 
 
 def test_mirror_is_read_from_a_one_line_sources_list_with_options() -> None:
