@@ -282,13 +282,33 @@ def test_pod_monitor_and_prometheus_rule_select_the_daemon_pods(render: Any) -> 
     assert rule["spec"] == kustomize_rule["spec"]
 
 
-def test_unknown_reboot_method_fails_the_rendering(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("configuration", "named"),
+    [
+        ({"rebootMethod": "kexec"}, "rebootMethod"),
+        ({"slackHookUrl": "https://hooks.example/x"}, "slackHookUrl"),  # kured's, no rebootd equivalent
+        ({"rebootDay": ["mo"]}, "rebootDay"),  # a typo
+    ],
+    ids=["unknown-method", "kured-only-key", "typo"],
+)
+def test_a_value_the_chart_cannot_honour_fails_the_rendering_naming_it(
+    tmp_path: Path, configuration: Obj, named: str
+) -> None:
     values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump({"configuration": {"rebootMethod": "kexec"}}))
+    values.write_text(yaml.safe_dump({"configuration": configuration}))
     result = helm.run(helm.locate(), "template", "rebootd", str(CHART), "--values", str(values))
 
     assert result.returncode != 0
-    assert "configuration.rebootMethod must be command or signal" in result.stderr
+    assert named in result.stderr
+
+
+def test_values_schema_knows_exactly_the_documented_configuration_keys() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    configuration = schema["properties"]["configuration"]
+    assert set(configuration["properties"]) == set(values["configuration"])
+    assert configuration["additionalProperties"] is False
 
 
 # Settings the chart sets itself (downward API) or that must come from a Secret (extraEnvVars).
