@@ -13,7 +13,7 @@ import nox
 import nox.command
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "manifests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "manifests", "image", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
@@ -21,9 +21,9 @@ PYTHON = "3.11"
 DEBIAN_TOOLS = {"prometheus": "prometheus", "openssl": "openssl"}
 
 
-def _ensure_debian_tools(session: nox.Session) -> None:
+def _ensure_debian_tools(session: nox.Session, tools: dict[str, str] = DEBIAN_TOOLS) -> None:
     """Install missing Debian tools with apt-get when we are root (CI and the dev machines are)."""
-    missing = [pkg for binary, pkg in DEBIAN_TOOLS.items() if shutil.which(binary) is None]
+    missing = [pkg for binary, pkg in tools.items() if shutil.which(binary) is None]
     if not missing:
         return
     if os.geteuid() != 0:
@@ -57,10 +57,17 @@ def tests(session: nox.Session) -> None:
     _ensure_debian_tools(session)
     session.install(".[test]")
     _build_control_plane(session)
-    session.run("pytest", *[f"--ignore={path}" for path in MANIFEST_TESTS], *session.posargs)
+    session.run("python", "-m", "tests.fixtures.helm", "build")  # the chart's real dry runs
+    ignored = (*MANIFEST_TESTS, IMAGE_TESTS)
+    session.run("pytest", *[f"--ignore={path}" for path in ignored], *session.posargs)
 
 
-MANIFEST_TESTS = ("tests/integration/test_manifests.py", "tests/integration/test_grafana_dashboard.py")
+MANIFEST_TESTS = (
+    "tests/integration/test_manifests.py",
+    "tests/integration/test_grafana_dashboard.py",
+    "tests/integration/test_helm_chart.py",
+)
+IMAGE_TESTS = "tests/integration/test_image.py"
 CONTROL_PLANE_TESTS = "tests/integration/controlplane"
 CONTRACT_TESTS = tuple(
     f"tests/integration/emulator/test_contract_{name}.py"
@@ -79,15 +86,35 @@ def controlplane(session: nox.Session) -> None:
     _ensure_debian_tools(session)  # openssl signs the ServiceAccount tokens
     session.install(".[test]")
     session.run("python", "-m", "rebootd.controlplane", "build")
+    session.run("python", "-m", "tests.fixtures.helm", "build")  # the chart's dry runs
     session.run("pytest", CONTROL_PLANE_TESTS, *CONTRACT_TESTS, "-s", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def manifests(session: nox.Session) -> None:
-    """kustomize builds, Kubernetes 1.32 schema validation, promtool alert tests, checkov, hadolint."""
+    """kustomize builds and the Helm chart (`helm lint`, `helm template` with Helm v4 built from
+    the Go module proxy: minutes cold, cached outside the tree), Kubernetes 1.32 schema
+    validation, promtool alert tests, checkov, hadolint."""
     _ensure_debian_tools(session)  # promtool comes with Debian's prometheus package
     session.install(".[test,manifests]")
+    session.run("python", "-m", "tests.fixtures.helm", "build")
     session.run("pytest", *MANIFEST_TESTS, *session.posargs)
+
+
+# buildah builds and runs the image with no daemon; debootstrap builds its base with no registry.
+IMAGE_TOOLS = {"buildah": "buildah", "debootstrap": "debootstrap"}
+
+
+@nox.session(python=PYTHON)
+def image(session: nox.Session) -> None:
+    """The container image built from the Containerfile with Debian's buildah (vfs storage,
+    chroot isolation) on a Debian 12 base debootstrapped here (no registry), then inspected and
+    run: non-root user, entrypoint, no pip or build tools, `rebootd --version` and `rebootd
+    config` inside. Prints size, layers and build times. The base and buildah's storage are
+    cached outside the tree (a cold base takes minutes)."""
+    _ensure_debian_tools(session, IMAGE_TOOLS)
+    session.install(".[test]")
+    session.run("pytest", IMAGE_TESTS, "-s", *session.posargs)
 
 
 @nox.session(python=PYTHON)

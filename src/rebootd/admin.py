@@ -5,7 +5,8 @@ overwrite), scoped to exactly what they were shown: `resume` clears the very hal
 read, never one recorded since, and clearing a halt and lifting a pause are separate requests;
 `unlock` follows the reclaim protocol of lock.py for the grant it read (mark the record
 `reclaiming`, put the node back in one guarded write, remove the record) and refuses, unless
-`--force`, while the node may be down (phases draining, rebooting, verifying).
+`--force`, while the node may be down (phases draining, rebooting, verifying). `status` only
+reads (a get of the Lease, a list of Nodes): with no Lease yet it says so and creates nothing.
 Everything shown comes from the cluster (the Lease and the Nodes), not from any daemon's memory.
 """
 
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from rebootd.clock import Clock
-from rebootd.kube import Kube, format_microtime
+from rebootd.kube import Kube, NotFound, format_microtime
 from rebootd.lock import LeaseLock, LockConfig, put_back_node
 from rebootd.lockstate import RECLAIMING, Limits, LockState
 from rebootd.marks import HALT_ANNOTATION, halt_mirror
@@ -58,8 +59,15 @@ def operator_name() -> str:
 
 
 async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str, Any]:
-    """Holders with phase and age, pause/halt, nodes needing a reboot and why they wait, window."""
-    state = await lock.refresh()
+    """Holders with phase and age, pause/halt, nodes needing a reboot and why they wait, window.
+    Reads only: a missing Lease is reported (`lease_exists` false), never created."""
+    try:
+        lease: dict[str, Any] | None = await lock.kube.get_lease(
+            namespace=lock.config.namespace, name=lock.config.name
+        )
+    except NotFound:
+        lease = None
+    state = lock.adopt(lease) if lease is not None else LockState()
     nodes = await lock.kube.list_nodes()
     holders = []
     for holder in sorted(state.holders.values(), key=lambda h: h.node):
@@ -85,6 +93,7 @@ async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str,
             )
     return {
         "lock": f"{lock.config.namespace}/{lock.config.name}",
+        "lease_exists": lease is not None,
         "holders": holders,
         "waiters": sorted(state.waiters, key=lambda n: state.waiters[n].ticket),
         "paused": dict(state.paused) if state.paused else None,
@@ -99,8 +108,12 @@ async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str,
     }
 
 
-def render_status(report: dict[str, Any]) -> str:
+def render_status(report: dict[str, Any], *, wide: bool = False) -> str:
+    """The text of `rebootd status`; `wide` adds each holder's age and each waiting node's
+    readiness and schedulability (as `kubectl get -o wide` adds columns)."""
     lines = [f"Lock {report['lock']}"]
+    if not report.get("lease_exists", True):
+        lines.append("  no Lease yet: no daemon has started here (or it was deleted); no node holds a slot")
     if report["halted"]:
         halted = report["halted"]
         node = halted.get("node")
@@ -120,7 +133,7 @@ def render_status(report: dict[str, Any]) -> str:
     if report["paused"]:
         paused = report["paused"]
         lines.append(f"  PAUSED by {paused.get('by')}: {paused.get('reason')} (since {paused.get('at')})")
-    if not report["holders"]:
+    if not report["holders"] and report.get("lease_exists", True):
         lines.append("  no node holds a slot")
     for holder in report["holders"]:
         age = "" if holder["age_seconds"] is None else f", for {holder['age_seconds']}s"
@@ -134,7 +147,11 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append("Nodes that need a reboot:")
         for node in report["reboot_required"]:
             why = node["waiting_for"] or "-"
-            lines.append(f"  {node['node']}: waiting for {why}")
+            extra = ""
+            if wide:
+                ready = "Ready" if node["ready"] else "NotReady"
+                extra = f" ({ready}{', unschedulable' if node['unschedulable'] else ''})"
+            lines.append(f"  {node['node']}{extra}: waiting for {why}")
     else:
         lines.append("No node reports that it needs a reboot.")
     return "\n".join(lines)

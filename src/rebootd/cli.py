@@ -4,6 +4,10 @@ Rule: parse, validate, then act. Configuration errors exit 2 with one line per b
 traceback, before anything touches the cluster or the node. Every option of `run` is a flag
 derived from the settings model (flag wins over its `REBOOTD_*` env var). Heavy modules (the
 daemon, the Kubernetes client, the emulator) are imported only by the command that needs them.
+The operator commands behave like kubectl's: results on stdout, log lines on stderr and only at
+warning or above unless `-v` (info) or `-vv` (debug); the same program is the kubectl plugin
+`kubectl-rebootd` (`kubectl rebootd status`). Exit status: 0 done, 1 failed or refused (cluster
+unreachable, API error, unlock refused), 2 usage or configuration error.
 """
 
 from __future__ import annotations
@@ -158,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="holders and phases, pause/halt, nodes waiting for a reboot and why, the window",
         formatter_class=_HelpFormatter,
     )
-    status.add_argument("--output", choices=("text", "json"), default="text")
+    status.add_argument("-o", "--output", choices=("text", "json", "yaml", "wide"), default="text")
     add_settings_flags(status)
     pause = sub.add_parser(
         "pause",
@@ -177,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="free it even though rebootd still keeps that node cordoned"
     )
     add_settings_flags(unlock)
+    for operator in (status, pause, resume, unlock):
+        operator.add_argument(
+            "-v", "--verbose", action="count", default=0, help="log at info (-v) or debug (-vv) on stderr"
+        )
     migrate = sub.add_parser(
         "migrate",
         help="print the rebootd configuration (kustomize overlay or Helm values) that does what a kured "
@@ -403,7 +411,9 @@ async def _operator(args: argparse.Namespace, *, settings: Settings, stdout: Tex
     from rebootd import admin
     from rebootd.clock import SystemClock
     from rebootd.kube import Kube, KubeError
+    from rebootd.logs import configure
 
+    configure(level=("warning", "info", "debug")[min(args.verbose, 2)], stream=stderr)
     clock = SystemClock()
     try:
         kube = await Kube.connect(kubeconfig=settings.kubeconfig, user_agent="rebootd-cli")
@@ -418,8 +428,12 @@ async def _operator(args: argparse.Namespace, *, settings: Settings, stdout: Tex
             report = await admin.status(lock=lock, window=settings.window, now=clock.now())
             if args.output == "json":
                 stdout.write(json.dumps(report, indent=2) + "\n")
+            elif args.output == "yaml":
+                import yaml
+
+                stdout.write(yaml.safe_dump(report, sort_keys=False))
             else:
-                stdout.write(admin.render_status(report) + "\n")
+                stdout.write(admin.render_status(report, wide=args.output == "wide") + "\n")
             return EXIT_OK
         if args.command == "pause":
             await admin.pause(lock=lock, reason=args.reason, clock=clock)

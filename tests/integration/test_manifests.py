@@ -37,7 +37,13 @@ from tests.fixtures.tools import require_binary, running_in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = ROOT / "deploy" / "kustomize"
-BUILDS = ("base", "overlays/signal", "overlays/prometheus-operator", "overlays/example")
+BUILDS = (
+    "base",
+    "overlays/signal",
+    "overlays/prometheus-operator",
+    "overlays/example",
+    "overlays/tolerate-all-taints",
+)
 KUBERNETES_VERSION = "1.32.0"
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
@@ -229,7 +235,6 @@ def test_daemonset_runs_rebootd_on_every_node_with_its_identity_and_a_read_only_
     assert env["REBOOTD_NODE_ID"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["REBOOTD_POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}  # grants name their Pod
     assert env["REBOOTD_LOCK_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    assert {"operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"]["requests"]["memory"] == "64Mi"
     assert container["resources"]["limits"]["memory"] == "96Mi"  # 1.6 x the measured peak RSS
@@ -243,6 +248,29 @@ def test_daemonset_runs_rebootd_on_every_node_with_its_identity_and_a_read_only_
     assert settings.reboot_sentinel == Path(sentinel_mount["mountPath"]) / "reboot-required"
     assert "emptyDir" in volumes[mounts["tmp"]["name"]]  # temp files of the reboot command
     assert pod["serviceAccountName"] == "rebootd"
+
+
+CONTROL_PLANE_TOLERATIONS = [
+    {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node-role.kubernetes.io/master", "operator": "Exists", "effect": "NoSchedule"},
+]
+
+
+@pytest.mark.parametrize("name", [b for b in BUILDS if b != "overlays/tolerate-all-taints"])
+def test_daemonset_runs_on_linux_nodes_and_control_planes_but_not_on_other_tainted_pools(name: str) -> None:
+    pod = only(build(name), "DaemonSet")["spec"]["template"]["spec"]
+
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert (
+        pod["tolerations"] == CONTROL_PLANE_TOLERATIONS
+    )  # kured's: a GPU or database pool's taint keeps it off
+
+
+def test_tolerate_all_taints_overlay_runs_on_every_linux_node_whatever_its_taints() -> None:
+    pod = only(build("overlays/tolerate-all-taints"), "DaemonSet")["spec"]["template"]["spec"]
+
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"] == [{"operator": "Exists"}]  # no key, no effect: every taint
 
 
 def test_only_the_command_method_runs_privileged_and_the_signal_method_keeps_only_kill() -> None:
