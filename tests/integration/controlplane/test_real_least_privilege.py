@@ -13,7 +13,11 @@ their kubelets post the new boot late (the restarted daemon follows the Node to 
 and the lock TTL is a minute, as in the emulator's least-privilege cycle. FALLS_BACK: permissions
 the daemon survives losing by a designed fallback (re-listing instead of watching); INFORMS:
 `create events`, which the cycle asks for but needs only to tell the operator (the emulator's
-conflicting-budgets run proves it needed); their runs must still have been refused.
+conflicting-budgets run proves it needed); their runs must still have been refused. A
+permission the cycle never asks for (the kubelets' heartbeat Leases, read only before a reclaim)
+gets a reclaim run instead: the daemon of the first node seen draining is killed, and another
+must prove that node alive and reclaim its slot (a control reclaim run with every permission
+completes with nothing refused).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ INFORMS = {("events", "create")}
 # cycle, waiters that cannot watch the Lease would still get on through stale-holder re-reads.
 LOCK_TTL = "60s"
 STATUS_DELAY = 0.5  # a late kubelet: the restarted daemon has to follow the Node to prove its reboot
+RECLAIM_TTL = "3s"  # the reclaim runs: a dead holder's record goes stale within the run
 
 
 @dataclass(frozen=True)
@@ -165,9 +170,27 @@ def daemon_set(index: int) -> Doc:
     }
 
 
+def draining_holder(plane: ControlPlane) -> str | None:
+    """A node holding a slot in phase `draining`, if any."""
+    try:
+        holders = state_of(plane.request("GET", LEASE)).holders
+    except (urllib.error.HTTPError, StateFormatError):
+        return None
+    return next((node for node, holder in holders.items() if holder.phase == "draining"), None)
+
+
 async def one_run(
-    plane: ControlPlane, docs: Sequence[Doc], *, index: int, workdir: Path, kubeconfig: Path
+    plane: ControlPlane,
+    docs: Sequence[Doc],
+    *,
+    index: int,
+    workdir: Path,
+    kubeconfig: Path,
+    reclaim: bool = False,
 ) -> Outcome:
+    """One 3-node cycle under `docs`. With `reclaim`, the daemon of the first node seen draining
+    is killed (and stays dead) and the lock TTL is short: another daemon must prove that node's
+    kubelet alive from its heartbeat Lease, reclaim the slot, and the other two nodes reboot."""
     await asyncio.to_thread(set_rules, plane, docs)
     await asyncio.to_thread(remove_lease, plane)
     zones = {f"lp{index}-n{i}": f"zone-{'abc'[i]}" for i in range(3)}
@@ -192,7 +215,7 @@ async def one_run(
             await asyncio.to_thread(create, plane, body)
         env = {
             **daemon_env(concurrency=1, zone_concurrency=0, drain=DRAIN, boot=BOOT, release=RELEASE_DELAY),
-            "REBOOTD_LOCK_TTL": LOCK_TTL,
+            "REBOOTD_LOCK_TTL": RECLAIM_TTL if reclaim else LOCK_TTL,
         }
         for name in zones:
             sim = SimNode(
@@ -209,11 +232,18 @@ async def one_run(
             sim.require_reboot()
             await sim.start()
         last_change, last_seen = time.monotonic(), ("", 0)
+        killed: str | None = None
         while time.monotonic() - started < CAP:
             await asyncio.sleep(0.25)
+            if reclaim and killed is None:
+                killed = await asyncio.to_thread(draining_holder, plane)
+                for sim in sims:
+                    if sim.name == killed:
+                        sim.crash(restart_after=10 * CAP)  # dead for the rest of the run
             version, free = await asyncio.to_thread(lease_version, plane)
             boots = sum(m.boots for m in machines.machines.values())
-            if all(m.boots >= 2 for m in machines.machines.values()) and free:
+            survivors = [m for name, m in machines.machines.items() if name != killed]
+            if (killed or not reclaim) and all(m.boots >= 2 for m in survivors) and free:
                 completed = True
                 break
             if (version, boots) != last_seen:
@@ -248,7 +278,17 @@ async def test_the_base_rbac_completes_a_cycle_and_removing_any_single_permissio
     assert control.refused == (), control.summary()
     candidates: list[Permission] = permissions(base_rbac)
     assert len(candidates) >= 10
-    lines, unbroken = [], []
+    reclaim_control = await one_run(
+        plane,
+        base_rbac,
+        index=2 * len(candidates) + 1,
+        workdir=tmp_path / "reclaim-0",
+        kubeconfig=kubeconfig,
+        reclaim=True,
+    )
+    assert reclaim_control.completed, reclaim_control.summary()
+    assert reclaim_control.refused == (), reclaim_control.summary()
+    lines, unbroken, reclaims = [], [], []
     for index, permission in enumerate(candidates, start=1):
         outcome = await one_run(
             plane,
@@ -257,10 +297,23 @@ async def test_the_base_rbac_completes_a_cycle_and_removing_any_single_permissio
             workdir=tmp_path / f"run-{index}",
             kubeconfig=kubeconfig,
         )
+        if not outcome.refused and outcome.completed:
+            # never asked for in a cycle: the heartbeat read happens only in a reclaim
+            outcome = await one_run(
+                plane,
+                without(base_rbac, permission),
+                index=index + len(candidates),
+                workdir=tmp_path / f"reclaim-{index}",
+                kubeconfig=kubeconfig,
+                reclaim=True,
+            )
+            reclaims.append(f"{permission}: {outcome.summary()}")
         lines.append(f"{permission}: {outcome.summary()}")
         single = permission.verb is not None and len(permission.resources) == 1
         survives = single and (permission.resources[0], permission.verb) in FALLS_BACK | INFORMS
         if not outcome.refused or (outcome.completed and not survives):
             unbroken.append(lines[-1])
-    print("\ncontrol: " + control.summary() + "\n" + "\n".join(lines))
+    print(f"\ncontrol: {control.summary()}\nreclaim control: {reclaim_control.summary()}")
+    print("\n".join(lines))
     assert unbroken == [], "\n".join(unbroken)
+    assert reclaims, "the heartbeat read (asked only by a reclaim) had no reclaim run"
