@@ -247,7 +247,7 @@ def test_kured_style_values_render_settings_flags_and_placement(render: Any) -> 
     assert pod["metadata"]["labels"]["team"] == "platform"
     assert only(objects, "ServiceAccount")["metadata"]["annotations"] == {"example.com/role": "rebootd"}
     # The Role follows the Lease's name.
-    role = only(objects, "Role")
+    role = only(objects, "Role", "rebootd")
     assert role["rules"][0]["resourceNames"] == ["reboots"]
 
 
