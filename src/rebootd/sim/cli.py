@@ -181,6 +181,9 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep the nodes' files here (default: a temporary dir)"
     )
+    from rebootd.sim import whatif_cli
+
+    whatif_cli.add_arguments(parser)
     args = parser.parse_args(list(argv))
     if args.nodes < 1 or args.zones < 1 or args.concurrency < 1 or args.zone_concurrency < 0:
         parser.error("--nodes, --zones and --concurrency must be >= 1, --zone-concurrency >= 0")
@@ -204,6 +207,11 @@ def simulate_command(argv: Sequence[str]) -> int:
         args = parse_simulate_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
+    from rebootd.sim import whatif_cli
+
+    if whatif_cli.wants_whatif(args) or args.snapshot is not None:
+        configure(fmt="json", level="error", stream=open(os.devnull, "w"))  # noqa: SIM115 - process-long
+        return whatif_cli.run_command(args, argv=argv, environ=os.environ)
     config = SimulationConfig(
         nodes=args.nodes,
         zones=args.zones,
@@ -244,6 +252,10 @@ def simulate_command(argv: Sequence[str]) -> int:
         except KeyboardInterrupt:
             sys.stderr.write("rebootd simulate: interrupted\n")
             return 130
+    if args.html is not None:
+        from rebootd.sim.timeline_html import chart_of_outcome, render
+
+        args.html.write_text(render(chart_of_outcome(outcome)), encoding="utf-8")
     if args.json:
         sys.stdout.write(json.dumps(outcome.to_json(), indent=2) + "\n")
     else:
