@@ -764,7 +764,11 @@ def to_json(result: WhatIf) -> dict[str, Any]:
                 "closes": n.closes.isoformat(),
                 "rebooted": [r.node for r in n.rebooted],
                 "status": n.outcome.status,
-                "invariants_ok": n.outcome.report.ok,
+                "invariants_failed": {
+                    name: c.detail
+                    for name, c in n.outcome.report.invariants.items()
+                    if not c.ok and name not in PROGRESS_INVARIANTS
+                },
             }
             for n in result.nights
         ],
