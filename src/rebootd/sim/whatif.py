@@ -23,7 +23,7 @@ import math
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ class WhatIfOptions:
     recovery_seconds: float = 30.0
     seed: int = 0
     workers: int | None = None
+    verify: bool = False  # replay again at the suggested concurrency
 
     def __post_init__(self) -> None:
         if self.nights < 1 or self.clock_speed <= 0 or self.boot_seconds <= 0 or self.recovery_seconds < 0:
@@ -275,17 +276,22 @@ def estimate_fit(
     per_zone: Mapping[str, int],
     cycle: float,
     night_seconds: Sequence[float],
+    rounds_per_night: int | None = None,
     candidates: Sequence[int] = CANDIDATES,
 ) -> list[Fit]:
     """For each concurrency c (alone, and with a zone concurrency spreading c over the zones),
     the rounds of `cycle` seconds the rebootable nodes need and the nights they take; it fits
-    when they fit in the nights given. An estimate: PDB budgets shared by parallel drains are
-    only as visible as they were in the measured cycle."""
+    when they fit in the nights given. `rounds_per_night`, when a replayed night was busy to
+    its end, is what it achieved (the start of a night, hand-offs and backed-out drains
+    included) and caps the rounds a night holds. An estimate: PDB budgets shared by parallel
+    drains are only as visible as they were in the measured cycle."""
     zones = max(1, len(per_zone))
     total = sum(per_zone.values())
     out: list[Fit] = []
     length = min(night_seconds) if night_seconds else 0.0
     per_night = int(length // cycle) if cycle > 0 else 0
+    if rounds_per_night is not None:
+        per_night = min(per_night, rounds_per_night)
     for c in candidates:
         variants = sorted({0, math.ceil(c / zones)} if zones > 1 else {0})
         for z in variants:
@@ -424,6 +430,8 @@ class WhatIf:
     windows: list[tuple[datetime, datetime]]
     fits: list[Fit]
     cycle_seconds: float
+    rounds_per_night: int | None  # measured on a night busy to its end
+    verified: WhatIf | None  # the replay at the suggested concurrency (--verify)
     wall_seconds: float
 
     @property
@@ -614,9 +622,25 @@ async def run_whatif(options: WhatIfOptions, *, workdir: Path | None = None) -> 
     for node in daemon_nodes:
         if node not in pinned:
             per_zone[zones[node]] = per_zone.get(zones[node], 0) + 1
+    busy = [len(n.rebooted) for n in nights if n.outcome.status != "completed" and n.rebooted]
+    measured = max(busy) // max(1, settings.concurrency) if busy else None
     fits = estimate_fit(
-        per_zone=per_zone, cycle=cycle, night_seconds=[(c - o).total_seconds() for o, c in windows]
+        per_zone=per_zone,
+        cycle=cycle,
+        night_seconds=[(c - o).total_seconds() for o, c in windows],
+        rounds_per_night=measured or None,
     )
+    verified: WhatIf | None = None
+    best = suggestion(fits)
+    if options.verify and best is not None and best.concurrency != settings.concurrency:
+        verified = await run_whatif(
+            replace(
+                options,
+                concurrency=best.concurrency,
+                zone_concurrency=best.zone_concurrency,
+                verify=False,
+            )
+        )
     return WhatIf(
         options=options,
         settings=settings,
@@ -629,6 +653,8 @@ async def run_whatif(options: WhatIfOptions, *, workdir: Path | None = None) -> 
         windows=windows,
         fits=fits,
         cycle_seconds=cycle,
+        rounds_per_night=measured or None,
+        verified=verified,
         wall_seconds=time.monotonic() - began,
     )
 
@@ -715,9 +741,15 @@ def render_text(result: WhatIf) -> str:
     else:
         lines.append("Workloads below their PDB floor: none (the drains waited for the budgets)")
     lines.append("")
+    measured = (
+        f", at most {result.rounds_per_night} round(s) a night as measured"
+        if result.rounds_per_night is not None
+        else ""
+    )
     lines.append(
         f"What would fit ({len(result.windows)} night(s); estimate from the measured cycle of "
-        f"{_dur(result.cycle_seconds)} per node incl. hand-off, {len(result.rebootable)} rebootable nodes)"
+        f"{_dur(result.cycle_seconds)} per node incl. hand-off{measured}, "
+        f"{len(result.rebootable)} rebootable nodes)"
     )
     best = suggestion(result.fits)
     for fit in result.fits:
@@ -739,6 +771,21 @@ def render_text(result: WhatIf) -> str:
         )
     else:
         lines.append("Suggestion: no concurrency tried fits; widen the window or add nights")
+    check = result.verified
+    if check is not None:
+        zone = (
+            f", zone concurrency {check.settings.zone_concurrency}" if check.settings.zone_concurrency else ""
+        )
+        done = sum(len(n.rebooted) for n in check.nights)
+        verdict = (
+            f"every rebootable node rebooted by {_hm(check.finished)}"
+            if check.finished is not None
+            else f"{done} of {len(check.rebootable)} rebootable nodes rebooted, so it does NOT fit"
+        )
+        safe = "every invariant held" if check.invariants_ok else "INVARIANTS FAILED"
+        lines.append(
+            f"Verified by a replay at concurrency {check.settings.concurrency}{zone}: {verdict}; {safe}"
+        )
     lines.append("")
     failed = result.failed_invariants()
     if failed:
@@ -790,6 +837,16 @@ def to_json(result: WhatIf) -> dict[str, Any]:
             }
             for f in result.fits
         ],
+        "verified": None
+        if result.verified is None
+        else {
+            "concurrency": result.verified.settings.concurrency,
+            "zone_concurrency": result.verified.settings.zone_concurrency,
+            "finished": None if result.verified.finished is None else result.verified.finished.isoformat(),
+            "rebooted": sum(len(n.rebooted) for n in result.verified.nights),
+            "invariants_ok": result.verified.invariants_ok,
+        },
+        "rounds_per_night_measured": result.rounds_per_night,
         "suggestion": None
         if best is None
         else {"concurrency": best.concurrency, "zone_concurrency": best.zone_concurrency},

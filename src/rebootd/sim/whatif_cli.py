@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a rebootd setting for the replay (start-time=22:00 or REBOOTD_START_TIME=22:00); repeatable",
     )
+    group.add_argument(
+        "--verify",
+        action="store_true",
+        help="replay again at the suggested concurrency to confirm it fits (doubles the run time)",
+    )
     parser.add_argument(
         "--html", type=Path, default=None, help="write the rollout's timeline as one self-contained HTML page"
     )
@@ -161,6 +166,7 @@ def run_command(
             recovery_seconds=args.pod_ready_seconds,
             seed=args.seed,
             workers=args.workers,
+            verify=args.verify,
         )
         settings_problem = None
         try:

@@ -178,3 +178,14 @@ def test_a_snapshot_survives_its_yaml(tmp_path: Path) -> None:
         taken.pdbs,
         taken.workloads,
     )
+
+
+def test_a_measured_night_caps_the_rounds_the_cycle_alone_would_promise() -> None:
+    fits = whatif.estimate_fit(
+        per_zone={"a": 20, "b": 20, "c": 16}, cycle=360.0, night_seconds=[5400.0, 5400.0], rounds_per_night=11
+    )
+    by = {(f.concurrency, f.zone_concurrency): f for f in fits}
+    assert by[(1, 0)].nights == 6  # 56 rounds at 11 a night, not 4 at the cycle's 15
+    best = whatif.suggestion(fits)
+    assert best is not None
+    assert (best.concurrency, best.zone_concurrency) == (3, 1)  # 20 rounds (a zone of 20 at 1), 2 nights
