@@ -237,6 +237,7 @@ def test_the_replay_runs_two_nights_inside_the_window_with_every_safety_invarian
     assert [n["invariants_failed"] for n in nights] == [{}, {}]
     rebooted = [node for n in nights for node in n["rebooted"]]
     assert rebooted, "no node rebooted in two nights"
+    assert replay.data["inconclusive_nights"] == []
     assert len(rebooted) == len(set(rebooted))  # a node rebooted on night 1 is not rebooted again
     assert not {"node-b-008", "node-a-015", "node-c-018", "node-c-019"} & set(rebooted)
 

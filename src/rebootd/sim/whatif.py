@@ -453,6 +453,16 @@ class WhatIf:
         return out
 
     @property
+    def stalled_nights(self) -> list[int]:
+        """Nights that rebooted nothing while rebootable nodes waited: the replay did not keep up
+        (too many daemons for this machine at this clock speed), so it measured nothing."""
+        return [
+            n.index
+            for n in self.nights
+            if not n.rebooted and any(x not in self.pinned for x in n.outcome.plan.needed)
+        ]
+
+    @property
     def finished(self) -> datetime | None:
         """When the last rebootable node was done, if every one of them was."""
         done = self.rebooted
@@ -705,6 +715,14 @@ def render_text(result: WhatIf) -> str:
         )
     for opens, _closes in result.windows[len(result.nights) :]:
         lines.append(f"  night ({_hm(opens)}): nothing left to reboot")
+    stalled = result.stalled_nights
+    if stalled:
+        lines.append(
+            f"  INCONCLUSIVE: night(s) {', '.join(map(str, stalled))} rebooted nothing while nodes waited: "
+            f"the replay did not keep up ({len(result.daemon_nodes)} daemons at {o.clock_speed:g}x on this "
+            "machine); lower --clock-speed or use a less loaded machine. The estimate below then rests "
+            "on the durations alone."
+        )
     finished = result.finished
     lines.append("")
     if finished is not None:
@@ -847,6 +865,7 @@ def to_json(result: WhatIf) -> dict[str, Any]:
             "invariants_ok": result.verified.invariants_ok,
         },
         "rounds_per_night_measured": result.rounds_per_night,
+        "inconclusive_nights": result.stalled_nights,
         "suggestion": None
         if best is None
         else {"concurrency": best.concurrency, "zone_concurrency": best.zone_concurrency},
