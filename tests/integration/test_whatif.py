@@ -309,3 +309,34 @@ def test_html_of_an_ordinary_simulation_has_one_row_per_node(tmp_path: Path) -> 
     assert "<script src" not in page
     assert "@import" not in page
     assert "http" not in page.split("<body")[1]  # nothing loaded from anywhere
+
+
+def test_html_of_a_windowed_simulation_shades_the_window_and_no_reboot_starts_before_it(
+    tmp_path: Path,
+) -> None:
+    html = tmp_path / "window.html"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rebootd",
+            "simulate",
+            "--scenario",
+            "window",
+            "--nodes",
+            "3",
+            "--html",
+            str(html),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    page = html.read_text(encoding="utf-8")
+    windows = [float(x) for x in re.findall(r'<rect class="window" x="([0-9.]+)"', page)]
+    assert len(windows) == 1
+    drains = [float(x) for x in re.findall(r'<rect class="bar draining" x="([0-9.]+)"', page)]
+    assert len(drains) == 3
+    assert min(drains) >= windows[0] - 1.0  # one pixel of the set-up time the shading leaves out
