@@ -694,6 +694,15 @@ def render_text(result: WhatIf) -> str:
         f"Settings: window {s.window.describe()}, concurrency {s.concurrency}"
         + (f", zone concurrency {s.zone_concurrency}" if s.zone_concurrency else "")
         + (f"; ignored (no effect on a rollout): {', '.join(result.ignored)}" if result.ignored else ""),
+        *(
+            [
+                "Not read (the installed rebootd's other settings): "
+                + ", ".join(str(u) for u in o.snapshot.rebootd["unread"])
+                + "; give the ones that matter with --set NAME=VALUE or REBOOTD_*"
+            ]
+            if o.snapshot.rebootd.get("unread")
+            else []
+        ),
         "Simulated durations: a pod takes its terminationGracePeriodSeconds to go, "
         f"a node {_dur(o.boot_seconds)} "
         f"to boot, restarted pods {_dur(o.recovery_seconds)} to be Ready; clock {o.clock_speed:g}x "

@@ -130,7 +130,16 @@ def _api_objects() -> dict[str, list[dict[str, Any]]]:
                 "metadata": {"namespace": "kube-system", "name": "rebootd"},
                 "spec": {
                     "template": {
-                        "spec": {"containers": [{"name": "rebootd", "image": "x", "env": secret_env}]}
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "rebootd",
+                                    "image": "x",
+                                    "env": secret_env,
+                                    "envFrom": [{"configMapRef": {"name": "rebootd-settings"}}],
+                                }
+                            ]
+                        }
                     }
                 },
             },
@@ -156,6 +165,7 @@ def test_a_snapshot_keeps_what_a_rollout_needs_and_no_secret_image_or_env_value(
     for leaked in ("hunter2", "DB_PASSWORD", "registry.example", "creds", "hooks", "payments", "10.0.0.1"):
         assert leaked not in text, leaked
     assert taken.rebootd_env() == {"REBOOTD_START_TIME": "22:00"}  # literal REBOOTD_* only, no valueFrom
+    assert taken.rebootd["unread"] == ["ConfigMap rebootd-settings", "REBOOTD_NOTIFY_URL (valueFrom)"]
     pod = taken.pods[0]
     assert pod["terminationGracePeriodSeconds"] == 45
     assert pod["localStorage"] is True
