@@ -18,7 +18,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
 # Debian packages whose real binaries the integration tests run against.
-DEBIAN_TOOLS = {"prometheus": "prometheus", "openssl": "openssl"}
+DEBIAN_TOOLS = {"prometheus": "prometheus", "openssl": "openssl", "chromium": "chromium"}
 
 
 def _ensure_debian_tools(session: nox.Session, tools: dict[str, str] = DEBIAN_TOOLS) -> None:

@@ -225,6 +225,10 @@ RESOURCES: dict[str, Resource] = {
     "pods": Resource("v1", "pods", "Pod", namespaced=True),
     "events": Resource("v1", "events", "Event", namespaced=True),
     "daemonsets": Resource("apps/v1", "daemonsets", "DaemonSet", namespaced=True),
+    # listed only by `rebootd simulate --from-cluster` (a read-only snapshot), never by the daemon
+    "deployments": Resource("apps/v1", "deployments", "Deployment", namespaced=True),
+    "replicasets": Resource("apps/v1", "replicasets", "ReplicaSet", namespaced=True),
+    "statefulsets": Resource("apps/v1", "statefulsets", "StatefulSet", namespaced=True),
     "leases": Resource("coordination.k8s.io/v1", "leases", "Lease", namespaced=True),
     "poddisruptionbudgets": Resource(
         "policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", namespaced=True

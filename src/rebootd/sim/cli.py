@@ -189,6 +189,9 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
         "kube-controller-manager and kube-scheduler built by `nox -s controlplane` (scenario default "
         "only; invariants from the kube-apiserver's audit log)",
     )
+    from rebootd.sim import whatif_cli
+
+    whatif_cli.add_arguments(parser)
     args = parser.parse_args(list(argv))
     if args.nodes < 1 or args.zones < 1 or args.concurrency < 1 or args.zone_concurrency < 0:
         parser.error("--nodes, --zones and --concurrency must be >= 1, --zone-concurrency >= 0")
@@ -197,11 +200,18 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.boot_seconds <= 0:
         parser.error("--boot-seconds must be > 0")
     if args.control_plane == "real" and (
-        args.scenario != "default" or args.faults != "none" or args.processes or args.spread or args.workers
+        args.scenario != "default"
+        or args.faults != "none"
+        or args.processes
+        or args.spread
+        or args.workers
+        or whatif_cli.wants_whatif(args)
+        or args.snapshot is not None
     ):
         parser.error(
             "--control-plane real runs the default scenario with in-process daemons only (no --faults, "
-            "--processes, --spread or --workers: those need the emulator's fault injection)"
+            "--processes, --spread or --workers: those need the emulator's fault injection; no "
+            "--from-snapshot, --from-cluster or --snapshot: a what-if replays on the emulator)"
         )
     return args
 
@@ -221,6 +231,11 @@ def simulate_command(argv: Sequence[str]) -> int:
         return int(exc.code or 0)
     if args.control_plane == "real":
         return _simulate_real(args, argv)
+    from rebootd.sim import whatif_cli
+
+    if whatif_cli.wants_whatif(args) or args.snapshot is not None:
+        configure(fmt="json", level="error", stream=open(os.devnull, "w"))  # noqa: SIM115 - process-long
+        return whatif_cli.run_command(args, argv=argv, environ=os.environ)
     config = SimulationConfig(
         nodes=args.nodes,
         zones=args.zones,
@@ -261,6 +276,10 @@ def simulate_command(argv: Sequence[str]) -> int:
         except KeyboardInterrupt:
             sys.stderr.write("rebootd simulate: interrupted\n")
             return 130
+    if args.html is not None:
+        from rebootd.sim.timeline_html import chart_of_outcome, render
+
+        args.html.write_text(render(chart_of_outcome(outcome)), encoding="utf-8")
     if args.json:
         sys.stdout.write(json.dumps(outcome.to_json(), indent=2) + "\n")
     else:

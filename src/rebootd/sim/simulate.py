@@ -210,6 +210,24 @@ def layout(config: SimulationConfig) -> dict[str, str]:
     return {f"node-{i:0{width}d}": zone(i % config.zones) for i in range(config.nodes)}
 
 
+class ClusterSetup(Protocol):
+    """A cluster other than the generated layout (`rebootd.sim.whatif`: a snapshot of a real
+    one): the nodes that run a daemon (node -> zone), the plan, the clock, and how to fill the
+    emulator before the daemons start."""
+
+    def zones(self) -> dict[str, str]: ...
+
+    def plan(self, config: SimulationConfig) -> ScenarioPlan: ...
+
+    def clock(self) -> Clock: ...
+
+    def populate(self, emulator: Emulator) -> None: ...
+
+    def deadline(self) -> float | None:
+        """When the run ends (monotonic seconds), if the cluster decides it (a window closing)."""
+        ...
+
+
 class NodeRunner(Protocol):
     """What the simulation needs from a node's daemon, in-process or a subprocess."""
 
@@ -239,6 +257,7 @@ class Outcome:
     events: list[str] = field(default_factory=list)  # actions carried out, with their times
     wall_seconds: float = 0.0
     faults_injected: dict[str, int] = field(default_factory=dict)  # per fault kind, seeded ones
+    origin: float = 0.0  # the emulator clock's monotonic time the daemons started (timelines count from it)
 
     @property
     def exit_code(self) -> int:
@@ -379,7 +398,9 @@ class Simulation:
         log_file: Path | None = None,
         log_level: str = "error",
         seams: DaemonSeams | None = None,
+        setup: ClusterSetup | None = None,
     ) -> None:
+        self.setup = setup
         if seams is not None and (config.processes or config.worker_count):
             raise ValueError("daemon seams need in-process daemons (no --processes, --workers 0)")
         self.seams = seams if seams is not None else DaemonSeams()
@@ -388,7 +409,7 @@ class Simulation:
         self.log_file = log_file
         self.log_level = log_level
         self.progress: Progress = progress if progress is not None else NoProgress()
-        self.zones = layout(config)
+        self.zones = setup.zones() if setup is not None else layout(config)
         self.plan = self._plan(config)
         wanted = self.plan.concurrency
         if wanted is not None and wanted != config.concurrency:
@@ -400,7 +421,9 @@ class Simulation:
             self.config = config
             self.plan = self._plan(config)
         self.clock: Clock = (
-            OffsetClock(start_at=self.plan.clock_start, speed=self.plan.clock_speed)
+            setup.clock()
+            if setup is not None
+            else OffsetClock(start_at=self.plan.clock_start, speed=self.plan.clock_speed)
             if self.plan.clock_start is not None
             else SystemClock()
         )
@@ -464,6 +487,8 @@ class Simulation:
         self._log = get_logger(component="simulate")
 
     def _plan(self, config: SimulationConfig) -> ScenarioPlan:
+        if self.setup is not None:
+            return self.setup.plan(config)
         return plan_scenario(
             config.scenario,
             zones=self.zones,
@@ -477,6 +502,9 @@ class Simulation:
     # -- set-up ----------------------------------------------------------------------------------
     def _populate(self) -> None:
         emu, n = self.emulator, self.config.nodes
+        if self.setup is not None:
+            self.setup.populate(emu)
+            return
         for name, zone in self.zones.items():
             emu.add_node(name=name, zone=zone, unschedulable=name in self.plan.admin_cordoned)
         # PDBs that allow the configured concurrency (a node may host two replicas of `web`):
@@ -626,7 +654,8 @@ class Simulation:
                 task = asyncio.create_task(self._spread_sentinels(spread), name="sim-sentinels")
                 self._tasks.add(task)
             timeout = self.config.timeout if self.config.timeout is not None else self.default_timeout()
-            status = await self._supervise(deadline=self._origin + timeout)
+            ends = self.setup.deadline() if self.setup is not None else None
+            status = await self._supervise(deadline=ends if ends is not None else self._origin + timeout)
         finally:
             ended = self.clock.monotonic()
             for task in self._tasks:
@@ -651,6 +680,7 @@ class Simulation:
             events=self.events,
             wall_seconds=self.clock.monotonic() - started,
             faults_injected={kind: n for kind, n in self.faults.counts.items() if n},
+            origin=self._origin,
         )
         outcome.halt_justified = self.justified_halt()
         outcome.checks = self._expectations(outcome)
@@ -1192,10 +1222,13 @@ def run_simulation(
     workdir: Path | None = None,
     log_file: Path | None = None,
     log_level: str = "error",
+    setup: ClusterSetup | None = None,
 ) -> Outcome:
     """Run one simulation on a new event loop (the command's entry)."""
     return asyncio.run(
-        simulate(config, progress=progress, workdir=workdir, log_file=log_file, log_level=log_level)
+        simulate(
+            config, progress=progress, workdir=workdir, log_file=log_file, log_level=log_level, setup=setup
+        )
     )
 
 
@@ -1207,13 +1240,21 @@ async def simulate(
     log_file: Path | None = None,
     log_level: str = "error",
     seams: DaemonSeams | None = None,
+    setup: ClusterSetup | None = None,
 ) -> Outcome:
     """Run one simulation on the running loop; temporary files live under `workdir` (or a new
     temporary directory, removed afterwards). Worker processes log to `log_file` at `log_level`.
-    `seams`: how the in-process daemons are built (tests' broken doubles; see `DaemonSeams`)."""
+    `seams`: how the in-process daemons are built (tests' broken doubles; see `DaemonSeams`).
+    `setup`: another cluster than the generated layout (see `ClusterSetup`)."""
     with _workdir(workdir) as path:
         sim = Simulation(
-            config, workdir=path, progress=progress, log_file=log_file, log_level=log_level, seams=seams
+            config,
+            workdir=path,
+            progress=progress,
+            log_file=log_file,
+            log_level=log_level,
+            seams=seams,
+            setup=setup,
         )
         return await sim.run()
 
@@ -1237,6 +1278,7 @@ __all__ = [
     "EXIT_HALTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "ClusterSetup",
     "Outcome",
     "SimulationConfig",
     "layout",
