@@ -559,3 +559,16 @@ def test_values_given_programmatically_as_lists_or_secrets_load() -> None:
     )
     assert settings.reboot_command == ("/bin/systemctl", "reboot", "--force")
     assert [url.get_secret_value() for url in settings.notify_url] == ["json://h/p"]
+
+
+def test_reboot_days_given_programmatically_as_a_list_are_one_comma_list() -> None:
+    settings = load_settings(environ={}, flags={"reboot_days": ["mon", "fri"]})
+    assert settings.reboot_days == frozenset({0, 4})
+
+
+@pytest.mark.parametrize("template", ["{node:d}", "{reason:d}"])
+def test_a_template_whose_format_spec_does_not_fit_text_is_refused_as_invalid(template: str) -> None:
+    """The node and reason are text: a numeric format spec is a configuration error (exit 2),
+    not a crash of the validator."""
+    with pytest.raises(InvalidConfig, match=r"REBOOTD_MESSAGE_TEMPLATE_DRAIN .*: expected a template with"):
+        load_settings(environ={}, flags={"message_template_drain": template})
