@@ -242,12 +242,18 @@ class Verdict:
     skipped: tuple[str, ...] = ()  # stalled waiters ahead of us, removed in the same write
 
 
+def serve_order(waiter: Waiter) -> tuple[int, str]:
+    """The order waiters are served in: ticket, then node name (tickets tie only in a state
+    written by hand or missing its `nextTicket`)."""
+    return (waiter.ticket, waiter.node)
+
+
 def eligible_waiters(state: LockState, *, limits: Limits, stalled: frozenset[str] = frozenset()) -> list[str]:
-    """Waiters that get the free slots now: ticket order, skipping those whose zone is full and
-    those this observer saw stall. A full zone does not hold up waiters in other zones."""
+    """Waiters that get the free slots now: in `serve_order`, skipping those whose zone is full
+    and those this observer saw stall. A full zone does not hold up waiters in other zones."""
     holders = list(state.holders.values())
     chosen: list[str] = []
-    for waiter in sorted(state.waiters.values(), key=lambda w: (w.ticket, w.node)):
+    for waiter in sorted(state.waiters.values(), key=serve_order):
         if waiter.node in stalled:
             continue
         taken = [*holders, *(Holder(node=n, zone=state.waiters[n].zone, phase="acquiring") for n in chosen)]
@@ -285,9 +291,8 @@ def decide_acquire(
     queued = state if node in state.waiters else state.with_waiter(node=node, zone=zone)
     eligible = eligible_waiters(queued, limits=limits, stalled=stalled)
     if node in eligible:
-        ahead = {
-            n for n, w in queued.waiters.items() if n in stalled and w.ticket < queued.waiters[node].ticket
-        }
+        mine = serve_order(queued.waiters[node])
+        ahead = {n for n, w in queued.waiters.items() if n in stalled and serve_order(w) < mine}
         return Verdict(allowed=True, skipped=tuple(sorted(ahead)))
     return Verdict(allowed=False, reason="queued")
 

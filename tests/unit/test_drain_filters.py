@@ -22,6 +22,7 @@ from rebootd.drain import (
     is_multiple_pdbs,
     is_namespace_terminating,
     pdbs_selecting,
+    pod_uid,
     terminating_too_long,
 )
 from rebootd.kube import KubeError, TooManyRequests
@@ -241,3 +242,10 @@ def test_result_owners_are_distinct_and_records_round_trip_through_json() -> Non
 def test_drain_options_reject_invalid_values(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
         DrainOptions(**kwargs)
+
+
+def test_pod_uid_is_the_metadata_uid_or_empty() -> None:
+    assert pod_uid({"metadata": {"uid": "u-1"}}) == "u-1"
+    assert pod_uid({"metadata": {"uid": None}}) == ""
+    assert pod_uid({"metadata": None}) == ""
+    assert pod_uid({}) == ""

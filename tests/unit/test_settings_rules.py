@@ -563,3 +563,44 @@ def test_values_given_programmatically_as_lists_or_secrets_load() -> None:
     )
     assert settings.reboot_command == ("/bin/systemctl", "reboot", "--force")
     assert [url.get_secret_value() for url in settings.notify_url] == ["json://h/p"]
+
+
+def test_reboot_days_given_programmatically_as_a_list_are_one_comma_list() -> None:
+    settings = load_settings(environ={}, flags={"reboot_days": ["mon", "fri"]})
+    assert settings.reboot_days == frozenset({0, 4})
+
+
+@pytest.mark.parametrize("template", ["{node:d}", "{reason:d}"])
+def test_a_template_whose_format_spec_does_not_fit_text_is_refused_as_invalid(template: str) -> None:
+    """The node and reason are text: a numeric format spec is a configuration error (exit 2),
+    not a crash of the validator."""
+    with pytest.raises(InvalidConfig, match=r"REBOOTD_MESSAGE_TEMPLATE_DRAIN .*: expected a template with"):
+        load_settings(environ={}, flags={"message_template_drain": template})
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            {"alert_filter_regexp": r"(a)\1"},
+            "REBOOTD_ALERT_FILTER_REGEXP (--alert-filter-regexp): got '(a)\\\\1': expected a Go RE2 pattern "
+            "that Python reads the same way: \\1 is a backreference in Python and refused by RE2",
+        ),
+        (
+            {"notify_url": ["nosuchscheme://host"]},
+            "REBOOTD_NOTIFY_URL (--notify-url): got '**********': expected apprise URLs: nosuchscheme:// "
+            "is not an apprise scheme (see https://github.com/caronc/apprise/wiki)",
+        ),
+        (
+            {"pre_reboot_node_labels": ["=a=b"]},
+            "REBOOTD_PRE_REBOOT_NODE_LABELS (--pre-reboot-node-labels): got '=a=b': expected key=value "
+            "label pairs, comma-separated (got '=a=b')",
+        ),
+    ],
+)
+def test_a_value_refused_programmatically_says_exactly_why(flags: dict[str, Any], message: str) -> None:
+    """A pattern RE2 reads otherwise, an URL of no apprise scheme, a label without a key before
+    its first `=`: each refused with the reason of its own check."""
+    with pytest.raises(InvalidConfig) as refused:
+        load_settings(environ={}, flags=flags)
+    assert str(refused.value) == message
