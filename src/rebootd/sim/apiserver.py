@@ -56,6 +56,8 @@ log = structlog.get_logger("rebootd.sim")
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 ENCODED_CACHE_SIZE = 4096
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+# kube-apiserver's MaxRequestBodyBytes (genericapiserver.Config): bodies of create, update, patch.
+MAX_REQUEST_BODY_BYTES = 3 * 1024 * 1024
 BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
 
 
@@ -173,6 +175,16 @@ def request_info(method: str, path: str, query: Mapping[str, str]) -> RequestInf
         name=name,
         path_name=path_name,
     )
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, refused (413, the real message) when over MaxRequestBodyBytes."""
+    if request.content_length is not None and request.content_length > MAX_REQUEST_BODY_BYTES:
+        raise errors.request_entity_too_large(MAX_REQUEST_BODY_BYTES)
+    raw = await request.read()
+    if len(raw) > MAX_REQUEST_BODY_BYTES:
+        raise errors.request_entity_too_large(MAX_REQUEST_BODY_BYTES)
+    return raw
 
 
 def dumps(obj: Any) -> bytes:
@@ -313,7 +325,7 @@ class ApiServer:
                         "",
                         info.name,
                         content_type=request.headers.get("Content-Type", ""),
-                        raw=await request.read(),
+                        raw=await read_body(request),
                         client=client,
                         dry_run=True,
                     )
@@ -471,7 +483,7 @@ class ApiServer:
         if method == "PATCH":
             if not req.name:
                 raise errors.method_not_supported(resource=info.plural, group=info.group, verb="PATCH")
-            raw = await request.read()
+            raw = await read_body(request)
             fields = self._field_validation(request)
             obj, was_created = self.registry.patch(
                 info,
@@ -488,7 +500,7 @@ class ApiServer:
             code = 201 if was_created else 200
             return self._object_response(request, info, obj, status=code, warnings=fields.warnings)
         if method == "DELETE":
-            raw = await request.read()
+            raw = await read_body(request)
             options_body: Any = None
             if raw.strip():
                 try:
@@ -530,7 +542,7 @@ class ApiServer:
 
     async def _body(self, request: web.Request, info: ResourceInfo) -> Any:
         media = request.headers.get("Content-Type", "application/json").split(";", 1)[0].strip().lower()
-        raw = await request.read()
+        raw = await read_body(request)
         if media in ("", "application/json", "*/*"):
             try:
                 return json.loads(raw)
