@@ -21,7 +21,7 @@ from rebootd.clock import Clock
 from rebootd.kube import Kube, format_microtime
 from rebootd.lock import LeaseLock, LockConfig, put_back_node
 from rebootd.lockstate import RECLAIMING, Limits, LockState
-from rebootd.marks import HALT_ANNOTATION, halt_mirror
+from rebootd.marks import HALT_ANNOTATION, halt_mirror, queue_of
 from rebootd.node import is_ready, set_annotations
 from rebootd.schedule import Window
 
@@ -71,6 +71,8 @@ async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str,
             except ValueError:
                 age = None
         holders.append({"node": holder.node, "zone": holder.zone, "phase": holder.phase, "age_seconds": age})
+    head = sorted(state.waiters.values(), key=lambda w: (w.ticket, w.node))
+    named = {*state.waiters, *state.holders}
     pending = []
     for node in nodes:
         annotations = node["metadata"].get("annotations") or {}
@@ -86,7 +88,9 @@ async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str,
     return {
         "lock": f"{lock.config.namespace}/{lock.config.name}",
         "holders": holders,
-        "waiters": sorted(state.waiters, key=lambda n: state.waiters[n].ticket),
+        # The whole queue: the head the Lease names (served first), then the Nodes' queue records.
+        "waiters": [w.node for w in head] + [w.node for w in queue_of(nodes) if w.node not in named],
+        "queue_head": [w.node for w in head],
         "paused": dict(state.paused) if state.paused else None,
         "halted": dict(state.halted) if state.halted else None,
         "deleting": lock.deleting,
@@ -126,7 +130,14 @@ def render_status(report: dict[str, Any]) -> str:
         age = "" if holder["age_seconds"] is None else f", for {holder['age_seconds']}s"
         lines.append(f"  holder {holder['node']} (zone {holder['zone'] or '-'}): {holder['phase']}{age}")
     if report["waiters"]:
-        lines.append("  queue: " + ", ".join(report["waiters"]))
+        shown = report["waiters"][:50]
+        more = len(report["waiters"]) - len(shown)
+        lines.append(
+            f"  queue ({len(report['waiters'])}, the first {len(report.get('queue_head', []))} named in "
+            "the Lease): "
+            + ", ".join(shown)
+            + (f", ... and {more} more (--output json lists all)" if more else "")
+        )
     window = report["window"]
     state = "open" if window["open"] else f"closed, opens {window['next_open']}"
     lines.append(f"Maintenance window {window['schedule']}: {state}")

@@ -57,6 +57,14 @@ Rules built on them:
 7. Waiters watch the Lease and act on changes at once; only the waiters that the queue order
    serves attempt a write, so a hand-off costs a constant number of writes however many wait.
    Holders follow it too while they hold a slot: each CAS starts from the newest version seen.
+8. The queue (lock format 3) is not part of the safety argument, only of the order: each waiting
+   node keeps its place on its own Node (`rebootd.io/queued`: when it first needed the reboot),
+   and the Lease names only the head (at most HEAD_MAX nodes), which the holder that takes a slot
+   refills from a list of the Nodes. The head decides who may *try* to take a slot; the slot is
+   still taken only by the Lease CAS of rule A, against the limits on the version it replaces.
+   So a stale, missing or wrong head can make the order unfair or a hand-off slower (nodes
+   outside the head try when the head leaves a slot free), never seat a holder beyond the
+   limits. The Lease stays O(concurrency) in size; each write of it reaches O(waiters) watchers.
 
 Step numbers in log events follow client-go's leaderelection: acquire = 1 read, 2 decide,
 3 write; renew = 1 read, 2 check we still hold, 3 write.
@@ -76,14 +84,22 @@ from typing import Any, Protocol
 from rebootd.clock import Clock
 from rebootd.kube import Conflict, Kube, NotFound, ObjectFollower, format_microtime
 from rebootd.lockstate import (
+    HEAD_MAX,
+    JOIN,
+    PATIENT_ACTIONS,
     RECLAIMING,
     STATE_ANNOTATION,
+    TAKE,
+    TAKE_OUTSIDE,
+    WAIT,
     Holder,
     Limits,
     LockState,
     Observer,
     Verdict,
-    decide_acquire,
+    Waiter,
+    plan_acquire,
+    with_head,
 )
 from rebootd.logs import get_logger
 from rebootd.marks import (
@@ -353,6 +369,9 @@ class LeaseLock:
             new_state = mutate(current)
             if new_state is None:
                 return None
+            if len(new_state.waiters) > HEAD_MAX:  # a migrated format-2 queue: keep its head
+                head = sorted(new_state.waiters.values(), key=lambda w: (w.ticket, w.node))[:HEAD_MAX]
+                new_state = replace(new_state, waiters={w.node: w for w in head})
             body = self._lease_body(new_state, base=self._lease)
             sent = self.clock.monotonic()
             try:
@@ -386,32 +405,45 @@ class LeaseLock:
         *,
         phase: str,
         unavailable: Mapping[str, Sequence[str]] | None = None,
+        ticket: int | None = None,
+        join: bool = True,
     ) -> Verdict:
-        """Steps 1-3 of acquire on the latest state: take a slot under a new grant, or queue up and
-        say why not. A record of this node under another grant is never taken for ours."""
+        """Steps 1-3 of acquire on the latest state: take a slot under a new grant, or join the
+        queue's head, or say why not (`lockstate.plan_acquire`; `ticket`: our queue ticket,
+        `join`: whether joining the head is still ours to do). A record of this node under another
+        grant is never taken for ours. Joining the head, or taking a slot from outside it, is
+        something many nodes may want at once: it waits a jitter first and decides again on the
+        newest version seen, so that only the first few write."""
         cfg = self.config
         verdict = Verdict(allowed=False, reason="unknown")
         grant = secrets.token_hex(8)
 
-        def take(state: LockState) -> LockState | None:
+        def plan(state: LockState) -> str:
             nonlocal verdict
             if cfg.node in state.holders:
                 verdict = Verdict(allowed=False, reason="own_record")
-                return None
+                return WAIT
             if self.deleting:
                 verdict = Verdict(allowed=False, reason="lock_deleting")
-                return None
+                return WAIT
             # Never skip ourselves: we are plainly not stalled, we are acting.
             stalled = self.observer.stalled_waiters(now=self.clock.monotonic()) - {cfg.node}
-            verdict = decide_acquire(
+            verdict, action = plan_acquire(
                 state,
                 node=cfg.node,
                 zone=cfg.zone,
                 limits=cfg.limits,
+                ticket=ticket,
+                join=join,
                 stalled=stalled,
                 unavailable=unavailable,
             )
-            if verdict.allowed:
+            return action
+
+        def take(state: LockState) -> LockState | None:
+            nonlocal verdict
+            action = plan(state)
+            if action in (TAKE, TAKE_OUTSIDE):
                 holder = Holder(
                     node=cfg.node,
                     zone=cfg.zone,
@@ -422,10 +454,17 @@ class LeaseLock:
                     lease=self.uid,
                 )
                 return state.without_waiters(verdict.skipped).with_holder(holder)
-            if verdict.reason in {"halted", "paused", "budget", "zone_budget"} or cfg.node in state.waiters:
-                return None
-            return state.with_waiter(node=cfg.node, zone=cfg.zone)
+            if action == JOIN:
+                me = Waiter(
+                    node=cfg.node, zone=cfg.zone, ticket=state.next_ticket if ticket is None else ticket
+                )
+                verdict = Verdict(allowed=False, reason=verdict.reason or "queued")
+                return with_head(state, limits=cfg.limits, candidates=[me])
+            return None
 
+        if self._lease is not None and plan(self.state) in PATIENT_ACTIONS:
+            await asyncio.sleep(self._rng.uniform(0.0, min(1.0, cfg.grace / 2)))
+            self._catch_up()
         self.grant = grant  # so that the write of our new record counts as ours
         try:
             await self.update(take, event="acquire", patient=lambda: not verdict.allowed)
@@ -462,6 +501,17 @@ class LeaseLock:
             self._lease = None
             return True
         return False
+
+    async def refill_head(self, candidates: Sequence[Waiter]) -> LockState | None:
+        """Put the first nodes of the queue (`candidates`, read from the Nodes) into the Lease's
+        head, as far as it has room (`lockstate.select_head`); a patient CAS (off the critical
+        path). Returns the state written, or None when the head was already right."""
+        limits = self.config.limits
+        return await self.update(
+            lambda s: None if (new := with_head(s, limits=limits, candidates=candidates)) is s else new,
+            event="refill-head",
+            patient=lambda: True,
+        )
 
     async def leave_queue(self) -> None:
         node = self.config.node
