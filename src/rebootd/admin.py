@@ -20,7 +20,7 @@ from typing import Any
 from rebootd.clock import Clock
 from rebootd.kube import Kube, format_microtime
 from rebootd.lock import LeaseLock, LockConfig, put_back_node
-from rebootd.lockstate import RECLAIMING, Limits, LockState
+from rebootd.lockstate import RECLAIMING, Limits, LockState, resolve_share
 from rebootd.marks import HALT_ANNOTATION, halt_mirror, queue_of
 from rebootd.node import is_ready, set_annotations
 from rebootd.schedule import Window
@@ -57,8 +57,44 @@ def operator_name() -> str:
         return "operator"
 
 
-async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str, Any]:
-    """Holders with phase and age, pause/halt, nodes needing a reboot and why they wait, window."""
+def resolved_limits(
+    *,
+    nodes: list[dict[str, Any]],
+    concurrency: int | str,
+    zone_concurrency: int | str,
+    zone_label: str,
+) -> dict[str, Any]:
+    """The limits as the daemons resolve them now: a share ("10%") of the nodes (of the zone's
+    nodes for the zone limit), rounded down, at least 1 (`lockstate.resolve_share`)."""
+    zones: dict[str, int] = {}
+    for node in nodes:
+        zone = str((node["metadata"].get("labels") or {}).get(zone_label, ""))
+        zones[zone] = zones.get(zone, 0) + 1
+    return {
+        "nodes": len(nodes),
+        "concurrency": concurrency,
+        "concurrency_resolved": resolve_share(concurrency, nodes=len(nodes), floor=1),
+        "zone_concurrency": zone_concurrency,
+        "zone_concurrency_resolved": {
+            zone: resolve_share(zone_concurrency, nodes=count, floor=1)
+            for zone, count in sorted(zones.items())
+        }
+        if zone_concurrency != 0
+        else {},
+    }
+
+
+async def status(
+    *,
+    lock: LeaseLock,
+    window: Window,
+    now: datetime,
+    concurrency: int | str = 1,
+    zone_concurrency: int | str = 0,
+    zone_label: str = "topology.kubernetes.io/zone",
+) -> dict[str, Any]:
+    """Holders with phase and age, pause/halt, the whole queue, nodes needing a reboot and why
+    they wait, the limits resolved against today's node count, the window."""
     state = await lock.refresh()
     nodes = await lock.kube.list_nodes()
     holders = []
@@ -94,6 +130,9 @@ async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str,
         "paused": dict(state.paused) if state.paused else None,
         "halted": dict(state.halted) if state.halted else None,
         "deleting": lock.deleting,
+        "limits": resolved_limits(
+            nodes=nodes, concurrency=concurrency, zone_concurrency=zone_concurrency, zone_label=zone_label
+        ),
         "reboot_required": pending,
         "window": {
             "open": window.contains(now),
@@ -124,6 +163,16 @@ def render_status(report: dict[str, Any]) -> str:
     if report["paused"]:
         paused = report["paused"]
         lines.append(f"  PAUSED by {paused.get('by')}: {paused.get('reason')} (since {paused.get('at')})")
+    limits = report.get("limits")
+    if limits:
+        line = f"  concurrency {limits['concurrency']}"
+        if isinstance(limits["concurrency"], str):
+            line += f" of {limits['nodes']} nodes"
+        line += f": {limits['concurrency_resolved']} at once"
+        if limits["zone_concurrency_resolved"]:
+            per_zone = ", ".join(f"{z or '-'} {n}" for z, n in limits["zone_concurrency_resolved"].items())
+            line += f"; per zone {limits['zone_concurrency']}: {per_zone}"
+        lines.append(line)
     if not report["holders"]:
         lines.append("  no node holds a slot")
     for holder in report["holders"]:

@@ -505,6 +505,7 @@ class Cycle:
             return slot_checked is None or self.clock.monotonic() - slot_checked >= self.opt.period
 
         joined = False  # joining the head is tried once per entry into the queue (lock.py rule 8)
+        await self.lock.resolve_limits()  # a share of the nodes ("10%"): against today's count
         ticket = ticket_of(self._queue_record())
         async with self.lock.following() as changed:
             while not stop.is_set() and self.sentinel.required:

@@ -99,6 +99,7 @@ from rebootd.lockstate import (
     Verdict,
     Waiter,
     plan_acquire,
+    resolve_share,
     with_head,
 )
 from rebootd.logs import get_logger
@@ -167,6 +168,10 @@ class LockConfig:
     boot_allowance: float
     grace: float = 2.0
     pod: str = ""  # this daemon's Pod uid ("" = a random id for this process)
+    # The limits as configured when either is a share of the nodes ("10%"): `limits` then holds
+    # them resolved, again at every `resolve_limits()`; the zone's nodes carry `zone_label`.
+    shares: tuple[int | str, int | str] | None = None
+    zone_label: str = "topology.kubernetes.io/zone"
 
     @property
     def margin(self) -> float:
@@ -501,6 +506,32 @@ class LeaseLock:
             self._lease = None
             return True
         return False
+
+    async def resolve_limits(self) -> Limits:
+        """Resolve a concurrency given as a share of the nodes against the current node count (a
+        list of one Node: the server counts the rest), and a zone share against the nodes of our
+        zone; rounded down, at least 1 (`lockstate.resolve_share`). Unchanged when both are numbers."""
+        cfg = self.config
+        if cfg.shares is None:
+            return cfg.limits
+        concurrency, zone_concurrency = cfg.shares
+        limits = cfg.limits
+        if isinstance(concurrency, str):
+            nodes = await self.kube.count_nodes()
+            limits = replace(limits, concurrency=resolve_share(concurrency, nodes=nodes, floor=1))
+        if isinstance(zone_concurrency, str):
+            selector = f"{cfg.zone_label}={cfg.zone}" if cfg.zone else None
+            in_zone = await self.kube.count_nodes(label_selector=selector)
+            limits = replace(limits, zone_concurrency=resolve_share(zone_concurrency, nodes=in_zone, floor=1))
+        if limits != cfg.limits:
+            self._log.info(
+                "rebootd.lock.limits_resolved",
+                concurrency=limits.concurrency,
+                zone_concurrency=limits.zone_concurrency,
+                configured=f"{concurrency}/{zone_concurrency}",
+            )
+            self.config = replace(cfg, limits=limits)
+        return limits
 
     async def refill_head(self, candidates: Sequence[Waiter]) -> LockState | None:
         """Put the first nodes of the queue (`candidates`, read from the Nodes) into the Lease's

@@ -318,6 +318,17 @@ def next_in_line(state: LockState, *, node: str, zone: str, limits: Limits) -> b
     return node in eligible_waiters(replace(queued, holders={}), limits=limits)
 
 
+def resolve_share(value: int | str, *, nodes: int, floor: int) -> int:
+    """A limit given as a number of nodes, or as a share of `nodes` ("10%"): rounded down, as a
+    Deployment's maxUnavailable is, but never below `floor` (1 for the concurrency: a share that
+    rounds to 0 would stall the rollout for good, which no operator asking for "10%" expects; a
+    Deployment likewise uses 1 when both its limits round to 0)."""
+    if isinstance(value, int):
+        return value
+    percent = int(value.removesuffix("%"))
+    return max(floor, nodes * percent // 100)
+
+
 def head_capacity(limits: Limits) -> int:
     """How many waiters the Lease names at most (the head of the queue)."""
     if limits.zone_concurrency > 0:
