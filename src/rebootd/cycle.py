@@ -249,7 +249,7 @@ class Cycle:
         """Our queue record: kept across restarts (the time we first needed this reboot)."""
         if QUEUE_ANNOTATION in self._published:  # ours (None: removed at our last release)
             known = self._published[QUEUE_ANNOTATION]
-        else:  # a new process: what an earlier one wrote (read at the start of this pass)
+        else:  # a new process: what an earlier one wrote (read by our first pass at start-up)
             known = self._seen_annotations.get(QUEUE_ANNOTATION)
         if isinstance(known, str) and known:
             return known
@@ -348,8 +348,6 @@ class Cycle:
             await self._wait_sentinel_or_stop(stop, seconds=None)
             return
         self._set_phase("required")
-        if QUEUE_ANNOTATION not in self._published and not first:  # (a first pass has just read it)
-            await self._get_node()  # our queue record, if an earlier run of ours wrote one
         # Written with the next Node write (the waiting reason, or the mark): one write to join.
         self._defer(**{REQUIRED_ANNOTATION: "true", QUEUE_ANNOTATION: self._queue_record()})
         if self.opt.prefer_no_schedule_taint and self._published.get("taint") != "on":

@@ -208,6 +208,7 @@ class LeaseLock:
         self.record_written_at = float("-inf")
         self.valid_until = float("-inf")
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._nodes: int | None = None  # the cluster's node count, once read (`_spread`)
         self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
 
     # --- reading ----------------------------------------------------------------------------
@@ -445,9 +446,12 @@ class LeaseLock:
             )
             return action
 
+        outside = False  # taking a slot from outside the head: patient too
+
         def take(state: LockState) -> LockState | None:
-            nonlocal verdict
+            nonlocal verdict, outside
             action = plan(state)
+            outside = action == TAKE_OUTSIDE
             if action in (TAKE, TAKE_OUTSIDE):
                 holder = Holder(
                     node=cfg.node,
@@ -468,11 +472,11 @@ class LeaseLock:
             return None
 
         if self._lease is not None and plan(self.state) in PATIENT_ACTIONS:
-            await asyncio.sleep(self._rng.uniform(0.0, min(1.0, cfg.grace / 2)))
+            await asyncio.sleep(self._rng.uniform(0.0, await self._spread()))
             self._catch_up()
         self.grant = grant  # so that the write of our new record counts as ours
         try:
-            await self.update(take, event="acquire", patient=lambda: not verdict.allowed)
+            await self.update(take, event="acquire", patient=lambda: not verdict.allowed or outside)
         finally:
             if self.mine is None:
                 self.grant = ""
@@ -507,6 +511,15 @@ class LeaseLock:
             return True
         return False
 
+    async def _spread(self) -> float:
+        """The jitter before a write that many waiting nodes may want at once (joining the head,
+        a slot taken from outside it): the grace, widened with the cluster (one more grace per 250
+        nodes, at most a minute) so that the first write reaches the others' watches before most
+        of them try (a write's fan-out grows with the watchers). The node count is read once."""
+        if self._nodes is None:
+            self._nodes = await self.kube.count_nodes()
+        return min(60.0, self.config.grace * max(1.0, self._nodes / 250))
+
     async def resolve_limits(self) -> Limits:
         """Resolve a concurrency given as a share of the nodes against the current node count (a
         list of one Node: the server counts the rest), and a zone share against the nodes of our
@@ -517,7 +530,7 @@ class LeaseLock:
         concurrency, zone_concurrency = cfg.shares
         limits = cfg.limits
         if isinstance(concurrency, str):
-            nodes = await self.kube.count_nodes()
+            nodes = self._nodes = await self.kube.count_nodes()
             limits = replace(limits, concurrency=resolve_share(concurrency, nodes=nodes, floor=1))
         if isinstance(zone_concurrency, str):
             selector = f"{cfg.zone_label}={cfg.zone}" if cfg.zone else None

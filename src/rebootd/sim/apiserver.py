@@ -223,6 +223,8 @@ class ApiServer:
         self.authorizer = authorizer
         self.tokens = dict(tokens) if tokens is not None else None
         self.request_counts = request_counts
+        # Response bytes sent (bodies and watch events; headers not counted): the benchmarks' figure.
+        self.bytes_sent = 0
         self.server_address = "127.0.0.1:0"
         self._closing = asyncio.Event()
         self._encoded: OrderedDict[tuple[int, str, str], tuple[JsonObj, bytes]] = OrderedDict()
@@ -253,6 +255,12 @@ class ApiServer:
         return "system:anonymous", ["system:unauthenticated"], "anonymous"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        response = await self._handle(request)
+        if isinstance(response, web.Response) and response.body is not None:
+            self.bytes_sent += len(response.body) if isinstance(response.body, bytes) else 0
+        return response
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         info = request_info(request.method, request.path, query)
         try:
@@ -746,6 +754,7 @@ class ApiServer:
             if send_initial and bookmarks:
                 chunk += self._bookmark_line(info, self.store.resource_version, initial_end=True)
             if chunk:
+                self.bytes_sent += len(chunk)
                 await response.write(chunk)
             while not self._closing.is_set():
                 now = loop.time()
@@ -771,7 +780,9 @@ class ApiServer:
                         break
                     bookmark_rv = self.store.resource_version
                     chunk = b"".join(line(kind, obj) for kind, obj in pending)
-                    await response.write(chunk + self._bookmark_line(info, max(last_rv, bookmark_rv)))
+                    chunk += self._bookmark_line(info, max(last_rv, bookmark_rv))
+                    self.bytes_sent += len(chunk)
+                    await response.write(chunk)
                     continue
                 wake = min(deadline, next_bookmark if bookmarks else deadline, drop_at or deadline, now + 0.5)
                 try:
