@@ -71,6 +71,7 @@ class ScalePoint:
     gaps: list[float] = field(default_factory=list)
     head: int = 0
     join_by_verb: dict[str, float] = field(default_factory=dict)
+    note: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,18 +87,22 @@ class ScalePoint:
             "gaps_seconds": [round(g, 4) for g in self.gaps],
             "queue_head": self.head,
             "join_requests_per_node_by_verb": self.join_by_verb,
+            "note": self.note,
         }
 
     @property
     def bytes_per_handoff(self) -> float:
-        return statistics.median(self.handoff_bytes)
+        return statistics.median(self.handoff_bytes) if self.handoff_bytes else math.nan
 
     @property
     def cpu_per_handoff(self) -> float:
-        return statistics.median(self.handoff_cpu)
+        return statistics.median(self.handoff_cpu) if self.handoff_cpu else math.nan
 
 
 def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (nearest rank); NaN for no values (a size cut short before its hand-offs)."""
+    if not values:
+        return math.nan
     data = sorted(values)
     return data[min(len(data) - 1, max(0, math.ceil(q * len(data)) - 1))]
 
@@ -121,8 +126,13 @@ def _lease_bytes(emulator: Emulator) -> int:
     return 0 if lease is None else len(json.dumps(lease, separators=(",", ":")))
 
 
-async def measure(*, nodes: int, handoffs: int, concurrency: int = 1, within: float = 300.0) -> ScalePoint:
-    """One size: every node joins at once, then `handoffs` hand-offs."""
+async def measure(
+    *, nodes: int, handoffs: int, concurrency: int = 1, within: float | None = None
+) -> ScalePoint:
+    """One size: every node joins at once, then `handoffs` hand-offs; bounded by `within` seconds
+    (by default 2 minutes plus 0.12 s a node), after which the figures measured so far are kept
+    and the point says it was cut short."""
+    within = within if within is not None else 120.0 + 0.12 * nodes
     emulator = Emulator(seed=0, timing=EmulatorTiming(bookmark_interval=3600.0))
     names = [node_name(i) for i in range(nodes)]
     for i, name in enumerate(names):
@@ -215,33 +225,39 @@ async def measure(*, nodes: int, handoffs: int, concurrency: int = 1, within: fl
         join_base = Counter(emulator.request_counts)
         started = time.monotonic()
         before_join = _counts(emulator)
+
+        async def run_point() -> None:
+            await all_joined.wait()
+            point.join_seconds = time.monotonic() - started
+            after_join = _counts(emulator)
+            point.join_requests_per_node = (after_join[0] - before_join[0]) / nodes
+            point.join_writes_per_node = (after_join[1] - before_join[1]) / nodes
+            by_verb: Counter[str] = Counter()
+            for (_, verb), n in (Counter(emulator.request_counts) - join_base).items():
+                by_verb[verb] += n
+            point.join_by_verb = {verb: round(n / nodes, 3) for verb, n in sorted(by_verb.items())}
+            await taken.get()  # the first holder (it waited for every join)
+            for _ in range(handoffs):
+                requests0, writes0 = _counts(emulator)
+                bytes0, cpu0 = emulator.api.bytes_sent, time.process_time()
+                _, at = await taken.get()
+                point.gaps.append(at - released[-1])
+                requests1, writes1 = _counts(emulator)
+                point.handoff_bytes.append(emulator.api.bytes_sent - bytes0)
+                point.handoff_cpu.append(time.process_time() - cpu0)
+                point.handoff_requests.append(requests1 - requests0)
+                point.handoff_writes.append(writes1 - writes0)
+            point.lease_bytes_max = max(point.lease_bytes_max, _lease_bytes(emulator))
+            lease = emulator.get_object(kind="Lease", namespace=NAMESPACE, name="rebootd")
+            assert len(state_of(lease).holders) <= concurrency
+            assert STATE_ANNOTATION in (lease or {}).get("metadata", {}).get("annotations", {})
+
         tasks = [asyncio.create_task(waiting_node(i), name=f"scale-{i}") for i in range(nodes)]
         try:
             async with asyncio.timeout(within):
-                await all_joined.wait()
-                point.join_seconds = time.monotonic() - started
-                after_join = _counts(emulator)
-                point.join_requests_per_node = (after_join[0] - before_join[0]) / nodes
-                point.join_writes_per_node = (after_join[1] - before_join[1]) / nodes
-                by_verb: Counter[str] = Counter()
-                for (_, verb), n in (Counter(emulator.request_counts) - join_base).items():
-                    by_verb[verb] += n
-                point.join_by_verb = {verb: round(n / nodes, 3) for verb, n in sorted(by_verb.items())}
-                await taken.get()  # the first holder (it waited for every join)
-                for _ in range(handoffs):
-                    requests0, writes0 = _counts(emulator)
-                    bytes0, cpu0 = emulator.api.bytes_sent, time.process_time()
-                    _, at = await taken.get()
-                    point.gaps.append(at - released[-1])
-                    requests1, writes1 = _counts(emulator)
-                    point.handoff_bytes.append(emulator.api.bytes_sent - bytes0)
-                    point.handoff_cpu.append(time.process_time() - cpu0)
-                    point.handoff_requests.append(requests1 - requests0)
-                    point.handoff_writes.append(writes1 - writes0)
-                point.lease_bytes_max = max(point.lease_bytes_max, _lease_bytes(emulator))
-                lease = emulator.get_object(kind="Lease", namespace=NAMESPACE, name="rebootd")
-                assert len(state_of(lease).holders) <= concurrency
-                assert STATE_ANNOTATION in (lease or {}).get("metadata", {}).get("annotations", {})
+                await run_point()
+        except TimeoutError:
+            point.note = f"cut short after {within:g} s: {len(point.gaps)} of {handoffs} hand-offs measured"
         finally:
             stop.set()
             for task in tasks:
@@ -272,13 +288,17 @@ def summary(points: Sequence[ScalePoint]) -> dict[str, Any]:
         "bytes_per_handoff": series(lambda p: p.bytes_per_handoff),
         "requests_per_joining_node": series(lambda p: p.join_requests_per_node),
         "writes_per_joining_node": series(lambda p: p.join_writes_per_node),
-        "writes_per_handoff": series(lambda p: statistics.median(p.handoff_writes)),
+        "writes_per_handoff": series(
+            lambda p: statistics.median(p.handoff_writes) if p.handoff_writes else math.nan
+        ),
         "handoff_gap_p50_seconds": series(lambda p: percentile(p.gaps, 0.5)),
         "handoff_gap_p99_seconds": series(lambda p: percentile(p.gaps, 0.99)),
         "cpu_seconds_per_handoff": series(lambda p: p.cpu_per_handoff),
     }
     return {
         "points": [p.to_json() for p in points],
-        "by_size": {k: {str(int(n)): round(v, 4) for n, v in s} for k, s in rows.items()},
+        "by_size": {
+            k: {str(int(n)): (None if math.isnan(v) else round(v, 4)) for n, v in s} for k, s in rows.items()
+        },
         "growth_exponents": {k: (None if (g := growth(s)) is None else round(g, 3)) for k, s in rows.items()},
     }
