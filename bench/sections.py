@@ -540,7 +540,7 @@ def scale_section(plan: Plan) -> tuple[list[Figure], dict[str, Any]]:
         Figure(
             key="scale_handoff_gap_p99_seconds",
             label=f"hand-off gap p99 at {largest.nodes} nodes ({len(gaps)} hand-offs)",
-            value=percentile(gaps, 0.99) if gaps else None,
+            value=percentile(gaps, 99) if gaps else None,
             unit="s",
             op="<",
             limit=1.0,
