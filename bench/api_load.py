@@ -30,7 +30,6 @@ from typing import Any
 import aiohttp
 import yaml
 
-from rebootd.lock import state_of
 from rebootd.sim.emulator import Emulator, EmulatorTiming
 from rebootd.sim.harness import SimCluster, tokens_for
 from rebootd.sim.invariants import is_rebootd
@@ -207,8 +206,13 @@ async def waiting_load(*, nodes: int, seconds: float, scale: float = SCALE) -> L
                     cluster.nodes[name].require_reboot()
 
                 def all_queued() -> bool:
-                    lease = emulator.get_object(kind="Lease", namespace=LOCK_NAMESPACE, name="rebootd")
-                    return set(state_of(lease).waiters) >= set(others)
+                    # Lock format 3: each waiting node queues on its own Node (the Lease names the head).
+                    def waiting(name: str) -> bool:
+                        node = emulator.get_object(kind="Node", name=name) or {}
+                        annotations = node.get("metadata", {}).get("annotations") or {}
+                        return str(annotations.get("rebootd.io/waiting-for", "")).startswith("slot:")
+
+                    return all(map(waiting, others))
 
                 await _until(all_queued, within=60, what="every other node queued")
                 await asyncio.sleep(2 * 60 / scale)

@@ -22,6 +22,8 @@ from bench import procfs
 from bench.api_load import FOLLOWER_RESYNC, SCALE, emulator_throughput, idle_load, waiting_load
 from bench.daemon_proc import CycleDriver, StartSample, make_emulator, start_once
 from bench.imports import import_time_by_package, memory_by_stage
+from bench.scale import run_scale
+from bench.scale import summary as scale_summary
 from bench.simulated import SimRun, simulate_sync
 from bench.stats import Figure, HandoffCost, median, percentile, slope, spread
 from rebootd.sim.simulate import SimulationConfig
@@ -61,6 +63,8 @@ class Plan:
     spread_seconds: float = 60.0
     throughput_count: int = 5000
     throughput_seconds: float = 5.0
+    scale_sizes: tuple[int, ...] = (100, 500, 1000, 2000, 5000)
+    scale_handoffs: int = 3
     profile: bool = False
 
     @classmethod
@@ -78,6 +82,8 @@ class Plan:
             spread_seconds=5.0,
             throughput_count=500,
             throughput_seconds=2.0,
+            scale_sizes=(20, 60),
+            scale_handoffs=2,
         )
 
 
@@ -501,12 +507,69 @@ def emulator_section(plan: Plan) -> tuple[list[Figure], dict[str, Any]]:
     return figures, {"throughput": [t.to_json() for t in results]}
 
 
+def scale_section(plan: Plan) -> tuple[list[Figure], dict[str, Any]]:
+    """Issue 16: the Lease's size, the join and one hand-off at 100 to 5,000 nodes (bench/scale.py)."""
+    points = run_scale(sizes=plan.scale_sizes, handoffs=plan.scale_handoffs)
+    detail = scale_summary(points)
+    largest = points[-1]
+    growth = detail["growth_exponents"]
+    gaps = largest.gaps
+    figures = [
+        Figure(
+            key="scale_lease_bytes_max",
+            label=f"Lease bytes, largest over {plan.scale_sizes[0]}-{largest.nodes} nodes",
+            value=float(max(p.lease_bytes_max for p in points)),
+            unit="B",
+            op="<=",
+            limit=4096,
+        ),
+        Figure(
+            key="scale_writes_per_joining_node",
+            label=f"writes per node joining the queue at {largest.nodes} nodes",
+            value=largest.join_writes_per_node,
+            unit="",
+            op="<=",
+            limit=2,
+        ),
+        Figure(
+            key="scale_requests_per_joining_node",
+            label=f"requests per node joining the queue at {largest.nodes} nodes",
+            value=largest.join_requests_per_node,
+            unit="",
+        ),
+        Figure(
+            key="scale_handoff_gap_p99_seconds",
+            label=f"hand-off gap p99 at {largest.nodes} nodes ({len(gaps)} hand-offs)",
+            value=percentile(gaps, 99) if gaps else None,
+            unit="s",
+            op="<",
+            limit=1.0,
+        ),
+        Figure(
+            key="scale_bytes_per_handoff_growth",
+            label="growth exponent of the bytes sent per hand-off (log-log fit over the sizes)",
+            value=growth["bytes_per_handoff"],
+            unit="",
+            op="<=",
+            limit=1.1,
+        ),
+        Figure(
+            key="scale_cpu_per_handoff_seconds",
+            label=f"CPU s per hand-off at {largest.nodes} nodes (emulator + every client: one process)",
+            value=largest.cpu_per_handoff,
+            unit="s",
+        ),
+    ]
+    return figures, detail
+
+
 SECTIONS: dict[str, Section] = {
     "daemon": daemon_section,
     "api": api_section,
     "handoffs": handoff_section,
     "rollout": rollout_section,
     "emulator": emulator_section,
+    "scale": scale_section,
 }
 
 EXPECTED_KEYS: dict[str, tuple[str, ...]] = {
@@ -515,6 +578,7 @@ EXPECTED_KEYS: dict[str, tuple[str, ...]] = {
     "handoffs": ("writes_growth_over_waiters",),
     "rollout": ("handoff_gap_p99_seconds",),
     "emulator": (),
+    "scale": ("scale_lease_bytes_max", "scale_writes_per_joining_node", "scale_handoff_gap_p99_seconds"),
 }
 
 

@@ -21,8 +21,8 @@ from typing import Any
 from rebootd.clock import Clock
 from rebootd.kube import Kube, NotFound, format_microtime
 from rebootd.lock import LeaseLock, LockConfig, put_back_node
-from rebootd.lockstate import RECLAIMING, Limits, LockState
-from rebootd.marks import HALT_ANNOTATION, halt_mirror
+from rebootd.lockstate import RECLAIMING, Limits, LockState, resolve_share
+from rebootd.marks import HALT_ANNOTATION, halt_mirror, queue_of
 from rebootd.node import is_ready, set_annotations
 from rebootd.schedule import Window
 
@@ -58,9 +58,45 @@ def operator_name() -> str:
         return "operator"
 
 
-async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str, Any]:
-    """Holders with phase and age, pause/halt, nodes needing a reboot and why they wait, window.
-    Reads only: a missing Lease is reported (`lease_exists` false), never created."""
+def resolved_limits(
+    *,
+    nodes: list[dict[str, Any]],
+    concurrency: int | str,
+    zone_concurrency: int | str,
+    zone_label: str,
+) -> dict[str, Any]:
+    """The limits as the daemons resolve them now: a share ("10%") of the nodes (of the zone's
+    nodes for the zone limit), rounded down, at least 1 (`lockstate.resolve_share`)."""
+    zones: dict[str, int] = {}
+    for node in nodes:
+        zone = str((node["metadata"].get("labels") or {}).get(zone_label, ""))
+        zones[zone] = zones.get(zone, 0) + 1
+    return {
+        "nodes": len(nodes),
+        "concurrency": concurrency,
+        "concurrency_resolved": resolve_share(concurrency, nodes=len(nodes), floor=1),
+        "zone_concurrency": zone_concurrency,
+        "zone_concurrency_resolved": {
+            zone: resolve_share(zone_concurrency, nodes=count, floor=1)
+            for zone, count in sorted(zones.items())
+        }
+        if zone_concurrency != 0
+        else {},
+    }
+
+
+async def status(
+    *,
+    lock: LeaseLock,
+    window: Window,
+    now: datetime,
+    concurrency: int | str = 1,
+    zone_concurrency: int | str = 0,
+    zone_label: str = "topology.kubernetes.io/zone",
+) -> dict[str, Any]:
+    """Holders with phase and age, pause/halt, the whole queue, nodes needing a reboot and why
+    they wait, the limits resolved against today's node count, the window. Reads only: a missing
+    Lease is reported (`lease_exists` false), never created."""
     try:
         lease: dict[str, Any] | None = await lock.kube.get_lease(
             namespace=lock.config.namespace, name=lock.config.name
@@ -79,6 +115,8 @@ async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str,
             except ValueError:
                 age = None
         holders.append({"node": holder.node, "zone": holder.zone, "phase": holder.phase, "age_seconds": age})
+    head = sorted(state.waiters.values(), key=lambda w: (w.ticket, w.node))
+    named = {*state.waiters, *state.holders}
     pending = []
     for node in nodes:
         annotations = node["metadata"].get("annotations") or {}
@@ -95,10 +133,15 @@ async def status(*, lock: LeaseLock, window: Window, now: datetime) -> dict[str,
         "lock": f"{lock.config.namespace}/{lock.config.name}",
         "lease_exists": lease is not None,
         "holders": holders,
-        "waiters": sorted(state.waiters, key=lambda n: state.waiters[n].ticket),
+        # The whole queue: the head the Lease names (served first), then the Nodes' queue records.
+        "waiters": [w.node for w in head] + [w.node for w in queue_of(nodes) if w.node not in named],
+        "queue_head": [w.node for w in head],
         "paused": dict(state.paused) if state.paused else None,
         "halted": dict(state.halted) if state.halted else None,
         "deleting": lock.deleting,
+        "limits": resolved_limits(
+            nodes=nodes, concurrency=concurrency, zone_concurrency=zone_concurrency, zone_label=zone_label
+        ),
         "reboot_required": pending,
         "window": {
             "open": window.contains(now),
@@ -133,13 +176,30 @@ def render_status(report: dict[str, Any], *, wide: bool = False) -> str:
     if report["paused"]:
         paused = report["paused"]
         lines.append(f"  PAUSED by {paused.get('by')}: {paused.get('reason')} (since {paused.get('at')})")
+    limits = report.get("limits")
+    if limits:
+        line = f"  concurrency {limits['concurrency']}"
+        if isinstance(limits["concurrency"], str):
+            line += f" of {limits['nodes']} nodes"
+        line += f": {limits['concurrency_resolved']} at once"
+        if limits["zone_concurrency_resolved"]:
+            per_zone = ", ".join(f"{z or '-'} {n}" for z, n in limits["zone_concurrency_resolved"].items())
+            line += f"; per zone {limits['zone_concurrency']}: {per_zone}"
+        lines.append(line)
     if not report["holders"] and report.get("lease_exists", True):
         lines.append("  no node holds a slot")
     for holder in report["holders"]:
         age = "" if holder["age_seconds"] is None else f", for {holder['age_seconds']}s"
         lines.append(f"  holder {holder['node']} (zone {holder['zone'] or '-'}): {holder['phase']}{age}")
     if report["waiters"]:
-        lines.append("  queue: " + ", ".join(report["waiters"]))
+        shown = report["waiters"][:50]
+        more = len(report["waiters"]) - len(shown)
+        lines.append(
+            f"  queue ({len(report['waiters'])}, the first {len(report.get('queue_head', []))} named in "
+            "the Lease): "
+            + ", ".join(shown)
+            + (f", ... and {more} more (--output json lists all)" if more else "")
+        )
     window = report["window"]
     state = "open" if window["open"] else f"closed, opens {window['next_open']}"
     lines.append(f"Maintenance window {window['schedule']}: {state}")

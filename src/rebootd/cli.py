@@ -425,7 +425,14 @@ async def _operator(args: argparse.Namespace, *, settings: Settings, stdout: Tex
     )
     try:
         if args.command == "status":
-            report = await admin.status(lock=lock, window=settings.window, now=clock.now())
+            report = await admin.status(
+                lock=lock,
+                window=settings.window,
+                now=clock.now(),
+                concurrency=settings.concurrency,
+                zone_concurrency=settings.zone_concurrency,
+                zone_label=settings.zone_label,
+            )
             if args.output == "json":
                 stdout.write(json.dumps(report, indent=2) + "\n")
             elif args.output == "yaml":

@@ -39,7 +39,18 @@ from rebootd.kube import Kube, KubeError, NotFound
 from rebootd.lock import Gated, LeaseLock, LostSlot, put_back_node
 from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder, decide_acquire, next_in_line
 from rebootd.logs import get_logger
-from rebootd.marks import CORDON_ANNOTATION, NODE_MARK_ANNOTATION, Mark, cordoned_by, mark_of
+from rebootd.marks import (
+    CORDON_ANNOTATION,
+    NODE_MARK_ANNOTATION,
+    QUEUE_ANNOTATION,
+    REQUIRED_LABEL,
+    Mark,
+    cordoned_by,
+    encode_queue_record,
+    mark_of,
+    queue_of,
+    ticket_of,
+)
 from rebootd.metrics import Metrics
 from rebootd.node import (
     NodeChanged,
@@ -170,6 +181,9 @@ class Cycle:
         self._failures = 0
         self._node_uid = ""
         self._published: dict[str, str | None] = {}
+        # Annotations to write with the next Node write (joining the queue costs no write of its own).
+        self._deferred: dict[str, str | None] = {}
+        self._seen_annotations: Mapping[str, Any] = {}  # this Node's annotations as last read
         self._events: set[asyncio.Task[None]] = set()
         self._mark: Mark | None = None  # our node's mark as we last wrote it (the evidence)
         self._renew_lost: LostSlot | None = None
@@ -220,12 +234,37 @@ class Cycle:
             await self._notify(what, {"node": self.opt.node, **values})
 
     async def _publish(self, **annotations: str | None) -> None:
-        """Write node annotations that changed since we last wrote them (none when unchanged)."""
-        changed = {k: v for k, v in annotations.items() if self._published.get(k, "\0") != v}
+        """Write node annotations that changed since we last wrote them (none when unchanged),
+        with the deferred ones; `reboot-required` goes with its label (the queue's selector)."""
+        changed = self._take_deferred()
+        changed.update({k: v for k, v in annotations.items() if self._published.get(k, "\0") != v})
         if not changed:
             return
-        await set_annotations(self.kube, node=self.opt.node, annotations=changed)
+        labels = {REQUIRED_LABEL: changed[REQUIRED_ANNOTATION]} if REQUIRED_ANNOTATION in changed else None
+        await set_annotations(self.kube, node=self.opt.node, annotations=changed, labels=labels)
         self._published.update(changed)
+
+    def _defer(self, **annotations: str | None) -> None:
+        """Annotations for the next Node write (`_publish` or the mark), if they changed."""
+        for key, value in annotations.items():
+            if self._published.get(key, "\0") != value:
+                self._deferred[key] = value
+            else:
+                self._deferred.pop(key, None)
+
+    def _take_deferred(self) -> dict[str, str | None]:
+        deferred, self._deferred = self._deferred, {}
+        return deferred
+
+    def _queue_record(self) -> str:
+        """Our queue record: kept across restarts (the time we first needed this reboot)."""
+        if QUEUE_ANNOTATION in self._published:  # ours (None: removed at our last release)
+            known = self._published[QUEUE_ANNOTATION]
+        else:  # a new process: what an earlier one wrote (read by our first pass at start-up)
+            known = self._seen_annotations.get(QUEUE_ANNOTATION)
+        if isinstance(known, str) and known:
+            return known
+        return encode_queue_record(since=self.clock.now(), zone=self.lock.config.zone)
 
     async def _block(self, reason: BlockReason | None, *, publish: bool = True) -> None:
         previous = self.waiting_for
@@ -256,6 +295,7 @@ class Cycle:
     async def _get_node(self) -> dict[str, Any]:
         node = await self.kube.get_node(name=self.opt.node)
         self._node_uid = node["metadata"].get("uid", "")
+        self._seen_annotations = node["metadata"].get("annotations") or {}
         return node
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> bool:
@@ -332,12 +372,14 @@ class Cycle:
             await self._clean_up_orphaned_mark()
         if not self.sentinel.required:
             self._set_phase("idle")
+            self._deferred.clear()
             await self._block(None)
-            await self._publish(**{REQUIRED_ANNOTATION: None})
+            await self._publish(**{REQUIRED_ANNOTATION: None, QUEUE_ANNOTATION: None})
             await self._wait_sentinel_or_stop(stop, seconds=None)
             return
         self._set_phase("required")
-        await self._publish(**{REQUIRED_ANNOTATION: "true"})
+        # Written with the next Node write (the waiting reason, or the mark): one write to join.
+        self._defer(**{REQUIRED_ANNOTATION: "true", QUEUE_ANNOTATION: self._queue_record()})
         async with self.lock.following():  # one watch from queueing through the drain
             if await self._wait_for_slot(stop):
                 holder = self.lock.mine
@@ -487,6 +529,9 @@ class Cycle:
         def slot_answer_stale() -> bool:
             return slot_checked is None or self.clock.monotonic() - slot_checked >= self.opt.period
 
+        joined = False  # joining the head is tried once per entry into the queue (lock.py rule 8)
+        await self.lock.resolve_limits()  # a share of the nodes ("10%"): against today's count
+        ticket = ticket_of(self._queue_record())
         async with self.lock.following() as changed:
             while not stop.is_set() and self.sentinel.required:
                 mono = self.clock.monotonic()
@@ -507,6 +552,7 @@ class Cycle:
                     await self._block(blocked)
                     if self.opt.node in self.lock.state.waiters:
                         await self.lock.leave_queue()
+                    joined = False
                     await self._wait_sentinel_or_stop(
                         stop, seconds=max(0.01, next_block_check - self.clock.monotonic())
                     )
@@ -515,7 +561,10 @@ class Cycle:
                 verdict = await self.lock.try_acquire(
                     phase="draining",  # marking and cordoning follow at once
                     unavailable=self.budget.unavailable if self.budget is not None else None,
+                    ticket=ticket,
+                    join=not joined,
                 )
+                joined = True
                 self.metrics.rollout_halted.set(1 if self.lock.state.halted else 0)
                 if verdict.allowed:
                     await self._block(None, publish=False)  # cleared in the node-mark patch
@@ -529,6 +578,16 @@ class Cycle:
         if self.opt.node in self.lock.state.waiters:
             await self.lock.leave_queue()
         return False
+
+    async def _refill_queue_head(self) -> None:
+        """Our slot taken (and our node cordoned): name the next nodes in line in the Lease's head
+        (lock.py rule 8), from one list of the Nodes that need a reboot. Best effort: without it
+        the nodes outside the head take the next free slot by contention, in no particular order."""
+        try:
+            nodes = await self.kube.list_nodes(label_selector=f"{REQUIRED_LABEL}=true")
+            await self.lock.refill_head(queue_of(nodes))
+        except TRANSIENT as exc:
+            self._log.warning("rebootd.lock.refill_failed", error=str(exc)[:200])
 
     def _next_in_line(self) -> bool:
         cfg = self.lock.config
@@ -824,12 +883,16 @@ class Cycle:
                 # Rule 2 of lock.py: mark the node (the evidence lives in the mark), then confirm
                 # on a fresh read that the Lease that took our grant still lists it.
                 mark = Mark(holder=replace(holder, phase="draining"), evidence=evidence)
+                deferred = self._take_deferred()
                 await set_annotations(
                     self.kube,
                     node=self.opt.node,
-                    annotations={NODE_MARK_ANNOTATION: mark.encode(), WAITING_ANNOTATION: None},
+                    annotations={**deferred, NODE_MARK_ANNOTATION: mark.encode(), WAITING_ANNOTATION: None},
+                    labels={REQUIRED_LABEL: deferred[REQUIRED_ANNOTATION]}
+                    if REQUIRED_ANNOTATION in deferred
+                    else None,
                 )
-                self._published[WAITING_ANNOTATION] = None
+                self._published.update({**deferred, WAITING_ANNOTATION: None})
                 holder = await self.lock.confirm()
             gated = self.lock.gate()
             if gated is not None:  # halted or paused since we took the slot: disrupt nothing
@@ -851,6 +914,7 @@ class Cycle:
             # Only while our grant's mark is there: a reclaimer that judged us dead removes it in
             # the same guarded step as its uncordon, so our cordon cannot land after it unseen.
             await cordon(self.kube, node=self.opt.node, grant=holder.grant)
+            await self._refill_queue_head()
             if self.opt.annotate_nodes:
                 await self._publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
             await self._event("RebootdDrain", "cordoned by rebootd; draining before reboot")
@@ -1074,10 +1138,17 @@ class Cycle:
                 LAST_REBOOT_ANNOTATION: finished,
                 REQUIRED_ANNOTATION: None,
                 WAITING_ANNOTATION: None,
+                QUEUE_ANNOTATION: None,
             },
+            labels={REQUIRED_LABEL: None},
         )
         self._published.update(
-            {LAST_REBOOT_ANNOTATION: finished, REQUIRED_ANNOTATION: None, WAITING_ANNOTATION: None}
+            {
+                LAST_REBOOT_ANNOTATION: finished,
+                REQUIRED_ANNOTATION: None,
+                WAITING_ANNOTATION: None,
+                QUEUE_ANNOTATION: None,
+            }
         )
         if self.opt.annotate_nodes:
             await self._publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})

@@ -346,11 +346,16 @@ class Daemon:
                 node=s.node_id,
                 zone=zone,
                 limits=Limits(
-                    concurrency=s.concurrency,
-                    zone_concurrency=s.zone_concurrency,
+                    # A share ("10%") is resolved below, against the node count, before any use.
+                    concurrency=s.concurrency if isinstance(s.concurrency, int) else 1,
+                    zone_concurrency=s.zone_concurrency if isinstance(s.zone_concurrency, int) else 1,
                     max_unavailable=s.max_unavailable_nodes,
                     max_unavailable_per_zone=s.max_unavailable_nodes_per_zone,
                 ),
+                shares=(s.concurrency, s.zone_concurrency)
+                if isinstance(s.concurrency, str) or isinstance(s.zone_concurrency, str)
+                else None,
+                zone_label=s.zone_label,
                 ttl=s.lock_ttl,
                 renew_interval=s.lock_renew_interval,
                 boot_allowance=s.boot_timeout,
@@ -359,6 +364,7 @@ class Daemon:
             ),
             clock=self.clock,
         )
+        await lock.resolve_limits()  # a share of the nodes ("10%"): against the node count now
         options = CycleOptions(
             node=s.node_id,
             window=s.window,

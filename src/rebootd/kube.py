@@ -373,6 +373,19 @@ class Kube:
         items, _ = await self.list_with_version(kind="nodes", label_selector=label_selector)
         return items
 
+    async def count_nodes(self, *, label_selector: str | None = None) -> int:
+        """How many Nodes there are: one item and the server's `remainingItemCount` (a list of one);
+        with a label selector (no count from the server then) the matching Nodes, listed."""
+        if label_selector:
+            return len(await self.list_nodes(label_selector=label_selector))
+        page = await self._json(
+            verb="list", method="GET", path=resource_path("nodes"), query=[("limit", "1")]
+        )
+        remaining = (page.get("metadata") or {}).get("remainingItemCount")
+        if remaining is None and (page.get("metadata") or {}).get("continue"):
+            return len(await self.list_nodes())  # a server that does not count: list them all
+        return len(page.get("items") or []) + int(remaining or 0)
+
     async def patch_node(self, *, name: str, patch: JsonObj | list[Any], patch_type: PatchType) -> JsonObj:
         if patch_type == "json" and not isinstance(patch, list):
             raise ValueError("a JSON patch is a list of operations")

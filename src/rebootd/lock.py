@@ -62,6 +62,14 @@ Rules built on them:
 7. Waiters watch the Lease and act on changes at once; only the waiters that the queue order
    serves attempt a write, so a hand-off costs a constant number of writes however many wait.
    Holders follow it too while they hold a slot: each CAS starts from the newest version seen.
+8. The queue (lock format 3) is not part of the safety argument, only of the order: each waiting
+   node keeps its place on its own Node (`rebootd.io/queued`: when it first needed the reboot),
+   and the Lease names only the head (at most HEAD_MAX nodes), which the holder that takes a slot
+   refills from a list of the Nodes. The head decides who may *try* to take a slot; the slot is
+   still taken only by the Lease CAS of rule A, against the limits on the version it replaces.
+   So a stale, missing or wrong head can make the order unfair or a hand-off slower (nodes
+   outside the head try when the head leaves a slot free), never seat a holder beyond the
+   limits. The Lease stays O(concurrency) in size; each write of it reaches O(waiters) watchers.
 
 Step numbers in log events follow client-go's leaderelection: acquire = 1 read, 2 decide,
 3 write; renew = 1 read, 2 check we still hold, 3 write.
@@ -81,14 +89,23 @@ from typing import Any, Protocol
 from rebootd.clock import Clock
 from rebootd.kube import Conflict, Kube, NotFound, ObjectFollower, format_microtime
 from rebootd.lockstate import (
+    HEAD_MAX,
+    JOIN,
+    PATIENT_ACTIONS,
     RECLAIMING,
     STATE_ANNOTATION,
+    TAKE,
+    TAKE_OUTSIDE,
+    WAIT,
     Holder,
     Limits,
     LockState,
     Observer,
     Verdict,
-    decide_acquire,
+    Waiter,
+    plan_acquire,
+    resolve_share,
+    with_head,
 )
 from rebootd.logs import get_logger
 from rebootd.marks import (
@@ -156,6 +173,10 @@ class LockConfig:
     boot_allowance: float
     grace: float = 2.0
     pod: str = ""  # this daemon's Pod uid ("" = a random id for this process)
+    # The limits as configured when either is a share of the nodes ("10%"): `limits` then holds
+    # them resolved, again at every `resolve_limits()`; the zone's nodes carry `zone_label`.
+    shares: tuple[int | str, int | str] | None = None
+    zone_label: str = "topology.kubernetes.io/zone"
 
     @property
     def margin(self) -> float:
@@ -192,6 +213,7 @@ class LeaseLock:
         self.record_written_at = float("-inf")
         self.valid_until = float("-inf")
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._nodes: int | None = None  # the cluster's node count, once read (`_spread`)
         self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
 
     # --- reading ----------------------------------------------------------------------------
@@ -358,6 +380,9 @@ class LeaseLock:
             new_state = mutate(current)
             if new_state is None:
                 return None
+            if len(new_state.waiters) > HEAD_MAX:  # a migrated format-2 queue: keep its head
+                head = sorted(new_state.waiters.values(), key=lambda w: (w.ticket, w.node))[:HEAD_MAX]
+                new_state = replace(new_state, waiters={w.node: w for w in head})
             body = self._lease_body(new_state, base=self._lease)
             sent = self.clock.monotonic()
             try:
@@ -391,32 +416,48 @@ class LeaseLock:
         *,
         phase: str,
         unavailable: Mapping[str, Sequence[str]] | None = None,
+        ticket: int | None = None,
+        join: bool = True,
     ) -> Verdict:
-        """Steps 1-3 of acquire on the latest state: take a slot under a new grant, or queue up and
-        say why not. A record of this node under another grant is never taken for ours."""
+        """Steps 1-3 of acquire on the latest state: take a slot under a new grant, or join the
+        queue's head, or say why not (`lockstate.plan_acquire`; `ticket`: our queue ticket,
+        `join`: whether joining the head is still ours to do). A record of this node under another
+        grant is never taken for ours. Joining the head, or taking a slot from outside it, is
+        something many nodes may want at once: it waits a jitter first and decides again on the
+        newest version seen, so that only the first few write."""
         cfg = self.config
         verdict = Verdict(allowed=False, reason="unknown")
         grant = secrets.token_hex(8)
 
-        def take(state: LockState) -> LockState | None:
+        def plan(state: LockState) -> str:
             nonlocal verdict
             if cfg.node in state.holders:
                 verdict = Verdict(allowed=False, reason="own_record")
-                return None
+                return WAIT
             if self.deleting:
                 verdict = Verdict(allowed=False, reason="lock_deleting")
-                return None
+                return WAIT
             # Never skip ourselves: we are plainly not stalled, we are acting.
             stalled = self.observer.stalled_waiters(now=self.clock.monotonic()) - {cfg.node}
-            verdict = decide_acquire(
+            verdict, action = plan_acquire(
                 state,
                 node=cfg.node,
                 zone=cfg.zone,
                 limits=cfg.limits,
+                ticket=ticket,
+                join=join,
                 stalled=stalled,
                 unavailable=unavailable,
             )
-            if verdict.allowed:
+            return action
+
+        outside = False  # taking a slot from outside the head: patient too
+
+        def take(state: LockState) -> LockState | None:
+            nonlocal verdict, outside
+            action = plan(state)
+            outside = action == TAKE_OUTSIDE
+            if action in (TAKE, TAKE_OUTSIDE):
                 holder = Holder(
                     node=cfg.node,
                     zone=cfg.zone,
@@ -427,13 +468,20 @@ class LeaseLock:
                     lease=self.uid,
                 )
                 return state.without_waiters(verdict.skipped).with_holder(holder)
-            if verdict.reason in {"halted", "paused", "budget", "zone_budget"} or cfg.node in state.waiters:
-                return None
-            return state.with_waiter(node=cfg.node, zone=cfg.zone)
+            if action == JOIN:
+                me = Waiter(
+                    node=cfg.node, zone=cfg.zone, ticket=state.next_ticket if ticket is None else ticket
+                )
+                verdict = Verdict(allowed=False, reason=verdict.reason or "queued")
+                return with_head(state, limits=cfg.limits, candidates=[me])
+            return None
 
+        if self._lease is not None and plan(self.state) in PATIENT_ACTIONS:
+            await asyncio.sleep(self._rng.uniform(0.0, await self._spread()))
+            self._catch_up()
         self.grant = grant  # so that the write of our new record counts as ours
         try:
-            await self.update(take, event="acquire", patient=lambda: not verdict.allowed)
+            await self.update(take, event="acquire", patient=lambda: not verdict.allowed or outside)
         finally:
             if self.mine is None:
                 self.grant = ""
@@ -467,6 +515,52 @@ class LeaseLock:
             self._lease = None
             return True
         return False
+
+    async def _spread(self) -> float:
+        """The jitter before a write that many waiting nodes may want at once (joining the head,
+        a slot taken from outside it): the grace, widened with the cluster (one more grace per 250
+        nodes, at most a minute) so that the first write reaches the others' watches before most
+        of them try (a write's fan-out grows with the watchers). The node count is read once."""
+        if self._nodes is None:
+            self._nodes = await self.kube.count_nodes()
+        return min(60.0, self.config.grace * max(1.0, self._nodes / 250))
+
+    async def resolve_limits(self) -> Limits:
+        """Resolve a concurrency given as a share of the nodes against the current node count (a
+        list of one Node: the server counts the rest), and a zone share against the nodes of our
+        zone; rounded down, at least 1 (`lockstate.resolve_share`). Unchanged when both are numbers."""
+        cfg = self.config
+        if cfg.shares is None:
+            return cfg.limits
+        concurrency, zone_concurrency = cfg.shares
+        limits = cfg.limits
+        if isinstance(concurrency, str):
+            nodes = self._nodes = await self.kube.count_nodes()
+            limits = replace(limits, concurrency=resolve_share(concurrency, nodes=nodes, floor=1))
+        if isinstance(zone_concurrency, str):
+            selector = f"{cfg.zone_label}={cfg.zone}" if cfg.zone else None
+            in_zone = await self.kube.count_nodes(label_selector=selector)
+            limits = replace(limits, zone_concurrency=resolve_share(zone_concurrency, nodes=in_zone, floor=1))
+        if limits != cfg.limits:
+            self._log.info(
+                "rebootd.lock.limits_resolved",
+                concurrency=limits.concurrency,
+                zone_concurrency=limits.zone_concurrency,
+                configured=f"{concurrency}/{zone_concurrency}",
+            )
+            self.config = replace(cfg, limits=limits)
+        return limits
+
+    async def refill_head(self, candidates: Sequence[Waiter]) -> LockState | None:
+        """Put the first nodes of the queue (`candidates`, read from the Nodes) into the Lease's
+        head, as far as it has room (`lockstate.select_head`); a patient CAS (off the critical
+        path). Returns the state written, or None when the head was already right."""
+        limits = self.config.limits
+        return await self.update(
+            lambda s: None if (new := with_head(s, limits=limits, candidates=candidates)) is s else new,
+            event="refill-head",
+            patient=lambda: True,
+        )
 
     async def leave_queue(self) -> None:
         node = self.config.node

@@ -5,20 +5,30 @@ what this observer measured on its own monotonic clock). The I/O half (`lock.py`
 Lease, calls these functions, and writes the result with a compare-and-swap on resourceVersion;
 on a conflict it re-reads and decides again. See the safety model at the top of `lock.py`.
 
-State lives in the Lease annotation `rebootd.io/state` (JSON, `version` 2). Its size is bounded by
-the limits and the queue, never by what a holder evicted: evidence lives on the holder's own Node.
+State lives in the Lease annotation `rebootd.io/state` (JSON, `version` 3). Its size is bounded by
+the limits, never by the cluster: holders (at most the concurrency) and the head of the queue (at
+most `head_capacity(limits)` entries); evidence lives on the holder's own Node, and the rest of
+the queue on each waiting Node (`rebootd.io/queued`, see `marks.py`).
   holders  {node: {zone, phase, seq, acquired, grant, pod, lease, attempts}}
              grant    random id of this slot grant: every write on the holder's behalf names it
              pod      uid of the daemon's Pod that took it (a duplicate daemon has another)
              lease    uid of the Lease the grant was written to (a grant is only confirmed in it)
              attempts reboot requests made under this grant
-  waiters  {node: {zone, ticket}}                            ready nodes, served in ticket order
-  nextTicket                                                 the ticket the next waiter draws
+  waiters  {node: {zone, ticket}}   the queue's head: ready nodes served first, in ticket order;
+                                    a ticket is when the node first needed its reboot (ms since
+                                    the epoch), ties by name. A node not in the head counts as
+                                    last in line: it may take a slot only when the head leaves
+                                    one free (an empty head). The holder that takes a slot
+                                    refills the head from the Nodes' queue records.
+  nextTicket                        the ticket of "last in line" (above every ticket seen)
   paused   {reason, by, at} | null                           operator pause
   halted   {reason, node, at} | null                         failed reboot / broken workloads
 
-Version 1 (holders with their evidence inline, no grants) is read and migrated: its holders
-become legacy records (grant "") that only the daemon of that node adopts (see `Holder.legacy`).
+Version 2 (every waiter in the Lease, tickets drawn from a counter) and version 1 (holders with
+their evidence inline, no grants) are read and migrated: version 2's waiters keep their order
+ahead of every version-3 ticket (small numbers), and the head is cut to its capacity at the next
+write; version 1's holders become legacy records (grant "") that only the daemon of that node
+adopts (see `Holder.legacy`). A newer version is refused, never guessed around.
 """
 
 from __future__ import annotations
@@ -31,8 +41,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 STATE_ANNOTATION = "rebootd.io/state"
-STATE_VERSION = 2
-READABLE_VERSIONS = frozenset({1, 2})
+STATE_VERSION = 3
+READABLE_VERSIONS = frozenset({1, 2, 3})
+# The head of the queue kept in the Lease: one more than the concurrency (the next node is named
+# while every slot is taken), at least 2, at most HEAD_MAX (a Lease of 4 KiB at concurrency 5 with
+# cloud-style node names); with a zone limit, up to HEAD_MAX so that every zone has its next nodes.
+HEAD_MAX = 16
 # The phase during which the node itself is down: its daemon cannot renew.
 BOOTING_PHASES = frozenset({"rebooting"})
 # Phases whose holder gets the boot allowance on top of the TTL before observers act on it: the
@@ -147,10 +161,11 @@ class LockState:
             node: Waiter(node=node, zone=str(w.get("zone", "")), ticket=int(w.get("ticket", 0)))
             for node, w in (data.get("waiters") or {}).items()
         }
+        last = max((w.ticket for w in waiters.values()), default=0)
         return cls(
             holders=holders,
             waiters=waiters,
-            next_ticket=int(data.get("nextTicket", 1)),
+            next_ticket=max(int(data.get("nextTicket", 1)), last + 1),
             paused=data.get("paused"),
             halted=data.get("halted"),
         )
@@ -179,11 +194,15 @@ class LockState:
     def without_holder(self, node: str) -> LockState:
         return replace(self, holders={n: h for n, h in self.holders.items() if n != node})
 
-    def with_waiter(self, *, node: str, zone: str) -> LockState:
+    def with_waiter(self, *, node: str, zone: str, ticket: int | None = None) -> LockState:
+        """`node` in the head with `ticket` (None: last in line, `next_ticket`)."""
         if node in self.waiters:
             return self
-        waiter = Waiter(node=node, zone=zone, ticket=self.next_ticket)
-        return replace(self, waiters={**self.waiters, node: waiter}, next_ticket=self.next_ticket + 1)
+        drawn = self.next_ticket if ticket is None else ticket
+        waiter = Waiter(node=node, zone=zone, ticket=drawn)
+        return replace(
+            self, waiters={**self.waiters, node: waiter}, next_ticket=max(self.next_ticket, drawn + 1)
+        )
 
     def without_waiters(self, nodes: Iterable[str]) -> LockState:
         drop = set(nodes)
@@ -302,6 +321,95 @@ def next_in_line(state: LockState, *, node: str, zone: str, limits: Limits) -> b
     queued yet)? The nodes for which a check made right before taking a slot is worth keeping fresh."""
     queued = state if node in state.waiters else state.with_waiter(node=node, zone=zone)
     return node in eligible_waiters(replace(queued, holders={}), limits=limits)
+
+
+def resolve_share(value: int | str, *, nodes: int, floor: int) -> int:
+    """A limit given as a number of nodes, or as a share of `nodes` ("10%"): rounded down, as a
+    Deployment's maxUnavailable is, but never below `floor` (1 for the concurrency: a share that
+    rounds to 0 would stall the rollout for good, which no operator asking for "10%" expects; a
+    Deployment likewise uses 1 when both its limits round to 0)."""
+    if isinstance(value, int):
+        return value
+    percent = int(value.removesuffix("%"))
+    return max(floor, nodes * percent // 100)
+
+
+def head_capacity(limits: Limits) -> int:
+    """How many waiters the Lease names at most (the head of the queue)."""
+    if limits.zone_concurrency > 0:
+        return HEAD_MAX
+    return min(HEAD_MAX, max(2, limits.concurrency + 1))
+
+
+def select_head(state: LockState, *, limits: Limits, candidates: Iterable[Waiter] = ()) -> dict[str, Waiter]:
+    """The head of the queue: the current head and `candidates` (queue records read from the
+    Nodes), holders excluded, in (ticket, name) order, at most `head_capacity(limits)` nodes and,
+    with a zone limit, at most that many per zone (so a full zone leaves room for the others)."""
+    merged = dict(state.waiters)
+    for waiter in candidates:
+        if waiter.node not in state.holders and waiter.node not in merged:
+            merged[waiter.node] = waiter
+    capacity = head_capacity(limits)
+    per_zone: Counter[str] = Counter()
+    head: dict[str, Waiter] = {}
+    for waiter in sorted(merged.values(), key=lambda w: (w.ticket, w.node)):
+        if len(head) >= capacity:
+            break
+        if limits.zone_concurrency > 0 and per_zone[waiter.zone] >= limits.zone_concurrency:
+            continue
+        per_zone[waiter.zone] += 1
+        head[waiter.node] = waiter
+    return head
+
+
+def with_head(state: LockState, *, limits: Limits, candidates: Iterable[Waiter] = ()) -> LockState:
+    """`state` with its head re-selected (`select_head`); the same object when nothing changes."""
+    head = select_head(state, limits=limits, candidates=candidates)
+    if head == dict(state.waiters):
+        return state
+    last = max((w.ticket for w in head.values()), default=0)
+    return replace(state, waiters=head, next_ticket=max(state.next_ticket, last + 1))
+
+
+# What a waiting node does with a state (`plan_acquire`).
+TAKE = "take"  # take a slot (from the head)
+JOIN = "join"  # write itself into the head (it belongs there)
+TAKE_OUTSIDE = "take_outside"  # take a slot from outside the head (the head leaves one free)
+WAIT = "wait"  # write nothing
+PATIENT_ACTIONS = frozenset({JOIN, TAKE_OUTSIDE})  # spread over a jitter: many nodes may want it at once
+
+
+def plan_acquire(
+    state: LockState,
+    *,
+    node: str,
+    zone: str,
+    limits: Limits,
+    ticket: int | None = None,
+    join: bool = True,
+    stalled: frozenset[str] = frozenset(),
+    unavailable: Mapping[str, Iterable[str]] | None = None,
+) -> tuple[Verdict, str]:
+    """`decide_acquire`'s verdict and what to write. A node in the head takes its slot when
+    allowed. A node outside it takes the slot when allowed all the same (the head leaves a slot
+    free: empty, full zones, stalled nodes skipped); else it joins the head when it belongs there
+    (room, or an earlier ticket than the head's last) and `join` (once per entry into the queue:
+    afterwards the refills of the holders that take slots name it)."""
+    verdict = decide_acquire(
+        state, node=node, zone=zone, limits=limits, stalled=stalled, unavailable=unavailable
+    )
+    if node in state.holders:
+        return verdict, WAIT
+    if node in state.waiters:
+        return verdict, TAKE if verdict.allowed else WAIT
+    if verdict.reason in {"halted", "paused", "budget", "zone_budget"}:
+        return verdict, WAIT
+    if verdict.allowed:
+        return verdict, TAKE_OUTSIDE
+    me = Waiter(node=node, zone=zone, ticket=state.next_ticket if ticket is None else ticket)
+    if join and node in select_head(state, limits=limits, candidates=[me]):
+        return verdict, JOIN
+    return verdict, WAIT
 
 
 def zone_load(state: LockState) -> Counter[str]:

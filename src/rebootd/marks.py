@@ -14,6 +14,11 @@ grant's behalf can be scoped to it:
                           lost is recognised as ours on the re-read).
   rebootd.io/halted       a copy of the halt recorded for this node, so that a Lease re-created
                           after a deletion is born halted.
+  rebootd.io/queued       the node's place in the queue: `{"since": <when it first needed the
+                          reboot>, "zone": ...}`, written with `rebootd.io/reboot-required` (and
+                          its label, which lets the queue be listed by a label selector); the
+                          queue is the nodes with a record whose `rebootd.io/waiting-for` is a
+                          slot, ordered by `since`, ties by name. The Lease names only its head.
 
 Evidence is bounded: a mark larger than MAX_MARK_BYTES drops the per-pod details of the
 recovery baseline and the eviction list (counts stay), far below the 256 KiB that a real
@@ -23,15 +28,21 @@ kube-apiserver allows for all annotations of an object together.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from rebootd.lockstate import Holder
+from rebootd.lockstate import Holder, Waiter
 
 NODE_MARK_ANNOTATION = "rebootd.io/holder"
 CORDON_ANNOTATION = "rebootd.io/cordoned-by"
 HALT_ANNOTATION = "rebootd.io/halted"
+QUEUE_ANNOTATION = "rebootd.io/queued"
+REQUIRED_ANNOTATION = "rebootd.io/reboot-required"
+REQUIRED_LABEL = "rebootd.io/reboot-required"  # the same, as a label: the queue's list selector
+WAITING_ANNOTATION = "rebootd.io/waiting-for"
+SLOT_WAIT_PREFIX = "slot:"  # rebootd.io/waiting-for of a node that waits for a slot and nothing else
 MAX_MARK_BYTES = 64 * 1024
 
 
@@ -130,3 +141,42 @@ def halt_mirror(node: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def encode_halt(halted: Mapping[str, Any]) -> str:
     return json.dumps(dict(halted), sort_keys=True, separators=(",", ":"))
+
+
+def encode_queue_record(*, since: datetime, zone: str) -> str:
+    return json.dumps({"since": since.isoformat(), "zone": zone}, sort_keys=True, separators=(",", ":"))
+
+
+def ticket_of(raw: object) -> int | None:
+    """The queue ticket of a queue record: when the node first needed its reboot, in ms since the
+    epoch (None when the record is absent or unreadable)."""
+    data = _json_object(raw)
+    if data is None:
+        return None
+    try:
+        since = datetime.fromisoformat(str(data.get("since", "")))
+    except ValueError:
+        return None
+    return int(since.timestamp() * 1000)
+
+
+def queued_waiter(node: Mapping[str, Any]) -> Waiter | None:
+    """This Node's entry in the queue, or None: it must need a reboot, carry a readable queue
+    record, wait for a slot and nothing else, and hold no mark (a holder is not queued)."""
+    annotations = annotations_of(node)
+    if annotations.get(REQUIRED_ANNOTATION) != "true" or NODE_MARK_ANNOTATION in annotations:
+        return None
+    if not str(annotations.get(WAITING_ANNOTATION) or "").startswith(SLOT_WAIT_PREFIX):
+        return None
+    raw = annotations.get(QUEUE_ANNOTATION)
+    ticket = ticket_of(raw)
+    if ticket is None:
+        return None
+    zone = str((_json_object(raw) or {}).get("zone", ""))
+    return Waiter(node=str((node.get("metadata") or {}).get("name", "")), zone=zone, ticket=ticket)
+
+
+def queue_of(nodes: Iterable[Mapping[str, Any]]) -> list[Waiter]:
+    """The whole queue as the Nodes record it, first served first (ticket, then name)."""
+    waiters = [w for w in map(queued_waiter, nodes) if w is not None]
+    return sorted(waiters, key=lambda w: (w.ticket, w.node))

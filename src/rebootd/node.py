@@ -253,12 +253,21 @@ async def set_labels(kube: Kube, *, node: str, labels: Mapping[str, str | None])
         await kube.patch_node(name=node, patch={"metadata": {"labels": dict(labels)}}, patch_type="strategic")
 
 
-async def set_annotations(kube: Kube, *, node: str, annotations: Mapping[str, str | None]) -> None:
-    """Set (or with None delete) the named annotations; the others stay as they are."""
-    if annotations:
-        await kube.patch_node(
-            name=node, patch={"metadata": {"annotations": dict(annotations)}}, patch_type="strategic"
-        )
+async def set_annotations(
+    kube: Kube,
+    *,
+    node: str,
+    annotations: Mapping[str, str | None],
+    labels: Mapping[str, str | None] | None = None,
+) -> None:
+    """Set (or with None delete) the named annotations (and labels); the others stay as they are."""
+    if annotations or labels:
+        meta: dict[str, Any] = {}
+        if annotations:
+            meta["annotations"] = dict(annotations)
+        if labels:
+            meta["labels"] = dict(labels)
+        await kube.patch_node(name=node, patch={"metadata": meta}, patch_type="strategic")
 
 
 # --- events ---------------------------------------------------------------------------------

@@ -67,6 +67,40 @@ def _duration(value: Any) -> Any:
     return value
 
 
+def _share_of(value: Any, *, minimum: int, too_low: str = "") -> Any:
+    """A number of nodes (an integer >= `minimum`) or a share of the cluster's nodes ("10%": more
+    than 0%, at most 100%); resolved against the node count when used (`lockstate.resolve_share`)."""
+    expected = (
+        f"expected a number of nodes (at least {minimum}) or a percentage of the nodes "
+        "such as 10% (more than 0%, at most 100%)"
+    )
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%"):
+            digits = text[:-1].strip()
+            if not digits.isdigit() or not 0 < int(digits) <= 100:
+                raise ValueError(expected)
+            return f"{int(digits)}%"
+        if not text.lstrip("-").isdigit():
+            raise ValueError(expected)
+        value = int(text)
+    if isinstance(value, int):
+        if value < minimum:
+            raise ValueError(f"{expected} ({too_low})" if too_low else expected)
+        return value
+    raise ValueError(expected)
+
+
+def _concurrency(value: Any) -> Any:
+    return _share_of(value, minimum=1, too_low="kured read 0 or less as 1")
+
+
+def _zone_concurrency(value: Any) -> Any:
+    return _share_of(value, minimum=0)
+
+
 def _days(value: Any) -> Any:
     """A comma list; a repeated flag appends (kured's `--reboot-days mo --reboot-days tu`)."""
     if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
@@ -233,6 +267,9 @@ Regexp = Annotated[
     PlainSerializer(lambda p: None if p is None else p.pattern, return_type=str | None),
 ]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+# A number of nodes, or a share of the cluster's nodes ("10%").
+Concurrency = Annotated[int | str, BeforeValidator(_concurrency)]
+ZoneConcurrency = Annotated[int | str, BeforeValidator(_zone_concurrency)]
 
 
 class Settings(BaseSettings):
@@ -300,9 +337,19 @@ class Settings(BaseSettings):
     lock_release_delay: Duration = Field(
         0.0, description="Keep the slot closed this long after a node finishes (throttles the rollout)."
     )
-    concurrency: int = Field(1, ge=1, description="How many nodes may be disrupted at once.")
-    zone_concurrency: NonNegativeInt = Field(
-        0, description="How many nodes per zone may be disrupted at once (0 = no per-zone limit)."
+    concurrency: Concurrency = Field(
+        1,
+        description=(
+            "How many nodes may be disrupted at once: a number, or a share of the nodes such as "
+            "10% (rounded down, at least 1; counted again whenever a node starts waiting)."
+        ),
+    )
+    zone_concurrency: ZoneConcurrency = Field(
+        0,
+        description=(
+            "How many nodes per zone may be disrupted at once (0 = no per-zone limit); a share such "
+            "as 10% counts the nodes of the node's own zone (rounded down, at least 1)."
+        ),
     )
     zone_label: Annotated[str, AfterValidator(_label_key)] = Field(
         "topology.kubernetes.io/zone", description="Node label that names a node's zone."
@@ -610,7 +657,6 @@ def _given(field: str, raw: Mapping[str, Any]) -> str:
 
 # Where a value rebootd refuses meant something in kured: said with the error.
 _KURED_MEANT = {
-    ("concurrency", "greater_than_equal"): "kured read 0 or less as 1",
     ("drain_grace_period", "greater_than_equal"): (
         "kured and kubectl drain read any negative value as -1, the pod's own grace period"
     ),
@@ -664,8 +710,9 @@ def _contradictions(settings: Settings, raw: Mapping[str, Any]) -> list[Problem]
         add("lock_renew_interval", "expected a positive duration")
     if settings.period <= 0:
         add("period", "expected a positive duration")
-    if settings.zone_concurrency > settings.concurrency:
-        add("zone_concurrency", f"expected at most concurrency ({settings.concurrency})")
+    zone_limit, limit = settings.zone_concurrency, settings.concurrency
+    if isinstance(zone_limit, int) and isinstance(limit, int) and zone_limit > limit:
+        add("zone_concurrency", f"expected at most concurrency ({limit})")
     if settings.alert_filter_match_only and settings.alert_filter_regexp is None:
         add("alert_filter_match_only", "expected alert-filter-regexp to be set as well")
     if settings.reboot_method == "command" and not settings.reboot_command:

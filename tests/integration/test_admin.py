@@ -42,7 +42,17 @@ async def test_status_shows_holders_phase_waiters_and_the_window(
     cluster.nodes["n1"].require_reboot()
     await wait_phase(cluster, "n1", {"draining"})
     cluster.nodes["n2"].require_reboot()
-    assert await cluster.wait_until(lambda: "n2" in cluster.lease_state().waiters, within=10)
+    # n2 queues on its own Node (the Lease names only the head of the queue).
+    assert await cluster.wait_until(
+        lambda: (
+            (cluster.emulator.get_object(kind="Node", name="n2") or {})
+            .get("metadata", {})
+            .get("annotations", {})
+            .get("rebootd.io/waiting-for", "")
+            .startswith("slot:")
+        ),
+        within=10,
+    )
     code, out, err = await rebootd(cluster, tmp_path, "status", "--output", "json")
     assert code == 0, err
     report = json.loads(out)
@@ -57,7 +67,8 @@ async def test_status_shows_holders_phase_waiters_and_the_window(
     code, text, _ = await rebootd(cluster, tmp_path, "status")
     assert code == 0
     assert "holder n1 (zone z1): draining" in text
-    assert "queue: n2" in text
+    assert "queue (1, the first " in text
+    assert text.split("queue (1, ", 1)[1].split("\n", 1)[0].endswith(": n2")
 
 
 async def test_pause_stops_new_reboots_and_resume_lets_them_go_on(

@@ -623,7 +623,7 @@ async def test_a_lock_of_format_1_is_taken_over_by_its_nodes_daemon_and_finished
     finally:
         await fresh.stop()
     raw = (lease_of(emu) or {})["metadata"]["annotations"][STATE_ANNOTATION]
-    assert json.loads(raw)["version"] == 2
+    assert json.loads(raw)["version"] == 3
     assert not node_of(emu, "n1")["spec"].get("unschedulable")
 
 

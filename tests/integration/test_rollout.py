@@ -338,14 +338,25 @@ async def test_only_the_nodes_next_in_line_keep_listing_pods_and_pdbs_every_peri
         await kube.close()
     for name in zones:
         cluster.nodes[name].require_reboot()
-    assert await cluster.wait_until(lambda: len(cluster.lease_state().waiters) == 4, within=10)
+
+    # The Lease names the head of the queue (two nodes at concurrency 1); the others wait outside.
+    # Every node says it waits for a slot once its one try to join the head is behind it.
+    def waiting_for_slot(name: str) -> bool:
+        node = cluster.emulator.get_object(kind="Node", name=name) or {}
+        annotations = node.get("metadata", {}).get("annotations") or {}
+        return str(annotations.get("rebootd.io/waiting-for", "")).startswith("slot:")
+
+    assert await cluster.wait_until(
+        lambda: all(map(waiting_for_slot, zones)) and len(cluster.lease_state().waiters) == 2, within=10
+    )
 
     def lists() -> dict[str, int]:
         counts = cluster.emulator.request_counts
         return {name: counts.get((f"rebootd@{name}", "list"), 0) for name in zones}
 
-    order = sorted(cluster.lease_state().waiters.values(), key=lambda w: w.ticket)
-    first, last = order[0].node, order[-1].node
+    head = sorted(cluster.lease_state().waiters.values(), key=lambda w: (w.ticket, w.node))
+    first = head[0].node
+    last = max(set(zones) - {w.node for w in head})  # outside the head: not next in line
     # Every waiter past its first check (the first in line has listed twice since), then while
     # the first in line lists pods and PDBs for 10 periods, the last in line lists nothing.
     start = lists()

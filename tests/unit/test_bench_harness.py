@@ -182,3 +182,12 @@ def test_hand_offs_are_read_from_the_history_with_the_waiters_left_at_each_relea
     assert first.lease_committed == 2
     assert queue_formed_at(history, needed=["a", "b", "c"]) == 1.2
     assert queue_formed_at(history, needed=["a", "b", "c", "d"]) is None
+
+
+def test_the_scale_growth_exponent_is_the_log_log_slope() -> None:
+    from bench.scale import growth, node_name
+
+    assert growth([(100, 5.0), (1000, 50.0), (10000, 500.0)]) == pytest.approx(1.0)
+    assert growth([(100, 7.0), (5000, 7.0)]) == pytest.approx(0.0)
+    assert growth([(100, 1.0)]) is None
+    assert len(node_name(4999)) >= 40, "cloud-style names, as the issue's arithmetic assumes"

@@ -213,7 +213,7 @@ def test_a_state_of_lock_format_1_is_read_with_its_holders_as_legacy_records() -
     assert (holder.phase, holder.seq, dict(holder.evidence)) == ("rebooting", 4, {"bootID": "b"})
     assert state.halted == {"reason": "r", "node": "a", "at": "t"}
     again = LockState.from_annotation(state.to_annotation())
-    assert '"version":2' in state.to_annotation()
+    assert '"version":3' in state.to_annotation()
     assert again.holders["a"].phase == "rebooting"
 
 

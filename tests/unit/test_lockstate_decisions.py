@@ -334,7 +334,7 @@ def test_a_refused_annotation_says_why_and_quotes_the_start_of_what_it_found() -
     with pytest.raises(StateFormatError) as refused:
         LockState.from_annotation(json.dumps({"version": 99, "note": "x" * 200}))
     assert str(refused.value) == (
-        "rebootd.io/state has a lock format this rebootd does not know (it reads versions [1, 2]; "
+        "rebootd.io/state has a lock format this rebootd does not know (it reads versions [1, 2, 3]; "
         "a newer rebootd wrote it?): {'version': 99, 'note': '" + "x" * 55
     )
 

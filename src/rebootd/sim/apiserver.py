@@ -56,6 +56,8 @@ log = structlog.get_logger("rebootd.sim")
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 ENCODED_CACHE_SIZE = 4096
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+# kube-apiserver's MaxRequestBodyBytes (genericapiserver.Config): bodies of create, update, patch.
+MAX_REQUEST_BODY_BYTES = 3 * 1024 * 1024
 BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
 
 
@@ -175,6 +177,16 @@ def request_info(method: str, path: str, query: Mapping[str, str]) -> RequestInf
     )
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request body, refused (413, the real message) when over MaxRequestBodyBytes."""
+    if request.content_length is not None and request.content_length > MAX_REQUEST_BODY_BYTES:
+        raise errors.request_entity_too_large(MAX_REQUEST_BODY_BYTES)
+    raw = await request.read()
+    if len(raw) > MAX_REQUEST_BODY_BYTES:
+        raise errors.request_entity_too_large(MAX_REQUEST_BODY_BYTES)
+    return raw
+
+
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -211,6 +223,8 @@ class ApiServer:
         self.authorizer = authorizer
         self.tokens = dict(tokens) if tokens is not None else None
         self.request_counts = request_counts
+        # Response bytes sent (bodies and watch events; headers not counted): the benchmarks' figure.
+        self.bytes_sent = 0
         self.server_address = "127.0.0.1:0"
         self._closing = asyncio.Event()
         self._encoded: OrderedDict[tuple[int, str, str], tuple[JsonObj, bytes]] = OrderedDict()
@@ -241,6 +255,12 @@ class ApiServer:
         return "system:anonymous", ["system:unauthenticated"], "anonymous"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        response = await self._handle(request)
+        if isinstance(response, web.Response) and response.body is not None:
+            self.bytes_sent += len(response.body) if isinstance(response.body, bytes) else 0
+        return response
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         info = request_info(request.method, request.path, query)
         try:
@@ -313,7 +333,7 @@ class ApiServer:
                         "",
                         info.name,
                         content_type=request.headers.get("Content-Type", ""),
-                        raw=await request.read(),
+                        raw=await read_body(request),
                         client=client,
                         dry_run=True,
                     )
@@ -471,7 +491,7 @@ class ApiServer:
         if method == "PATCH":
             if not req.name:
                 raise errors.method_not_supported(resource=info.plural, group=info.group, verb="PATCH")
-            raw = await request.read()
+            raw = await read_body(request)
             fields = self._field_validation(request)
             obj, was_created = self.registry.patch(
                 info,
@@ -488,7 +508,7 @@ class ApiServer:
             code = 201 if was_created else 200
             return self._object_response(request, info, obj, status=code, warnings=fields.warnings)
         if method == "DELETE":
-            raw = await request.read()
+            raw = await read_body(request)
             options_body: Any = None
             if raw.strip():
                 try:
@@ -530,7 +550,7 @@ class ApiServer:
 
     async def _body(self, request: web.Request, info: ResourceInfo) -> Any:
         media = request.headers.get("Content-Type", "application/json").split(";", 1)[0].strip().lower()
-        raw = await request.read()
+        raw = await read_body(request)
         if media in ("", "application/json", "*/*"):
             try:
                 return json.loads(raw)
@@ -734,6 +754,7 @@ class ApiServer:
             if send_initial and bookmarks:
                 chunk += self._bookmark_line(info, self.store.resource_version, initial_end=True)
             if chunk:
+                self.bytes_sent += len(chunk)
                 await response.write(chunk)
             while not self._closing.is_set():
                 now = loop.time()
@@ -759,7 +780,9 @@ class ApiServer:
                         break
                     bookmark_rv = self.store.resource_version
                     chunk = b"".join(line(kind, obj) for kind, obj in pending)
-                    await response.write(chunk + self._bookmark_line(info, max(last_rv, bookmark_rv)))
+                    chunk += self._bookmark_line(info, max(last_rv, bookmark_rv))
+                    self.bytes_sent += len(chunk)
+                    await response.write(chunk)
                     continue
                 wake = min(deadline, next_bookmark if bookmarks else deadline, drop_at or deadline, now + 0.5)
                 try:

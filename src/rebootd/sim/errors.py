@@ -214,6 +214,19 @@ def internal(message: str) -> ApiError:
     )
 
 
+def request_entity_too_large(limit: int) -> ApiError:
+    """`NewRequestEntityTooLargeError("limit is N")`: a request body over the server's limit."""
+    return ApiError(
+        code=413, reason="RequestEntityTooLarge", message=f"Request entity too large: limit is {limit}"
+    )
+
+
+def etcd_request_too_large() -> ApiError:
+    """etcd refuses a write over its --max-request-bytes; kube-apiserver passes the error on as a
+    500 with no reason (ErrorToAPIStatus of a non-API error): "etcdserver: request is too large"."""
+    return ApiError(code=500, reason="", message="etcdserver: request is too large")
+
+
 def unauthorized() -> ApiError:
     return ApiError(code=401, reason="Unauthorized", message="Unauthorized")
 

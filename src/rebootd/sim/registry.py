@@ -9,6 +9,7 @@ simulated kubelet reacts to the store's events (e.g. a pod marked for graceful d
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Callable, Mapping
@@ -27,6 +28,10 @@ from rebootd.sim.patch import APPLY_PATCH, PATCH_TYPES, apply_patch, unsupported
 from rebootd.sim.resources import BY_GROUP_RESOURCE, ResourceInfo, info_of_storage
 from rebootd.sim.store import Store
 from rebootd.sim.validation import decode_check, missing_resource_version, prune_unknown_fields, validate
+
+# etcd's default --max-request-bytes (1.5 MiB): a write of a larger object is refused by etcd. The
+# object's JSON form stands in for etcd's protobuf encoding (a little larger: conservative).
+ETCD_MAX_REQUEST_BYTES = 1536 * 1024
 
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
@@ -717,6 +722,8 @@ class Registry:
         ):
             # no finalizer (left) and no grace period pending: the object is deleted now
             return self._remove(info, old, client=client, dry_run=False)
+        if len(json.dumps(new, separators=(",", ":"))) > ETCD_MAX_REQUEST_BYTES:
+            raise errors.etcd_request_too_large()
         stored = self.store.put(info.storage, new)
         before = after = None
         if info.storage == "nodes":

@@ -41,6 +41,8 @@ _LABEL_MSG = (
     "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
 )
 INT32_MAX = 2**31 - 1
+# k8s.io/apimachinery/pkg/api/validation: TotalAnnotationSizeLimitB (keys and values, in bytes).
+TOTAL_ANNOTATION_SIZE_LIMIT_B = 256 * 1024
 
 
 class DecodeError(Exception):
@@ -188,10 +190,26 @@ def _label_errors(labels: Mapping[str, str]) -> list[FieldError]:
         try:
             validate_label_value(value)
         except SelectorError as exc:
-            errors.append(
-                FieldError("FieldValueInvalid", f"metadata.labels[{key}]", str(exc).split(": ", 1)[-1])
-            )
+            # ValidateLabels: field.Invalid(metadata.labels, value, msg); IsValidLabelValue counts bytes.
+            detail = str(exc).split(": ", 1)[-1].replace("63 characters", "63 bytes")
+            errors.append(FieldError("FieldValueInvalid", "metadata.labels", detail))
     return errors
+
+
+def annotation_size_errors(annotations: Mapping[str, Any]) -> list[FieldError]:
+    """ValidateAnnotationsSize: all keys and values together at most 262,144 bytes (UTF-8), else
+    `field.TooLong(fldPath, "", TotalAnnotationSizeLimitB)`: "Too long: may not be more than N
+    bytes" (as Kubernetes 1.37 says it; older releases said "must have at most N bytes")."""
+    total = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items())
+    if total > TOTAL_ANNOTATION_SIZE_LIMIT_B:
+        return [
+            FieldError(
+                "FieldValueTooLong",
+                "metadata.annotations",
+                f"Too long: may not be more than {TOTAL_ANNOTATION_SIZE_LIMIT_B} bytes",
+            )
+        ]
+    return []
 
 
 def validate(info: ResourceInfo, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> None:
@@ -202,6 +220,7 @@ def validate(info: ResourceInfo, obj: Mapping[str, Any], old: Mapping[str, Any] 
     if old is None:
         errors.extend(_name_errors(info, name))
     errors.extend(_label_errors(meta.get("labels") or {}))
+    errors.extend(annotation_size_errors(meta.get("annotations") or {}))
     spec = obj.get("spec") or {}
     if info.kind == "Lease":
         duration = spec.get("leaseDurationSeconds")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rebootd.clock import Clock, OffsetClock
+from rebootd.lockstate import resolve_share
 from rebootd.schedule import Window
 from rebootd.selectors import SelectorError, label_selector_from_object, parse_label_selector
 from rebootd.settings import Settings, load_settings
@@ -548,8 +549,11 @@ async def run_night(
     config = SimulationConfig(
         nodes=len(daemon_nodes),
         zones=zones,
-        concurrency=settings.concurrency,
-        zone_concurrency=settings.zone_concurrency,
+        concurrency=resolve_share(settings.concurrency, nodes=len(daemon_nodes), floor=1),
+        # a share of a zone: resolved against the zones' mean size (the simulation spreads evenly)
+        zone_concurrency=resolve_share(
+            settings.zone_concurrency, nodes=max(1, len(daemon_nodes) // zones), floor=1
+        ),
         drain_seconds=GRACE_SECONDS / speed,  # grace scale 1/speed: a pod takes its own grace period
         boot_seconds=options.boot_seconds / speed,
         recovery_seconds=options.recovery_seconds / speed,
@@ -633,7 +637,8 @@ async def run_whatif(options: WhatIfOptions, *, workdir: Path | None = None) -> 
         if node not in pinned:
             per_zone[zones[node]] = per_zone.get(zones[node], 0) + 1
     busy = [len(n.rebooted) for n in nights if n.outcome.status != "completed" and n.rebooted]
-    measured = max(busy) // max(1, settings.concurrency) if busy else None
+    concurrency = resolve_share(settings.concurrency, nodes=len(daemon_nodes), floor=1)
+    measured = max(busy) // max(1, concurrency) if busy else None
     fits = estimate_fit(
         per_zone=per_zone,
         cycle=cycle,

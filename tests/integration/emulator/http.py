@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,7 +42,11 @@ class RawApi:
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        data: bytes | io.BytesIO | None = (
+            raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        )
+        if isinstance(data, bytes) and len(data) > 1024 * 1024:
+            data = io.BytesIO(data)  # aiohttp warns (filterwarnings=error fails) on large bytes
         all_headers = {"Content-Type": content_type} if data is not None else {}
         all_headers.update(headers or {})
         async with self.session.request(method, self.base + path, data=data, headers=all_headers) as response:
