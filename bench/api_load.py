@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from rebootd.sim.emulator import Emulator, EmulatorTiming
+from rebootd.emulator.emulator import Emulator, EmulatorTiming
 from rebootd.sim.harness import SimCluster, tokens_for
 from rebootd.sim.invariants import is_rebootd
 from rebootd.sim.processes import rebootd_argv

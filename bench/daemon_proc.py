@@ -33,10 +33,10 @@ from typing import IO, Any
 import aiohttp
 
 from bench import procfs
+from rebootd.emulator.emulator import Emulator, EmulatorTiming
 from rebootd.lock import state_of
 from rebootd.node import is_ready
 from rebootd.sim.cli import seed_cluster
-from rebootd.sim.emulator import Emulator, EmulatorTiming
 from rebootd.sim.processes import HostAgent, free_port, rebootd_argv
 
 NODE = "node-000"

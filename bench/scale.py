@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rebootd.clock import SystemClock
+from rebootd.emulator.emulator import Emulator, EmulatorTiming
 from rebootd.kube import Kube
 from rebootd.lock import LeaseLock, LockConfig, state_of
 from rebootd.lockstate import STATE_ANNOTATION, Limits
@@ -45,7 +46,6 @@ from rebootd.marks import (
     ticket_of,
 )
 from rebootd.node import set_annotations
-from rebootd.sim.emulator import Emulator, EmulatorTiming
 
 NAMESPACE = "kube-system"
 WRITE_VERBS = frozenset({"create", "update", "patch"})

@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.stats import HandoffCost, Request, handoff_costs, pair_handoffs
 from rebootd.clock import Clock
-from rebootd.sim.history import HistoryRecord
+from rebootd.emulator.history import HistoryRecord
 from rebootd.sim.invariants import is_rebootd
 from rebootd.sim.live import Snapshot
 from rebootd.sim.report import lease_steps

@@ -1,6 +1,6 @@
 """Reboot scenarios run under exactly a given RBAC, for the least-privilege tests.
 
-Rule: a run is one emulator with authorization on (`rebootd.sim.rbac.Authorizer` over the given
+Rule: a run is one emulator with authorization on (`rebootd.emulator.rbac.Authorizer` over the given
 Role/ClusterRole/binding documents) and one real daemon per node, every daemon authenticated as
 the service account `kube-system/rebootd`. The set-up (nodes, workloads, budgets) goes through the
 emulator's in-process API and needs no rights. A run is judged from the emulator's state, never
@@ -42,13 +42,13 @@ from typing import Any
 import yaml
 
 from rebootd.cycle import LAST_REBOOT_ANNOTATION, WAITING_ANNOTATION
+from rebootd.emulator.emulator import SETUP, Emulator
+from rebootd.emulator.rbac import Authorizer, service_account_username
+from rebootd.emulator.resources import BY_GROUP_RESOURCE
 from rebootd.lock import NODE_MARK_ANNOTATION
 from rebootd.node import EVENT_NAMESPACE
-from rebootd.sim.emulator import SETUP, Emulator
 from rebootd.sim.harness import SimCluster, SimNode, node_token
 from rebootd.sim.invariants import reboot_counts
-from rebootd.sim.rbac import Authorizer, service_account_username
-from rebootd.sim.resources import BY_GROUP_RESOURCE
 from tests.fixtures.cluster import FAST_ENV
 from tests.fixtures.emulator import FAST_TIMING
 

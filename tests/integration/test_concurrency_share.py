@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from rebootd.clock import SystemClock
+from rebootd.emulator.emulator import Emulator
 from rebootd.kube import Kube
 from rebootd.lock import LeaseLock, LockConfig
 from rebootd.lockstate import Limits, resolve_share
-from rebootd.sim.emulator import Emulator
 from tests.integration.test_daemon import rebootd_argv
 
 

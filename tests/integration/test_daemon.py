@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from rebootd.daemon import Daemon
+from rebootd.emulator.emulator import Emulator
 from rebootd.sentinel import CommandSentinel
 from rebootd.settings import Settings, env_name, load_settings
-from rebootd.sim.emulator import Emulator
 from tests.fixtures.tools import free_port
 
 

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from rebootd.daemon import Daemon
+from rebootd.emulator.emulator import Emulator
 from rebootd.kube import Kube, KubeError, TooManyRequests
 from rebootd.lock import state_of
 from rebootd.lockstate import STATE_ANNOTATION, Holder, LockState
 from rebootd.schedule import Window
-from rebootd.sim.emulator import Emulator
 from rebootd.sim.harness import DaemonSeams, EmulatorHost, node_token, tokens_for
 from rebootd.sim.invariants import (
     check_after_halt,

@@ -20,6 +20,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from rebootd.emulator.emulator import Emulator
+from rebootd.emulator.faults import FaultConfig, FaultInjector
 from rebootd.kube import (
     Conflict,
     Invalid,
@@ -31,8 +33,6 @@ from rebootd.kube import (
     format_microtime,
 )
 from rebootd.metrics import Metrics
-from rebootd.sim.emulator import Emulator
-from rebootd.sim.faults import FaultConfig, FaultInjector
 from tests.fixtures.emulator import FAST_TIMING, EmulatorFactory, emulator, emulator_factory
 
 # the emulator fixtures, imported as tests/integration/conftest.py does for Prometheus

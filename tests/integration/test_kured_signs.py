@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from rebootd.emulator.store import StoreEvent
 from rebootd.kured import KURED_MOST_RECENT_REBOOT_NEEDED, KURED_REBOOT_IN_PROGRESS
 from rebootd.sim.harness import SimCluster
-from rebootd.sim.store import StoreEvent
 from tests.fixtures.cluster import ClusterFactory, all_done
 
 TAINT = "weave.works/kured-node-reboot"

@@ -19,16 +19,16 @@ import pytest
 
 from rebootd import admin
 from rebootd.clock import OffsetClock, SystemClock
+from rebootd.emulator.emulator import Emulator
+from rebootd.emulator.registry import DeleteOptions
+from rebootd.emulator.resources import BY_GROUP_RESOURCE
 from rebootd.kube import Kube, RetryPolicy
 from rebootd.lock import LOCK_FINALIZER, LeaseLock, LockConfig, LostSlot
 from rebootd.lockstate import STATE_ANNOTATION, Holder, Limits, LockState
 from rebootd.marks import HALT_ANNOTATION, NODE_MARK_ANNOTATION, Mark
 from rebootd.node import set_annotations
-from rebootd.sim.emulator import Emulator
 from rebootd.sim.harness import DaemonSeams, SimCluster, SimNode, sim_pod_uid
 from rebootd.sim.invariants import reboot_counts
-from rebootd.sim.registry import DeleteOptions
-from rebootd.sim.resources import BY_GROUP_RESOURCE
 from tests.fixtures.cluster import FAST_ENV, ClusterFactory, all_done, wait_phase
 from tests.fixtures.emulator import EmulatorFactory
 

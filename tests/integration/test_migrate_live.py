@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.fixtures.emulator import Kubectl
 from tests.integration.test_daemon import rebootd_argv
 

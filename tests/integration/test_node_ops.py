@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from rebootd.clock import SystemClock
+from rebootd.emulator.emulator import Emulator
 from rebootd.kube import Kube, KubeError, RetryPolicy
 from rebootd.lock import put_back_node
 from rebootd.lockstate import Holder
@@ -30,7 +31,6 @@ from rebootd.node import (
     taint_patch_add,
     uncordon,
 )
-from rebootd.sim.emulator import Emulator
 from tests.fixtures.emulator import Kubectl, emulator, emulator_factory, kubectl
 
 __all__ = ["emulator", "emulator_factory", "kubectl"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.fixtures.tools import require_binary, running_in_ci
 from tests.integration.test_daemon import rebootd_argv
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from rebootd.sim.rbac import Authorizer, access_review, review
+from rebootd.emulator.rbac import Authorizer, access_review, review
 from tests.fixtures.tools import require_binary
 from tests.integration.rbac_runs import NAMESPACE, SA_GROUPS, SA_USER, Doc, build_base
 

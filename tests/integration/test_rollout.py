@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from rebootd.daemon import Daemon
+from rebootd.emulator.faults import FaultConfig, FaultInjector
 from rebootd.kube import Kube
 from rebootd.lockstate import STATE_ANNOTATION, Holder, LockState
-from rebootd.sim.faults import FaultConfig, FaultInjector
 from rebootd.sim.invariants import (
     check_concurrency,
     check_cordons,

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
+from rebootd.emulator.emulator import Emulator
+from rebootd.emulator.rbac import Authorizer
 from rebootd.sim.cli import seed_cluster
-from rebootd.sim.emulator import Emulator
-from rebootd.sim.rbac import Authorizer
 from tests.fixtures.tools import require_binary
 
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots"
@@ -104,7 +104,7 @@ class Recording:
 
 def _rebootd_daemonset(emu: Emulator) -> None:
     """An installed rebootd whose env mixes literal settings, a secret reference and a password."""
-    from rebootd.sim.resources import BY_GROUP_RESOURCE
+    from rebootd.emulator.resources import BY_GROUP_RESOURCE
 
     env = [
         {"name": "REBOOTD_START_TIME", "value": "22:00"},

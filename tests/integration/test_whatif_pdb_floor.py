@@ -4,8 +4,8 @@ back (the report's "workloads below their PDB floor")."""
 
 from __future__ import annotations
 
+from rebootd.emulator.emulator import Emulator
 from rebootd.sim import snapshot as snap
-from rebootd.sim.emulator import Emulator
 from rebootd.sim.whatif import PdbLog
 
 

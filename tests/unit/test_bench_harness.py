@@ -12,7 +12,7 @@ from bench.procfs import parse_cpu_seconds, parse_status
 from bench.simulated import measured_handoffs, queue_formed_at
 from bench.stats import Figure, Request, handoff_costs, pair_handoffs, per_hour, render_table, slope
 
-from rebootd.sim.history import HistoryRecord
+from rebootd.emulator.history import HistoryRecord
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -1,16 +1,16 @@
-"""The Kubernetes API emulator, the simulated cluster and `rebootd simulate`.
+"""The simulator: whole simulated clusters running the real daemons, and `rebootd simulate`.
 
-Rule: `sim` may import anything of rebootd; nothing outside the tests and `cli` imports `sim`.
-
-The emulator answers as kube-apiserver 1.32 does for the calls rebootd and kubectl make (the
-contract is docs/kube-api-contract.md in this repository). Layers, each in its own module:
-- `emulator`: the `Emulator` facade (start/close, kubeconfig, in-process set-up and inspection);
-- `apiserver`: HTTP (aiohttp): paths, auth, RBAC, faults, discovery, Tables, lists, watches;
-- `registry`: the verbs' semantics (CAS, preconditions, strategies, graceful delete, eviction);
-- `store`: plain-dict objects, one resourceVersion, bounded history, watch fan-out;
-- `cluster`: kubelet, scheduler, node boots, namespace controller; it drives `workloads`
-  (Deployment, ReplicaSet, StatefulSet, DaemonSet, garbage collection) and `disruption` (PDBs);
-- `patch`, `validation`, `fieldselectors`, `listing`, `tables`, `resources`, `errors`: pure pieces;
-- `faults` and `rbac`: seeded fault injection and RBAC evaluation;
-- `cli`: `rebootd emulator`.
+Rule: `sim` may import anything of rebootd, the emulator included; nothing outside the tests and
+`cli` imports `sim`, and the emulator never imports it (import-linter contracts in pyproject.toml).
+Modules:
+- `harness`, `worker`, `processes`: simulated nodes (a machine, its sentinel and boot id, the real
+  `Daemon` in-process, in worker processes or as `rebootd run` processes);
+- `kubelet`: a simulated kubelet that speaks only the API (for the real control plane);
+- `scenarios`, `simulate`: the named scenarios and chaos plans, and the run that carries them out;
+- `invariants`, `report`, `audit`: the safety invariants judged from the emulator's history (or a
+  real kube-apiserver's audit log) and the report;
+- `realrun`: `rebootd simulate --control-plane real`;
+- `snapshot`, `whatif`, `whatif_cli`, `timeline_html`: what-if replays of a cluster's snapshot and
+  the HTML timeline;
+- `live`, `cli`: the live view, `rebootd simulate` and `rebootd emulator`.
 """

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rebootd.emulator.history import BudgetFacts, HistoryRecord, PodFacts
 from rebootd.selectors import SelectorError, label_selector_from_object
-from rebootd.sim.history import BudgetFacts, HistoryRecord, PodFacts
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 SCALED_KINDS = frozenset({"ReplicaSet", "StatefulSet", "ReplicationController"})

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

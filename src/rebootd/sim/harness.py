@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from rebootd.clock import Clock, SystemClock
 from rebootd.daemon import Daemon
+from rebootd.emulator.emulator import Emulator
 from rebootd.kube import Kube, RetryPolicy
 from rebootd.lock import state_of
 from rebootd.lockstate import LockState
@@ -37,7 +38,6 @@ from rebootd.logs import get_logger
 from rebootd.metrics import Metrics
 from rebootd.reboot import RebootFailed
 from rebootd.settings import Settings, load_settings
-from rebootd.sim.emulator import Emulator
 
 
 def sim_pod_uid(name: str, *, instance: int = 0) -> str:

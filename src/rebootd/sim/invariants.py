@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from rebootd.emulator.history import BudgetFacts, HistoryRecord, PodFacts
 from rebootd.lockstate import LockState, StateFormatError
 from rebootd.schedule import Window
 from rebootd.selectors import LabelSelector, SelectorError, label_selector_from_object
-from rebootd.sim.history import BudgetFacts, HistoryRecord, PodFacts
 
 REBOOTD_CLIENT_PREFIX = "rebootd"
 

@@ -34,8 +34,8 @@ from typing import IO
 
 from aiohttp import web
 
+from rebootd.emulator.emulator import Emulator
 from rebootd.logs import get_logger
-from rebootd.sim.emulator import Emulator
 from rebootd.sim.harness import NodeHost, node_identity, node_token, sim_pod_uid
 
 REBOOT_PATH = "/_sim/nodes/{name}/reboot"

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rebootd.emulator.history import HistoryRecord
 from rebootd.schedule import Window
-from rebootd.sim.history import HistoryRecord
 from rebootd.sim.invariants import (
     Check,
     check_after_halt,

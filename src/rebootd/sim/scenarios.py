@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from rebootd.sim.faults import FaultConfig, FaultKind
+from rebootd.emulator.faults import FaultConfig, FaultKind
 
 ActionKind = Literal[
     "break_pod",

@@ -30,6 +30,13 @@ from typing import Any, Literal, Protocol
 
 from rebootd import admin
 from rebootd.clock import Clock, OffsetClock, SystemClock
+from rebootd.emulator.emulator import Emulator, EmulatorTiming
+from rebootd.emulator.errors import ApiError
+from rebootd.emulator.faults import FaultConfig, FaultInjector
+from rebootd.emulator.registry import DeleteOptions
+from rebootd.emulator.resources import BY_GROUP_RESOURCE
+from rebootd.emulator.scripted import NodeWriteRule, ScriptedWrites
+from rebootd.emulator.store import StoreEvent
 from rebootd.kube import Kube, KubeError, RetryPolicy
 from rebootd.lock import LeaseLock, mark_of, state_of
 from rebootd.lockstate import LockState, StateFormatError
@@ -37,16 +44,11 @@ from rebootd.logs import get_logger
 from rebootd.node import is_ready
 from rebootd.schedule import Window
 from rebootd.settings import load_settings
-from rebootd.sim.emulator import Emulator, EmulatorTiming
-from rebootd.sim.errors import ApiError
-from rebootd.sim.faults import FaultConfig, FaultInjector
 from rebootd.sim.harness import DaemonSeams, FreezeArm, SimNode, node_identity, node_token, tokens_for
 from rebootd.sim.invariants import is_rebootd
 from rebootd.sim.live import NoProgress, Progress, snapshot_of
 from rebootd.sim.processes import HostAgent, ProcessNode
-from rebootd.sim.registry import DeleteOptions
 from rebootd.sim.report import PerNodeMinimum, Report, RunFacts, build_report, render_text, to_json
-from rebootd.sim.resources import BY_GROUP_RESOURCE
 from rebootd.sim.scenarios import (
     MAX_FAILED_REBOOT_REQUESTS,
     OPERATOR_ACTIONS,
@@ -57,8 +59,6 @@ from rebootd.sim.scenarios import (
     ScenarioPlan,
     plan_scenario,
 )
-from rebootd.sim.scripted import NodeWriteRule, ScriptedWrites
-from rebootd.sim.store import StoreEvent
 from rebootd.sim.worker import WorkerNode, WorkerPool, clock_spec
 
 EXIT_OK = 0

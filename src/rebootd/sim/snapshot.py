@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
+from rebootd.emulator.emulator import Emulator
+from rebootd.emulator.resources import BY_GROUP_RESOURCE
 from rebootd.kube import Kube
-from rebootd.sim.emulator import Emulator
-from rebootd.sim.resources import BY_GROUP_RESOURCE
 
 API_VERSION = "rebootd.io/snapshot/v1"
 KIND = "ClusterSnapshot"

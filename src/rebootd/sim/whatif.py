@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from rebootd.clock import Clock, OffsetClock
+from rebootd.emulator.emulator import Emulator
+from rebootd.emulator.store import StoreEvent
 from rebootd.lockstate import resolve_share
 from rebootd.schedule import Window
 from rebootd.selectors import SelectorError, label_selector_from_object, parse_label_selector
 from rebootd.settings import Settings, load_settings
 from rebootd.sim import snapshot as snap
-from rebootd.sim.emulator import Emulator
 from rebootd.sim.scenarios import ScenarioPlan
 from rebootd.sim.simulate import (
     EXIT_FAILED,
@@ -45,7 +46,6 @@ from rebootd.sim.simulate import (
     SimulationConfig,
     simulate,
 )
-from rebootd.sim.store import StoreEvent
 from rebootd.sim.timeline_html import Bar, Chart, Row
 
 ZONE_LABEL = "topology.kubernetes.io/zone"

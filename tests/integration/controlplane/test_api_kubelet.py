@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from rebootd.controlplane import ControlPlane
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from rebootd.sim.kubelet import LEASE_DURATION_SECONDS, Api, ApiError, ApiMachines, Endpoint, KubeletTiming
 
 TIMING = KubeletTiming(sync=0.05, lease_period=0.2, status_period=0.5, pod_start=0.1, boot_seconds=1.0)

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from rebootd.controlplane import ControlPlane
-from rebootd.sim.rbac import Authorizer, access_review, review
+from rebootd.emulator.rbac import Authorizer, access_review, review
 from tests.fixtures.controlplane import run_kubectl
 from tests.fixtures.tools import require_binary
 from tests.integration.rbac_runs import SA_GROUPS, SA_USER, Doc, build_base

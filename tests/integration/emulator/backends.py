@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from rebootd.controlplane import ControlPlane
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.integration.emulator.http import RawApi
 
 Backend = Literal["emulator", "real"]

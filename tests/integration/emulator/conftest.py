@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from rebootd.controlplane import ControlPlane
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.integration.emulator.backends import Cluster, real_raw_api
 from tests.integration.emulator.http import RawApi
 

@@ -12,7 +12,7 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.rest import ApiException
 
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.fixtures.emulator import EmulatorFactory
 
 

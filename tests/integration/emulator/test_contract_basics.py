@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.integration.emulator.backends import Cluster
 from tests.integration.emulator.http import LEASES, NODES, PODS, RawApi, lease, pod
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import aiohttp
 
-from rebootd.sim.emulator import Emulator
-from rebootd.sim.faults import FaultConfig, FaultInjector
-from rebootd.sim.rbac import Authorizer
+from rebootd.emulator.emulator import Emulator
+from rebootd.emulator.faults import FaultConfig, FaultInjector
+from rebootd.emulator.rbac import Authorizer
 from tests.fixtures.emulator import EmulatorFactory
 from tests.integration.emulator.backends import Cluster
 from tests.integration.emulator.http import LEASES, NODES, RawApi, lease

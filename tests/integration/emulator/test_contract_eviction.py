@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from rebootd.sim.emulator import Emulator
-from rebootd.sim.errors import ApiError
+from rebootd.emulator.emulator import Emulator
+from rebootd.emulator.errors import ApiError
 from tests.integration.emulator.backends import Cluster
 from tests.integration.emulator.http import PDBS, PODS, RawApi
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.integration.emulator.backends import Cluster
 from tests.integration.emulator.http import LEASES, NODES, PODS, RawApi, lease
 

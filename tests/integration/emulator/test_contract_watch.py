@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.integration.emulator.backends import Cluster
 from tests.integration.emulator.http import LEASES, NODES, PODS, RawApi, lease
 

@@ -8,7 +8,7 @@ import textwrap
 
 import yaml
 
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.fixtures.emulator import Kubectl
 
 

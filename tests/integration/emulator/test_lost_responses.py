@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import aiohttp
 
-from rebootd.sim.emulator import Emulator
-from rebootd.sim.faults import FaultConfig, FaultInjector
-from rebootd.sim.scripted import NodeWriteRule, ScriptedWrites
+from rebootd.emulator.emulator import Emulator
+from rebootd.emulator.faults import FaultConfig, FaultInjector
+from rebootd.emulator.scripted import NodeWriteRule, ScriptedWrites
 from tests.fixtures.emulator import FAST_TIMING, EmulatorFactory
 from tests.integration.emulator.http import LEASES, NODES, RawApi, lease
 

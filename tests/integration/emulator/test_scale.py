@@ -6,7 +6,7 @@ counting down); it asserts no timing.
 
 from __future__ import annotations
 
-from rebootd.sim.emulator import Emulator
+from rebootd.emulator.emulator import Emulator
 from tests.fixtures.emulator import Kubectl
 from tests.integration.emulator.http import RawApi
 

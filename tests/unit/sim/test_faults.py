@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rebootd.sim.faults import FAULT_KINDS, Fault, FaultConfig, FaultInjector
+from rebootd.emulator.faults import FAULT_KINDS, Fault, FaultConfig, FaultInjector
 
 N = 10_000
 ALPHA = 1e-6  # per checked count: the chance that a correct injector falls outside the bound

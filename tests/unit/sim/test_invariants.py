@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from rebootd.emulator.history import BudgetFacts, HistoryRecord, PodFacts
 from rebootd.lockstate import Holder, LockState
 from rebootd.schedule import Window
-from rebootd.sim.history import BudgetFacts, HistoryRecord, PodFacts
 from rebootd.sim.invariants import (
     check_evictions_hold_slot,
     check_no_request_after_halt,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rebootd.sim.rbac import Authorizer, deny_message, effective_groups, service_account_username
+from rebootd.emulator.rbac import Authorizer, deny_message, effective_groups, service_account_username
 
 REBOOTD = service_account_username(namespace="kube-system", name="rebootd")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from rebootd.sim.errors import ApiError
-from rebootd.sim.patch import apply_patch, merge_patch, strategic_merge
+from rebootd.emulator.errors import ApiError
+from rebootd.emulator.patch import apply_patch, merge_patch, strategic_merge
 
 SMP = "application/strategic-merge-patch+json"
 

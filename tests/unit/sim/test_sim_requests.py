@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rebootd.sim.apiserver import request_info, truthy
-from rebootd.sim.errors import ApiError
-from rebootd.sim.listing import Pager
-from rebootd.sim.tables import human_duration
-from rebootd.sim.validation import parse_micro_time
+from rebootd.emulator.apiserver import request_info, truthy
+from rebootd.emulator.errors import ApiError
+from rebootd.emulator.listing import Pager
+from rebootd.emulator.tables import human_duration
+from rebootd.emulator.validation import parse_micro_time
 
 
 @pytest.mark.parametrize(

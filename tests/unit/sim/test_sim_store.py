@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rebootd.sim.store import ADDED, DELETED, MODIFIED, Store, StoreEvent, TooOldResourceVersion
+from rebootd.emulator.store import ADDED, DELETED, MODIFIED, Store, StoreEvent, TooOldResourceVersion
 
 
 def obj(name: str, *, namespace: str = "", **fields: Any) -> dict[str, Any]:

@@ -6,8 +6,8 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rebootd.emulator.history import HistoryRecord
 from rebootd.lockstate import Holder, LockState
-from rebootd.sim.history import HistoryRecord
 from rebootd.sim.live import LineProgress, LiveView, snapshot_of
 from rebootd.sim.report import (
     PerNodeMinimum,

@@ -12,7 +12,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from rebootd.sim.objects import condition, parse_time
+from rebootd.emulator.objects import condition, parse_time
 
 JsonObj = dict[str, Any]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rebootd.sim.objects import controller_ref, is_pod_ready
+from rebootd.emulator.objects import controller_ref, is_pod_ready
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import jsonpatch
 import jsonpointer
 import yaml
 
-from rebootd.sim.errors import ApiError, bad_request
+from rebootd.emulator.errors import ApiError, bad_request
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"

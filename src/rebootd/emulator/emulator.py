@@ -19,22 +19,22 @@ import yaml
 from aiohttp import web
 
 from rebootd.clock import Clock, SystemClock
-from rebootd.sim.apiserver import ApiServer, Authorizer
-from rebootd.sim.cluster import Cluster
-from rebootd.sim.errors import JsonObj
-from rebootd.sim.faults import FaultInjector
-from rebootd.sim.history import HistoryRecord
-from rebootd.sim.listing import Pager
-from rebootd.sim.objects import deep_copy, is_node_ready
-from rebootd.sim.registry import Registry
-from rebootd.sim.resources import BY_GROUP_RESOURCE, info_of_storage, storage_of_kind
-from rebootd.sim.store import Store, StoreEvent
-from rebootd.sim.timing import EmulatorTiming
-from rebootd.sim.workloads import DAEMONSET_TOLERATIONS
+from rebootd.emulator.apiserver import ApiServer, Authorizer
+from rebootd.emulator.cluster import Cluster
+from rebootd.emulator.errors import JsonObj
+from rebootd.emulator.faults import FaultInjector
+from rebootd.emulator.history import HistoryRecord
+from rebootd.emulator.listing import Pager
+from rebootd.emulator.objects import deep_copy, is_node_ready
+from rebootd.emulator.registry import Registry
+from rebootd.emulator.resources import BY_GROUP_RESOURCE, info_of_storage, storage_of_kind
+from rebootd.emulator.store import Store, StoreEvent
+from rebootd.emulator.timing import EmulatorTiming
+from rebootd.emulator.workloads import DAEMONSET_TOLERATIONS
 
 __all__ = ["Emulator", "EmulatorTiming", "HistoryRecord"]
 
-log = structlog.get_logger("rebootd.sim")
+log = structlog.get_logger("rebootd.emulator")
 
 SETUP = "emulator-setup"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
@@ -111,7 +111,7 @@ class Emulator:
         self.url = f"http://{shown_host}:{bound}"
         self.api.server_address = f"{shown_host}:{bound}"
         self.cluster.start()
-        log.info("rebootd.sim.emulator_started", url=self.url)
+        log.info("rebootd.emulator.started", url=self.url)
 
     async def close(self) -> None:
         self.api.shutting_down()

@@ -19,21 +19,21 @@ from collections.abc import Callable
 import structlog
 
 from rebootd.clock import Clock
-from rebootd.sim.disruption import PDBS, DisruptionController
-from rebootd.sim.errors import ApiError, JsonObj
-from rebootd.sim.objects import (
+from rebootd.emulator.disruption import PDBS, DisruptionController
+from rebootd.emulator.errors import ApiError, JsonObj
+from rebootd.emulator.objects import (
     controller_ref,
     is_node_ready,
     is_pod_ready,
     set_condition,
 )
-from rebootd.sim.registry import Registry
-from rebootd.sim.resources import BY_GROUP_RESOURCE
-from rebootd.sim.store import ADDED, DELETED, Store, StoreEvent
-from rebootd.sim.timing import EmulatorTiming
-from rebootd.sim.workloads import UNREACHABLE_TAINT, WORKLOAD_STORAGE, WorkloadControllers
+from rebootd.emulator.registry import Registry
+from rebootd.emulator.resources import BY_GROUP_RESOURCE
+from rebootd.emulator.store import ADDED, DELETED, Store, StoreEvent
+from rebootd.emulator.timing import EmulatorTiming
+from rebootd.emulator.workloads import UNREACHABLE_TAINT, WORKLOAD_STORAGE, WorkloadControllers
 
-log = structlog.get_logger("rebootd.sim")
+log = structlog.get_logger("rebootd.emulator")
 
 PODS = BY_GROUP_RESOURCE[("", "pods")]
 NODES = BY_GROUP_RESOURCE[("", "nodes")]
@@ -114,7 +114,7 @@ class Cluster:
             try:
                 callback()
             except ApiError as exc:
-                log.debug("rebootd.sim.behaviour_conflict", error=exc.message)
+                log.debug("rebootd.emulator.behaviour_conflict", error=exc.message)
 
         handle = loop.call_later(max(0.0, delay), run)
         self._handles.add(handle)

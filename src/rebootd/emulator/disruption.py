@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from rebootd.clock import Clock
+from rebootd.emulator.errors import JsonObj
+from rebootd.emulator.objects import condition, controller_ref, is_pod_ready, parse_time, set_condition
+from rebootd.emulator.registry import Registry
+from rebootd.emulator.store import DELETED, Store, StoreEvent
+from rebootd.emulator.timing import EmulatorTiming
+from rebootd.emulator.workloads import WORKLOAD_STORAGE
 from rebootd.selectors import LabelSelector, SelectorError, label_selector_from_object
-from rebootd.sim.errors import JsonObj
-from rebootd.sim.objects import condition, controller_ref, is_pod_ready, parse_time, set_condition
-from rebootd.sim.registry import Registry
-from rebootd.sim.store import DELETED, Store, StoreEvent
-from rebootd.sim.timing import EmulatorTiming
-from rebootd.sim.workloads import WORKLOAD_STORAGE
 
 PDBS = "poddisruptionbudgets.policy"
 # a PDB's cached membership: ((uid, generation), selector or None when invalid, member pod keys)

@@ -25,16 +25,15 @@ import yaml
 from aiohttp import web
 
 from rebootd.clock import Clock
-from rebootd.selectors import FieldSelector, FieldTerm
-from rebootd.sim import errors
-from rebootd.sim.errors import ApiError, JsonObj
-from rebootd.sim.faults import Fault, FaultInjector, FaultKind
-from rebootd.sim.fieldselectors import parse_fields, parse_labels
-from rebootd.sim.listing import Pager
-from rebootd.sim.objects import strip_type
-from rebootd.sim.rbac import deny_message
-from rebootd.sim.registry import DeleteOptions, FieldValidation, Registry, Selection
-from rebootd.sim.resources import (
+from rebootd.emulator import errors
+from rebootd.emulator.errors import ApiError, JsonObj
+from rebootd.emulator.faults import Fault, FaultInjector, FaultKind
+from rebootd.emulator.fieldselectors import parse_fields, parse_labels
+from rebootd.emulator.listing import Pager
+from rebootd.emulator.objects import strip_type
+from rebootd.emulator.rbac import deny_message
+from rebootd.emulator.registry import DeleteOptions, FieldValidation, Registry, Selection
+from rebootd.emulator.resources import (
     GROUP_VERSIONS,
     VERSION_INFO,
     ResourceInfo,
@@ -46,12 +45,13 @@ from rebootd.sim.resources import (
     openapi_v3_root,
     resource_for,
 )
-from rebootd.sim.store import Store, TooOldResourceVersion
-from rebootd.sim.tables import to_table, wants_table
-from rebootd.sim.timing import EmulatorTiming
-from rebootd.sim.validation import FIELD_VALIDATION_MODES
+from rebootd.emulator.store import Store, TooOldResourceVersion
+from rebootd.emulator.tables import to_table, wants_table
+from rebootd.emulator.timing import EmulatorTiming
+from rebootd.emulator.validation import FIELD_VALIDATION_MODES
+from rebootd.selectors import FieldSelector, FieldTerm
 
-log = structlog.get_logger("rebootd.sim")
+log = structlog.get_logger("rebootd.emulator")
 
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 ENCODED_CACHE_SIZE = 4096
@@ -62,7 +62,7 @@ BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernete
 
 
 class WriteHook(Protocol):
-    """Scripted faults on Node writes (see `rebootd.sim.scripted`)."""
+    """Scripted faults on Node writes (see `rebootd.emulator.scripted`)."""
 
     def watches(self, *, client: str, resource: str, verb: str, subresource: str) -> bool:
         """Whether this request is one to preview and report (cheap; called for every write)."""
@@ -80,7 +80,7 @@ class WriteHook(Protocol):
 
 
 class Authorizer(Protocol):
-    """What the emulator needs of `rebootd.sim.rbac.Authorizer`."""
+    """What the emulator needs of `rebootd.emulator.rbac.Authorizer`."""
 
     def authorize(
         self,
@@ -306,14 +306,14 @@ class ApiServer:
         except ApiError as exc:
             return error_response(exc)
         except Exception as exc:
-            log.exception("rebootd.sim.handler_failed", path=request.path, method=request.method)
+            log.exception("rebootd.emulator.handler_failed", path=request.path, method=request.method)
             return error_response(errors.internal(f"{type(exc).__name__}: {exc}"))
 
     async def _drop(self, request: web.Request, client: str) -> web.StreamResponse:
         """A partitioned client: the request hangs, then the connection is cut without an answer."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), timeout=self.timing.partition_hang)
-        log.debug("rebootd.sim.partition_drop", client=client, path=request.path)
+        log.debug("rebootd.emulator.partition_drop", client=client, path=request.path)
         if request.transport is not None:
             request.transport.abort()
         raise asyncio.CancelledError
@@ -355,7 +355,7 @@ class ApiServer:
 
     async def _lose(self, request: web.Request, kind: FaultKind, client: str) -> web.StreamResponse:
         """The write was applied; its answer is lost: the connection is reset, or a 504."""
-        log.debug("rebootd.sim.response_lost", client=client, path=request.path, kind=kind)
+        log.debug("rebootd.emulator.response_lost", client=client, path=request.path, kind=kind)
         if kind == "lost_504":
             return error_response(
                 ApiError(
@@ -759,7 +759,7 @@ class ApiServer:
             while not self._closing.is_set():
                 now = loop.time()
                 if drop_at is not None and now >= drop_at:
-                    log.debug("rebootd.sim.watch_dropped", client=client, resource=info.plural)
+                    log.debug("rebootd.emulator.watch_dropped", client=client, resource=info.plural)
                     if request.transport is not None:
                         request.transport.abort()
                     return response

@@ -8,7 +8,7 @@ that had none. Holding
 runs an action (an operator's command) between the daemon's decision and the server applying it,
 exactly the window a real race needs; losing applies the write and then loses its answer (a reset
 or a 504). Each rule fires once. Nothing here draws random numbers; the seeded, rate-based faults
-are in `rebootd.sim.faults`.
+are in `rebootd.emulator.faults`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from rebootd.lock import NODE_MARK_ANNOTATION
+from rebootd.emulator.errors import JsonObj
+from rebootd.emulator.faults import FaultKind
 from rebootd.logs import get_logger
-from rebootd.sim.errors import JsonObj
-from rebootd.sim.faults import FaultKind
+from rebootd.marks import NODE_MARK_ANNOTATION
 
 __all__ = ["NodeWriteRule", "ScriptedWrites", "is_cordon", "is_mark"]
 
@@ -68,7 +68,7 @@ class NodeWriteRule:
 
 
 class ScriptedWrites:
-    """The emulator's write hook (`rebootd.sim.apiserver.WriteHook`) for node-write rules."""
+    """The emulator's write hook (`rebootd.emulator.apiserver.WriteHook`) for node-write rules."""
 
     def __init__(
         self,
@@ -117,7 +117,9 @@ class ScriptedWrites:
                 rule.fired = rule.lose is None and rule.then is None  # else it ends once applied
                 rule.held = (client, name)
                 self._record(f"held {what} #{rule.nth} of {name} ({client}) while an action ran")
-                self._log.info("rebootd.sim.write_held", what=what, node=name, client=client, nth=rule.nth)
+                self._log.info(
+                    "rebootd.emulator.write_held", what=what, node=name, client=client, nth=rule.nth
+                )
                 await rule.hold(name)
 
     def after(self, *, client: str, name: str, before: JsonObj | None, after: JsonObj) -> FaultKind | None:
@@ -141,6 +143,6 @@ class ScriptedWrites:
                     lost = rule.lose
                     self._record(f"lost the response of {what} #{rule.nth} of {name} ({client}): {lost}")
                     self._log.info(
-                        "rebootd.sim.response_lost", what=what, node=name, client=client, kind=lost
+                        "rebootd.emulator.response_lost", what=what, node=name, client=client, kind=lost
                     )
         return lost

@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from rebootd.selectors import SelectorError, validate_label_key, validate_label_value
-from rebootd.sim.errors import (
+from rebootd.emulator.errors import (
     ApiError,
     FieldError,
     bad_request,
@@ -23,7 +22,8 @@ from rebootd.sim.errors import (
     invalid_value,
     required_value,
 )
-from rebootd.sim.resources import ResourceInfo
+from rebootd.emulator.resources import ResourceInfo
+from rebootd.selectors import SelectorError, validate_label_key, validate_label_value
 
 MICRO_LAYOUT = "2006-01-02T15:04:05.000000Z07:00"
 _DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from rebootd.emulator.errors import bad_request
 from rebootd.selectors import (
     FieldSelector,
     LabelSelector,
@@ -19,7 +20,6 @@ from rebootd.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from rebootd.sim.errors import bad_request
 
 
 def parse_fields(text: str, *, supported: frozenset[str]) -> FieldSelector:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
-from rebootd.sim.errors import JsonObj
-from rebootd.sim.objects import controller_ref, deep_copy, is_pod_ready
-from rebootd.sim.registry import DeleteOptions, Registry
-from rebootd.sim.resources import BY_GROUP_RESOURCE
-from rebootd.sim.store import Store
+from rebootd.emulator.errors import JsonObj
+from rebootd.emulator.objects import controller_ref, deep_copy, is_pod_ready
+from rebootd.emulator.registry import DeleteOptions, Registry
+from rebootd.emulator.resources import BY_GROUP_RESOURCE
+from rebootd.emulator.store import Store
 
 PODS = BY_GROUP_RESOURCE[("", "pods")]
 WORKLOAD_STORAGE = {

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rebootd.clock import Clock
-from rebootd.sim import errors
+from rebootd.emulator import errors
 
 JsonObj = dict[str, Any]
 

@@ -18,16 +18,16 @@ from datetime import timedelta
 from typing import Any
 
 from rebootd.clock import Clock
+from rebootd.emulator import errors
+from rebootd.emulator.errors import JsonObj
+from rebootd.emulator.fieldselectors import object_fields
+from rebootd.emulator.history import BudgetFacts, HistoryRecord, PodFacts
+from rebootd.emulator.objects import deep_copy, is_pod_ready, micro_time, parse_time, rfc3339, set_condition
+from rebootd.emulator.patch import APPLY_PATCH, PATCH_TYPES, apply_patch, unsupported_media_type
+from rebootd.emulator.resources import BY_GROUP_RESOURCE, ResourceInfo, info_of_storage
+from rebootd.emulator.store import Store
+from rebootd.emulator.validation import decode_check, missing_resource_version, prune_unknown_fields, validate
 from rebootd.selectors import FieldSelector, LabelSelector, SelectorError, label_selector_from_object
-from rebootd.sim import errors
-from rebootd.sim.errors import JsonObj
-from rebootd.sim.fieldselectors import object_fields
-from rebootd.sim.history import BudgetFacts, HistoryRecord, PodFacts
-from rebootd.sim.objects import deep_copy, is_pod_ready, micro_time, parse_time, rfc3339, set_condition
-from rebootd.sim.patch import APPLY_PATCH, PATCH_TYPES, apply_patch, unsupported_media_type
-from rebootd.sim.resources import BY_GROUP_RESOURCE, ResourceInfo, info_of_storage
-from rebootd.sim.store import Store
-from rebootd.sim.validation import decode_check, missing_resource_version, prune_unknown_fields, validate
 
 # etcd's default --max-request-bytes (1.5 MiB): a write of a larger object is refused by etcd. The
 # object's JSON form stands in for etcd's protobuf encoding (a little larger: conservative).
