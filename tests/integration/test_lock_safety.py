@@ -130,8 +130,11 @@ async def test_a_halt_stops_a_second_holder_mid_drain_before_it_reboots(make_clu
     )
     slow_pods(cluster.emulator, "n2")
     cluster.nodes["n1"].reboot_failures = -1
-    for name in ("n1", "n2"):
-        cluster.nodes[name].require_reboot()
+    # n1 first: were n2 drained first, its slow pods' replacements could land on n1 and hold n1's
+    # drain (not its reboot) for their whole grace period
+    cluster.nodes["n1"].require_reboot()
+    await wait_phase(cluster, "n1", {"draining", "rebooting"})
+    cluster.nodes["n2"].require_reboot()
     await wait_phase(cluster, "n2", {"draining"})
     assert await cluster.wait_until(lambda: cluster.lease_state().halted is not None, within=20)
     assert await cluster.wait_until(lambda: "n2" not in cluster.lease_state().holders, within=10)
