@@ -138,6 +138,8 @@ class Cluster:
         now = self.registry.now_micro()
         for lease in list(self.store.iter_objects(HEARTBEATS, namespace=HEARTBEAT_NAMESPACE)):
             name = lease["metadata"]["name"]
+            if name in self.api_kubelets:
+                continue  # that node's kubelet is an API client: it renews its own Lease
             if self.store.get("nodes", "", name) is None or not self.kubelet_alive(name):
                 continue
             renewed = dict(lease, spec=dict(lease.get("spec") or {}, renewTime=now))
