@@ -34,7 +34,14 @@ import aiohttp
 from rebootd.blockers import Blocker, BlockReason, NodeBudget
 from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
-from rebootd.heartbeat import HEARTBEAT_NAMESPACE, HeartbeatJudge, Liveness, lease_seconds, lease_version
+from rebootd.heartbeat import (
+    HEARTBEAT_NAMESPACE,
+    RENEW_FRACTION,
+    HeartbeatJudge,
+    Liveness,
+    lease_seconds,
+    lease_version,
+)
 from rebootd.kube import Kube, KubeError, NotFound
 from rebootd.lock import Gated, LeaseLock, LostSlot, put_back_node
 from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder, decide_acquire, next_in_line
@@ -190,6 +197,7 @@ class Cycle:
         self._slot_changed = asyncio.Event()
         self._requested = False  # a reboot was requested in this pass: no backing out any more
         self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
+        self._heartbeat_poll: float | None = None  # look again this soon: a liveness is unknown
         self._log = get_logger(node=options.node)
         self.signs = NodeSigns(
             kube=kube,
@@ -574,7 +582,13 @@ class Cycle:
                 if verdict.reason == "lock_deleting" and await self.lock.finish_deletion():
                     continue  # the deleted Lease is gone now: the next try re-creates it
                 await self._block(BlockReason(kind=verdict.reason, detail=self._slot_detail(verdict.reason)))
-                await changed(min(check_every, max(0.05, next_block_check - self.clock.monotonic())))
+                await changed(
+                    min(
+                        check_every,
+                        self._heartbeat_poll or check_every,
+                        max(0.05, next_block_check - self.clock.monotonic()),
+                    )
+                )
         if self.opt.node in self.lock.state.waiters:
             await self.lock.leave_queue()
         return False
@@ -640,6 +654,7 @@ class Cycle:
         and freeing the slot of a dead node lets a second node go down. The kubelet's heartbeat
         Lease must be seen moving on our own clock (rebootd.heartbeat); one that stood still for
         its lease duration means the node is down: halt, as for a NotReady node."""
+        self._heartbeat_poll = None
         if self.lock.state.halted or not self.lock.observer.stale_holders(
             self.lock.state, now=self.clock.monotonic()
         ):
@@ -723,6 +738,9 @@ class Cycle:
         )
         if liveness != "unknown":
             self._log.info("rebootd.lock.heartbeat", stale_node=holder.node, liveness=liveness, still=still)
+        else:  # the next look must come within a renew interval of this one to prove anything
+            poll = max(0.05, duration * RENEW_FRACTION / 4)
+            self._heartbeat_poll = min(poll, self._heartbeat_poll or poll)
         return liveness, why
 
     # --- disruption: mark, cordon, drain, reboot ----------------------------------------------

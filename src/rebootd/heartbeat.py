@@ -2,14 +2,17 @@
 
 Rule: a Node's Ready condition stays True for the node monitor's grace period (40-50 s on a
 real cluster) after its machine died, so Ready is no proof of life. The kubelet renews its
-Lease in `kube-node-lease` every quarter of `leaseDurationSeconds`. A kubelet is *alive* when
-we saw that Lease change between two of our looks at most one lease duration apart: the renewal
-happened within the last lease duration on our own monotonic clock (its `renewTime`, another
-machine's clock, is never compared with ours). It is *dead* when the Lease stood still, or stayed
-absent, for a whole lease duration on our clock; before either is known it is *unknown* (look
-again). The first look proves nothing either way.
+Lease in `kube-node-lease` every quarter of `leaseDurationSeconds` (the kubelet's fixed renew
+fraction). A kubelet is *alive* when we saw that Lease renewed between two of our looks at most
+one renew interval apart: the renewal happened within the last renew interval on our own
+monotonic clock, so a kubelet that renewed once and died right after is not taken for alive
+later (its `renewTime` is compared only with its own earlier value, never with our clock). It is
+*dead* when the Lease stood still, or stayed absent, for a whole lease duration on our clock;
+before either is known it is *unknown* (look again soon). The first look proves nothing either
+way.
 
-Pure: the caller reads the Lease and passes its resourceVersion (None when there is none).
+Pure: the caller reads the Lease and passes its renewal (`lease_version`: the `renewTime` as an
+opaque value, so another write to the Lease is no heartbeat; None when there is no Lease).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Literal
 
 HEARTBEAT_NAMESPACE = "kube-node-lease"  # where every kubelet keeps its Lease, named after its node
 DEFAULT_LEASE_SECONDS = 40.0  # the kubelet's default leaseDurationSeconds
+RENEW_FRACTION = 0.25  # the kubelet renews its Lease every quarter of its duration
 
 Liveness = Literal["alive", "dead", "unknown"]
 
@@ -33,10 +37,11 @@ def lease_seconds(lease: Mapping[str, Any] | None) -> float:
 
 
 def lease_version(lease: Mapping[str, Any] | None) -> str | None:
-    """What tells one renewal from the next: the resourceVersion (None: no Lease)."""
+    """What tells one renewal from the next: `spec.renewTime`, an opaque value here (None: no
+    Lease; "" when it has none)."""
     if lease is None:
         return None
-    return str((lease.get("metadata") or {}).get("resourceVersion", ""))
+    return str((lease.get("spec") or {}).get("renewTime") or "")
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,10 @@ class HeartbeatJudge:
             return "unknown"
         if version != previous.version:
             self._looks[node] = _Look(version=version, since=now, at=now)
-            # renewed between our two looks: recent enough only if those looks were close
-            return "alive" if version is not None and now - previous.at <= duration else "unknown"
+            # renewed between our two looks: recent enough only if those looks were at most one
+            # renew interval apart (else the kubelet may have died right after that renewal)
+            fresh = now - previous.at <= duration * RENEW_FRACTION
+            return "alive" if version is not None and fresh else "unknown"
         self._looks[node] = _Look(version=version, since=previous.since, at=now)
         return "dead" if now - previous.since >= duration else "unknown"
 
