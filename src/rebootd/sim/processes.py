@@ -12,11 +12,11 @@ daemon process is killed at once (SIGKILL to its process group: no clean shutdow
 is up again the simulator starts a new daemon process, as the kubelet restarts the DaemonSet
 pod. It lives here rather than in the emulator so the Kubernetes API server stays a pure API.
 
-Each process gets `REBOOTD_POD_UID` (one Pod uid for the node's life, as a restarted container keeps its Pod) and `REBOOTD_BOOT_ID_FILE` (the
-machine's boot id file, rewritten with the new boot's id before the daemon restarts). A frozen
-daemon is SIGSTOPped (its whole process group) and SIGCONTinued at the thaw; a duplicate daemon is
-a second process for the same node with its own pod uid, killed with the machine.
-"""
+Each process gets `REBOOTD_POD_UID` (one Pod uid for the node's life, as a restarted container keeps
+its Pod) and `REBOOTD_BOOT_ID_FILE` (the machine's boot id file, rewritten with the new boot's id
+before the daemon restarts). A frozen daemon is SIGSTOPped (its whole process group) and
+SIGCONTinued at the thaw; a duplicate daemon is a second process for the same node with its own pod
+uid, killed with the machine."""
 
 from __future__ import annotations
 
