@@ -168,10 +168,12 @@ class Request:
 
 
 class RecordingAuthorizer:
-    """The RBAC authorizer, counting what it allows and denies the service account."""
+    """The RBAC authorizer, counting what it allows and denies one user (by default the
+    service account)."""
 
-    def __init__(self, inner: Authorizer) -> None:
+    def __init__(self, inner: Authorizer, *, user: str = SA_USER) -> None:
         self.inner = inner
+        self.user = user
         self.allowed: Counter[Request] = Counter()
         self.denied: Counter[Request] = Counter()
 
@@ -197,7 +199,7 @@ class RecordingAuthorizer:
             namespace=namespace,
             name=name,
         )
-        if user == SA_USER:
+        if user == self.user:
             shown = f"{resource}/{subresource}" if subresource else resource
             request = Request(verb=verb, resource=shown, api_group=api_group, namespace=namespace, name=name)
             (self.allowed if ok else self.denied)[request] += 1

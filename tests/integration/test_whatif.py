@@ -22,8 +22,6 @@ import re
 import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from rebootd.emulator.emulator import Emulator
 from rebootd.emulator.rbac import Authorizer
 from rebootd.sim.cli import seed_cluster
 from tests.fixtures.tools import require_binary
+from tests.integration.rbac_runs import RecordingAuthorizer
 
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots"
 READER = "whatif-reader"
@@ -68,40 +67,6 @@ RBAC = [
 ]
 
 
-class Recording:
-    """The RBAC authorizer, recording every request of the reader (allowed or not)."""
-
-    def __init__(self, inner: Authorizer) -> None:
-        self.inner = inner
-        self.requests: Counter[tuple[str, str, bool]] = Counter()
-
-    def authorize(
-        self,
-        *,
-        user: str,
-        groups: Sequence[str],
-        verb: str,
-        api_group: str,
-        resource: str,
-        subresource: str,
-        namespace: str,
-        name: str,
-    ) -> bool:
-        ok = self.inner.authorize(
-            user=user,
-            groups=groups,
-            verb=verb,
-            api_group=api_group,
-            resource=resource,
-            subresource=subresource,
-            namespace=namespace,
-            name=name,
-        )
-        if user == READER:
-            self.requests[(verb, f"{resource}/{subresource}" if subresource else resource, ok)] += 1
-        return ok
-
-
 def _rebootd_daemonset(emu: Emulator) -> None:
     """An installed rebootd whose env mixes literal settings, a secret reference and a password."""
     from rebootd.emulator.resources import BY_GROUP_RESOURCE
@@ -132,7 +97,7 @@ def _rebootd_daemonset(emu: Emulator) -> None:
 
 
 async def test_from_cluster_only_gets_lists_and_watches_and_reads_no_secret(tmp_path: Path) -> None:
-    recording = Recording(Authorizer.from_documents(RBAC))
+    recording = RecordingAuthorizer(Authorizer.from_documents(RBAC), user=READER)
     emu = Emulator(seed=1, authorizer=recording, tokens={READER_TOKEN: (READER, ())})
     seed_cluster(emu, nodes=6, zones=3)
     _rebootd_daemonset(emu)
@@ -158,11 +123,12 @@ async def test_from_cluster_only_gets_lists_and_watches_and_reads_no_secret(tmp_
     finally:
         await emu.close()
     assert proc.returncode == 0, stderr.decode()
-    assert recording.requests, "the reader made no request"
-    verbs = {verb for verb, _resource, _ok in recording.requests}
-    resources = {resource for _verb, resource, _ok in recording.requests}
-    denied = [key for key in recording.requests if not key[2]]
-    assert verbs <= READ_ONLY, recording.requests
+    requests = [*recording.allowed, *recording.denied]
+    assert requests, "the reader made no request"
+    verbs = {request.verb for request in requests}
+    resources = {request.resource for request in requests}
+    denied = sorted(map(str, recording.denied))
+    assert verbs <= READ_ONLY, requests
     assert not denied, denied
     assert resources == {
         "nodes",
