@@ -15,9 +15,10 @@ the daemon survives losing by a designed fallback (re-listing instead of watchin
 `create events`, which the cycle asks for but needs only to tell the operator (the emulator's
 conflicting-budgets run proves it needed); their runs must still have been refused. A
 permission the cycle never asks for (the kubelets' heartbeat Leases, read only before a reclaim)
-gets a reclaim run instead: the daemon of the first node seen draining is killed, and another
-must prove that node alive and reclaim its slot (a control reclaim run with every permission
-completes with nothing refused).
+gets a reclaim run instead: the daemon of the first node to evict a pod freezes at that eviction
+and is killed there (so it dies draining, never after its reboot request), and another must prove
+that node alive and reclaim its slot (a control reclaim run with every permission completes with
+nothing refused).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import functools
 import time
 import urllib.error
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -170,13 +171,35 @@ def daemon_set(index: int) -> Doc:
     }
 
 
-def draining_holder(plane: ControlPlane) -> str | None:
-    """A node holding a slot in phase `draining`, if any."""
+def holder_phase(plane: ControlPlane, node: str) -> str | None:
+    """The phase of `node`'s record in the lock Lease (None: no record, or no readable Lease)."""
     try:
-        holders = state_of(plane.request("GET", LEASE)).holders
+        holder = state_of(plane.request("GET", LEASE)).holders.get(node)
     except (urllib.error.HTTPError, StateFormatError):
         return None
-    return next((node for node, holder in holders.items() if holder.phase == "draining"), None)
+    return None if holder is None else holder.phase
+
+
+@dataclass
+class FirstEviction:
+    """Where the reclaim runs freeze a daemon: the first eviction any of the run's daemons asks
+    for never returns (the daemon is then killed there, in phase draining, its record stale)."""
+
+    node: str | None = None
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def connect(self, *, node: str) -> Any:
+        gate = self
+
+        class FreezesAtFirstEviction(Kube):
+            async def evict_pod(self, **kwargs: Any) -> None:
+                if gate.node is None:
+                    gate.node = node
+                    gate.reached.set()
+                    await asyncio.Event().wait()  # frozen until the crash cancels it
+                await super().evict_pod(**kwargs)
+
+        return functools.partial(FreezesAtFirstEviction.connect, user_agent=f"rebootd@{node}")
 
 
 async def one_run(
@@ -188,9 +211,10 @@ async def one_run(
     kubeconfig: Path,
     reclaim: bool = False,
 ) -> Outcome:
-    """One 3-node cycle under `docs`. With `reclaim`, the daemon of the first node seen draining
-    is killed (and stays dead) and the lock TTL is short: another daemon must prove that node's
-    kubelet alive from its heartbeat Lease, reclaim the slot, and the other two nodes reboot."""
+    """One 3-node cycle under `docs`. With `reclaim`, the daemon of the first node to evict a pod
+    freezes there and is killed (and stays dead) and the lock TTL is short: another daemon must
+    prove that node's kubelet alive from its heartbeat Lease, reclaim the slot, and the other two
+    nodes reboot."""
     await asyncio.to_thread(set_rules, plane, docs)
     await asyncio.to_thread(remove_lease, plane)
     zones = {f"lp{index}-n{i}": f"zone-{'abc'[i]}" for i in range(3)}
@@ -203,6 +227,7 @@ async def one_run(
     since = datetime.now(UTC)
     started = time.monotonic()
     completed = False
+    freeze = FirstEviction()
     try:
         for name, zone in zones.items():
             await machines.add(name, labels={"topology.kubernetes.io/zone": zone, "lp-run": str(index)})
@@ -225,7 +250,11 @@ async def one_run(
                 env=env,
                 host=machines,
                 kubeconfig=kubeconfig,
-                seams=DaemonSeams(connect=functools.partial(Kube.connect, user_agent=f"rebootd@{name}")),
+                seams=DaemonSeams(
+                    connect=freeze.connect(node=name)
+                    if reclaim
+                    else functools.partial(Kube.connect, user_agent=f"rebootd@{name}")
+                ),
                 time_scale=0.1,
             )
             sims.append(sim)
@@ -235,11 +264,12 @@ async def one_run(
         killed: str | None = None
         while time.monotonic() - started < CAP:
             await asyncio.sleep(0.25)
-            if reclaim and killed is None:
-                killed = await asyncio.to_thread(draining_holder, plane)
-                for sim in sims:
-                    if sim.name == killed:
-                        sim.crash(restart_after=10 * CAP)  # dead for the rest of the run
+            if reclaim and killed is None and freeze.reached.is_set():
+                killed = freeze.node
+                victim = next(sim for sim in sims if sim.name == killed)
+                assert victim.crash(restart_after=10 * CAP), "the frozen daemon was not running"
+                phase = await asyncio.to_thread(holder_phase, plane, victim.name)
+                assert phase == "draining", f"killed in phase {phase}, not draining"
             version, free = await asyncio.to_thread(lease_version, plane)
             boots = sum(m.boots for m in machines.machines.values())
             survivors = [m for name, m in machines.machines.items() if name != killed]
@@ -266,6 +296,7 @@ async def one_run(
     return Outcome(completed=completed, refused=tuple(refused), seconds=time.monotonic() - started)
 
 
+@pytest.mark.timeout(900)  # some twenty cycles, one after another, on one control plane
 async def test_the_base_rbac_completes_a_cycle_and_removing_any_single_permission_breaks_it_under_real_rbac(
     plane: ControlPlane, base_rbac: tuple[Doc, ...], tmp_path: Path
 ) -> None:
