@@ -267,5 +267,7 @@ async def unlock(*, lock: LeaseLock, node: str, force: bool) -> bool:
     claimed = holder if holder.phase == RECLAIMING else await lock.mark_reclaiming(node=node, expect=holder)
     if claimed is None:
         raise Refused(f"the record of {node} changed while unlocking (its daemon is alive); run again")
-    await put_back_node(lock.kube, node=node, grant=claimed.grant, keep_cordon=force)
+    await put_back_node(
+        lock.kube, node=node, grant=claimed.grant, keep_cordon=force, taken_from=claimed.taken_from
+    )
     return await lock.remove_holder(node=node, expect=claimed)

@@ -196,6 +196,7 @@ class Cycle:
         self._renew_lost: LostSlot | None = None
         self._slot_changed = asyncio.Event()
         self._requested = False  # a reboot was requested in this pass: no backing out any more
+        self._orphan_check = False  # a failed take-over: look for a mark no record answers for
         self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
         self._heartbeat_poll: float | None = None  # look again this soon: a liveness is unknown
         self._log = get_logger(node=options.node)
@@ -244,12 +245,16 @@ class Cycle:
     async def _publish(self, **annotations: str | None) -> None:
         """Write node annotations that changed since we last wrote them (none when unchanged),
         with the deferred ones; `reboot-required` goes with its label (the queue's selector)."""
-        changed = self._take_deferred()
-        changed.update({k: v for k, v in annotations.items() if self._published.get(k, "\0") != v})
+        deferred = self._take_deferred()
+        changed = {**deferred, **{k: v for k, v in annotations.items() if self._published.get(k, "\0") != v}}
         if not changed:
             return
         labels = {REQUIRED_LABEL: changed[REQUIRED_ANNOTATION]} if REQUIRED_ANNOTATION in changed else None
-        await set_annotations(self.kube, node=self.opt.node, annotations=changed, labels=labels)
+        try:
+            await set_annotations(self.kube, node=self.opt.node, annotations=changed, labels=labels)
+        except BaseException:
+            self._restore_deferred(deferred)
+            raise
         self._published.update(changed)
 
     def _defer(self, **annotations: str | None) -> None:
@@ -264,8 +269,16 @@ class Cycle:
         deferred, self._deferred = self._deferred, {}
         return deferred
 
+    def _restore_deferred(self, deferred: Mapping[str, str | None]) -> None:
+        """A write that carried `deferred` failed: they go with the next one (newer values win)."""
+        self._deferred = {**deferred, **self._deferred}
+
     def _queue_record(self) -> str:
-        """Our queue record: kept across restarts (the time we first needed this reboot)."""
+        """Our queue record: kept across restarts (the time we first needed this reboot), and
+        across passes until written (one ticket per reboot need, however many passes it takes)."""
+        pending = self._deferred.get(QUEUE_ANNOTATION)
+        if pending:
+            return pending
         if QUEUE_ANNOTATION in self._published:  # ours (None: removed at our last release)
             known = self._published[QUEUE_ANNOTATION]
         else:  # a new process: what an earlier one wrote (read by our first pass at start-up)
@@ -360,7 +373,9 @@ class Cycle:
             # Judged dead while we were away: the reclaimer puts our node back and frees the slot.
             # If the reclaimer died half-way, we finish its work on that grant's record.
             self._log.warning("rebootd.cycle.slot_reclaimed", by=record.evidence.get("reclaimedBy"))
-            await put_back_node(self.kube, node=self.opt.node, grant=record.grant)
+            await put_back_node(
+                self.kube, node=self.opt.node, grant=record.grant, taken_from=record.taken_from
+            )
             await self.lock.remove_holder(node=self.opt.node, expect=record)
             if record.owned_by(self.lock.grant):
                 self.lock.grant = ""
@@ -370,13 +385,16 @@ class Cycle:
             holder = await self._own_record(stop, record)
             if holder is None:
                 return
+            if holder.taken_from and not await self._finish_take_over(holder):
+                return
             self._log.info("rebootd.cycle.resume", phase=holder.phase, grant=holder.grant)
             if holder.phase in PRE_REBOOT_PHASES:
                 await self._disrupt(stop, holder=holder)
             else:
                 await self._after_reboot(stop, holder=holder)
             return
-        if first:
+        if first or self._orphan_check:
+            self._orphan_check = False
             await self._clean_up_orphaned_mark()
         if not self.sentinel.required:
             self._set_phase("idle")
@@ -420,27 +438,47 @@ class Cycle:
             return None
         try:
             holder = await self.lock.take_over(expect=record)
-            await self._carry_mark(previous=record, holder=holder)
+            if record.legacy:  # lock format 1 kept its evidence in the record: carry it now
+                await self._carry_mark(previous=record.grant, holder=holder, evidence=record.evidence)
         except (LostSlot, NodeChanged) as exc:
-            self._log.warning("rebootd.cycle.take_over_failed", error=str(exc))
-            if self.lock.mine is not None:
-                await self.lock.release()
+            await self._take_over_failed(exc)
             return None
         return holder
 
-    async def _carry_mark(self, *, previous: Holder, holder: Holder) -> None:
-        """After a take-over: the node's mark and cordon ownership move to our grant (one guarded
-        write); a mark of a third grant means someone else acted: NodeChanged."""
+    async def _finish_take_over(self, holder: Holder) -> bool:
+        """A record taken over from another grant (by us now, or by our container before a
+        restart that died between the Lease write and the Node write): carry that grant's mark
+        and cordon to ours before anything reads the mark. False when the node changed under us
+        (the slot is given back)."""
+        try:
+            await self._carry_mark(previous=holder.taken_from, holder=holder, evidence={})
+        except NodeChanged as exc:
+            await self._take_over_failed(exc)
+            return False
+        return True
+
+    async def _take_over_failed(self, exc: Exception) -> None:
+        """Give back what a failed take-over holds; the node is looked at again for a mark no
+        record answers for (put back on the next pass, when our record is gone)."""
+        self._log.warning("rebootd.cycle.take_over_failed", error=str(exc))
+        self._orphan_check = True
+        if self.lock.mine is not None:
+            await self.lock.release()
+
+    async def _carry_mark(self, *, previous: str, holder: Holder, evidence: Mapping[str, Any]) -> None:
+        """After a take-over: the node's mark and cordon ownership move from grant `previous` to
+        ours (one guarded write, nothing when already carried: a retry after a lost response);
+        a mark of a third grant means someone else acted: NodeChanged."""
 
         def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
             mark = mark_of(obj)
-            if mark is None:
+            if mark is None or mark.grant == holder.grant:
                 return None
-            if mark.grant != previous.grant:
-                raise NodeChanged(f"node {self.opt.node}: mark of grant {mark.grant}, not {previous.grant}")
-            carried = Mark(holder=holder, evidence={**previous.evidence, **mark.evidence})
+            if mark.grant != previous:
+                raise NodeChanged(f"node {self.opt.node}: mark of grant {mark.grant}, not {previous}")
+            carried = Mark(holder=replace(holder, phase=mark.phase), evidence={**evidence, **mark.evidence})
             annotations: dict[str, Any] = {NODE_MARK_ANNOTATION: carried.encode()}
-            if cordoned_by(obj, previous.grant):
+            if cordoned_by(obj, previous):
                 annotations[CORDON_ANNOTATION] = holder.grant
             return {"metadata": {"annotations": annotations}}
 
@@ -448,13 +486,13 @@ class Cycle:
 
     async def _clean_up_orphaned_mark(self) -> None:
         """We disrupted this node but the Lease no longer lists it (reclaimed, unlocked, or the
-        Lease recreated): put the node back."""
+        Lease recreated): put the node back, and take down the pre-reboot labels of that pass."""
         node = await self._get_node()
         mark = mark_of(node)
-        if mark is None:
-            return
-        self._log.warning("rebootd.cycle.orphaned_mark", phase=mark.phase, grant=mark.grant)
-        await put_back_node(self.kube, node=self.opt.node, grant=mark.grant)
+        if mark is not None:
+            self._log.warning("rebootd.cycle.orphaned_mark", phase=mark.phase, grant=mark.grant)
+            await put_back_node(self.kube, node=self.opt.node, grant=mark.grant)
+        await self.signs.after_put_back(node=node)
 
     def _host_boot_id(self, node: Mapping[str, Any] | None = None) -> tuple[str, str]:
         """(boot id, source): the host's own boot id, else (unreadable file) the Node's reported one."""
@@ -693,7 +731,9 @@ class Cycle:
                     continue  # it renewed, or another observer is reclaiming it
                 # Read after the claim, written in one guarded step: a cordon racing us is
                 # undone, or refused because it requires the mark we remove.
-                await put_back_node(self.kube, node=holder.node, grant=claimed.grant)
+                await put_back_node(
+                    self.kube, node=holder.node, grant=claimed.grant, taken_from=claimed.taken_from
+                )
                 if await self.lock.remove_holder(node=holder.node, expect=claimed):
                     self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
                 continue
@@ -825,7 +865,9 @@ class Cycle:
         grant = self.lock.grant
         self._log.warning("rebootd.cycle.back_out", reason=why[:300], grant=grant)
         if grant:
-            await put_back_node(self.kube, node=self.opt.node, grant=grant)
+            mine = self.lock.mine
+            taken_from = mine.taken_from if mine is not None else ""
+            await put_back_node(self.kube, node=self.opt.node, grant=grant, taken_from=taken_from)
         await self.signs.after_put_back()
         await self.lock.release()
         self.metrics.lock_held.labels(node=self.opt.node).set(0)
@@ -902,14 +944,22 @@ class Cycle:
                 # on a fresh read that the Lease that took our grant still lists it.
                 mark = Mark(holder=replace(holder, phase="draining"), evidence=evidence)
                 deferred = self._take_deferred()
-                await set_annotations(
-                    self.kube,
-                    node=self.opt.node,
-                    annotations={**deferred, NODE_MARK_ANNOTATION: mark.encode(), WAITING_ANNOTATION: None},
-                    labels={REQUIRED_LABEL: deferred[REQUIRED_ANNOTATION]}
-                    if REQUIRED_ANNOTATION in deferred
-                    else None,
-                )
+                try:
+                    await set_annotations(
+                        self.kube,
+                        node=self.opt.node,
+                        annotations={
+                            **deferred,
+                            NODE_MARK_ANNOTATION: mark.encode(),
+                            WAITING_ANNOTATION: None,
+                        },
+                        labels={REQUIRED_LABEL: deferred[REQUIRED_ANNOTATION]}
+                        if REQUIRED_ANNOTATION in deferred
+                        else None,
+                    )
+                except BaseException:
+                    self._restore_deferred(deferred)
+                    raise
                 self._published.update({**deferred, WAITING_ANNOTATION: None})
                 holder = await self.lock.confirm()
             gated = self.lock.gate()
@@ -1148,6 +1198,7 @@ class Cycle:
         if self.opt.release_delay and await self._sleep(stop, self.opt.release_delay):
             return
         finished = self.clock.now().isoformat()
+        self._deferred.clear()  # this pass's join, if never written, is over: not written after it
         await set_annotations(  # before the release: a node that keeps a mark is put back at start
             self.kube,
             node=self.opt.node,

@@ -630,7 +630,14 @@ class LeaseLock:
             if current is None or current.grant != expect.grant or current.seq != expect.seq:
                 return None
             return state.with_holder(
-                replace(current, grant=grant, pod=cfg.pod, seq=current.seq + 1, evidence={})
+                replace(
+                    current,
+                    grant=grant,
+                    pod=cfg.pod,
+                    seq=current.seq + 1,
+                    taken_from=current.grant,
+                    evidence={},
+                )
             )
 
         previous, self.grant = self.grant, grant
@@ -801,21 +808,27 @@ def state_of(lease: Mapping[str, Any] | None) -> LockState:
     return LockState.from_annotation(annotations.get(STATE_ANNOTATION))
 
 
-async def put_back_node(kube: Kube, *, node: str, grant: str, keep_cordon: bool = False) -> bool:
+async def put_back_node(
+    kube: Kube, *, node: str, grant: str, keep_cordon: bool = False, taken_from: str = ""
+) -> bool:
     """Undo what grant `grant` did to `node`: remove its mark and, if `cordoned-by` names the grant
-    (or, for a mark of lock format 1, the old evidence says rebootd cordoned it), its cordon. One
+    (or, for a mark of lock format 1, the old evidence says rebootd cordoned it), its cordon. A
+    record taken over from another grant (`taken_from`) answers for that grant's mark and cordon
+    too, until the taker carried them (its daemon may have died between the two writes). One
     write guarded by the resourceVersion read: a cordon racing it either lands first and is seen
     and undone, or is refused (it requires the mark). A mark of another grant is never touched.
     `keep_cordon`: leave the cordon (an operator's forced unlock). Returns whether a mark of the
     grant was there."""
 
+    grants = {grant, taken_from} if taken_from else {grant}  # "" alone: a mark of lock format 1
+
     def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
         mark = mark_of(obj)
-        if mark is None or mark.grant != grant:
+        if mark is None or mark.grant not in grants:
             return None
         annotations: dict[str, Any] = {NODE_MARK_ANNOTATION: None}
         patch: dict[str, Any] = {"metadata": {"annotations": annotations}}
-        if cordoned_by(obj, grant) and not keep_cordon:
+        if any(cordoned_by(obj, g) for g in grants) and not keep_cordon:
             patch["spec"] = {"unschedulable": None}
             annotations[CORDON_ANNOTATION] = None
         return patch

@@ -74,6 +74,9 @@ class Holder:
     pod: str = ""
     lease: str = ""
     attempts: int = 0
+    # The grant this record was taken over from (a dead duplicate, our container before a restart
+    # of another Pod): until the node's mark is carried to `grant`, that grant's mark is ours too.
+    taken_from: str = ""
     # Only a version-1 record carries evidence inline (migration); version 2 keeps it on the Node.
     evidence: Mapping[str, Any] = field(default_factory=dict)
 
@@ -86,6 +89,12 @@ class Holder:
         """Is this record the grant `grant` (never true for an empty grant)?"""
         return bool(grant) and self.grant == grant
 
+    @property
+    def grants(self) -> tuple[str, ...]:
+        """The grants whose mark on the node this record answers for: its own, and the one it
+        was taken over from (a take-over writes the Lease first, then carries the mark)."""
+        return tuple(g for g in (self.grant, self.taken_from) if g)
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "zone": self.zone,
@@ -97,6 +106,8 @@ class Holder:
             "lease": self.lease,
             "attempts": self.attempts,
         }
+        if self.taken_from:
+            data["takenFrom"] = self.taken_from
         if self.evidence:
             data["evidence"] = dict(self.evidence)
         return data
@@ -113,6 +124,7 @@ class Holder:
             pod=str(data.get("pod", "") or ""),
             lease=str(data.get("lease", "") or ""),
             attempts=int(data.get("attempts", 0) or 0),
+            taken_from=str(data.get("takenFrom", "") or ""),
             evidence=dict(data.get("evidence") or {}),
         )
 

@@ -232,6 +232,60 @@ async def test_a_node_still_showing_its_old_boot_id_after_a_reboot_is_not_reboot
     assert lease_uid == (lease_of(emu) or {})["metadata"]["uid"]
 
 
+async def test_a_take_over_cut_off_between_its_lease_write_and_its_node_write_is_finished_after_restart(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """A take-over writes the Lease (our grant) and then the Node (the mark and cordon moved to our
+    grant). A daemon that died between the two left a record whose grant no mark names: on restart
+    it read no evidence and halted the rollout ("no boot id to prove its reboot"). The record now
+    says which grant it was taken from, and the restarted daemon carries that mark first."""
+    emu = await emulator_factory(tokens={"token-n1": ("rebootd@n1", ("rebootd",))})
+    emu.add_node(name="n1", zone="z1")
+    old = node_of(emu, "n1")["status"]["nodeInfo"]["bootID"]
+    await _seed_rebooting_holder(emu, tmp_path, node="n1", boot=old, taken_over_by="g-taker")
+    emu.set_node_boot_id(name="n1", boot_id="new-boot")  # the node rebooted meanwhile
+    node = SimNode(
+        emulator=emu,
+        name="n1",
+        workdir=tmp_path / "n1",
+        env=FAST_ENV,
+        time_scale=0.05,
+        host_boot_id="new-boot",
+    )
+    await node.start()
+    try:
+        assert await _wait(lambda: node.phase == "idle" and not state_of_emu(emu).holders, within=15)
+    finally:
+        await node.stop()
+    assert state_of_emu(emu).halted is None
+    assert node.reboot_requests == 0
+    after = node_of(emu, "n1")
+    assert not after["spec"].get("unschedulable")
+    assert NODE_MARK_ANNOTATION not in after["metadata"].get("annotations", {})
+
+
+async def test_a_reclaimer_puts_back_the_mark_and_cordon_of_the_grant_a_dead_record_was_taken_from(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    """The same cut-off take-over, its daemon then dead for good: the reclaimer scopes its put-back
+    to the stale record's grant, which no mark names yet. It must put back the mark and cordon of
+    the grant the record was taken from, or the node stays cordoned with no record behind it."""
+    cluster = await make_cluster(zones={"n1": "z1", "n2": "z2"}, workloads=False)
+    emu = cluster.emulator
+    await cluster.nodes["n1"].stop()  # n1's daemon is gone; its kubelet keeps renewing
+    old = node_of(emu, "n1")["status"]["nodeInfo"]["bootID"]
+    await _seed_rebooting_holder(
+        emu, tmp_path, node="n1", boot=old, phase="draining", taken_over_by="g-taker", pod="dead-pod"
+    )
+    cluster.nodes["n2"].require_reboot()
+    assert await cluster.wait_until(lambda: reboot_counts(emu.history).get("n2", 0) >= 1, within=30)
+    assert await cluster.wait_until(lambda: not cluster.lease_state().holders, within=20)
+    assert cluster.lease_state().halted is None
+    n1 = node_of(emu, "n1")
+    assert not n1["spec"].get("unschedulable"), "left cordoned by a grant no record answers for"
+    assert NODE_MARK_ANNOTATION not in n1["metadata"].get("annotations", {})
+
+
 async def test_an_empty_boot_id_is_never_proof_and_nothing_is_disrupted(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
@@ -255,9 +309,20 @@ async def test_an_empty_boot_id_is_never_proof_and_nothing_is_disrupted(
         await node.stop()
 
 
-async def _seed_rebooting_holder(emu: Emulator, tmp_path: Path, *, node: str, boot: str) -> str:
-    """A holder record in phase rebooting and its mark, as a daemon leaves them when its reboot
-    request was the last thing it did; returns the Lease uid."""
+async def _seed_rebooting_holder(
+    emu: Emulator,
+    tmp_path: Path,
+    *,
+    node: str,
+    boot: str,
+    phase: str = "rebooting",
+    taken_over_by: str = "",
+    pod: str = "",
+) -> str:
+    """A holder record in `phase` (rebooting: as a daemon leaves it when its reboot request was the
+    last thing it did) and its mark under grant g-seeded; returns the Lease uid. `taken_over_by`:
+    the record was then taken over under that grant, the daemon dying before it carried the mark
+    (the Lease write of a take-over landed, its Node write did not)."""
     kube = await Kube.connect(kubeconfig=emu.write_kubeconfig(tmp_path / "seed"), retry=FAST_RETRY)
     try:
         lock = LeaseLock(kube=kube, config=_config(node, pod=sim_pod_uid(node)), clock=SystemClock())
@@ -265,13 +330,16 @@ async def _seed_rebooting_holder(emu: Emulator, tmp_path: Path, *, node: str, bo
         holder = Holder(
             node=node,
             zone="z1",
-            phase="rebooting",
+            phase=phase,
             grant="g-seeded",
-            pod=sim_pod_uid(node),
+            pod=pod or sim_pod_uid(node),
             lease=lock.uid,
-            attempts=1,
+            attempts=1 if phase == "rebooting" else 0,
         )
-        await lock.update(lambda s: s.with_holder(holder), event="seed")
+        record = holder
+        if taken_over_by:
+            record = replace(holder, grant=taken_over_by, seq=holder.seq + 1, taken_from=holder.grant)
+        await lock.update(lambda s: s.with_holder(record), event="seed")
         mark = Mark(holder=holder, evidence={"bootID": boot, "bootSource": "host", "evicted": []})
         await kube.patch_node(
             name=node,
