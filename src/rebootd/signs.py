@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from rebootd.kube import Kube
 from rebootd.kured import KURED_MOST_RECENT_REBOOT_NEEDED, KURED_REBOOT_IN_PROGRESS
@@ -113,11 +114,20 @@ class NodeSigns:
             self._log.info("rebootd.signs.post_reboot_labels", labels=self.post_reboot_labels)
         self.labelled = False
 
-    async def after_put_back(self) -> None:
+    async def after_put_back(self, *, node: Mapping[str, Any] | None = None) -> None:
         """A failed or abandoned pass put the node back: kured's best-effort uncordon sets the
-        post-reboot labels too, so a node labelled for its reboot does not keep saying so."""
-        if self.labelled:
-            await self.after_uncordon()
+        post-reboot labels too, so a node labelled for its reboot does not keep saying so. Asked
+        of the Node (`node`, as just read, or read now) when this process did not label it: a
+        pass of a daemon before a restart, put back by a reclaimer or an unlock meanwhile."""
+        if not self.pre_reboot_labels:
+            return
+        if not self.labelled:
+            if node is None:
+                node = await self.kube.get_node(name=self.node)
+            labels = (node.get("metadata") or {}).get("labels") or {}
+            if not any(labels.get(key) == value for key, value in self.pre_reboot_labels.items()):
+                return
+        await self.after_uncordon()
 
     # --- kured's annotations ------------------------------------------------------------------
     def known_annotations(self, annotations: Mapping[str, str]) -> None:

@@ -6,16 +6,19 @@ the Node objects the emulator stored, never from what the daemons believe."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from rebootd.emulator.resources import BY_GROUP_RESOURCE
 from rebootd.emulator.store import StoreEvent
 from rebootd.kured import KURED_MOST_RECENT_REBOOT_NEEDED, KURED_REBOOT_IN_PROGRESS
 from rebootd.sim.harness import SimCluster
 from tests.fixtures.cluster import ClusterFactory, all_done
 
 TAINT = "weave.works/kured-node-reboot"
+NODES = BY_GROUP_RESOURCE[("", "nodes")]
 
 
 @dataclass(frozen=True)
@@ -235,4 +238,36 @@ async def test_a_failed_drain_puts_the_node_back_with_the_post_reboot_labels_as_
     uncordoned = cordoned + first(mine[cordoned:], lambda v: not v.unschedulable)
     done = first(mine, lambda v: v.labels.get("kured") == "done")
     assert labelled < cordoned < uncordoned <= done
+    assert not any(r.verb == "reboot" for r in cluster.emulator.history)
+
+
+async def test_a_daemon_that_finds_the_pre_reboot_labels_of_a_pass_put_back_without_it_sets_the_post_labels(
+    make_cluster: ClusterFactory,
+) -> None:
+    """The daemon died mid-drain and a reclaimer (or an operator's unlock) put its node back, which
+    touches the mark and the cordon only: the next daemon of that node finds the pre-reboot labels
+    with no pass behind them and sets the post-reboot labels, as a put-back does."""
+    cluster = await make_cluster(
+        zones={"n1": "z1"},
+        workloads=False,
+        env={
+            "REBOOTD_PRE_REBOOT_NODE_LABELS": "kured=rebooting",
+            "REBOOTD_POST_REBOOT_NODE_LABELS": "kured=done",
+        },
+    )
+    n1 = cluster.nodes["n1"]
+    await n1.stop()
+    cluster.emulator.registry.patch(
+        NODES,
+        "",
+        "n1",
+        content_type="application/merge-patch+json",
+        raw=json.dumps({"metadata": {"labels": {"kured": "rebooting"}}}).encode(),
+        client="admin",
+    )
+    versions = record_nodes(cluster)
+    await n1.start()
+    assert await cluster.wait_until(
+        lambda: bool(of(versions, "n1")) and of(versions, "n1")[-1].labels.get("kured") == "done", within=10
+    )
     assert not any(r.verb == "reboot" for r in cluster.emulator.history)
