@@ -108,7 +108,10 @@ async def test_unlock_refuses_a_node_that_may_be_disrupted_unless_forced(
     """Failure 2: unlock without --force freed a draining node when an admin had cordoned it first,
     and the next node was disrupted beside it. The phase decides, not who cordoned."""
     cluster = await make_cluster(
-        zones={"n1": "z1", "n2": "z2"}, workloads=False, admin_cordoned=("n1",) if admin_cordoned else ()
+        zones={"n1": "z1", "n2": "z2"},
+        workloads=False,
+        admin_cordoned=("n1",) if admin_cordoned else (),
+        env={"REBOOTD_DRAIN_TIMEOUT": "120s"},  # draining until the operator acts, however slow the CLI
     )
     cluster.emulator.add_workload(
         kind="Deployment", name="slow", replicas=2, nodes=["n1"], termination_grace_seconds=3000
