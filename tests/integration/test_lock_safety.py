@@ -208,18 +208,7 @@ async def test_a_node_still_showing_its_old_boot_id_after_a_reboot_is_not_reboot
     """Failure 5: after a reboot faster than the node monitor grace period, the Node still shows the
     old bootID and a stale Ready=True; the daemon read "never went down" and rebooted again. Now the
     host's own boot id decides, and the daemon waits for the kubelet to report the new boot."""
-    emu = await emulator_factory(tokens={"token-n1": ("rebootd@n1", ("rebootd",))})
-    emu.add_node(name="n1", zone="z1")
-    old = node_of(emu, "n1")["status"]["nodeInfo"]["bootID"]
-    lease_uid = await _seed_rebooting_holder(emu, tmp_path, node="n1", boot=old)
-    node = SimNode(
-        emulator=emu,
-        name="n1",
-        workdir=tmp_path / "n1",
-        env=FAST_ENV,
-        time_scale=0.05,
-        host_boot_id="new-boot",
-    )
+    emu, node, lease_uid = await _restarted_after_seeded_reboot(emulator_factory, tmp_path)
     await node.start()
     try:
         await asyncio.sleep(1.5)
@@ -239,19 +228,8 @@ async def test_a_take_over_cut_off_between_its_lease_write_and_its_node_write_is
     grant). A daemon that died between the two left a record whose grant no mark names: on restart
     it read no evidence and halted the rollout ("no boot id to prove its reboot"). The record now
     says which grant it was taken from, and the restarted daemon carries that mark first."""
-    emu = await emulator_factory(tokens={"token-n1": ("rebootd@n1", ("rebootd",))})
-    emu.add_node(name="n1", zone="z1")
-    old = node_of(emu, "n1")["status"]["nodeInfo"]["bootID"]
-    await _seed_rebooting_holder(emu, tmp_path, node="n1", boot=old, taken_over_by="g-taker")
+    emu, node, _ = await _restarted_after_seeded_reboot(emulator_factory, tmp_path, taken_over_by="g-taker")
     emu.set_node_boot_id(name="n1", boot_id="new-boot")  # the node rebooted meanwhile
-    node = SimNode(
-        emulator=emu,
-        name="n1",
-        workdir=tmp_path / "n1",
-        env=FAST_ENV,
-        time_scale=0.05,
-        host_boot_id="new-boot",
-    )
     await node.start()
     try:
         assert await _wait(lambda: node.phase == "idle" and not state_of_emu(emu).holders, within=15)
@@ -307,6 +285,21 @@ async def test_an_empty_boot_id_is_never_proof_and_nothing_is_disrupted(
         assert _lock_writes(emu) == writes
     finally:
         await node.stop()
+
+
+async def _restarted_after_seeded_reboot(
+    emulator_factory: EmulatorFactory, tmp_path: Path, *, taken_over_by: str = ""
+) -> tuple[Emulator, SimNode, str]:
+    """Node n1 with a seeded holder in phase rebooting (`_seed_rebooting_holder`), and the daemon
+    that starts on it after its reboot (host boot id "new-boot"; the Node still shows the old
+    one); returns the emulator, that daemon (not started) and the Lease uid."""
+    emu = await emulator_factory(tokens={"token-n1": ("rebootd@n1", ("rebootd",))})
+    emu.add_node(name="n1", zone="z1")
+    old = node_of(emu, "n1")["status"]["nodeInfo"]["bootID"]
+    lease_uid = await _seed_rebooting_holder(emu, tmp_path, node="n1", boot=old, taken_over_by=taken_over_by)
+    workdir, boot = tmp_path / "n1", "new-boot"
+    node = SimNode(emulator=emu, name="n1", workdir=workdir, env=FAST_ENV, time_scale=0.05, host_boot_id=boot)
+    return emu, node, lease_uid
 
 
 async def _seed_rebooting_holder(
