@@ -18,9 +18,13 @@ B. The grant. Each slot taken gets a random grant id, written with the daemon's 
    second daemon for the same node (a DaemonSet surge), a stalled reclaimer or an operator
    acting on an older grant changes nothing of a newer one. Node writes are guarded by the
    Node's resourceVersion (`node.guarded_patch`): a cordon racing a put-back is either seen and
-   undone, or refused because it requires the mark.
+   undone, or refused because it requires the mark. A take-over (this node's record of a dead
+   daemon made ours) is two writes, the record first: the record keeps the grant it replaced
+   (`takenFrom`) and answers for that grant's mark and cordon until its daemon has moved them
+   (on resume, before anything reads the mark); reclaims and `unlock` put back either grant's.
    Tests: test_node_ops.py (lost cordon response, a put-back racing the cordon, a stalled
-   reclaimer), test_lock_safety.py (duplicate daemon), test_named_scenarios.py (`unlock-race`).
+   reclaimer), test_lock_safety.py (duplicate daemon; a take-over cut between its two writes,
+   finished after a restart and put back by a reclaimer), test_named_scenarios.py (`unlock-race`).
 
 C. Time, for what cannot be conditioned on the Lease. Kubernetes has no write conditioned on
    another object, so an eviction cannot carry the grant. The holder keeps `valid_until` = the
