@@ -1,7 +1,8 @@
 """Developer and CI sessions: `nox` runs tests, lint and typecheck (the default set).
 
 Rule: everything the tests need is installed by this file (pip packages through the project's
-extras, Debian packages through apt-get), so a fresh machine needs only `pip install nox && nox`.
+PEP 735 dependency groups in pyproject.toml, Debian packages through apt-get), so a fresh machine
+needs only `pip install nox && nox`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ nox.options.sessions = ["tests", "manifests", "image", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def _groups(*names: str) -> list[str]:
+    """The requirements of pyproject.toml's [dependency-groups] `names` (includes resolved)."""
+    return [req for name in names for req in nox.project.dependency_groups(PYPROJECT, name)]
+
+
+# Branch coverage of the package, measured in the pytest process (the daemons the tests start as
+# `rebootd run` subprocesses are not measured); the modules not fully covered and the total.
+COVERAGE = ("--cov=rebootd", "--cov-branch", "--cov-report=term:skip-covered")
 # Debian packages whose real binaries the integration tests run against.
 DEBIAN_TOOLS = {"prometheus": "prometheus", "openssl": "openssl", "chromium": "chromium"}
 
@@ -55,11 +67,11 @@ def tests(session: nox.Session) -> None:
     the real control plane (built first: etcd, kube-apiserver, kube-controller-manager,
     kube-scheduler), the contract suite on both servers with its fidelity figure."""
     _ensure_debian_tools(session)
-    session.install(".[test]")
+    session.install(".", *_groups("test"))
     _build_control_plane(session)
     session.run("python", "-m", "tests.fixtures.helm", "build")  # the chart's real dry runs
     ignored = (*MANIFEST_TESTS, IMAGE_TESTS)
-    session.run("pytest", *[f"--ignore={path}" for path in ignored], *session.posargs)
+    session.run("pytest", *COVERAGE, *[f"--ignore={path}" for path in ignored], *session.posargs)
 
 
 MANIFEST_TESTS = (
@@ -84,7 +96,7 @@ def controlplane(session: nox.Session) -> None:
     suite on both the emulator and the real apiserver (the fidelity figure is printed). The
     default `tests` session runs all of these too."""
     _ensure_debian_tools(session)  # openssl signs the ServiceAccount tokens
-    session.install(".[test]")
+    session.install(".", *_groups("test"))
     session.run("python", "-m", "rebootd.controlplane", "build")
     session.run("python", "-m", "tests.fixtures.helm", "build")  # the chart's dry runs
     session.run("pytest", CONTROL_PLANE_TESTS, *CONTRACT_TESTS, "-s", *session.posargs)
@@ -96,7 +108,7 @@ def manifests(session: nox.Session) -> None:
     the Go module proxy: minutes cold, cached outside the tree), Kubernetes 1.32 schema
     validation, promtool alert tests, checkov, hadolint."""
     _ensure_debian_tools(session)  # promtool comes with Debian's prometheus package
-    session.install(".[test,manifests]")
+    session.install(".", *_groups("test", "manifests"))
     session.run("python", "-m", "tests.fixtures.helm", "build")
     session.run("pytest", *MANIFEST_TESTS, *session.posargs)
 
@@ -113,7 +125,7 @@ def image(session: nox.Session) -> None:
     config` inside. Prints size, layers and build times. The base and buildah's storage are
     cached outside the tree (a cold base takes minutes)."""
     _ensure_debian_tools(session, IMAGE_TOOLS)
-    session.install(".[test]")
+    session.install(".", *_groups("test"))
     session.run("pytest", IMAGE_TESTS, "-s", *session.posargs)
 
 
@@ -121,7 +133,7 @@ def image(session: nox.Session) -> None:
 def chaos(session: nox.Session) -> None:
     """The long chaos suite: 200 seeded simulated rollouts under heavy faults (the default test
     run takes the first 50); every safety invariant must hold in every run."""
-    session.install(".[test]")
+    session.install(".", *_groups("test"))
     session.run("pytest", "tests/chaos", *session.posargs, env={"REBOOTD_CHAOS_SEEDS": "200"})
 
 
@@ -143,7 +155,7 @@ def mutants(session: nox.Session) -> None:
     pyproject.toml). Prints killed / survived / untested / equivalent (explained in
     tests/mutation/equivalent.toml) per module and every survivor; fails below 90%. Not in the
     default set: minutes on 2 cores (run it with `nice`)."""
-    session.install("-e", ".[test]", "mutmut>=3.8,<4")
+    session.install("-e", ".", *_groups("mutants"))
     modules = session.posargs  # none: tests.mutation.report's DEFAULT_MODULES
     shutil.rmtree("mutants", ignore_errors=True)  # a standing figure: no results from an older tree
     globs = session.run("python", "-m", "tests.mutation.report", "globs", *modules, silent=True)
@@ -153,16 +165,12 @@ def mutants(session: nox.Session) -> None:
     session.run("python", "-m", "tests.mutation.report", "score", "--min", "90", *modules)
 
 
-# The tools the `repo: local` hooks of .pre-commit-config.yaml run (ruff comes with the lint extra).
-PRE_COMMIT_TOOLS = ("pre-commit>=4", "codespell>=2.4", "validate-pyproject[all]>=0.23")
-
-
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check), the import-linter layer contracts (docs/design.md), hadolint,
     and the pre-commit hooks over every tracked file: the config is valid, codespell finds no typo,
     pyproject.toml validates."""
-    session.install("-e", ".[lint]", *PRE_COMMIT_TOOLS)
+    session.install("-e", ".", *_groups("lint"))  # with the tools of the pre-commit hooks
     session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
     session.run("lint-imports")
@@ -174,5 +182,5 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
-    session.install("-e", ".[test,typecheck]")
+    session.install("-e", ".", *_groups("typecheck"))
     session.run("mypy")

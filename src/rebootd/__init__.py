@@ -5,4 +5,10 @@ and the dependency direction described in docs/design.md is enforced by import-l
 contracts in pyproject.toml).
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # One source: the installed distribution's metadata, which hatch-vcs took from the git tag.
+    __version__ = version("rebootd")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

@@ -36,9 +36,8 @@ import structlog
 from yarl import URL
 
 from rebootd.clock import Clock
-from rebootd.drain import is_finished, pod_key
 from rebootd.kube import Kube, KubeError
-from rebootd.pods import covering_pdbs, evictable_pods, pdb_refusal
+from rebootd.pods import covering_pdbs, evictable_pods, is_finished, pdb_refusal, pod_key
 
 ALERTS_PATH = "/api/v1/alerts"
 QUERY_PATH = "/api/v1/query"

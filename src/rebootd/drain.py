@@ -6,7 +6,7 @@ global `timeout`, a `stop` event and task cancellation all abort cleanly, and a 
 finish says which pods are left and why. Cordoning is not done here (the cycle cordons first).
 
 Order, as k8s.io/kubectl/pkg/drain: list the node's pods (`fieldSelector=spec.nodeName=NODE`,
-`labelSelector=pod_selector`, paged), filter each pod (`filter_pod`; the filters run in kubectl's
+`labelSelector=pod_selector`, paged), filter each pod (`pods.filter_pod`, pure; the filters run in kubectl's
 order and the first one that leaves a pod on the node decides), then evict every remaining pod
 concurrently and wait for each to disappear. kured's settings are fixed on: `--force`, `--ignore-daemonsets`,
 `--delete-emptydir-data` (so no filter verdict is an error, only "evict" or "skip").
@@ -38,19 +38,26 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from rebootd.clock import Clock, SystemClock
 from rebootd.kube import Conflict, Expired, Kube, KubeError, NotFound, TooManyRequests, resource_version
 from rebootd.logs import get_logger
+from rebootd.pods import (
+    Owner,
+    controller_of,
+    daemonset_to_check,
+    deletion_time,
+    filter_pod,
+    pod_key,
+    pod_uid,
+    terminating_too_long,
+)
 from rebootd.selectors import SelectorError, label_selector_from_object, parse_label_selector
 
 JsonObj = dict[str, Any]
 
-MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
-FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
 MULTIPLE_PDBS_TEXT = "more than one PodDisruptionBudget"
 BLOCKED_LOG_INTERVAL = 60.0
@@ -90,28 +97,6 @@ class DrainOptions:
             parse_label_selector(self.pod_selector)
         except SelectorError as exc:
             raise ValueError(f"pod_selector {self.pod_selector!r}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class Owner:
-    """A pod's controller (its ownerReference with `controller: true`)."""
-
-    kind: str
-    name: str
-    uid: str
-    api_version: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name, "uid": self.uid}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Owner:
-        return cls(
-            kind=str(data.get("kind", "")),
-            name=str(data.get("name", "")),
-            uid=str(data.get("uid", "")),
-            api_version=str(data.get("apiVersion", "")),
-        )
 
 
 @dataclass(frozen=True)
@@ -188,111 +173,6 @@ class DrainTimeout(DrainError):
 
 class DrainStopped(DrainError):
     """The `stop` event was set before the drain finished."""
-
-
-# --- pure: filters ------------------------------------------------------------------------------
-
-
-def pod_key(pod: Mapping[str, Any]) -> str:
-    meta = pod.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-
-
-def pod_uid(pod: Mapping[str, Any]) -> str:
-    return str((pod.get("metadata") or {}).get("uid") or "")
-
-
-def controller_of(pod: Mapping[str, Any]) -> Owner | None:
-    """metav1.GetControllerOf: the ownerReference with `controller: true`, if any."""
-    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
-        if isinstance(ref, Mapping) and ref.get("controller") is True:
-            return Owner(
-                kind=str(ref.get("kind", "")),
-                name=str(ref.get("name", "")),
-                uid=str(ref.get("uid", "")),
-                api_version=str(ref.get("apiVersion", "")),
-            )
-    return None
-
-
-def is_finished(pod: Mapping[str, Any]) -> bool:
-    return (pod.get("status") or {}).get("phase") in FINISHED_PHASES
-
-
-def deletion_time(pod: Mapping[str, Any]) -> datetime | None:
-    raw = (pod.get("metadata") or {}).get("deletionTimestamp")
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def terminating_too_long(pod: Mapping[str, Any], *, now: datetime, skip_wait_for_delete_timeout: int) -> bool:
-    """kubectl's shouldSkipPod: deletionTimestamp set and more than N whole seconds ago (N > 0)."""
-    if skip_wait_for_delete_timeout <= 0:
-        return False
-    since = deletion_time(pod)
-    return since is not None and int((now - since).total_seconds()) > skip_wait_for_delete_timeout
-
-
-def daemonset_to_check(pod: Mapping[str, Any]) -> str | None:
-    """The DaemonSet whose existence decides this pod's fate: the name of its controlling
-    DaemonSet unless the pod has finished (a finished DaemonSet pod is simply removed)."""
-    owner = controller_of(pod)
-    if owner is None or owner.kind != "DaemonSet" or is_finished(pod):
-        return None
-    return owner.name
-
-
-def has_local_storage(pod: Mapping[str, Any]) -> bool:
-    return any(
-        isinstance(v, Mapping) and v.get("emptyDir") is not None
-        for v in (pod.get("spec") or {}).get("volumes") or []
-    )
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the filters decided for one pod: evict it, or skip it for `reason`. `warnings` are
-    kubectl's warnings for pods evicted thanks to force / delete-emptydir-data."""
-
-    evict: bool
-    reason: str = ""
-    warnings: tuple[str, ...] = field(default=())
-
-
-def filter_pod(
-    pod: Mapping[str, Any],
-    *,
-    now: datetime,
-    skip_wait_for_delete_timeout: int,
-    daemonset_exists: bool | None = None,
-) -> Verdict:
-    """kubectl's filters in order (skipDeleted, daemonSet, mirrorPod, localStorage, unreplicated)
-    with force, ignore-daemonsets and delete-emptydir-data on. `daemonset_exists` answers the GET
-    of `daemonset_to_check(pod)` (ignored when that is None)."""
-    if terminating_too_long(pod, now=now, skip_wait_for_delete_timeout=skip_wait_for_delete_timeout):
-        return Verdict(evict=False, reason=f"terminating for more than {skip_wait_for_delete_timeout}s")
-    warnings: list[str] = []
-    daemonset = daemonset_to_check(pod)
-    if daemonset is not None:
-        if daemonset_exists is None:
-            raise ValueError(f"pod {pod_key(pod)}: DaemonSet {daemonset} must be looked up first")
-        if daemonset_exists:
-            return Verdict(evict=False, reason=f"DaemonSet-managed (DaemonSet {daemonset})")
-        warnings.append(f"orphaned: DaemonSet {daemonset} not found")
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    if MIRROR_POD_ANNOTATION in annotations:
-        return Verdict(evict=False, reason="mirror pod (static pod managed by the kubelet)")
-    finished = is_finished(pod)
-    if has_local_storage(pod) and not finished:
-        warnings.append("deleting Pods with local storage (emptyDir)")
-    if not finished and controller_of(pod) is None:
-        warnings.append("deleting Pods that declare no controller")
-    return Verdict(evict=True, warnings=tuple(warnings))
 
 
 # --- pure: eviction answers ---------------------------------------------------------------------

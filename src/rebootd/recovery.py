@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from rebootd.clock import Clock
-from rebootd.drain import controller_of, is_finished, pod_key
 from rebootd.kube import Expired, Kube, KubeError
 from rebootd.logs import get_logger
-from rebootd.pods import covering_pdbs, evictable_pods, pod_is_ready
+from rebootd.pods import controller_of, covering_pdbs, evictable_pods, is_finished, pod_is_ready, pod_key
 
 JsonObj = dict[str, Any]
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerError"})

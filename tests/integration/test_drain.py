@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from rebootd.clock import OffsetClock
-from rebootd.drain import DrainError, DrainOptions, DrainStopped, DrainTimeout, Owner, drain_node
+from rebootd.drain import DrainError, DrainOptions, DrainStopped, DrainTimeout, drain_node
 from rebootd.emulator.emulator import Emulator
 from rebootd.emulator.faults import FaultConfig, FaultInjector
 from rebootd.kube import Kube, RetryPolicy
+from rebootd.pods import Owner
 from tests.fixtures.emulator import EmulatorFactory, Kubectl, emulator, emulator_factory, kubectl
 
 __all__ = ["emulator", "emulator_factory", "kubectl"]

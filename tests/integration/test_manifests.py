@@ -51,7 +51,7 @@ CUSTOM_KINDS = {
 }
 SETTING_ENV_NAMES = {env_name(name) for name in Settings.model_fields}
 KUBECTL_HINT = "kubectl v1.32 from the Kubernetes apt repository"
-PIP_HINT = "pip install -e '.[manifests]'"
+PIP_HINT = "pip install -e . --group manifests"
 
 Obj = dict[str, Any]
 

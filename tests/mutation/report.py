@@ -33,10 +33,10 @@ from pathlib import Path
 DECISIONS: dict[str, tuple[str, ...]] = {
     "pods": ("*",),
     "recovery": ("baseline", "container_trouble", "node_pods_problem", "owners_problem", "pdbs_problem"),
+    # (kubectl's pod filters moved to pods.py, measured there with the rest of it)
     "drain": (
-        "pod_key", "pod_uid", "controller_of", "is_finished", "deletion_time", "terminating_too_long",
-        "daemonset_to_check", "has_local_storage", "filter_pod", "describe_refusal",
-        "is_namespace_terminating", "is_multiple_pdbs", "pdbs_selecting", "describe_pending",
+        "describe_refusal", "is_namespace_terminating", "is_multiple_pdbs", "pdbs_selecting",
+        "describe_pending",
     ),
     "schedule": ("*",),
     "settings": (

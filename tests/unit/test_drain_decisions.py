@@ -6,19 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rebootd.drain import (
-    Owner,
-    controller_of,
-    deletion_time,
-    describe_pending,
-    describe_refusal,
-    has_local_storage,
-    is_multiple_pdbs,
-    pdbs_selecting,
-    pod_key,
-    terminating_too_long,
-)
+from rebootd.drain import describe_pending, describe_refusal, is_multiple_pdbs, pdbs_selecting
 from rebootd.kube import KubeError
+from rebootd.pods import Owner, controller_of, deletion_time, has_local_storage, pod_key, terminating_too_long
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

@@ -12,20 +12,22 @@ from rebootd.drain import (
     DrainOptions,
     DrainResult,
     EvictedPod,
+    describe_pending,
+    describe_refusal,
+    is_multiple_pdbs,
+    is_namespace_terminating,
+    pdbs_selecting,
+)
+from rebootd.kube import KubeError, TooManyRequests
+from rebootd.pods import (
     Owner,
     Verdict,
     controller_of,
     daemonset_to_check,
-    describe_pending,
-    describe_refusal,
     filter_pod,
-    is_multiple_pdbs,
-    is_namespace_terminating,
-    pdbs_selecting,
     pod_uid,
     terminating_too_long,
 )
-from rebootd.kube import KubeError, TooManyRequests
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -57,8 +57,10 @@ def test_base_tag_changes_with_the_mirror_and_names_python_3_11() -> None:
 
 def test_build_mounts_the_ca_for_pip_only_when_the_host_has_one() -> None:
     cache = Path("cache")
-    plain = build_argv(buildah="buildah", cache=cache, base="localhost/b:1", ca_file=None)
-    with_ca = build_argv(buildah="buildah", cache=cache, base="localhost/b:1", ca_file="/etc/ca.pem")
+    plain = build_argv(buildah="buildah", cache=cache, base="localhost/b:1", ca_file=None, version="1.2.3")
+    with_ca = build_argv(
+        buildah="buildah", cache=cache, base="localhost/b:1", ca_file="/etc/ca.pem", version="1.2.3"
+    )
 
     assert plain[1:3] == ["--storage-driver", "vfs"]
     assert "--isolation" in plain
@@ -67,6 +69,7 @@ def test_build_mounts_the_ca_for_pip_only_when_the_host_has_one() -> None:
     assert not any("PIP_CERT" in arg for arg in plain)
     assert f"/etc/ca.pem:{BUILD_CA_MOUNT}:ro" in with_ca
     assert f"PIP_CERT={BUILD_CA_MOUNT}" in with_ca
+    assert "REBOOTD_VERSION=1.2.3" in plain, "the context has no git data: the version is passed in"
 
 
 def _pins() -> dict[str, str]:
@@ -99,3 +102,10 @@ def test_containerfile_installs_with_the_constraints() -> None:
 
     assert "PIP_CONSTRAINT=/src/constraints.txt" in text
     assert "constraints.txt ./" in text
+
+
+def test_the_image_is_built_as_the_version_passed_in() -> None:
+    text = (ROOT / "Containerfile").read_text()
+
+    assert "ARG REBOOTD_VERSION" in text
+    assert 'export SETUPTOOLS_SCM_PRETEND_VERSION="$REBOOTD_VERSION"' in text

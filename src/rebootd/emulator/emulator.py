@@ -99,7 +99,12 @@ class Emulator:
 
     async def start(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         app = self.api.application()
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
+        # lingering_time: after refusing a body unread (413), read and drop the rest for at most
+        # this long, then close (Go's server reads a bounded remainder too); aiohttp's default, 10 s,
+        # keeps the connection's task alive past close().
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=0.5, lingering_time=0.5
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()

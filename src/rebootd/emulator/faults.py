@@ -18,6 +18,10 @@ reaches the client: the connection is reset, or a proxy answers 504 Gateway Time
 cannot tell it from a write that never happened; a retry meets its own earlier write.
 An exempt client (the test harness itself) never gets a fault, is never partitioned and consumes
 no random numbers, so adding harness calls does not change the faults the daemons see.
+
+A test that picks the very write to lose (a Hypothesis state machine) arms it with `lose_next`:
+that client's next write is applied and its answer lost, whatever the rates say, and no random
+number is drawn for it.
 """
 
 from __future__ import annotations
@@ -150,6 +154,7 @@ class FaultInjector:
         self._streams: dict[tuple[str, str], random.Random] = {}
         self._partitioned_until: dict[str, float] = {}
         self._exempt: set[str] = set()
+        self._armed: dict[str, FaultKind] = {}  # client -> the lost-response kind of its next write
         self._counts: dict[str, int] = dict.fromkeys((*FAULT_KINDS, *_WATCH_COUNTERS), 0)
 
     @property
@@ -176,6 +181,14 @@ class FaultInjector:
         self._exempt.add(client)
         self._partitioned_until.pop(client, None)
 
+    def lose_next(self, *, client: str, kind: FaultKind = "lost_reset") -> None:
+        """`client`'s next write is applied and its answer lost (`kind`: a lost-response kind);
+        once, drawing no random number. Ignored for an exempt client."""
+        if kind not in LOST_KINDS:
+            raise ValueError(f"{kind!r} is not a lost-response kind ({', '.join(sorted(LOST_KINDS))})")
+        if client not in self._exempt:
+            self._armed[client] = kind
+
     def decide(self, *, client: str, verb: str, write: bool) -> Fault | None:
         """The fault for this request, or None to serve it normally. `verb` is recorded for
         symmetry with the API (get, list, watch, create, update, patch, delete); only `write`
@@ -184,6 +197,10 @@ class FaultInjector:
         del verb  # the kinds do not depend on the verb beyond `write`
         if client in self._exempt:
             return None
+        if write and client in self._armed:
+            kind = self._armed.pop(client)
+            self._counts[kind] += 1
+            return Fault(kind)
         draw = self._stream(client, "decide").random()
         config = self._config
         edge = 0.0
