@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import AsyncIterator
+from types import FrameType
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,6 +23,17 @@ pytest_plugins: list[str] = [
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run stopped with SIGTERM (`timeout`, `kill`, CI's limit) ends as Ctrl-C does: fixtures
+    are torn down, so the control planes, Prometheus servers and daemons they started are
+    stopped rather than left running with no parent."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 # A task still pending when its test is over gets this long to finish on its own.
