@@ -590,9 +590,11 @@ def _night_runs(outcome: Outcome, *, night: int, started: datetime, speed: float
 
 
 def _setup_estimate(snapshot: snap.Snapshot) -> float:
-    """Real seconds to load the snapshot and start the daemons (generous on 2 loaded cores: 300
-    nodes took 26 s to the first slot under a load average of 14)."""
-    return 3.0 + 0.06 * len(snapshot.nodes) + 0.004 * len(snapshot.pods)
+    """Real seconds to load the snapshot and start the daemons, generous on 2 loaded cores: 300
+    nodes took 38 s to their first slot under a load average of 14, most of it starting the
+    daemons. Waiting for a window costs a daemon no request, so an early start costs only
+    idle time; a late one would cost the night its first rounds."""
+    return 3.0 + 0.12 * len(snapshot.nodes) + 0.004 * len(snapshot.pods)
 
 
 async def run_night(
