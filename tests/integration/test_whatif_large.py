@@ -8,23 +8,32 @@ queued only the nodes it could reach, 296 waiting daemons' periodic checks swamp
 and it rebooted 0 to 4 nodes): at least SOME_ROUNDS nodes rebooted one after another at
 concurrency 1 (a 3-minute boot, 30 s recovery: at most about 17 fit in 90 minutes; 15-16
 measured), the pinned nodes named with their reasons, a suggested concurrency that fits the
-night where the smaller ones do not, and every safety invariant held.
+night where the smaller ones do not, and every safety invariant held. Its `--html` page renders
+in headless Chromium (Debian's `chromium`; a missing one fails under CI=true) with one row per
+node, the inline script run and no console error.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.fixtures.tools import require_binary
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots" / "large.yaml"
 SOME_ROUNDS = 10
 REPLAY_TIMEOUT = 420
 
 
-def test_the_300_node_replay_fills_its_night_names_the_pinned_nodes_and_suggests_a_concurrency() -> None:
+def test_the_300_node_replay_fills_its_night_names_the_pinned_nodes_and_suggests_a_concurrency(
+    tmp_path: Path,
+) -> None:
+    chromium = require_binary("chromium", install_hint="apt-get install chromium")
+    html = tmp_path / "out.html"
     started = time.monotonic()
     result = subprocess.run(
         [
@@ -39,6 +48,8 @@ def test_the_300_node_replay_fills_its_night_names_the_pinned_nodes_and_suggests
             "--nights",
             "1",
             "--json",
+            "--html",
+            str(html),
         ],
         capture_output=True,
         text=True,
@@ -66,3 +77,25 @@ def test_the_300_node_replay_fills_its_night_names_the_pinned_nodes_and_suggests
     assert not any(f["fits"] for f in data["fits"] if f["concurrency"] < suggestion["concurrency"])
     # 296 rebootable nodes in one night of about 15 rounds: some 20 at once, not 50
     assert 10 <= suggestion["concurrency"] <= 30, (suggestion, data["cycle_seconds"])
+    page = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            html.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert page.returncode == 0, page.stderr[-2000:]
+    assert len(re.findall(r'<g class="row"', page.stdout)) == 300
+    assert 'data-rows="300"' in page.stdout  # the inline script ran and counted them
+    console = [line for line in page.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
