@@ -774,6 +774,18 @@ def _dur(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+def kept_up(*, base: int, verified: int) -> bool:
+    """Did a replay at a higher concurrency keep up? Its first night starts from the same cluster
+    as the replay at the user's concurrency, and more slots never reboot fewer nodes in a night
+    (a PDB or zone limit at worst serializes them again): fewer is the machine falling behind
+    (hundreds of waiting daemons at the replay's clock speed), not the rollout."""
+    return verified >= base
+
+
+def _first_night(result: WhatIf) -> int:
+    return len(result.nights[0].rebooted) if result.nights else 0
+
+
 def render_text(result: WhatIf) -> str:
     o, s = result.options, result.settings
     zones = sorted(set(result.zones.values()))
@@ -893,10 +905,15 @@ def render_text(result: WhatIf) -> str:
             f", zone concurrency {check.settings.zone_concurrency}" if check.settings.zone_concurrency else ""
         )
         done = sum(len(n.rebooted) for n in check.nights)
+        first, base = _first_night(check), _first_night(result)
         verdict = (
             f"every rebootable node rebooted by {_hm(check.finished)}"
             if check.finished is not None
             else f"{done} of {len(check.rebootable)} rebootable nodes rebooted, so it does NOT fit"
+            if kept_up(base=base, verified=first)
+            else f"INCONCLUSIVE: {first} node(s) rebooted on its first night, fewer than the {base} at "
+            f"concurrency {s.concurrency}: the replay did not keep up ({len(check.daemon_nodes)} daemons "
+            f"at {o.clock_speed:g}x on this machine); lower --clock-speed"
         )
         safe = "every invariant held" if check.invariants_ok else "INVARIANTS FAILED"
         lines.append(
@@ -961,6 +978,7 @@ def to_json(result: WhatIf) -> dict[str, Any]:
             "finished": None if result.verified.finished is None else result.verified.finished.isoformat(),
             "rebooted": sum(len(n.rebooted) for n in result.verified.nights),
             "invariants_ok": result.verified.invariants_ok,
+            "kept_up": kept_up(base=_first_night(result), verified=_first_night(result.verified)),
         },
         "rounds_per_night_measured": result.rounds_per_night,
         "inconclusive_nights": result.stalled_nights,
