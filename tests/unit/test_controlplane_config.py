@@ -44,12 +44,15 @@ def test_default_users_have_an_admin_the_control_plane_identities_and_unprivileg
     assert len({user.token for user in users.values()}) == len(users)
 
 
-def test_audit_policy_records_only_rebootds_reads_and_every_write_with_bodies() -> None:
+def test_audit_policy_records_only_the_reads_of_rebootd_and_its_whatif_reader_and_every_write() -> None:
     policy = json.loads(config.audit_policy())
     readers, first, non_resource, last = policy["rules"]
     assert readers == {
         "level": "Metadata",
-        "users": ["system:serviceaccount:kube-system:rebootd"],
+        "users": [
+            "system:serviceaccount:kube-system:rebootd",
+            "system:serviceaccount:kube-system:rebootd-whatif",
+        ],
         "verbs": ["get", "list", "watch"],
     }
     assert first == {"level": "None", "verbs": ["get", "list", "watch"]}

@@ -108,8 +108,11 @@ def token_file(users: Sequence[User]) -> str:
 
 
 # rebootd's own ServiceAccount (deploy/kustomize/base): its reads are audited too, so a run can
-# count every request of the daemons and prove that none was refused (403).
-AUDITED_READERS = ("system:serviceaccount:kube-system:rebootd",)
+# count every request of the daemons and prove that none was refused (403). The what-if's reader
+# (`rebootd simulate --from-cluster` under a read-only role) too: its test proves from the log
+# that it read nothing else (no Secret) and wrote nothing.
+WHATIF_READER = "system:serviceaccount:kube-system:rebootd-whatif"
+AUDITED_READERS = ("system:serviceaccount:kube-system:rebootd", WHATIF_READER)
 
 
 def audit_policy(*, audited_readers: Sequence[str] = AUDITED_READERS) -> str:

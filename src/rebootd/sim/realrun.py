@@ -134,6 +134,9 @@ def _collection(doc: Mapping[str, Any]) -> str:
         "Deployment": "deployments",
         "PodDisruptionBudget": "poddisruptionbudgets",
         "DaemonSet": "daemonsets",
+        "Node": "nodes",
+        "Secret": "secrets",
+        "ConfigMap": "configmaps",
     }[str(doc["kind"])]
     prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
     namespace = (doc.get("metadata") or {}).get("namespace")

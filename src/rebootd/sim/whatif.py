@@ -29,9 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from rebootd.clock import Clock, OffsetClock
-from rebootd.emulator.emulator import Emulator
+from rebootd.emulator.emulator import SETUP, Emulator
+from rebootd.emulator.resources import BY_GROUP_RESOURCE
 from rebootd.emulator.store import StoreEvent
-from rebootd.lockstate import resolve_share
+from rebootd.kube import format_microtime
+from rebootd.lock import LOCK_FINALIZER
+from rebootd.lockstate import STATE_ANNOTATION, LockState, resolve_share
 from rebootd.schedule import Window
 from rebootd.selectors import SelectorError, label_selector_from_object, parse_label_selector
 from rebootd.settings import Settings, load_settings
@@ -42,6 +45,8 @@ from rebootd.sim.simulate import (
     EXIT_HALTED,
     EXIT_OK,
     GRACE_SECONDS,
+    LOCK_NAME,
+    LOCK_NAMESPACE,
     Outcome,
     SimulationConfig,
     simulate,
@@ -74,8 +79,16 @@ APPLIED = (
     "blocking_pod_scope",
     "blocking_pod_selector",
 )
-# Durations (seconds on the user's clock) divided by the clock speed.
-SCALED = ("drain_timeout", "drain_delay", "reboot_delay", "lock_release_delay")
+# Durations (seconds on the user's clock) divided by the clock speed, given or not: the
+# simulator's own timeouts (a few real seconds) would time a loaded replay's drains out.
+SCALED = (
+    "drain_timeout",
+    "drain_delay",
+    "reboot_delay",
+    "lock_release_delay",
+    "boot_timeout",
+    "recovery_timeout",
+)
 
 
 @dataclass(frozen=True)
@@ -135,8 +148,7 @@ def daemon_env(
             continue
         env[f"REBOOTD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     for name in SCALED:
-        if f"REBOOTD_{name.upper()}" in given:
-            env[f"REBOOTD_{name.upper()}"] = f"{float(getattr(settings, name)) / speed:g}s"
+        env[f"REBOOTD_{name.upper()}"] = f"{float(getattr(settings, name)) / speed:g}s"
     # The replay's own lock timing (real seconds): hundreds of daemons on a loaded machine queue
     # their Lease writes; a TTL of the simulator's 3.5 s would make holders back out.
     env["REBOOTD_LOCK_TTL"] = f"{REPLAY_LOCK_TTL:g}s"
@@ -175,6 +187,37 @@ def nights_of(window: Window, *, start: datetime, count: int) -> list[tuple[date
         out.append((opens, closes))
         t = closes + timedelta(seconds=1)
     return out
+
+
+def night_queue(
+    *,
+    waiting: Sequence[str],
+    zones: Mapping[str, str],
+    pinned: Mapping[str, str],
+    concurrency: int,
+    night_seconds: float,
+    boot_seconds: float,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The nodes one night's replay gives a reboot-required sentinel, and those it holds back.
+
+    No node can go round faster than it boots, so a night of `night_seconds` holds at most
+    ceil(night / boot) rounds of `concurrency` nodes: a node past that many in line cannot be
+    reached however the night goes. It is held back (it needs its reboot on a later night), so
+    the replay runs only the waiters that can matter instead of hundreds whose every periodic
+    check, at the replay's clock speed, would load the machine, not the rollout. The pinned
+    nodes always need theirs (the replay confirms that they wait). The line takes the zones in
+    turn, each in name order, so a zone limit meets the zones as mixed as a real queue."""
+    rounds = max(1, math.ceil(night_seconds / boot_seconds))
+    cap = concurrency * (rounds + 1)
+    by_zone: dict[str, list[str]] = {}
+    for node in sorted(n for n in waiting if n not in pinned):
+        by_zone.setdefault(zones.get(node, "-"), []).append(node)
+    line: list[str] = []
+    columns = [by_zone[z] for z in sorted(by_zone)]
+    for i in range(max((len(c) for c in columns), default=0)):
+        line += [c[i] for c in columns if i < len(c)]
+    queued = {n for n in waiting if n in pinned} | set(line[:cap])
+    return tuple(n for n in waiting if n in queued), tuple(n for n in waiting if n not in queued)
 
 
 # --- what can never be rebooted (pure) --------------------------------------------------------------
@@ -383,8 +426,37 @@ class NightSetup:
 
     def populate(self, emulator: Emulator) -> None:
         snap.populate(emulator, self.snapshot)
+        installed_lock(emulator, at=self.the_clock.now(), ttl=REPLAY_LOCK_TTL)
         self.pdbs.emulator = emulator
         emulator.store.add_listener(self.pdbs)
+
+
+def installed_lock(emulator: Emulator, *, at: datetime, ttl: float) -> None:
+    """The lock Lease as an installed rebootd keeps it between rollouts: nobody holding a slot,
+    nobody waiting. Without it every daemon of the replay would find no Lease at its start and
+    list every Node to rebuild one (hundreds of daemons: hundreds of lists of hundreds of
+    Nodes), which a cluster that runs rebootd never does."""
+    now = format_microtime(at)
+    body = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": LOCK_NAME,
+            "namespace": LOCK_NAMESPACE,
+            "finalizers": [LOCK_FINALIZER],
+            "annotations": {STATE_ANNOTATION: LockState().to_annotation()},
+        },
+        "spec": {
+            "holderIdentity": "",
+            "leaseDurationSeconds": max(1, round(ttl)),
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseTransitions": 0,
+        },
+    }
+    emulator.add_namespace(name=LOCK_NAMESPACE)
+    leases = BY_GROUP_RESOURCE[("coordination.k8s.io", "leases")]
+    emulator.registry.create(leases, LOCK_NAMESPACE, body, client=SETUP)
 
 
 @dataclass
@@ -412,6 +484,7 @@ class Night:
     runs: list[NodeRun]
     pdb_intervals: list[tuple[str, datetime, datetime]]
     pdb_lowest: dict[str, tuple[int, int]]
+    held_back: tuple[str, ...] = ()  # waiting, but beyond what the night could reach (`night_queue`)
 
     @property
     def rebooted(self) -> list[NodeRun]:
@@ -517,8 +590,11 @@ def _night_runs(outcome: Outcome, *, night: int, started: datetime, speed: float
 
 
 def _setup_estimate(snapshot: snap.Snapshot) -> float:
-    """Real seconds to load the snapshot and start the daemons (generous on 2 loaded cores)."""
-    return 3.0 + 0.03 * len(snapshot.nodes) + 0.004 * len(snapshot.pods)
+    """Real seconds to load the snapshot and start the daemons, generous on 2 loaded cores: 300
+    nodes took 38 s to their first slot under a load average of 14, most of it starting the
+    daemons. Waiting for a window costs a daemon no request, so an early start costs only
+    idle time; a late one would cost the night its first rounds."""
+    return 3.0 + 0.12 * len(snapshot.nodes) + 0.004 * len(snapshot.pods)
 
 
 async def run_night(
@@ -601,8 +677,16 @@ async def run_whatif(options: WhatIfOptions, *, workdir: Path | None = None) -> 
     windows = nights_of(settings.window, start=start, count=options.nights)
     nights: list[Night] = []
     done: set[str] = set()
+    concurrency = resolve_share(settings.concurrency, nodes=len(daemon_nodes), floor=1)
     for index, (opens, closes) in enumerate(windows, start=1):
-        needed = tuple(n for n in daemon_nodes if n not in done)
+        needed, held_back = night_queue(
+            waiting=[n for n in daemon_nodes if n not in done],
+            zones=daemon_nodes,
+            pinned=pinned,
+            concurrency=concurrency,
+            night_seconds=(closes - opens).total_seconds(),
+            boot_seconds=options.boot_seconds,
+        )
         if not [n for n in needed if n not in pinned]:
             break
         night = await run_night(
@@ -616,6 +700,7 @@ async def run_whatif(options: WhatIfOptions, *, workdir: Path | None = None) -> 
             settings=settings,
             workdir=None if workdir is None else workdir / f"night-{index}",
         )
+        night.held_back = held_back
         nights.append(night)
         done |= {r.node for r in night.rebooted}
         if night.outcome.status == "halted":
@@ -637,7 +722,6 @@ async def run_whatif(options: WhatIfOptions, *, workdir: Path | None = None) -> 
         if node not in pinned:
             per_zone[zones[node]] = per_zone.get(zones[node], 0) + 1
     busy = [len(n.rebooted) for n in nights if n.outcome.status != "completed" and n.rebooted]
-    concurrency = resolve_share(settings.concurrency, nodes=len(daemon_nodes), floor=1)
     measured = max(busy) // max(1, concurrency) if busy else None
     fits = estimate_fit(
         per_zone=per_zone,
@@ -688,6 +772,18 @@ def _dur(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:.0f} min"
     return f"{seconds:.0f} s"
+
+
+def kept_up(*, base: int, verified: int) -> bool:
+    """Did a replay at a higher concurrency keep up? Its first night starts from the same cluster
+    as the replay at the user's concurrency, and more slots never reboot fewer nodes in a night
+    (a PDB or zone limit at worst serializes them again): fewer is the machine falling behind
+    (hundreds of waiting daemons at the replay's clock speed), not the rollout."""
+    return verified >= base
+
+
+def _first_night(result: WhatIf) -> int:
+    return len(result.nights[0].rebooted) if result.nights else 0
 
 
 def render_text(result: WhatIf) -> str:
@@ -809,10 +905,15 @@ def render_text(result: WhatIf) -> str:
             f", zone concurrency {check.settings.zone_concurrency}" if check.settings.zone_concurrency else ""
         )
         done = sum(len(n.rebooted) for n in check.nights)
+        first, base = _first_night(check), _first_night(result)
         verdict = (
             f"every rebootable node rebooted by {_hm(check.finished)}"
             if check.finished is not None
             else f"{done} of {len(check.rebootable)} rebootable nodes rebooted, so it does NOT fit"
+            if kept_up(base=base, verified=first)
+            else f"INCONCLUSIVE: {first} node(s) rebooted on its first night, fewer than the {base} at "
+            f"concurrency {s.concurrency}: the replay did not keep up ({len(check.daemon_nodes)} daemons "
+            f"at {o.clock_speed:g}x on this machine); lower --clock-speed"
         )
         safe = "every invariant held" if check.invariants_ok else "INVARIANTS FAILED"
         lines.append(
@@ -877,6 +978,7 @@ def to_json(result: WhatIf) -> dict[str, Any]:
             "finished": None if result.verified.finished is None else result.verified.finished.isoformat(),
             "rebooted": sum(len(n.rebooted) for n in result.verified.nights),
             "invariants_ok": result.verified.invariants_ok,
+            "kept_up": kept_up(base=_first_night(result), verified=_first_night(result.verified)),
         },
         "rounds_per_night_measured": result.rounds_per_night,
         "inconclusive_nights": result.stalled_nights,
@@ -913,6 +1015,8 @@ def chart(result: WhatIf) -> Chart:
     bars: dict[str, list[Bar]] = {n: [] for n in result.zones}
     for night in result.nights:
         seg_to = segments[night.index - 1][1]
+        for node in night.held_back:  # waiting all night, beyond what the night could reach
+            bars[node].append(Bar("queued", x(night.index, night.opens), x(night.index, night.closes)))
         for run in night.runs:
             if run.node not in night.outcome.plan.needed:
                 continue

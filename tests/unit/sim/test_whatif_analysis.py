@@ -199,3 +199,48 @@ def test_a_measured_night_caps_the_rounds_the_cycle_alone_would_promise() -> Non
     best = whatif.suggestion(fits)
     assert best is not None
     assert (best.concurrency, best.zone_concurrency) == (3, 1)  # 20 rounds (a zone of 20 at 1), 2 nights
+
+
+def test_a_night_queues_only_the_nodes_it_could_reach_the_zones_in_turn_and_every_pinned_node() -> None:
+    zones = {f"n-{z}-{i:02d}": z for z in ("a", "b", "c") for i in range(40)}
+    pinned = {"n-b-39": "a PDB allows nothing"}
+    queued, held = whatif.night_queue(
+        waiting=list(zones),
+        zones=zones,
+        pinned=pinned,
+        concurrency=2,
+        night_seconds=5400.0,
+        boot_seconds=180.0,
+    )
+    # 90 minutes of 3-minute boots: at most 30 rounds of 2 nodes; one round more for the margin
+    assert len([n for n in queued if n not in pinned]) == 2 * 31
+    assert "n-b-39" in queued
+    assert set(queued) | set(held) == set(zones)
+    assert not set(queued) & set(held)
+    first = [n for n in ("n-a-00", "n-b-00", "n-c-00", "n-a-01") if n in queued]
+    assert first == ["n-a-00", "n-b-00", "n-c-00", "n-a-01"]  # the zones in turn, each in name order
+    assert {n.split("-")[1] for n in queued} == {"a", "b", "c"}
+    assert max(int(n.split("-")[2]) for n in queued if n not in pinned) == 20  # 62 nodes over 3 zones
+
+
+def test_a_night_that_could_reach_every_node_holds_none_back() -> None:
+    zones = {f"n{i}": "z" for i in range(5)}
+    queued, held = whatif.night_queue(
+        waiting=list(zones), zones=zones, pinned={}, concurrency=1, night_seconds=3600.0, boot_seconds=180.0
+    )
+    assert queued == tuple(zones)
+    assert held == ()
+
+
+def test_the_replay_scales_the_users_timeouts_given_or_not() -> None:
+    settings = load_settings(environ={"REBOOTD_DRAIN_TIMEOUT": "30m"})
+    env, _ignored = whatif.daemon_env(settings, given={"REBOOTD_DRAIN_TIMEOUT": "30m"}, speed=60.0)
+    assert env["REBOOTD_DRAIN_TIMEOUT"] == "30s"
+    assert env["REBOOTD_BOOT_TIMEOUT"] == "15s"  # the default 900 s, never the simulator's few seconds
+    assert env["REBOOTD_RECOVERY_TIMEOUT"] == "15s"
+
+
+def test_a_verifying_replay_that_reboots_fewer_nodes_on_its_first_night_did_not_keep_up() -> None:
+    assert whatif.kept_up(base=18, verified=18)
+    assert whatif.kept_up(base=18, verified=40)
+    assert not whatif.kept_up(base=18, verified=2)  # measured: 296 daemons at concurrency 10, 60x
