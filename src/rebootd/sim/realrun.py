@@ -63,7 +63,7 @@ NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:rebootd"
 LOCK_NAME = "rebootd"
 WORKLOAD_NAMESPACE = "apps"
-RBAC_FILES = ("serviceaccount.yaml", "clusterrole.yaml", "role.yaml")
+RBAC_FILES = ("serviceaccount.yaml", "clusterrole.yaml", "role.yaml", "heartbeat-role.yaml")
 GRACE_SECONDS = 30
 POLL = 0.1
 LOCK_TTL = 5.0  # seconds (REBOOTD_LOCK_TTL of the daemons here)
@@ -151,14 +151,15 @@ class RealOutcome:
 
 
 def rbac_documents(base: Path) -> list[dict[str, Any]]:
-    """The base's ServiceAccount, roles and bindings, in the namespace kustomize gives them."""
+    """The base's ServiceAccount, roles and bindings (the heartbeat Role in kube-node-lease
+    included), in the namespace kustomize gives them."""
     docs = []
     for name in RBAC_FILES:
         for doc in yaml.safe_load_all((base / name).read_text()):
             if not doc:
                 continue
-            if doc["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
-                doc["metadata"]["namespace"] = NAMESPACE
+            if doc["kind"] in ("ServiceAccount", "Role", "RoleBinding"):  # where the base leaves it unset
+                doc["metadata"].setdefault("namespace", NAMESPACE)
             docs.append(doc)
     return docs
 

@@ -306,6 +306,26 @@ async def test_real_failed_reboot_command_halts_in_flight_and_is_not_retried_in_
     assert (outcome.status, outcome.exit_code) == ("halted", 3), failed(outcome)
 
 
+@pytest.mark.parametrize(
+    ("scenario", "what"),
+    [
+        ("frozen-holder", "freeze the first daemon to reach it right before its 2nd evict"),
+        ("late-kubelet", ""),
+        ("duplicate-daemon", "second daemon for"),
+    ],
+)
+async def test_real_named_scenarios_of_the_daemon_side_complete_with_one_reboot_per_node(
+    shared_plane: ControlPlane, tmp_path: Path, scenario: str, what: str
+) -> None:
+    config = RealConfig(nodes=3, scenario=scenario, prefix=scenario.split("-")[0])
+    outcome = await run_scenario(shared_plane, tmp_path, config)
+    assert_safe(outcome)
+    assert (outcome.status, outcome.exit_code, outcome.report.rebooted) == ("completed", 0, 3), failed(
+        outcome
+    )
+    assert any(what in e for e in outcome.events) if what else not outcome.events
+
+
 def test_simulate_real_refuses_a_scenario_that_needs_an_emulator_fault_with_exit_2() -> None:
     run = rebootd("simulate", "--control-plane", "real", "--scenario", "lost-response", "--nodes", "5")
     assert run.returncode == 2
