@@ -484,6 +484,9 @@ class RealRun:
             await self.machines.close()
             await self.admin.close()
         ended = time.time()
+        for name, sim in self.sims.items():
+            if sim.frozen:
+                self.events.append(f"(the daemon of {name} was frozen {sim.frozen} time(s))")
         window = load_settings(environ=self.env).window if self.window_start is not None else None
         report, forbidden, history = await judge_history(
             plane,

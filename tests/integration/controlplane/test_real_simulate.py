@@ -324,6 +324,8 @@ async def test_real_named_scenarios_of_the_daemon_side_complete_with_one_reboot_
         outcome
     )
     assert any(what in e for e in outcome.events) if what else not outcome.events
+    if scenario == "frozen-holder":
+        assert any("was frozen 1 time(s)" in e for e in outcome.events), outcome.events
 
 
 def test_simulate_real_refuses_a_scenario_that_needs_an_emulator_fault_with_exit_2() -> None:
