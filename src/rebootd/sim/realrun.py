@@ -409,7 +409,7 @@ class RealRun:
         plane, config = self.plane, self.config
         for doc in rbac_documents(self.base):
             await asyncio.to_thread(create, plane, doc)
-        await asyncio.to_thread(_clear_lock, plane)
+        await asyncio.to_thread(clear_lock, plane)
         since = datetime.now(UTC)  # the audit log from here on is this run's
         token = await asyncio.to_thread(plane.service_account_token, namespace=NAMESPACE, name="rebootd")
         daemon_kubeconfig = plane.write_kubeconfig(self.workdir / "daemon.kubeconfig", user=token)
@@ -649,7 +649,7 @@ class RealRun:
             raise ScenarioError(f"action {action.kind} does not run on a real control plane")
 
 
-def _clear_lock(plane: ControlPlane) -> None:
+def clear_lock(plane: ControlPlane) -> None:
     """No lock Lease from an earlier run on this plane (its finalizer removed, then deleted)."""
     path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{LOCK_NAME}"
     try:

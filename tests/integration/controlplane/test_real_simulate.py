@@ -8,7 +8,9 @@ project's own RBAC (deploy/kustomize/base) binds, on API-only simulated machines
 scheduler and controllers move the workload. It is judged from the kube-apiserver's audit log:
 every invariant holds, every node rebooted exactly once, and not one request of the daemons was
 refused (403), though every one of them, reads included, is in the log.
-Each test starts its own control plane, so its audit log holds only its own run.
+The simulate command starts its own control plane, as a user's run does; every other test shares
+one plane started for the module: each run reads the audit log from its own start on, with its own
+node names and workload namespace, and removes its Nodes and namespace when done.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 import urllib.error
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,7 @@ import pytest
 from rebootd.controlplane import RELEASE, Binaries, ControlPlane, running_control_plane
 from rebootd.controlplane.build import BUILD_COMMAND, find_module_dir
 from rebootd.lock import state_of
-from rebootd.sim.audit import Note, client_of
+from rebootd.sim.audit import Note, client_of, parse_time
 from rebootd.sim.invariants import is_rebootd
 from rebootd.sim.kubelet import ApiMachines, KubeletTiming
 from rebootd.sim.processes import HostAgent, ProcessNode
@@ -41,9 +44,10 @@ from rebootd.sim.realrun import (
     WORKLOAD_NAMESPACE,
     RealConfig,
     RealOutcome,
+    clear_lock,
     create,
     daemon_env,
-    judge,
+    judge_history,
     layout,
     rbac_documents,
     simulate_real,
@@ -93,68 +97,74 @@ def test_simulate_real_without_the_binaries_exits_2_naming_the_build_command(tmp
 
 
 async def test_a_full_cycle_of_rebootd_run_processes_with_real_service_account_tokens_and_no_403(
-    control_plane_binaries: Binaries, tmp_path: Path
+    shared_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    with running_control_plane(binaries=control_plane_binaries, work_dir=tmp_path / "plane") as plane:
-        base = find_module_dir().parent / "deploy" / "kustomize" / "base"
-        for doc in rbac_documents(base):
+    plane = shared_plane
+    clear_lock(plane)
+    since = datetime.now(UTC)  # the audit log from here on is this test's
+    base = find_module_dir().parent / "deploy" / "kustomize" / "base"
+    for doc in rbac_documents(base):
+        create(plane, doc)
+    token = plane.service_account_token(namespace=NAMESPACE, name="rebootd")
+    kubeconfig = plane.write_kubeconfig(tmp_path / "daemon.kubeconfig", user=token)
+    zones = layout(nodes=3, zones=3)
+    notes: list[Note] = []
+    timing = KubeletTiming(boot_seconds=BOOT, pod_start=RECOVERY, grace_scale=DRAIN / GRACE_SECONDS)
+    machines = ApiMachines(kubeconfig=plane.kubeconfig, timing=timing, notes=notes)
+    nodes: dict[str, ProcessNode] = {}
+
+    def reboot(name: str) -> bool:  # the host's `systemctl reboot`, asked by the node's daemon
+        if name not in nodes:
+            return False
+        nodes[name].reboot_requested()
+        return True
+
+    agent = HostAgent(on_reboot=reboot)
+    try:
+        for name, zone in zones.items():
+            await machines.add(name, labels={"topology.kubernetes.io/zone": zone})
+        for doc in workload(replicas=3):
             create(plane, doc)
-        token = plane.service_account_token(namespace=NAMESPACE, name="rebootd")
-        kubeconfig = plane.write_kubeconfig(tmp_path / "daemon.kubeconfig", user=token)
-        zones = layout(nodes=3, zones=3)
-        notes: list[Note] = []
-        timing = KubeletTiming(boot_seconds=BOOT, pod_start=RECOVERY, grace_scale=DRAIN / GRACE_SECONDS)
-        machines = ApiMachines(kubeconfig=plane.kubeconfig, timing=timing, notes=notes)
-        nodes: dict[str, ProcessNode] = {}
-
-        def reboot(name: str) -> bool:  # the host's `systemctl reboot`, asked by the node's daemon
-            if name not in nodes:
-                return False
-            nodes[name].reboot_requested()
-            return True
-
-        agent = HostAgent(on_reboot=reboot)
-        try:
-            for name, zone in zones.items():
-                await machines.add(name, labels={"topology.kubernetes.io/zone": zone})
-            for doc in workload(replicas=3):
-                create(plane, doc)
-            await agent.start()
-            env = daemon_env(concurrency=1, zone_concurrency=0, drain=DRAIN, boot=BOOT, release=RELEASE_DELAY)
-            origin = time.time()
-            for name in zones:
-                nodes[name] = ProcessNode(
-                    emulator=None,
-                    name=name,
-                    workdir=tmp_path / "nodes" / name,
-                    env=env,
-                    agent_url=agent.url,
-                    host=machines,
-                    kubeconfig=kubeconfig,
-                )
-                nodes[name].require_reboot()
-                notes.append(Note(time=machines.clock.now(), event="reboot_needed", client="test", node=name))
-                await nodes[name].start()
-            deadline = time.monotonic() + CYCLE_WITHIN
-            while not all(m.boots >= 2 for m in machines.machines.values()) or not released(plane):
-                assert time.monotonic() < deadline, {n: m.boots for n, m in machines.machines.items()}
-                await asyncio.sleep(0.3)
-        finally:
-            for node in nodes.values():
-                await node.stop()
-            await agent.close()
-            await machines.close()
-        report, forbidden = await judge(
-            plane,
-            zones=zones,
-            notes=notes,
-            concurrency=1,
-            zone_concurrency=0,
-            minimum=PerNodeMinimum(drain=DRAIN, boot=BOOT, recovery=RECOVERY, release_delay=RELEASE_DELAY),
-            origin=origin,
-            ended=time.time(),
-        )
-        events = plane.audit_events()
+        await agent.start()
+        env = daemon_env(concurrency=1, zone_concurrency=0, drain=DRAIN, boot=BOOT, release=RELEASE_DELAY)
+        origin = time.time()
+        for name in zones:
+            nodes[name] = ProcessNode(
+                emulator=None,
+                name=name,
+                workdir=tmp_path / "nodes" / name,
+                env=env,
+                agent_url=agent.url,
+                host=machines,
+                kubeconfig=kubeconfig,
+            )
+            nodes[name].require_reboot()
+            notes.append(Note(time=machines.clock.now(), event="reboot_needed", client="test", node=name))
+            await nodes[name].start()
+        deadline = time.monotonic() + CYCLE_WITHIN
+        while not all(m.boots >= 2 for m in machines.machines.values()) or not released(plane):
+            assert time.monotonic() < deadline, {n: m.boots for n, m in machines.machines.items()}
+            await asyncio.sleep(0.3)
+    finally:
+        for node in nodes.values():
+            await node.stop()
+        await agent.close()
+        await machines.close()
+    report, forbidden, _ = await judge_history(
+        plane,
+        since=since,
+        zones=zones,
+        notes=notes,
+        concurrency=1,
+        zone_concurrency=0,
+        minimum=PerNodeMinimum(drain=DRAIN, boot=BOOT, recovery=RECOVERY, release_delay=RELEASE_DELAY),
+        origin=origin,
+        ended=time.time(),
+    )
+    events = [e for e in plane.audit_events() if parse_time(str(e["stageTimestamp"])) >= since]
+    for name in zones:  # the plane goes on with the scenario runs: none of this run's objects stay
+        plane.request("DELETE", f"/api/v1/nodes/{name}")
+    plane.request("DELETE", f"/api/v1/namespaces/{WORKLOAD_NAMESPACE}")
     assert forbidden == []
     assert all(check.ok for check in report.invariants.values()), report.invariants
     assert report.rebooted == 3
