@@ -41,13 +41,17 @@ async def test_a_failed_write_of_the_queue_record_keeps_the_same_ticket_for_the_
     emu = await emulator_factory(tokens={"token-n1": ("rebootd@n1", ("rebootd",))})
     emu.add_node(name="n1", zone="z1")
     attempts: list[tuple[str, bool]] = []
-    facade = type("Facade", (FailsTheFirstQueueWrite,), {"attempts": attempts})
+
+    class Facade(FailsTheFirstQueueWrite):
+        pass
+
+    Facade.attempts = attempts
     node = SimNode(
         emulator=emu,
         name="n1",
         workdir=tmp_path / "n1",
         env=FAST_ENV,
-        seams=DaemonSeams(connect=functools.partial(facade.connect, user_agent="rebootd@n1")),
+        seams=DaemonSeams(connect=functools.partial(Facade.connect, user_agent="rebootd@n1")),
     )
     await node.start()
     try:

@@ -14,7 +14,8 @@ emulator would have recorded for each:
 - a Node status write that shows Ready after it was not Ready, or Ready with a new bootID:
   `node_ready` (and `node_not_ready` for the reverse).
 Who did it (`client`) is the daemon's identity `rebootd@NODE` from its User-Agent (every daemon
-holds the same ServiceAccount token), `kubelet` for simulated kubelets, else the user name.
+holds the same ServiceAccount token), `kubelet` for simulated kubelets, `admin` for the
+launcher's admin (whose user name `rebootd-admin` must not pass for a daemon's), else the user name.
 Happenings outside the API (a reboot need, a reboot request, a machine going down) are the
 simulator's `Note`s, merged in by time.
 """
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rebootd.controlplane.config import ADMIN
 from rebootd.emulator.history import BudgetFacts, HistoryRecord, PodFacts
 from rebootd.selectors import SelectorError, label_selector_from_object
 
@@ -68,6 +70,8 @@ def client_of(event: Mapping[str, Any]) -> str:
     if agent.startswith("kubelet/"):
         return "kubelet"
     username = str((event.get("user") or {}).get("username") or "anonymous")
+    if username == ADMIN:  # the launcher's admin (the simulator's setup, an operator): not rebootd
+        return "admin"
     return username.removeprefix("system:serviceaccount:kube-system:")
 
 

@@ -186,8 +186,8 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
         choices=("emulator", "real"),
         default="emulator",
         help="the API server: the project's emulator (default) or a real etcd, kube-apiserver, "
-        "kube-controller-manager and kube-scheduler built by `nox -s controlplane` (scenario default "
-        "only; invariants from the kube-apiserver's audit log)",
+        "kube-controller-manager and kube-scheduler built by `nox -s controlplane` (the scenarios "
+        "that need no emulator-only fault; invariants from the kube-apiserver's audit log)",
     )
     from rebootd.sim import whatif_cli
 
@@ -200,8 +200,7 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.boot_seconds <= 0:
         parser.error("--boot-seconds must be > 0")
     if args.control_plane == "real" and (
-        args.scenario != "default"
-        or args.faults != "none"
+        args.faults != "none"
         or args.processes
         or args.spread
         or args.workers
@@ -209,7 +208,7 @@ def parse_simulate_args(argv: Sequence[str]) -> argparse.Namespace:
         or args.snapshot is not None
     ):
         parser.error(
-            "--control-plane real runs the default scenario with in-process daemons only (no --faults, "
+            "--control-plane real runs with in-process daemons only (no --faults, "
             "--processes, --spread or --workers: those need the emulator's fault injection; no "
             "--from-snapshot, --from-cluster or --snapshot: a what-if replays on the emulator)"
         )
@@ -295,8 +294,26 @@ def _simulate_real(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import tempfile
 
     from rebootd.logs import configure
-    from rebootd.sim.realrun import EXIT_USAGE, ControlPlaneMissing, simulate_real
+    from rebootd.sim.realrun import EXIT_USAGE, ControlPlaneMissing, RealConfig, check_runnable, simulate_real
+    from rebootd.sim.scenarios import ScenarioError
 
+    config = RealConfig(
+        nodes=args.nodes,
+        zones=args.zones,
+        concurrency=args.concurrency,
+        zone_concurrency=args.zone_concurrency,
+        drain_seconds=args.drain_seconds,
+        boot_seconds=args.boot_seconds,
+        recovery_seconds=args.recovery_seconds,
+        release_delay=args.release_delay,
+        scenario=args.scenario,
+        seed=args.seed,
+    )
+    try:
+        check_runnable(config)
+    except ScenarioError as exc:
+        sys.stderr.write(f"rebootd simulate: {exc}\n")
+        return EXIT_USAGE
     with contextlib.ExitStack() as stack:
         log_stream = stack.enter_context(
             open(args.log_file, "a", encoding="utf-8") if args.log_file else open(os.devnull, "w")  # noqa: SIM115
@@ -309,14 +326,7 @@ def _simulate_real(args: argparse.Namespace, argv: Sequence[str]) -> int:
         try:
             outcome = asyncio.run(
                 simulate_real(
-                    nodes=args.nodes,
-                    zones=args.zones,
-                    concurrency=args.concurrency,
-                    zone_concurrency=args.zone_concurrency,
-                    drain_seconds=args.drain_seconds,
-                    boot_seconds=args.boot_seconds,
-                    recovery_seconds=args.recovery_seconds,
-                    release_delay=args.release_delay,
+                    config,
                     workdir=workdir,
                     command=shlex.join(["rebootd", "simulate", *argv]),
                     deadline_seconds=args.timeout,

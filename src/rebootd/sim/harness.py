@@ -147,6 +147,10 @@ class EmulatedReboot:
                 node.emulator.note(
                     event="reboot_requested", client=node_identity(node.name)[0], name=node.name
                 )
+            else:  # a host that records requests itself (`ApiMachines`)
+                refused = getattr(node.host_of(), "reboot_refused", None)
+                if refused is not None:
+                    refused(node.name)
             raise RebootFailed("simulated: the reboot command exited with status 1 (the host refused)")
         self._node.reboots += 1
         self._node.sentinel.unlink(missing_ok=True)  # /var/run is cleared at boot

@@ -15,8 +15,10 @@ emulator and against a real kube-apiserver. While its machine is up a kubelet:
 A reboot takes the machine down at once: no heartbeat, no status, no pod work (pods are not
 running); after `boot_seconds` it comes back with a new boot id, posts Ready and its new bootID
 (`status_delay` later: a late kubelet),
-marks its pods not ready (their containers restart) and runs them again. A machine in
-`never_boots` stays down. The node side of the daemons (the sentinel, the daemon restarts) stays
+marks its pods not ready (their containers restart) and runs them again; a pod named in
+`broken` (namespace, name prefix) does not come back after a reboot: its container crash-loops
+(not Ready, `CrashLoopBackOff`, one more restart). A machine in `never_boots` stays down. The
+node side of the daemons (the sentinel, the daemon restarts) stays
 in `harness.SimNode`, which takes an `ApiMachines` as its `NodeHost`.
 
 Every wait is bounded and cancellable; `close()` stops every loop. Times on the wire are the
@@ -176,6 +178,10 @@ class ApiKubelet:
     _boot: asyncio.Task[None] | None = None
     _seen: dict[str, float] = field(default_factory=dict)  # pod uid -> when first seen not ready (monotonic)
     _restarted: set[str] = field(default_factory=set)  # pod uids whose containers restart after this boot
+    broken: set[tuple[str, str]] = field(
+        default_factory=set
+    )  # (namespace, pod name prefix): crash-loop after a reboot
+    _crashing: set[str] = field(default_factory=set)  # pod uids shown crash-looping (written once)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -353,7 +359,7 @@ class ApiKubelet:
                     await self._finish_delete(pod)
                 continue
             phase = (pod.get("status") or {}).get("phase")
-            if phase in ("Succeeded", "Failed") or pod_ready(pod):
+            if phase in ("Succeeded", "Failed") or pod_ready(pod) or uid in self._crashing:
                 continue
             first = self._seen.setdefault(uid, now)
             if now - first >= self.timing.pod_start:
@@ -377,7 +383,14 @@ class ApiKubelet:
         self._log.info("rebootd.kubelet.pod_deleted", pod=f"{meta['namespace']}/{meta['name']}")
 
     async def _start(self, pod: JsonObj, *, restarted: bool) -> None:
-        await self._write_pod_status(pod, ready=True, restart=restarted)
+        meta = pod["metadata"]
+        broken = restarted and any(
+            meta["namespace"] == namespace and meta["name"].startswith(prefix)
+            for namespace, prefix in self.broken
+        )
+        await self._write_pod_status(pod, ready=not broken, restart=restarted, crashing=broken)
+        if broken:
+            self._crashing.add(meta["uid"])
 
     async def _mark_pods_not_ready(self) -> None:
         with contextlib.suppress(ApiError, aiohttp.ClientError, TimeoutError):
@@ -388,7 +401,9 @@ class ApiKubelet:
                 ):
                     await self._write_pod_status(pod, ready=False, restart=False)
 
-    async def _write_pod_status(self, pod: JsonObj, *, ready: bool, restart: bool) -> None:
+    async def _write_pod_status(
+        self, pod: JsonObj, *, ready: bool, restart: bool, crashing: bool = False
+    ) -> None:
         meta = pod["metadata"]
         now = seconds(self.clock)
         status = dict(pod.get("status") or {})
@@ -418,7 +433,7 @@ class ApiKubelet:
                     + int(restart),
                     "state": {"running": {"startedAt": now}}
                     if ready
-                    else {"waiting": {"reason": "ContainerCreating"}},
+                    else {"waiting": {"reason": "CrashLoopBackOff" if crashing else "ContainerCreating"}},
                 }
                 for container in (pod.get("spec") or {}).get("containers") or []
             ],
@@ -492,6 +507,23 @@ class ApiMachines:
             Note(time=now, event="reboot_started", client="kubelet", node=node, detail=self.boot_id(node))
         )
         await self.machines[node].reboot()
+
+    def reboot_refused(self, node: str) -> None:
+        """The node's daemon asked for a reboot and its host refused (a reboot command that fails):
+        a request all the same, which the invariants judge."""
+        self.notes.append(
+            Note(
+                time=self.clock.now(),
+                event="reboot_requested",
+                client=f"rebootd@{node}",
+                node=node,
+                verb="reboot",
+            )
+        )
+
+    def break_after_reboot(self, node: str, *, namespace: str, pod_prefix: str) -> None:
+        """The pods of `node` whose name starts with `pod_prefix` crash-loop after its next boot."""
+        self.machines[node].broken.add((namespace, pod_prefix))
 
     async def wait_ready(self, node: str) -> None:
         await self.machines[node].wait_up()

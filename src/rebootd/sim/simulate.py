@@ -22,9 +22,9 @@ import os
 import shlex
 import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -39,20 +39,20 @@ from rebootd.emulator.scripted import NodeWriteRule, ScriptedWrites
 from rebootd.emulator.store import StoreEvent
 from rebootd.kube import Kube, KubeError, RetryPolicy
 from rebootd.lock import LeaseLock, mark_of, state_of
-from rebootd.lockstate import LockState, StateFormatError
+from rebootd.lockstate import StateFormatError
 from rebootd.logs import get_logger
 from rebootd.node import is_ready
 from rebootd.schedule import Window
 from rebootd.settings import load_settings
+from rebootd.sim.expect import HALT_CAUSES, justified_halt, scenario_checks
+from rebootd.sim.follow import LockFollower, due
 from rebootd.sim.harness import DaemonSeams, FreezeArm, SimNode, node_identity, node_token, tokens_for
 from rebootd.sim.invariants import is_rebootd
 from rebootd.sim.live import NoProgress, Progress, snapshot_of
 from rebootd.sim.processes import HostAgent, ProcessNode
 from rebootd.sim.report import PerNodeMinimum, Report, RunFacts, build_report, render_text, to_json
 from rebootd.sim.scenarios import (
-    MAX_FAILED_REBOOT_REQUESTS,
     OPERATOR_ACTIONS,
-    PHASES,
     Action,
     ActionKind,
     ScenarioError,
@@ -76,9 +76,6 @@ ACTION_WITHIN = 10.0  # the longest an operator action (or a held write waiting 
 GRACE_SECONDS = 30  # the workloads' terminationGracePeriodSeconds, scaled to drain_seconds
 AUTO_WORKERS_FROM = 16  # nodes from which the daemons run in worker processes by default
 TICK = 0.1  # the longest the supervisor waits between looks when nothing changes
-HALT_CAUSES = frozenset(
-    {"fail_boot", "break_pod", "fail_reboot", "power_loss"}
-)  # scenario actions that justify a halt
 
 FaultPreset = Literal["none", "light", "heavy"]
 # stuck: a node that never booted still holds its slot and no node was left waiting to notice it,
@@ -328,18 +325,13 @@ class Outcome:
         return data
 
 
-class LeaseTracker:
-    """Follows the lock Lease through the store's change listener: the order in which nodes first
-    took a slot and the phases each holder went through (for triggers and the live view)."""
+class LeaseTracker(LockFollower):
+    """Follows the lock Lease through the store's change listener (every write), for triggers
+    and the live view; `changed` is set on every store change."""
 
     def __init__(self, emulator: Emulator) -> None:
+        super().__init__()
         self.emulator = emulator
-        self.order: list[str] = []
-        self.phases_seen: dict[str, set[str]] = {}
-        self.released: set[str] = set()
-        self.state = LockState()
-        self.halted: Mapping[str, Any] | None = None
-        self.halted_at: float | None = None  # emulator clock, when the halt was first written
         self.changed = asyncio.Event()
 
     def __call__(self, event: StoreEvent) -> None:
@@ -351,39 +343,7 @@ class LeaseTracker:
             return
         if event.type == "DELETED":
             return
-        try:
-            state = state_of(event.obj)
-        except StateFormatError:
-            return
-        for node in self.state.holders:
-            if node not in state.holders:
-                self.released.add(node)
-        for node, holder in state.holders.items():
-            if node not in self.phases_seen:
-                self.order.append(node)
-                self.phases_seen[node] = set()
-            self.phases_seen[node].add(holder.phase)
-            self.released.discard(node)
-        if state.halted and self.halted is None:
-            self.halted = state.halted
-            self.halted_at = self.emulator.clock.monotonic()
-        self.state = state
-
-    def holder(self, ordinal: int) -> str | None:
-        return self.order[ordinal - 1] if 0 < ordinal <= len(self.order) else None
-
-    def holding(self, node: str, phase: str) -> bool:
-        """The node holds a slot now, in `phase` or a later one."""
-        holder = self.state.holders.get(node)
-        wanted = PHASES.index(phase) if phase in PHASES else 0
-        return holder is not None and holder.phase in PHASES and PHASES.index(holder.phase) >= wanted
-
-    def reached(self, node: str, phase: str) -> bool:
-        """The node was seen in `phase` or a later one, or it has given its slot back."""
-        if node in self.released:
-            return True
-        wanted = PHASES.index(phase) if phase in PHASES else 0
-        return any(PHASES.index(p) >= wanted for p in self.phases_seen.get(node, ()) if p in PHASES)
+        self.observe(event.obj, now=self.emulator.clock.monotonic())
 
 
 class Simulation:
@@ -816,28 +776,14 @@ class Simulation:
 
     def _due(self, action: Action, counts: Counter[str]) -> str | None:
         """The node the action hits ("" for none) when its trigger fired, else None."""
-        trigger = action.trigger
-        if trigger.at is not None:
-            return (action.node or "") if self.elapsed() >= trigger.at else None
-        if trigger.holder is not None:
-            node = self.tracker.holder(trigger.holder)
-            if node is None or not self.tracker.reached(node, trigger.phase):
-                return None
-            if trigger.current and not self.tracker.holding(node, trigger.phase):
-                return None
-            if trigger.delay > 0:
-                seen = self._trigger_seen.setdefault(id(action), self.elapsed())
-                if self.elapsed() < seen + trigger.delay:
-                    return None
-            return action.node or node
-        if trigger.others_done:
-            others = [n for n in self.plan.needed if n != action.node]
-            if all(counts.get(n, 0) > 0 for n in others) and not (
-                set(self.tracker.state.holders) - {action.node or ""}
-            ):
-                return action.node or ""
-            return None
-        return action.node or ""
+        return due(
+            action,
+            follower=self.tracker,
+            rebooted=counts,
+            needed=self.plan.needed,
+            elapsed=self.elapsed(),
+            first_seen=self._trigger_seen,
+        )
 
     def _apply(self, action: Action, node: str) -> None:
         emu = self.emulator
@@ -1073,146 +1019,26 @@ class Simulation:
         return then
 
     # -- expectations ----------------------------------------------------------------------------
-    def _window_check(self) -> tuple[bool, str]:
-        """The simulated clock started before the window opened and the first reboot waited for it."""
-        start = self.plan.clock_start
-        assert start is not None
-        opens = load_settings(environ=self.env).window.next_open(start)
-        reboots = [r.time for r in self.emulator.history if r.event == "reboot_started"]
-        ok = start < opens and bool(reboots) and min(reboots) >= opens
-        return (
-            ok,
-            f"the simulated clock started at {start.strftime('%H:%M:%S')}, before the window opened at "
-            f"{opens.strftime('%H:%M:%S')}; the first reboot started at {_first_reboot_text(reboots)}",
-        )
-
     def justified_halt(self) -> str | None:
-        """What the scenario did that justifies a halt (a node that never boots, a workload that
-        never recovers), as carried out in this run; None when nothing did."""
-        causes = [
-            self.plan.actions[i].describe(node)
-            for i, node in sorted(self.targets.items())
-            if self.plan.actions[i].kind in HALT_CAUSES
-        ]
-        return "; ".join(causes) or None
-
-    def _progress_checks(self, outcome: Outcome) -> list[tuple[bool, str]]:
-        """Progress, not only safety: a run that stops (halted or stuck) must have a justified
-        cause, and the halt must name a node that cause hit; a run that completes must have
-        rebooted every node that needed it."""
-        report = outcome.report
-        if outcome.status == "completed":
-            return [
-                (
-                    report.rebooted == report.needed,
-                    f"every node that needed a reboot rebooted ({report.rebooted} of {report.needed})",
-                )
-            ]
-        if outcome.status not in ("halted", "stuck"):
-            return []
-        cause = self.justified_halt()
-        victims = {
-            self.targets[i]
-            for i, a in enumerate(self.plan.actions)
-            if a.kind in HALT_CAUSES and i in self.targets
-        }
-        if outcome.status == "halted":
-            named = str((report.halted or {}).get("node", ""))
-            ok = cause is not None and named in victims
-            text = f"the halt at {named or '?'} ({report.halted_reason}) is justified"
-        else:
-            ok = cause is not None and set(report.stuck_holders) <= victims
-            text = f"the stall behind {', '.join(report.stuck_holders)} is justified"
-        return [(ok, f"{text}: {'by: ' + cause if cause else 'the scenario injected no cause for it'}")]
+        """What the scenario did that justifies a halt, as carried out in this run (or None)."""
+        return justified_halt(self.plan, self.targets)
 
     def _expectations(self, outcome: Outcome) -> list[tuple[bool, str]]:
-        expect = self.plan.expect
-        report = outcome.report
-        checks: list[tuple[bool, str]] = []
-        if expect == "complete":
-            checks.append((outcome.status == "completed", f"the rollout completes (it {outcome.status})"))
-        elif expect == "halted":
-            checks.append((outcome.status == "halted", f"the rollout halts (it {outcome.status})"))
-        checks += self._progress_checks(outcome)
+        window = None
         if self.plan.clock_start is not None:
-            checks.append(self._window_check())
-        victims = [
-            self.targets[i]
-            for i, a in enumerate(self.plan.actions)
-            if a.kind in ("break_pod", "fail_boot", "power_loss") and i in self.targets
-        ]
-        if expect == "halted" and victims:
-            victim = victims[0]
-            halted_node = (report.halted or {}).get("node")
-            checks.append(
-                (halted_node == victim, f"the halt names {victim} (it names {halted_node or 'nothing'})")
-            )
-            pod = self.broken_pods.get(victim)
-            if pod is not None:
-                reason = str((report.halted or {}).get("reason", ""))
-                checks.append((pod in reason, f"the halt reason names the broken pod {pod}"))
-            first = next(
-                (
-                    r.monotonic
-                    for r in self.emulator.history
-                    if r.event in ("reboot_started", "power_lost") and r.name == victim
-                ),
-                None,
-            )
-            later = sorted(
-                {
-                    r.name
-                    for r in self.emulator.history
-                    if r.event == "reboot_started" and first is not None and r.monotonic > first
-                }
-            )
-            checks.append(
-                (
-                    first is not None and not later,
-                    f"nothing rebooted after {victim}"
-                    + (f" (rebooted: {', '.join(later)})" if later else ""),
-                )
-            )
-        checks += self._failed_reboot_checks(report)
-        return checks
-
-    def _failed_reboot_checks(self, report: Report) -> list[tuple[bool, str]]:
-        """A node whose reboot command always fails: the halt names it, no reboot starts after
-        the halt, and the failed command is not repeated in a loop."""
-        victims = [
-            self.targets[i]
-            for i, a in enumerate(self.plan.actions)
-            if a.kind == "fail_reboot" and i in self.targets
-        ]
-        if not victims:
-            return []
-        victim = victims[0]
-        halted_node = (report.halted or {}).get("node")
-        halted_at = self.tracker.halted_at
-        after = sorted(
-            {
-                r.name
-                for r in self.emulator.history
-                if r.event == "reboot_started" and halted_at is not None and r.monotonic > halted_at
-            }
+            window = (self.plan.clock_start, load_settings(environ=self.env).window)
+        requests = {node: self.reboot_requests(node) for node in self.zones}
+        return scenario_checks(
+            plan=self.plan,
+            targets=self.targets,
+            report=outcome.report,
+            status=outcome.status,
+            history=self.emulator.history,
+            broken_pods=self.broken_pods,
+            halted_at=self.tracker.halted_at,
+            reboot_requests=requests,
+            window=window,
         )
-        requests = self.reboot_requests(victim)
-        return [
-            (halted_node == victim, f"the halt names {victim} (it names {halted_node or 'nothing'})"),
-            (
-                halted_at is not None and not after,
-                "no reboot started after the halt" + (f" (rebooted: {', '.join(after)})" if after else ""),
-            ),
-            (
-                requests <= MAX_FAILED_REBOOT_REQUESTS,
-                f"{victim}'s failing reboot command ran at most {MAX_FAILED_REBOOT_REQUESTS} times "
-                f"(it ran {requests})",
-            ),
-        ]
-
-
-def _first_reboot_text(times: list[datetime]) -> str:
-    return min(times).strftime("%H:%M:%S") if times else "none"
 
 
 def run_simulation(
@@ -1278,6 +1104,7 @@ __all__ = [
     "EXIT_HALTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "HALT_CAUSES",
     "ClusterSetup",
     "Outcome",
     "SimulationConfig",

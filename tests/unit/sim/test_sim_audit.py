@@ -194,3 +194,8 @@ def test_an_eviction_granted_while_the_budget_allowed_none_fails_the_pdb_invaria
     assert evictions_judged(1)
     assert not evictions_judged(0)
     assert evictions_judged(0, granted=False)  # refused by the server: nothing was taken down
+
+
+def test_the_launchers_admin_is_the_admin_never_a_rebootd_daemon() -> None:
+    event = audit(0, "patch", "nodes", "n", user="rebootd-admin", agent="rebootd-sim-admin")
+    assert client_of(event) == "admin"
