@@ -228,6 +228,16 @@ def test_a_node_outside_a_full_head_joins_only_with_an_earlier_ticket_than_the_h
     assert plan_acquire(state, node="me", zone="z", limits=Limits(1))[1] == WAIT, "no ticket: last in line"
 
 
+def test_a_node_outside_the_head_does_not_join_it_when_its_zone_has_its_share_of_the_head() -> None:
+    state = LockState().with_waiter(node="first", zone="a", ticket=1)
+    limits = Limits(2, 1)
+    assert plan_acquire(state, node="me", zone="a", limits=limits, ticket=5) == (
+        decide_acquire(state, node="me", zone="a", limits=limits),
+        WAIT,
+    )
+    assert plan_acquire(state, node="me", zone="b", limits=limits, ticket=5)[1] == TAKE_OUTSIDE
+
+
 # --- a share of the nodes -------------------------------------------------------------------------
 
 
