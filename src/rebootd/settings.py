@@ -80,10 +80,10 @@ def _share_of(value: Any, *, minimum: int, too_low: str = "") -> Any:
         text = value.strip()
         if text.endswith("%"):
             digits = text[:-1].strip()
-            if not digits.isdigit() or not 0 < int(digits) <= 100:
+            if not digits.isdecimal() or not 0 < int(digits) <= 100:
                 raise ValueError(expected)
             return f"{int(digits)}%"
-        if not text.lstrip("-").isdigit():
+        if not text.removeprefix("-").isdecimal():  # what int() reads: not "--2", not "²"
             raise ValueError(expected)
         value = int(text)
     if isinstance(value, int):

@@ -40,9 +40,10 @@ DECISIONS: dict[str, tuple[str, ...]] = {
     ),
     "schedule": ("*",),
     "settings": (
-        "_duration", "_days", "_time_of_day", "_time_zone", "_regexp", "_selector", "_selectors",
-        "_labels", "_command", "_notify_urls", "_http_url", "_dns_label", "_dns_subdomain",
-        "_label_key", "_signal_number", "_template", "_contradictions",
+        "_duration", "_share_of", "_concurrency", "_zone_concurrency", "_days", "_time_of_day",
+        "_time_zone", "_regexp", "_selector", "_selectors", "_labels", "_command", "_notify_urls",
+        "_http_url", "_dns_label", "_dns_subdomain", "_label_key", "_signal_number", "_template",
+        "_contradictions",
     ),
     "lockstate": ("*",),
 }  # fmt: skip

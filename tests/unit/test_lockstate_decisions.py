@@ -144,6 +144,19 @@ def test_a_state_missing_its_next_ticket_draws_from_one() -> None:
     assert state.with_waiter(node="a", zone="z").waiters["a"] == Waiter(node="a", zone="z", ticket=1)
 
 
+@pytest.mark.parametrize("next_ticket", [',"nextTicket":2', ""])
+def test_a_node_queued_after_a_state_whose_next_ticket_lags_its_waiters_queues_behind_them(
+    next_ticket: str,
+) -> None:
+    """A nextTicket below a waiter's ticket (written by hand, or missing) is read as one past the
+    latest ticket: "last in line" never jumps ahead of a node already waiting."""
+    state = LockState.from_annotation(
+        f'{{"version":3,"waiters":{{"b":{{"zone":"z","ticket":7}}}}{next_ticket}}}'
+    )
+    assert state.next_ticket == 8
+    assert eligible_waiters(state.with_waiter(node="a", zone="z"), limits=Limits(1)) == ["b"]
+
+
 def test_becoming_a_holder_leaves_the_queue_and_nobody_else_does() -> None:
     state = queued(holding(("h", "z")), ("a", "z"), ("b", "z"), ("c", "z"))
     taken = state.with_holder(Holder(node="b", zone="z", phase="cordoning"))

@@ -51,6 +51,13 @@ RULE_CASES: list[tuple[str, dict[str, str], str, str]] = [
         "expected a positive duration",
     ),
     (
+        "ttl 0, kured's never expire",
+        {"REBOOTD_LOCK_TTL": "0"},
+        "lock_ttl",
+        "0 is kured's 'never expire'; rebootd's holders renew their record, so the TTL only expires "
+        "a dead holder: leave it unset (5m) or give at least 3 x lock-renew-interval",
+    ),
+    (
         "ttl under 3 x renew",
         {"REBOOTD_LOCK_TTL": "89s"},
         "lock_ttl",
@@ -518,6 +525,12 @@ VALIDATOR_MESSAGES: list[tuple[str, str, str]] = [
         "expected valid key=value labels (unable to parse requirement: ",
     ),
     ("NOTIFY_URL", "not a url", "expected notification URLs such as slack://T/B/C or json://host/path"),
+    # a scheme but no `//`: refused for its layout before apprise is asked
+    (
+        "NOTIFY_URL",
+        "mailto:u@example.com",
+        "expected notification URLs such as slack://T/B/C or json://host/path",
+    ),
     ("REBOOT_SIGNAL", "0", "expected a signal number from 1 to 64 (SIGRTMIN+5 is 39)"),
     (
         "MESSAGE_TEMPLATE_HALT",
