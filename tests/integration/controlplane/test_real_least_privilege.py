@@ -15,10 +15,10 @@ the daemon survives losing by a designed fallback (re-listing instead of watchin
 `create events`, which the cycle asks for but needs only to tell the operator (the emulator's
 conflicting-budgets run proves it needed); their runs must still have been refused. A
 permission the cycle never asks for (the kubelets' heartbeat Leases, read only before a reclaim)
-gets a reclaim run instead: the daemon of the first node to evict a pod freezes at that eviction
-and is killed there (so it dies draining, never after its reboot request), and another must prove
-that node alive and reclaim its slot (a control reclaim run with every permission completes with
-nothing refused).
+gets a reclaim run instead: the daemon of the first node to take a slot freezes at its cordon and
+is killed there (so it dies draining, never after its reboot request, and while the other nodes
+still wait: a waiting daemon is the one that reclaims), and another must prove that node alive and
+reclaim its slot (a control reclaim run with every permission completes with nothing refused).
 """
 
 from __future__ import annotations
@@ -181,9 +181,11 @@ def holder_phase(plane: ControlPlane, node: str) -> str | None:
 
 
 @dataclass
-class FirstEviction:
-    """Where the reclaim runs freeze a daemon: the first eviction any of the run's daemons asks
-    for never returns (the daemon is then killed there, in phase draining, its record stale)."""
+class FirstCordon:
+    """Where the reclaim runs freeze a daemon: the first cordon any of the run's daemons sends
+    never leaves (the daemon is then killed there, in phase draining, its record stale). The
+    cordon, not an eviction: every holder cordons, but the scheduler may put no pod on the first
+    node, and a node frozen only when the others are done has no waiter left to reclaim it."""
 
     node: str | None = None
     reached: asyncio.Event = field(default_factory=asyncio.Event)
@@ -191,15 +193,16 @@ class FirstEviction:
     def connect(self, *, node: str) -> Any:
         gate = self
 
-        class FreezesAtFirstEviction(Kube):
-            async def evict_pod(self, **kwargs: Any) -> None:
-                if gate.node is None:
+        class FreezesAtFirstCordon(Kube):
+            async def patch_node(self, *, name: str, patch: Any, patch_type: Any) -> dict[str, Any]:
+                cordons = isinstance(patch, dict) and (patch.get("spec") or {}).get("unschedulable") is True
+                if cordons and gate.node is None:
                     gate.node = node
                     gate.reached.set()
                     await asyncio.Event().wait()  # frozen until the crash cancels it
-                await super().evict_pod(**kwargs)
+                return await super().patch_node(name=name, patch=patch, patch_type=patch_type)
 
-        return functools.partial(FreezesAtFirstEviction.connect, user_agent=f"rebootd@{node}")
+        return functools.partial(FreezesAtFirstCordon.connect, user_agent=f"rebootd@{node}")
 
 
 async def one_run(
@@ -211,7 +214,7 @@ async def one_run(
     kubeconfig: Path,
     reclaim: bool = False,
 ) -> Outcome:
-    """One 3-node cycle under `docs`. With `reclaim`, the daemon of the first node to evict a pod
+    """One 3-node cycle under `docs`. With `reclaim`, the daemon of the first node to cordon
     freezes there and is killed (and stays dead) and the lock TTL is short: another daemon must
     prove that node's kubelet alive from its heartbeat Lease, reclaim the slot, and the other two
     nodes reboot."""
@@ -227,7 +230,7 @@ async def one_run(
     since = datetime.now(UTC)
     started = time.monotonic()
     completed = False
-    freeze = FirstEviction()
+    freeze = FirstCordon()
     try:
         for name, zone in zones.items():
             await machines.add(name, labels={"topology.kubernetes.io/zone": zone, "lp-run": str(index)})
