@@ -681,34 +681,6 @@ def refusals(events: list[dict[str, Any]], *, user: str) -> list[str]:
     return out
 
 
-async def judge(
-    plane: ControlPlane,
-    *,
-    zones: Mapping[str, str],
-    notes: list[Note],
-    concurrency: int,
-    zone_concurrency: int,
-    minimum: PerNodeMinimum,
-    origin: float,
-    ended: float,
-    timed_out: bool = False,
-) -> tuple[Report, list[str]]:
-    """The report of a run from the kube-apiserver's audit log and the machines' notes, and the
-    daemons' requests refused with 403."""
-    report, forbidden, _ = await judge_history(
-        plane,
-        zones=zones,
-        notes=notes,
-        concurrency=concurrency,
-        zone_concurrency=zone_concurrency,
-        minimum=minimum,
-        origin=origin,
-        ended=ended,
-        timed_out=timed_out,
-    )
-    return report, forbidden
-
-
 async def judge_history(
     plane: ControlPlane,
     *,
@@ -725,9 +697,10 @@ async def judge_history(
     window: Window | None = None,
     since: datetime | None = None,
 ) -> tuple[Report, list[str], list[HistoryRecord]]:
-    """`judge`, with the history it read; only the audit events from `since` on (a plane
-    shared by runs one after another), admin cordons, the nodes that needed a reboot (default:
-    all) and the maintenance window of the run."""
+    """The report of a run from the kube-apiserver's audit log and the machines' notes, the
+    daemons' requests refused with 403, and the history it read; only the audit events from
+    `since` on (a plane shared by runs one after another), admin cordons, the nodes that needed
+    a reboot (default: all) and the maintenance window of the run."""
     nodes = (await asyncio.to_thread(plane.request, "GET", "/api/v1/nodes"))["items"]
     final_nodes = [n for n in nodes if n["metadata"]["name"] in zones]
     await asyncio.sleep(0.5)  # the audit log is written as responses go out
