@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rebootd.emulator.emulator import Emulator
+from rebootd.sim.shape import shape_values
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -236,18 +237,9 @@ def simulate_command(argv: Sequence[str]) -> int:
         configure(fmt="json", level="error", stream=open(os.devnull, "w"))  # noqa: SIM115 - process-long
         return whatif_cli.run_command(args, argv=argv, environ=os.environ)
     config = SimulationConfig(
-        nodes=args.nodes,
-        zones=args.zones,
-        concurrency=args.concurrency,
-        zone_concurrency=args.zone_concurrency,
-        drain_seconds=args.drain_seconds,
-        boot_seconds=args.boot_seconds,
-        recovery_seconds=args.recovery_seconds,
-        release_delay=args.release_delay,
+        **shape_values(vars(args)),
         spread_seconds=args.spread,
         faults=args.faults,
-        seed=args.seed,
-        scenario=args.scenario,
         processes=args.processes,
         timeout=args.timeout,
         workers=args.workers,
@@ -297,18 +289,7 @@ def _simulate_real(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from rebootd.sim.realrun import EXIT_USAGE, ControlPlaneMissing, RealConfig, check_runnable, simulate_real
     from rebootd.sim.scenarios import ScenarioError
 
-    config = RealConfig(
-        nodes=args.nodes,
-        zones=args.zones,
-        concurrency=args.concurrency,
-        zone_concurrency=args.zone_concurrency,
-        drain_seconds=args.drain_seconds,
-        boot_seconds=args.boot_seconds,
-        recovery_seconds=args.recovery_seconds,
-        release_delay=args.release_delay,
-        scenario=args.scenario,
-        seed=args.seed,
-    )
+    config = RealConfig(**shape_values(vars(args)))
     try:
         check_runnable(config)
     except ScenarioError as exc:

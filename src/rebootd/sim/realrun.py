@@ -58,6 +58,7 @@ from rebootd.sim.kubelet import Api, ApiError, ApiMachines, Endpoint, KubeletTim
 from rebootd.sim.realplan import RUN_LABEL, real_unsupported, window_env, workload_documents
 from rebootd.sim.report import PerNodeMinimum, Report, RunFacts, build_report, render_text, to_json
 from rebootd.sim.scenarios import SCENARIOS, Action, ScenarioError, ScenarioPlan, plan_scenario
+from rebootd.sim.shape import RolloutShape
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:rebootd"
@@ -247,31 +248,13 @@ def daemon_env(
     }
 
 
-@dataclass(frozen=True)
-class RealConfig:
+@dataclass(frozen=True, kw_only=True)
+class RealConfig(RolloutShape):
     """What to run on the real control plane (the command's flags)."""
 
     nodes: int = 5
-    zones: int = 3
-    concurrency: int = 1
-    zone_concurrency: int = 0
-    drain_seconds: float = 0.5
-    boot_seconds: float = 1.0
-    recovery_seconds: float = 0.25
-    release_delay: float = 0.25
-    scenario: str = "default"
-    seed: int = 0
     # node names `<prefix>-000`...; another prefix per run lets several runs share one plane
     prefix: str = "node"
-
-    @property
-    def minimum(self) -> PerNodeMinimum:
-        return PerNodeMinimum(
-            drain=self.drain_seconds,
-            boot=self.boot_seconds,
-            recovery=self.recovery_seconds,
-            release_delay=self.release_delay,
-        )
 
     def zones_of(self) -> dict[str, str]:
         return {

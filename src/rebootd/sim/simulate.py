@@ -50,7 +50,7 @@ from rebootd.sim.harness import DaemonSeams, FreezeArm, SimNode, node_identity, 
 from rebootd.sim.invariants import is_rebootd
 from rebootd.sim.live import NoProgress, Progress, snapshot_of
 from rebootd.sim.processes import HostAgent, ProcessNode
-from rebootd.sim.report import PerNodeMinimum, Report, RunFacts, build_report, render_text, to_json
+from rebootd.sim.report import Report, RunFacts, build_report, render_text, to_json
 from rebootd.sim.scenarios import (
     OPERATOR_ACTIONS,
     Action,
@@ -59,6 +59,7 @@ from rebootd.sim.scenarios import (
     ScenarioPlan,
     plan_scenario,
 )
+from rebootd.sim.shape import RolloutShape
 from rebootd.sim.worker import WorkerNode, WorkerPool, clock_spec
 
 EXIT_OK = 0
@@ -83,21 +84,11 @@ FaultPreset = Literal["none", "light", "heavy"]
 Status = Literal["completed", "halted", "stuck", "timed_out"]
 
 
-@dataclass(frozen=True)
-class SimulationConfig:
-    """What to simulate (the command's flags)."""
+@dataclass(frozen=True, kw_only=True)
+class SimulationConfig(RolloutShape):
+    """What to simulate on the emulator (the command's flags)."""
 
-    nodes: int = 10
-    zones: int = 3
-    concurrency: int = 1
-    zone_concurrency: int = 0
-    drain_seconds: float = 0.5
-    boot_seconds: float = 1.0
-    recovery_seconds: float = 0.25
-    release_delay: float = 0.25
     faults: FaultPreset = "none"
-    seed: int = 0
-    scenario: str = "default"
     processes: bool = False
     timeout: float | None = None  # None: derived from the lower bound
     time_scale: float = 0.1  # the daemons' internal intervals (hand-off grace 2 s, drain poll 1 s)
@@ -107,12 +98,7 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 0:
             raise ValueError("workers must be >= 0")
-        if self.nodes < 1 or self.zones < 1 or self.concurrency < 1 or self.zone_concurrency < 0:
-            raise ValueError("nodes, zones and concurrency must be >= 1, zone concurrency >= 0")
-        if min(self.drain_seconds, self.boot_seconds, self.recovery_seconds, self.release_delay) < 0:
-            raise ValueError("durations must be >= 0")
-        if self.boot_seconds <= 0:
-            raise ValueError("boot seconds must be > 0")
+        super().__post_init__()
 
     # -- derived settings ------------------------------------------------------------------------
     @property
@@ -130,15 +116,6 @@ class SimulationConfig:
         if self.nodes < AUTO_WORKERS_FROM:
             return 0
         return max(1, min(4, os.cpu_count() or 1))
-
-    @property
-    def minimum(self) -> PerNodeMinimum:
-        return PerNodeMinimum(
-            drain=self.drain_seconds,
-            boot=self.boot_seconds,
-            recovery=self.recovery_seconds,
-            release_delay=self.release_delay,
-        )
 
     def daemon_env(self) -> dict[str, str]:
         """Every daemon's settings, as `REBOOTD_*` environment variables."""
