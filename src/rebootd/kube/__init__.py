@@ -6,8 +6,10 @@ callers import from; the package is split by job, each module with its own rule:
 - `errors`: the typed `KubeError`s and the mapping of a response to one (pure);
 - `retry`: `RetryPolicy` and `is_retryable`, what is retried and after how long (pure);
 - `paths`: the resources' REST paths, selectors, MicroTime and resourceVersion formats (pure);
-- `auth`: the client library's configuration (in-cluster or kubeconfig), exec-plugin refresh and
-  the proxy resolved once;
+- `credentials`: where the server is and who rebootd is to it, in-cluster or from the kubeconfig
+  (kubectl's order), every error naming the field at fault;
+- `session`: the aiohttp session built from them (TLS, the credential, the proxy resolved once);
+- `exotic`: exec plugins and auth-providers, the only use of kubernetes-asyncio;
 - `client`: `Kube`, the transport (one method an API operation, retries, request counting, watch);
 - `follow`: `ObjectFollower`, the latest state of one named object by list + watch.
 """
@@ -15,6 +17,7 @@ callers import from; the package is split by job, each module with its own rule:
 from __future__ import annotations
 
 from rebootd.kube.client import PAGE_SIZE, WATCH_MAX_LINE, WATCH_READ_TIMEOUT, Kube, Sleep
+from rebootd.kube.credentials import ConfigError, Credentials
 from rebootd.kube.errors import (
     Conflict,
     Expired,
@@ -50,7 +53,9 @@ __all__ = [
     "WATCH_MAX_LINE",
     "WATCH_READ_TIMEOUT",
     "WATCH_STABLE_SECONDS",
+    "ConfigError",
     "Conflict",
+    "Credentials",
     "Expired",
     "Invalid",
     "JsonObj",

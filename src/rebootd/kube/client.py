@@ -9,25 +9,28 @@ safe to retry (retry.py), and counts every attempt per verb (for metrics and ben
   409 / 404 for our own change: callers treat those as "re-read and decide" anyway.
 - `watch` is the raw stream (an async generator): a caller that stops early closes it with
   `contextlib.aclosing`, or the connection stays open until garbage collection.
-- Requests go through `ApiClient.call_api` with the resource path (paths.py) instead of the
-  generated API classes (the heaviest part of the library; figures in bench/README.md).
+- Requests go through the project's own session (session.py: TLS, the credential, the proxy) to
+  the resource paths (paths.py); kubernetes-asyncio is loaded only for an exec plugin or an
+  auth-provider (exotic.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
-from rebootd import _kubeclient
-from rebootd.kube.auth import default_kubeconfig, exec_plugin_refresh, in_cluster, resolve_proxy_once
+from rebootd.kube.credentials import SERVICE_ACCOUNT_DIR, load_credentials
 from rebootd.kube.errors import Expired, KubeError, error_from_response, error_from_status
+from rebootd.kube.exotic import load_exotic
 from rebootd.kube.follow import ObjectFollower, WatchEvent
 from rebootd.kube.paths import (
     METADATA_LIST_ACCEPT,
@@ -39,6 +42,7 @@ from rebootd.kube.paths import (
     selector_query,
 )
 from rebootd.kube.retry import RetryPolicy, is_retryable
+from rebootd.kube.session import ApiSession, Auth, auth_for
 from rebootd.logs import get_logger
 
 if TYPE_CHECKING:
@@ -52,22 +56,22 @@ WATCH_READ_TIMEOUT = 150.0  # seconds without a byte on a watch: the connection 
 
 
 class Kube:
-    """One ApiClient for the process; every method is one API operation (plus retries)."""
+    """One session to the API server for the process; every method is one API operation (plus
+    retries)."""
 
     def __init__(
         self,
         *,
-        api_client: Any,
+        session: ApiSession,
         retry: RetryPolicy,
         metrics: Metrics | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         request_timeout: float = 30.0,
         page_size: int = PAGE_SIZE,
-        reauthenticate: Callable[[], Awaitable[None]] | None = None,
         before_send: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self._api = api_client
+        self.session = session
         # Awaited (with the verb) before every attempt is sent: the simulator's seam for a
         # daemon frozen right before a request (its process stopped); None in production.
         self.before_send = before_send
@@ -77,7 +81,6 @@ class Kube:
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
         self._timeout = request_timeout
         self._page_size = page_size
-        self._reauthenticate = reauthenticate
         self._log = get_logger()
         self.requests: Counter[str] = Counter()
 
@@ -86,6 +89,7 @@ class Kube:
         cls,
         *,
         kubeconfig: Path | None = None,
+        context: str | None = None,
         user_agent: str = "rebootd",
         retry: RetryPolicy | None = None,
         metrics: Metrics | None = None,
@@ -93,40 +97,39 @@ class Kube:
         rng: random.Random | None = None,
         request_timeout: float = 30.0,
         page_size: int = PAGE_SIZE,
+        environ: Mapping[str, str] | None = None,
+        service_account_dir: Path = SERVICE_ACCOUNT_DIR,
     ) -> Kube:
-        """`kubeconfig` given: that file; else the in-cluster service account when present; else
-        $KUBECONFIG (a `:`-separated list is merged) or ~/.kube/config."""
-        lib = _kubeclient.load()
-        configuration = lib.configuration()
-        reauthenticate = None
-        try:
-            if kubeconfig is None and in_cluster(lib):
-                # the library re-reads the projected token file every minute (token rotation)
-                lib.load_incluster_config(client_configuration=configuration)
-            else:
-                path = str(kubeconfig) if kubeconfig is not None else default_kubeconfig()
-                loader = await lib.load_kube_config(
-                    config_file=path, client_configuration=configuration, persist_config=False
-                )
-                reauthenticate = exec_plugin_refresh(loader=loader, configuration=configuration)
-        except (lib.config_exception, OSError, KeyError, TypeError, ValueError) as exc:
-            raise KubeError(status=0, reason="ConfigError", message=f"{type(exc).__name__}: {exc}") from exc
-        api_client = lib.api_client(configuration=configuration)
-        api_client.user_agent = user_agent
-        resolve_proxy_once(api_client.rest_client, host=str(configuration.host))
+        """kubectl's order (credentials.py): `kubeconfig` given, that file; else the in-cluster
+        service account when present; else $KUBECONFIG (a `:`-separated list merged) or
+        ~/.kube/config. `context`: that context instead of current-context. `environ` (default the
+        process's) and `service_account_dir` are where the in-cluster credentials are looked for."""
+        env = os.environ if environ is None else environ
+        credentials = load_credentials(
+            kubeconfig=kubeconfig,
+            context=context,
+            environ=env,
+            home=Path(env.get("HOME") or Path.home()),
+            service_account_dir=service_account_dir,
+        )
+        auth: Auth
+        if credentials.exotic is not None:
+            credentials, auth = await load_exotic(credentials=credentials)
+        else:
+            auth = auth_for(credentials=credentials, now=time.monotonic)
+        session = ApiSession(credentials=credentials, auth=auth, user_agent=user_agent, environ=env)
         return cls(
-            api_client=api_client,
+            session=session,
             retry=retry if retry is not None else RetryPolicy(),
             metrics=metrics,
             sleep=sleep,
             rng=rng,
             request_timeout=request_timeout,
             page_size=page_size,
-            reauthenticate=reauthenticate,
         )
 
     async def close(self) -> None:
-        await self._api.close()
+        await self.session.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -428,15 +431,13 @@ class Kube:
             self.requests[verb] += 1
             cause: BaseException | None = None
             try:
-                resp = await self._api.call_api(
-                    path,
-                    method,
-                    query_params=list(query),
-                    header_params={"Accept": accept, "Content-Type": content_type},
+                resp = await self.session.request(
+                    method=method,
+                    path=path,
+                    query=query,
+                    headers={"Accept": accept, "Content-Type": content_type},
                     body=body,
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                    _request_timeout=request_timeout,
+                    request_timeout=request_timeout,
                 )
                 if stream and 200 <= resp.status < 300:
                     self._count(verb, str(resp.status))
@@ -459,10 +460,10 @@ class Kube:
                     raw=raw,
                     retry_after_header=resp.headers.get("Retry-After"),
                 )
-            if err.status == 401 and self._reauthenticate is not None and not reauthenticated:
-                reauthenticated = True  # credentials from an exec plugin may have been revoked early
-                await self._reauthenticate()
-                continue
+            if err.status == 401 and not reauthenticated:
+                reauthenticated = True  # a rotated token file, or a plugin's token revoked early
+                if await self.session.reauthenticate():
+                    continue
             if attempt >= self.retry.attempts or not is_retryable(status=err.status, verb=verb):
                 raise err from cause
             delay = self.retry.delay(attempt=attempt, retry_after=err.retry_after, rng=self._rng)
