@@ -9,8 +9,10 @@ real openssl on loopback names only."""
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from rebootd.emulator.emulator import Emulator
 from rebootd.kube import Kube, KubeError, RetryPolicy
 from tests.fixtures.emulator import FAST_TIMING
 from tests.fixtures.tools import free_port, require_binary
+from tests.integration.test_kube import run_fresh_python
 
 SERVER_NAME = "kubernetes.default.svc"
 ONE_ATTEMPT = RetryPolicy(attempts=1)  # a refused handshake is not retried for seconds
@@ -345,3 +348,73 @@ async def test_a_missing_kubeconfig_outside_a_cluster_names_what_was_looked_for(
     assert failed.value.reason == "ConfigError"
     assert str(tmp_path / ".kube" / "config") in failed.value.message
     assert "not running in a cluster" in failed.value.message
+
+
+def unsigned_jwt(claims: dict[str, Any]) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.signature"
+
+
+async def test_an_oidc_auth_provider_token_goes_through_the_client_library(
+    tls_emulator: TlsEmulator, pki: Pki, tmp_path: Path
+) -> None:
+    id_token = unsigned_jwt({"sub": "oidc-user", "exp": 4102444800})  # 2100: not refreshed
+    emu = await tls_emulator(tokens={id_token: ("oidc-user", ["oidc-group"])})
+    config = write_kubeconfig(
+        tmp_path / "config",
+        cluster={"server": emu.url, "certificate-authority": str(pki.ca)},
+        user={"auth-provider": {"name": "oidc", "config": {"id-token": id_token, "client-id": "rebootd"}}},
+    )
+
+    await get_node_as(emu, config)
+
+    assert emu.request_counts[("oidc-user", "get")] == 1
+
+
+EXEC_CLIENT = """
+import asyncio, json, sys
+from pathlib import Path
+from rebootd.kube import Kube
+
+def loaded():
+    return sum(1 for m in sys.modules if m.split(".")[0] == "kubernetes_asyncio")
+
+async def main():
+    before = loaded()
+    kube = await Kube.connect(kubeconfig=Path(sys.argv[1]), environ={})
+    try:
+        node = await kube.get_node(name="node-a")
+    finally:
+        await kube.close()
+    print(json.dumps({"before": before, "after": loaded(), "node": node["metadata"]["name"]}))
+
+asyncio.run(main())
+"""
+
+
+async def test_only_an_exec_plugin_user_loads_the_client_library(
+    tls_emulator: TlsEmulator, pki: Pki, tmp_path: Path
+) -> None:
+    emu = await tls_emulator(tokens={"plugin-token": ("plugin-user", [])})
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(
+        "import json, sys\n"
+        'json.dump({"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",\n'
+        '           "status": {"token": "plugin-token"}}, sys.stdout)\n'
+    )
+    exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
+                          "args": [str(plugin)], "interactiveMode": "Never"}}  # fmt: skip
+    cluster = {"server": emu.url, "certificate-authority": str(pki.ca)}
+    plain = write_kubeconfig(tmp_path / "plain", cluster=cluster, user={"token": "plugin-token"})
+    exotic = write_kubeconfig(tmp_path / "exec", cluster=cluster, user=exec_user)
+
+    plain_run = await run_fresh_python(EXEC_CLIENT, str(plain))
+    exotic_run = await run_fresh_python(EXEC_CLIENT, str(exotic))
+
+    assert plain_run == {"before": 0, "after": 0, "node": "node-a"}
+    assert exotic_run["before"] == 0
+    assert exotic_run["after"] > 0
+    assert exotic_run["node"] == "node-a"
+    assert emu.request_counts[("plugin-user", "get")] == 2
