@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from rebootd.emulator.emulator import Emulator
-from rebootd.kube import Kube, KubeError, RetryPolicy
+from rebootd.kube import Credentials, Kube, KubeError, RetryPolicy
+from rebootd.kube.session import ssl_context
 from tests.fixtures.emulator import FAST_TIMING
 from tests.fixtures.tools import free_port, require_binary
 from tests.integration.test_kube import run_fresh_python
@@ -190,6 +191,18 @@ async def test_client_certificate_files_are_relative_to_the_kubeconfig(
     await get_node_as(emu, config)
 
     assert emu.request_counts[("cert-user", "get")] == 1
+
+
+def test_a_cluster_ca_is_the_only_root_trusted(pki: Pki) -> None:
+    with_ca = Credentials(server="https://127.0.0.1:1", source="t", ca_file=pki.ca)
+    without = Credentials(server="https://127.0.0.1:1", source="t")
+
+    trusted = ssl_context(with_ca).get_ca_certs()
+
+    assert len(trusted) == 1
+    assert "rebootd-test-ca" in str(trusted[0]["subject"])
+    assert ssl_context(with_ca).verify_mode == ssl.CERT_REQUIRED
+    assert ssl_context(without).verify_mode == ssl.CERT_REQUIRED
 
 
 async def test_the_server_certificate_is_verified_unless_insecure_skip_tls_verify(

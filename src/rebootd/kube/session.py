@@ -1,7 +1,7 @@
 """The HTTP session to the API server, built from `Credentials`: TLS, authentication, proxy.
 
-Rule: one aiohttp session per `Kube`, owned here. TLS is verified against the cluster's CA (else
-the system's roots, or not at all with insecure-skip-tls-verify), the certificate's name checked
+Rule: one aiohttp session per `Kube`, owned here. TLS is verified against the cluster's CA alone
+(else the system's roots, or not at all with insecure-skip-tls-verify), the certificate's name checked
 against tls-server-name when one is given, a client certificate presented when the user has one.
 Every request carries the user's credential: a bearer token (a token file is re-read at most
 every TOKEN_FILE_SECONDS and at once after a 401, as client-go does for a rotated
@@ -106,7 +106,10 @@ def auth_for(*, credentials: Credentials, now: Callable[[], float]) -> Auth:
 def ssl_context(credentials: Credentials) -> ssl.SSLContext:
     """The TLS set-up of `credentials`; a file or PEM that does not load is a ConfigError naming it."""
     where = credentials.source
-    ctx = ssl.create_default_context()
+    if credentials.ca_file is None and credentials.ca_data is None:
+        ctx = ssl.create_default_context()  # the system's roots
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # the cluster's CA only, as client-go trusts it
     if credentials.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
