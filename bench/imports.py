@@ -23,7 +23,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pydantic + pydantic-settings (rebootd.settings)", ("rebootd.settings",)),
     ("aiohttp", ("aiohttp",)),
     ("prometheus-client (rebootd.metrics)", ("rebootd.metrics",)),
-    ("kubernetes-asyncio, lean (rebootd.kube + its loader)", ("rebootd.kube",)),
+    ("rebootd.kube (its own session: no kubernetes-asyncio)", ("rebootd.kube",)),
     ("the rest of rebootd (daemon, cli)", ("rebootd.daemon", "rebootd.cli")),
 )
 
@@ -38,14 +38,11 @@ out = []
 for label, modules in json.loads(sys.argv[1]):
     for name in modules:
         importlib.import_module(name)
-        if name == "rebootd.kube":
-            from rebootd import _kubeclient
-            _kubeclient.load()
     out.append({"stage": label, "rss": rss(), "modules": len(sys.modules)})
 print(json.dumps(out))
 """
 
-_DAEMON_IMPORTS = "import rebootd.cli, rebootd.daemon; from rebootd import _kubeclient; _kubeclient.load()"
+_DAEMON_IMPORTS = "import rebootd.cli, rebootd.daemon"
 
 
 def memory_by_stage(*, python: str = sys.executable, runs: int = 3) -> list[dict[str, float | int | str]]:

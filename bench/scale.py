@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from rebootd.clock import SystemClock
 from rebootd.emulator.emulator import Emulator, EmulatorTiming
 from rebootd.kube import Kube
@@ -142,7 +144,8 @@ async def measure(
     with tempfile.TemporaryDirectory(prefix="rebootd-bench-scale-") as tmp:
         kube = await Kube.connect(kubeconfig=emulator.write_kubeconfig(Path(tmp) / "kubeconfig"))
         # One HTTP client for every node's lock: lift its connection limit (one watch per node).
-        connector = kube._api.rest_client.pool_manager.connector
+        connector = kube.session.connector
+        assert isinstance(connector, aiohttp.TCPConnector)
         connector._limit = 0
         stop = asyncio.Event()
         taken: asyncio.Queue[tuple[int, float]] = asyncio.Queue()

@@ -1,5 +1,5 @@
 """The Kubernetes facade against the API emulator: round trips, paging, typed errors, retries,
-request counting, the object follower and the lean library loading, over real HTTP."""
+request counting, the object follower and the client's own session, over real HTTP."""
 
 from __future__ import annotations
 
@@ -671,13 +671,12 @@ async def test_follower_backs_off_when_every_resume_is_refused_with_410(
     assert lists <= len(delays) + 2  # the first list, the one re-list at once, then one per back-off
 
 
-# --- the lean library loading, end to end --------------------------------------------------------
+# --- the client without kubernetes-asyncio, end to end --------------------------------------------
 
 
 LEAN_CLIENT = """
 import asyncio, json, sys
 from pathlib import Path
-from rebootd._kubeclient import kube_module_names, load
 from rebootd.kube import Kube
 
 async def main():
@@ -691,7 +690,8 @@ async def main():
             seen = follower.latest["spec"].get("unschedulable")
     finally:
         await kube.close()
-    print(json.dumps({"lean": load().lean, "modules": kube_module_names(),
+    modules = sorted(m for m in sys.modules if m.split(".")[0] == "kubernetes_asyncio")
+    print(json.dumps({"modules": modules,
                       "nodes": [n["metadata"]["name"] for n in nodes], "changed": changed, "seen": seen,
                       "cordoned": cordoned["spec"]["unschedulable"]}))
 
@@ -717,15 +717,13 @@ async def run_fresh_python(code: str, *args: str) -> dict[str, Any]:
     return result
 
 
-async def test_lean_client_loads_under_50_library_modules_and_works_end_to_end(
+async def test_client_loads_no_library_module_and_works_end_to_end(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     emulator.add_node(name="node-a")
     kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
     result = await run_fresh_python(LEAN_CLIENT, str(kubeconfig))
-    assert result["lean"] is True
-    assert len(result["modules"]) < 50
-    assert not any(".models." in m or ".client.api." in m for m in result["modules"])
+    assert result["modules"] == []  # kubernetes-asyncio is for exec plugins and auth-providers only
     assert result["nodes"] == ["node-a"]
     assert result["cordoned"] is True
     assert result["changed"] is True

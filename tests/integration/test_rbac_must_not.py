@@ -30,7 +30,7 @@ KUBECTL_HINT = "kubectl v1.32 from the Kubernetes apt repository"
 LEASE = "rebootd"
 
 # (verb, group, resource/subresource, namespace or None for any, name or None for any):
-# exactly what rebootd calls (src/rebootd/kube.py), and the one tolerated Lease create.
+# exactly what rebootd calls (src/rebootd/kube/), and the one tolerated Lease create.
 NEEDED: list[tuple[str, str, str, str | None, str | None]] = [
     *[(verb, "", "nodes", None, None) for verb in ("get", "list", "watch", "patch")],
     *[(verb, "", "pods", None, None) for verb in ("list", "watch")],

@@ -5,10 +5,12 @@ checks the contracts themselves."""
 from __future__ import annotations
 
 import pkgutil
+import re
 import tomllib
 from pathlib import Path
 
 import rebootd
+import rebootd.kube
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,8 +19,10 @@ def _named_in_contracts() -> set[str]:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
     named: set[str] = set()
     for contract in config["contracts"]:
+        containers = contract.get("containers", [""])
         for layer in contract.get("layers", []):
-            named.update(part.strip() for part in layer.split("|"))
+            for part in re.split(r"[|:]", layer):
+                named.update(f"{c}.{part.strip()}" if c else part.strip() for c in containers)
         named.update(contract.get("source_modules", []))
     return named
 
@@ -37,3 +41,13 @@ def test_every_module_is_the_source_of_an_import_contract() -> None:
 
     assert len(modules) > 50
     assert not missing, f"modules in no import contract: {missing}"
+
+
+def test_every_module_of_the_kube_package_has_a_layer_of_its_own() -> None:
+    modules = [info.name for info in pkgutil.walk_packages(rebootd.kube.__path__, prefix="rebootd.kube.")]
+    named = _named_in_contracts()
+
+    unplaced = [m for m in modules if m not in named]
+
+    assert "rebootd.kube.client" in modules
+    assert not unplaced, f"modules of rebootd.kube in no layer of its contract: {unplaced}"

@@ -1,20 +1,14 @@
-"""Pure parts of the Kubernetes facade: MicroTime, retry policy, error mapping, paths, lean loader."""
+"""Pure parts of the Kubernetes facade: MicroTime, retry policy, error mapping, paths."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import random
-import subprocess
-import sys
-import textwrap
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from rebootd import _kubeclient
 from rebootd.kube import (
     Conflict,
     Expired,
@@ -171,101 +165,3 @@ def test_resource_paths_refuse_scope_mistakes() -> None:
         resource_path("nodes", namespace="default")
     with pytest.raises(ValueError, match="needs a namespace"):
         resource_path("pods", name="a")
-
-
-def _package_init(package: str) -> str:
-    """A package's __init__.py, located without importing (find_spec of a top-level name runs nothing)."""
-    root, *rest = package.split(".")
-    spec = importlib.util.find_spec(root)
-    assert spec is not None
-    assert spec.origin is not None
-    return str(Path(spec.origin).parent.joinpath(*rest, "__init__.py"))
-
-
-def test_init_bindings_map_every_model_the_library_exports() -> None:
-    bindings = _kubeclient.init_bindings(_package_init("kubernetes_asyncio.client.models"))
-    assert len(bindings) > 700
-    assert bindings["V1Pod"] == ("kubernetes_asyncio.client.models.v1_pod", "V1Pod", None)
-    assert bindings["V1PodIP"][0] == "kubernetes_asyncio.client.models.v1_pod_ip"
-    client = _kubeclient.init_bindings(_package_init("kubernetes_asyncio.client"))
-    assert client["ApiClient"] == ("kubernetes_asyncio.client.api_client", "ApiClient", None)
-    root = _kubeclient.init_bindings(_package_init("kubernetes_asyncio"))
-    assert root["client"] == ("kubernetes_asyncio.client", None, None)
-    assert isinstance(root["__version__"][2], str)
-
-
-def _fresh_python(code: str) -> tuple[dict[str, object], str]:
-    """Run `code` in a fresh interpreter; its last stdout line is a JSON result."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        timeout=60,
-    )
-    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result, out.stdout
-
-
-def test_lean_loader_loads_few_library_modules_and_resolves_the_rest_lazily() -> None:
-    result, _ = _fresh_python(
-        """
-        import json, sys
-        from rebootd import _kubeclient
-        lib = _kubeclient.load()
-        loaded = _kubeclient.kube_module_names()
-        import kubernetes_asyncio
-        from kubernetes_asyncio.client.models import V1Pod
-        pod = V1Pod(metadata=kubernetes_asyncio.client.V1ObjectMeta(name="p"))
-        print(json.dumps({"lean": lib.lean, "loaded": loaded, "version": kubernetes_asyncio.__version__,
-                          "pod": pod.metadata.name, "api_client": lib.api_client.__module__,
-                          "after": len(_kubeclient.kube_module_names())}))
-        """
-    )
-    assert result["lean"] is True
-    loaded = result["loaded"]
-    assert isinstance(loaded, list)
-    assert len(loaded) < 50
-    assert not any(".models." in name or ".client.api." in name for name in loaded)
-    assert result["api_client"] == "kubernetes_asyncio.client.api_client"
-    assert result["pod"] == "p"  # a model reached through the lazy package works
-    assert isinstance(result["after"], int)
-    assert result["after"] < 50  # and costs only its own modules
-    assert isinstance(result["version"], str)
-
-
-def test_loader_uses_an_already_imported_library_as_is() -> None:
-    result, _ = _fresh_python(
-        """
-        import json
-        import kubernetes_asyncio
-        from rebootd import _kubeclient
-        lib = _kubeclient.load()
-        print(json.dumps({"lean": lib.lean, "same": lib.api_client is kubernetes_asyncio.client.ApiClient}))
-        """
-    )
-    assert result == {"lean": False, "same": True}
-
-
-def test_loader_falls_back_to_the_normal_import_when_the_layout_changed() -> None:
-    result, output = _fresh_python(
-        """
-        import json, sys
-        from rebootd import _kubeclient
-        # simulate a future layout: the package list names a subpackage that does not exist
-        _kubeclient.LAZY_PACKAGES = (*_kubeclient.LAZY_PACKAGES, "kubernetes_asyncio.client.gone")
-        lib = _kubeclient.load()
-        import kubernetes_asyncio
-        print(json.dumps({"lean": lib.lean, "real_init": hasattr(kubernetes_asyncio, "watch"),
-                          "modules": len(_kubeclient.kube_module_names()),
-                          "same": lib.api_client is kubernetes_asyncio.client.ApiClient}))
-        """
-    )
-    assert result["lean"] is False
-    assert result["real_init"] is True
-    assert result["same"] is True
-    assert isinstance(result["modules"], int)
-    assert result["modules"] > 500  # the full library, as before the lean loader
-    assert output.count("rebootd.kube.lean_import_failed") == 1

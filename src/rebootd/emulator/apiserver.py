@@ -1,7 +1,8 @@
 """The emulator's HTTP face: aiohttp routes speaking the Kubernetes REST protocol.
 
 Rule: this module only translates HTTP to `Registry` calls and back. It parses the path the way
-kube-apiserver's RequestInfoFactory does (so RBAC attributes match), authenticates bearer tokens,
+kube-apiserver's RequestInfoFactory does (so RBAC attributes match), authenticates client certificates
+(CN the user, O the groups, as kube-apiserver's x509 authenticator), bearer tokens and basic credentials,
 applies injected faults and partitions, answers every error as a `Status` body, negotiates Table
 output for kubectl, pages lists and streams watches (one JSON object per line, flushed at once).
 A lost-response fault serves the write in full (stored, in the history, seen by watchers) and then
@@ -13,6 +14,7 @@ cordon is recognised by what it does, not by how it is spelled) and after.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections import Counter, OrderedDict
@@ -242,7 +244,23 @@ class ApiServer:
     # -- entry -----------------------------------------------------------------------------------
 
     def _identity(self, request: web.Request) -> tuple[str, Sequence[str], str]:
+        # a verified client certificate first (served over TLS with a client CA), as kube-apiserver
+        # tries x509 before tokens; `peercert` is empty unless the handshake verified one
+        peercert = request.transport.get_extra_info("peercert") if request.transport is not None else None
+        if peercert:
+            subject = [pair for rdn in peercert.get("subject", ()) for pair in rdn]
+            names = [value for key, value in subject if key == "commonName"]
+            organizations = [value for key, value in subject if key == "organizationName"]
+            if names:
+                return names[0], [*organizations, "system:authenticated"], names[0]
         header = request.headers.get("Authorization", "")
+        if header.lower().startswith("basic ") and self.tokens is None:
+            # no token table configured: a basic credential names the client by its user name
+            try:
+                basic_user = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")[0]
+            except (ValueError, UnicodeDecodeError):
+                raise errors.unauthorized() from None
+            return basic_user, [basic_user, "system:authenticated"], basic_user
         if header.lower().startswith("bearer "):
             token = header[7:].strip()
             if self.tokens is None:  # no token table configured: the token names the client

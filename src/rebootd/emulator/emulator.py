@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -97,7 +98,11 @@ class Emulator:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(
+        self, *, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Serve on `host:port` (0: any free port); over TLS with `ssl_context` (a client CA loaded
+        in it with `verify_mode` CERT_OPTIONAL makes client certificates authenticate)."""
         app = self.api.application()
         # lingering_time: after refusing a body unread (413), read and drop the rest for at most
         # this long, then close (Go's server reads a bounded remainder too); aiohttp's default, 10 s,
@@ -106,14 +111,15 @@ class Emulator:
             app, handle_signals=False, access_log=None, shutdown_timeout=0.5, lingering_time=0.5
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._runner = runner
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         bound = sockets[0].getsockname()[1] if sockets else port
         shown_host = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown_host}:{bound}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://{shown_host}:{bound}"
         self.api.server_address = f"{shown_host}:{bound}"
         self.cluster.start()
         log.info("rebootd.emulator.started", url=self.url)
