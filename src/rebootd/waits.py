@@ -1,0 +1,30 @@
+"""The one interruptible sleep: wait some seconds, or less when a stop Event is set.
+
+Rule: a task that pauses (a back-off, a period between checks, a deliberate delay) pauses with
+`sleep_or_stop`, so a stop request (SIGTERM, a lost slot, a halted rollout) ends the pause at
+once instead of after it, and every pause is bounded by its `seconds`. A cancellation is never
+swallowed: it uses `asyncio.timeout`, not `asyncio.wait_for`, which on Python 3.11 can lose a
+cancellation that races the wake-up (and the slot guard cancels the drain that way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+__all__ = ["sleep_or_stop"]
+
+
+async def sleep_or_stop(*, seconds: float, stop: asyncio.Event | None) -> bool:
+    """Sleep `seconds` (a negative value counts as 0), returning early once `stop` is set;
+    True when `stop` is set (before, during or at the end of the sleep). `stop` None: a plain,
+    still cancellable, sleep."""
+    if stop is None:
+        await asyncio.sleep(max(0.0, seconds))
+        return False
+    if stop.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, seconds)):
+            await stop.wait()
+    return stop.is_set()
