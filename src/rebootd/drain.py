@@ -22,7 +22,7 @@ Differences from kubectl, all deliberate:
 - Waiting for deletion watches the node's pods (one list + one watch stream for the whole drain)
   instead of GETting every pod every second. "Gone" is the same test: the pod's uid is no longer
   there (404, or a new pod with the same name and another uid). `poll` paces the re-evaluation of
-  the skip-wait-for-delete timeout (no request) and the re-list after a broken watch.
+  the skip-wait-for-delete timeout (no request) and is the first back-off of a failing pod watch.
 - In-flight eviction requests are bounded (`concurrency`, default 20) where kubectl starts one
   goroutine per pod; the bound is on requests, not on pods, so a pod a PDB blocks never keeps
   others from being evicted.
@@ -39,10 +39,12 @@ import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+from rebootd.backoff import Backoff
 from rebootd.clock import Clock, SystemClock
-from rebootd.kube import Conflict, Expired, Kube, KubeError, NotFound, TooManyRequests, resource_version
+from rebootd.kube import Conflict, Expired, Kube, KubeError, NotFound, TooManyRequests
+from rebootd.listwatch import ApiErrors, ListWatch
 from rebootd.logs import get_logger
 from rebootd.pods import (
     Owner,
@@ -62,6 +64,7 @@ NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
 MULTIPLE_PDBS_TEXT = "more than one PodDisruptionBudget"
 BLOCKED_LOG_INTERVAL = 60.0
 MAX_PODS_IN_MESSAGE = 10
+MAX_WATCH_RETRY_DELAY = 5.0  # the pod watch's back-off cap (seconds)
 
 _BUDGET_CAUSE = re.compile(
     r"The disruption budget (?P<name>\S+) needs (?P<need>\d+) healthy pods? and has (?P<has>\d+)"
@@ -232,22 +235,36 @@ def describe_pending(pending: Mapping[str, str], *, limit: int = MAX_PODS_IN_MES
 
 
 class NodePods:
-    """The latest state of the pods on one node, kept by one list + watch, keyed by uid.
+    """The latest state of the pods on one node, kept by the one list+watch loop
+    (`rebootd.listwatch`), keyed by uid.
 
     A pod is gone once its uid is not there: deleted, or replaced by a new pod with the same name
-    (another uid). Waiters are woken on every change. A broken watch is resumed from the last
-    resourceVersion; a 410 or a failed request re-lists after `retry_delay` seconds."""
+    (another uid). Waiters are woken on every change. Resumes, re-lists after a 410 and the
+    back-off after a failure (from `retry_delay` seconds, doubling up to `max_retry_delay`) are
+    the loop's."""
 
-    def __init__(self, *, kube: Kube, node: str, retry_delay: float, watch_timeout: int) -> None:
-        self._kube = kube
-        self._selector = f"spec.nodeName={node}"
-        self._retry_delay = retry_delay
-        self._watch_timeout = watch_timeout
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        node: str,
+        retry_delay: float,
+        watch_timeout: int,
+        max_retry_delay: float = MAX_WATCH_RETRY_DELAY,
+    ) -> None:
         self._pods: dict[str, JsonObj] = {}
         self._synced = False
-        self._rv: str | None = None
         self._wakeup = asyncio.Event()
-        self._log = get_logger(node=node)
+        self._loop = ListWatch(
+            api=kube,
+            errors=ApiErrors(error=KubeError, expired=Expired),
+            kind="pods",
+            field_selector=f"spec.nodeName={node}",
+            watch_timeout=watch_timeout,
+            backoff=Backoff(base=retry_delay, cap=max(retry_delay, max_retry_delay), jitter="full"),
+            on_list=self._listed,
+            on_event=self._apply,
+        )
 
     @property
     def synced(self) -> bool:
@@ -270,19 +287,12 @@ class NodePods:
         wakeup, self._wakeup = self._wakeup, asyncio.Event()
         wakeup.set()
 
-    async def _relist(self) -> None:
-        items, rv = await self._kube.list_with_version(kind="pods", field_selector=self._selector)
+    def _listed(self, items: list[JsonObj]) -> None:
         self._pods = {pod_uid(p): p for p in items}
-        self._rv = rv
         self._synced = True
         self._notify()
 
     def _apply(self, event_type: str, obj: JsonObj) -> None:
-        rv = resource_version(obj)
-        if rv:
-            self._rv = rv
-        if event_type == "BOOKMARK":
-            return
         uid = pod_uid(obj)
         if event_type == "DELETED":
             self._pods.pop(uid, None)
@@ -290,34 +300,9 @@ class NodePods:
             self._pods[uid] = obj
         self._notify()
 
-    async def run(self) -> None:
-        """Keep the state until cancelled; never returns."""
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                if self._rv is None:
-                    await self._relist()
-                started, events = loop.time(), 0
-                # never left early: a cancellation is raised inside the stream, which closes itself
-                async for event in self._kube.watch(
-                    kind="pods",
-                    field_selector=self._selector,
-                    resource_version=self._rv,
-                    timeout_seconds=self._watch_timeout,
-                ):
-                    events += 1
-                    self._apply(event.type, event.object)
-                if events or loop.time() - started >= 1.0:
-                    continue  # the server ended the stream at timeoutSeconds: resume
-                raise KubeError(status=0, reason="WatchEmpty", message="the pod watch ended at once")
-            except Expired:
-                self._rv = None
-            except KubeError as exc:
-                self._log.info(
-                    "rebootd.drain.watch_retry", status=exc.status, reason=exc.reason, delay=self._retry_delay
-                )
-                self._rv = None
-                await asyncio.sleep(self._retry_delay)
+    async def run(self) -> NoReturn:
+        """Keep the state until cancelled; never returns (raises only a bug)."""
+        await self._loop.run()
 
 
 # --- I/O: the drain -----------------------------------------------------------------------------
