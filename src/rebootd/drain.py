@@ -65,7 +65,7 @@ NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
 MULTIPLE_PDBS_TEXT = "more than one PodDisruptionBudget"
 BLOCKED_LOG_INTERVAL = 60.0
 MAX_PODS_IN_MESSAGE = 10
-MAX_WATCH_RETRY_DELAY = 5.0  # the pod watch's back-off cap (seconds)
+WATCH_RETRY_GROWTH = 4  # the pod watch's back-off grows from `poll` to this many times it
 
 _BUDGET_CAUSE = re.compile(
     r"The disruption budget (?P<name>\S+) needs (?P<need>\d+) healthy pods? and has (?P<has>\d+)"
@@ -241,8 +241,9 @@ class NodePods:
 
     A pod is gone once its uid is not there: deleted, or replaced by a new pod with the same name
     (another uid). Waiters are woken on every change. Resumes, re-lists after a 410 and the
-    back-off after a failure (from `retry_delay` seconds, doubling up to `max_retry_delay`) are
-    the loop's."""
+    back-off after a failure are the loop's; the back-off starts at `retry_delay` (the drain's
+    `poll`) and grows to WATCH_RETRY_GROWTH times it, no more: a drain is short and waits on this
+    watch to see its pods gone."""
 
     def __init__(
         self,
@@ -251,7 +252,6 @@ class NodePods:
         node: str,
         retry_delay: float,
         watch_timeout: int,
-        max_retry_delay: float = MAX_WATCH_RETRY_DELAY,
     ) -> None:
         self._pods: dict[str, JsonObj] = {}
         self._synced = False
@@ -262,7 +262,7 @@ class NodePods:
             kind="pods",
             field_selector=f"spec.nodeName={node}",
             watch_timeout=watch_timeout,
-            backoff=Backoff(base=retry_delay, cap=max(retry_delay, max_retry_delay), jitter="full"),
+            backoff=Backoff(base=retry_delay, cap=retry_delay * WATCH_RETRY_GROWTH, jitter="full"),
             on_list=self._listed,
             on_event=self._apply,
         )
