@@ -29,6 +29,7 @@ from rebootd.kube import Expired, Kube, KubeError
 from rebootd.listwatch import ApiErrors, ListWatch
 from rebootd.logs import get_logger
 from rebootd.pods import controller_of, covering_pdbs, evictable_pods, is_finished, pod_is_ready, pod_key
+from rebootd.waits import wait_any
 
 JsonObj = dict[str, Any]
 CACHE_WATCH_TIMEOUT = 60  # seconds: each watch request's server-side timeoutSeconds
@@ -285,14 +286,6 @@ class WorkloadRecovery:
                 remaining = deadline - self._clock.monotonic()
                 if remaining <= 0:
                     break
-                waiters = [asyncio.create_task(c.changed.wait()) for c in caches]
-                waiters.append(asyncio.create_task(stop.wait()))
-                try:
-                    await asyncio.wait(
-                        waiters, timeout=min(remaining, 5.0), return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    for waiter in waiters:
-                        waiter.cancel()
+                await wait_any(events=[*(c.changed for c in caches), stop], seconds=min(remaining, 5.0))
             log.warning("rebootd.recovery.unhealthy", problem=problem)
             return problem

@@ -1,4 +1,5 @@
-"""The one interruptible sleep: wait some seconds, or less when a stop Event is set.
+"""The one interruptible sleep: wait some seconds, or less when a stop Event is set; and its
+sibling for several events (`wait_any`).
 
 Rule: a task that pauses (a back-off, a period between checks, a deliberate delay) pauses with
 `sleep_or_stop`, so a stop request (SIGTERM, a lost slot, a halted rollout) ends the pause at
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
-__all__ = ["sleep_or_stop"]
+__all__ = ["sleep_or_stop", "wait_any"]
 
 
 async def sleep_or_stop(*, seconds: float, stop: asyncio.Event | None) -> bool:
@@ -28,3 +30,17 @@ async def sleep_or_stop(*, seconds: float, stop: asyncio.Event | None) -> bool:
         async with asyncio.timeout(max(0.0, seconds)):
             await stop.wait()
     return stop.is_set()
+
+
+async def wait_any(*, events: Sequence[asyncio.Event], seconds: float) -> bool:
+    """Wait until one of `events` is set (True) or `seconds` pass (False). The per-event waiters
+    live in a task group: none outlives the call, a cancellation reaps them and propagates."""
+    if any(event.is_set() for event in events):
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, seconds)), asyncio.TaskGroup() as group:
+            waiters = [group.create_task(event.wait()) for event in events]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+    return any(event.is_set() for event in events)
