@@ -10,7 +10,8 @@ of a cluster that failed together (an apiserver restart) so they do not come bac
 - `none`: exactly d (a wait whose length is part of a tested contract, or a single waiter).
 
 `decorrelated` (AWS's "decorrelated jitter", each delay drawn from the previous one) is the
-other formula; it needs the previous delay, so it is a function of its own.
+other formula; it needs the previous delay, so it is a function of its own. `spread` is the jitter
+alone: a random point in [0, seconds], for many daemons' first move after the same event.
 
 stamina was weighed and not taken: it owns the sleeping (wall clock, no stop event) and the
 exception matching, where rebootd needs the delay alone, on an injected clock, interruptible.
@@ -23,7 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Backoff", "Jitter", "decorrelated", "exponential"]
+__all__ = ["Backoff", "Jitter", "decorrelated", "exponential", "spread"]
 
 Jitter = Literal["full", "scaled", "none"]
 
@@ -50,6 +51,11 @@ def decorrelated(*, previous: float, base: float, cap: float, rng: random.Random
     if not (base > 0 and cap > 0):
         raise ValueError(f"invalid back-off base={base!r} cap={cap!r}")
     return min(cap, rng.uniform(base, 3 * max(base, previous)))
+
+
+def spread(*, seconds: float, rng: random.Random) -> float:
+    """Uniform in [0, seconds] (0 for seconds <= 0)."""
+    return rng.uniform(0.0, seconds) if seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,17 @@ async def sleep_or_stop(*, seconds: float, stop: asyncio.Event | None) -> bool:
     return stop.is_set()
 
 
-async def wait_any(*, events: Sequence[asyncio.Event], seconds: float) -> bool:
-    """Wait until one of `events` is set (True) or `seconds` pass (False). The per-event waiters
+async def wait_any(*, events: Sequence[asyncio.Event], seconds: float | None) -> bool:
+    """Wait until one of `events` is set (True) or `seconds` pass (False; None: no bound, for a
+    caller whose events include one that surely comes, such as a stop). The per-event waiters
     live in a task group: none outlives the call, a cancellation reaps them and propagates."""
     if any(event.is_set() for event in events):
         return True
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(max(0.0, seconds)), asyncio.TaskGroup() as group:
+        async with (
+            asyncio.timeout(None if seconds is None else max(0.0, seconds)),
+            asyncio.TaskGroup() as group,
+        ):
             waiters = [group.create_task(event.wait()) for event in events]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rebootd.backoff import Backoff, decorrelated, exponential
+from rebootd.backoff import Backoff, decorrelated, exponential, spread
 
 
 def test_exponential_doubles_from_base_and_stops_at_the_cap() -> None:
@@ -73,3 +73,11 @@ def test_decorrelated_jitter_grows_from_the_previous_delay_within_base_and_cap()
         delay = decorrelated(previous=previous, base=0.1, cap=2.0, rng=rng)
         assert 0.1 <= delay <= min(2.0, 3 * max(0.1, previous))
         previous = delay
+
+
+def test_spread_is_a_point_between_zero_and_its_seconds_and_zero_for_none() -> None:
+    rng = random.Random(4)  # noqa: S311 - seeded test jitter, not crypto
+    draws = [spread(seconds=2.0, rng=rng) for _ in range(200)]
+    assert all(0.0 <= d <= 2.0 for d in draws)
+    assert max(draws) > 1.5
+    assert spread(seconds=0.0, rng=rng) == spread(seconds=-1.0, rng=rng) == 0.0

@@ -68,3 +68,10 @@ async def test_wait_any_lets_a_cancellation_through() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_wait_any_without_a_bound_waits_for_an_event() -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.02, stop.set)
+    async with asyncio.timeout(5.0):
+        assert await wait_any(events=[asyncio.Event(), stop], seconds=None) is True
