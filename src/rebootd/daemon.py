@@ -9,13 +9,14 @@ other tasks are cancelled and the process exits 1 so the kubelet restarts it: ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import random
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from rebootd.backoff import Backoff
 from rebootd.blockers import Blocker, NodeBudget, PdbPreflight, PodBlocker, prometheus_blockers
 from rebootd.clock import Clock, SystemClock
 from rebootd.cycle import TRANSIENT, Cycle, CycleOptions, Notify, RecoveryGate
@@ -31,8 +32,12 @@ from rebootd.recovery import WorkloadRecovery
 from rebootd.sentinel import Checker, SentinelError, make_checker
 from rebootd.server import HealthReport, MetricsServer, Probes, build_app
 from rebootd.settings import Settings
+from rebootd.waits import sleep_or_stop
 
 STOP_TIMEOUT = 5.0
+# connecting while the API is away: 0.5 s doubling to 30 s, each spread over its upper half so that
+# the daemons of a cluster whose apiserver restarted do not come back in step
+SETUP_BACKOFF = Backoff(base=0.5, cap=30.0, jitter="scaled", low=0.5, high=1.0)
 NOTIFY_FLUSH_BEFORE_REBOOT = 1.0  # the longest a reboot waits for its own notifications
 
 
@@ -86,8 +91,7 @@ class Supervisor:
             exc = None if task.cancelled() else task.exception()
             self._log.error("rebootd.daemon.task_failed", task=task.get_name(), reason=reason, exc_info=exc)
         # Keep answering 503 briefly so probes and operators see which task failed.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=self._linger)
+        await sleep_or_stop(seconds=self._linger, stop=stop)
         return 1
 
     async def shutdown(self, *, within: float = STOP_TIMEOUT) -> None:
@@ -137,8 +141,7 @@ async def watch_sentinel(
                 log.info("rebootd.sentinel.changed", reboot_required=required)
             state.publish(required)
             metrics.reboot_required.labels(node=node).set(1 if required else 0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=period)
+        await sleep_or_stop(seconds=period, stop=stop)
 
 
 class Daemon:
@@ -316,16 +319,19 @@ class Daemon:
             self._kube = await Kube.connect(
                 kubeconfig=s.kubeconfig, metrics=self.metrics, user_agent=f"rebootd@{s.node_id}"
             )
-        delay = 0.5
+        rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        attempt = 0
         while not stop.is_set():
             try:
                 node = await self._kube.get_node(name=s.node_id)
                 break
             except TRANSIENT as exc:
-                self._log.warning("rebootd.daemon.api_unavailable", error=str(exc)[:300], retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                delay = min(delay * 2, 30.0)
+                attempt += 1
+                delay = SETUP_BACKOFF.delay(attempt=attempt, rng=rng)
+                self._log.warning(
+                    "rebootd.daemon.api_unavailable", error=str(exc)[:300], retry_in=round(delay, 3)
+                )
+                await sleep_or_stop(seconds=delay, stop=stop)
         else:
             return None
         zone = (node["metadata"].get("labels") or {}).get(s.zone_label, "")

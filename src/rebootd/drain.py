@@ -22,7 +22,7 @@ Differences from kubectl, all deliberate:
 - Waiting for deletion watches the node's pods (one list + one watch stream for the whole drain)
   instead of GETting every pod every second. "Gone" is the same test: the pod's uid is no longer
   there (404, or a new pod with the same name and another uid). `poll` paces the re-evaluation of
-  the skip-wait-for-delete timeout (no request) and the re-list after a broken watch.
+  the skip-wait-for-delete timeout (no request) and is the first back-off of a failing pod watch.
 - In-flight eviction requests are bounded (`concurrency`, default 20) where kubectl starts one
   goroutine per pod; the bound is on requests, not on pods, so a pod a PDB blocks never keeps
   others from being evicted.
@@ -37,12 +37,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+from rebootd.backoff import Backoff
 from rebootd.clock import Clock, SystemClock
-from rebootd.kube import Conflict, Expired, Kube, KubeError, NotFound, TooManyRequests, resource_version
+from rebootd.kube import Conflict, Expired, Kube, KubeError, NotFound, TooManyRequests
+from rebootd.listwatch import ApiErrors, ListWatch
 from rebootd.logs import get_logger
 from rebootd.pods import (
     Owner,
@@ -55,6 +57,7 @@ from rebootd.pods import (
     terminating_too_long,
 )
 from rebootd.selectors import SelectorError, label_selector_from_object, parse_label_selector
+from rebootd.waits import sleep_or_stop
 
 JsonObj = dict[str, Any]
 
@@ -62,6 +65,7 @@ NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
 MULTIPLE_PDBS_TEXT = "more than one PodDisruptionBudget"
 BLOCKED_LOG_INTERVAL = 60.0
 MAX_PODS_IN_MESSAGE = 10
+WATCH_RETRY_GROWTH = 4  # the pod watch's back-off grows from `poll` to this many times it
 
 _BUDGET_CAUSE = re.compile(
     r"The disruption budget (?P<name>\S+) needs (?P<need>\d+) healthy pods? and has (?P<has>\d+)"
@@ -232,22 +236,36 @@ def describe_pending(pending: Mapping[str, str], *, limit: int = MAX_PODS_IN_MES
 
 
 class NodePods:
-    """The latest state of the pods on one node, kept by one list + watch, keyed by uid.
+    """The latest state of the pods on one node, kept by the one list+watch loop
+    (`rebootd.listwatch`), keyed by uid.
 
     A pod is gone once its uid is not there: deleted, or replaced by a new pod with the same name
-    (another uid). Waiters are woken on every change. A broken watch is resumed from the last
-    resourceVersion; a 410 or a failed request re-lists after `retry_delay` seconds."""
+    (another uid). Waiters are woken on every change. Resumes, re-lists after a 410 and the
+    back-off after a failure are the loop's; the back-off starts at `retry_delay` (the drain's
+    `poll`) and grows to WATCH_RETRY_GROWTH times it, no more: a drain is short and waits on this
+    watch to see its pods gone."""
 
-    def __init__(self, *, kube: Kube, node: str, retry_delay: float, watch_timeout: int) -> None:
-        self._kube = kube
-        self._selector = f"spec.nodeName={node}"
-        self._retry_delay = retry_delay
-        self._watch_timeout = watch_timeout
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        node: str,
+        retry_delay: float,
+        watch_timeout: int,
+    ) -> None:
         self._pods: dict[str, JsonObj] = {}
         self._synced = False
-        self._rv: str | None = None
         self._wakeup = asyncio.Event()
-        self._log = get_logger(node=node)
+        self._loop = ListWatch(
+            api=kube,
+            errors=ApiErrors(error=KubeError, expired=Expired),
+            kind="pods",
+            field_selector=f"spec.nodeName={node}",
+            watch_timeout=watch_timeout,
+            backoff=Backoff(base=retry_delay, cap=retry_delay * WATCH_RETRY_GROWTH, jitter="full"),
+            on_list=self._listed,
+            on_event=self._apply,
+        )
 
     @property
     def synced(self) -> bool:
@@ -270,19 +288,12 @@ class NodePods:
         wakeup, self._wakeup = self._wakeup, asyncio.Event()
         wakeup.set()
 
-    async def _relist(self) -> None:
-        items, rv = await self._kube.list_with_version(kind="pods", field_selector=self._selector)
+    def _listed(self, items: list[JsonObj]) -> None:
         self._pods = {pod_uid(p): p for p in items}
-        self._rv = rv
         self._synced = True
         self._notify()
 
     def _apply(self, event_type: str, obj: JsonObj) -> None:
-        rv = resource_version(obj)
-        if rv:
-            self._rv = rv
-        if event_type == "BOOKMARK":
-            return
         uid = pod_uid(obj)
         if event_type == "DELETED":
             self._pods.pop(uid, None)
@@ -290,34 +301,9 @@ class NodePods:
             self._pods[uid] = obj
         self._notify()
 
-    async def run(self) -> None:
-        """Keep the state until cancelled; never returns."""
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                if self._rv is None:
-                    await self._relist()
-                started, events = loop.time(), 0
-                # never left early: a cancellation is raised inside the stream, which closes itself
-                async for event in self._kube.watch(
-                    kind="pods",
-                    field_selector=self._selector,
-                    resource_version=self._rv,
-                    timeout_seconds=self._watch_timeout,
-                ):
-                    events += 1
-                    self._apply(event.type, event.object)
-                if events or loop.time() - started >= 1.0:
-                    continue  # the server ended the stream at timeoutSeconds: resume
-                raise KubeError(status=0, reason="WatchEmpty", message="the pod watch ended at once")
-            except Expired:
-                self._rv = None
-            except KubeError as exc:
-                self._log.info(
-                    "rebootd.drain.watch_retry", status=exc.status, reason=exc.reason, delay=self._retry_delay
-                )
-                self._rv = None
-                await asyncio.sleep(self._retry_delay)
+    async def run(self) -> NoReturn:
+        """Keep the state until cancelled; never returns (raises only a bug)."""
+        await self._loop.run()
 
 
 # --- I/O: the drain -----------------------------------------------------------------------------
@@ -369,34 +355,29 @@ class _Drain:
         if stop is not None and stop.is_set():
             raise DrainStopped(f"drain of node {self.node} stopped before it started")
         started = self.clock.monotonic()
-        work = asyncio.create_task(self._drain(), name=f"rebootd.drain.{self.node}")
-        stopper = asyncio.create_task(stop.wait(), name=f"rebootd.drain.stop.{self.node}") if stop else None
-        waiting: set[asyncio.Task[Any]] = {work} if stopper is None else {work, stopper}
         try:
-            done, _ = await asyncio.wait(
-                waiting, timeout=self.opt.timeout or None, return_when=asyncio.FIRST_COMPLETED
-            )
-            if work in done:
-                result = work.result()
-                self.log.info(
-                    "rebootd.drain.done",
-                    evicted=len(result.evicted),
-                    skipped=len(result.skipped),
-                    seconds=round(self.clock.monotonic() - started, 3),
-                )
-                return result
-            if stopper is not None and stopper in done:
-                self.log.info("rebootd.drain.stopped", stage=self.stage, pending=len(self.pending))
-                raise DrainStopped(f"drain of node {self.node} stopped while {self.stage}")
+            async with asyncio.timeout(self.opt.timeout or None) as deadline:
+                result = await _first_of(self._drain(), stop=stop, name=f"rebootd.drain.{self.node}")
+        except _Stopped:
+            self.log.info("rebootd.drain.stopped", stage=self.stage, pending=len(self.pending))
+            raise DrainStopped(f"drain of node {self.node} stopped while {self.stage}") from None
+        except TimeoutError:
+            if not deadline.expired():
+                raise
             message = f"drain of node {self.node} timed out after {self.opt.timeout:g}s while {self.stage}"
             if self.pending:
                 message += f"; {len(self.pending)} pod(s) still there: {describe_pending(self.pending)}"
             self.log.warning(
                 "rebootd.drain.timeout", stage=self.stage, pending=describe_pending(self.pending)
             )
-            raise DrainTimeout(message, pending=self.pending)
-        finally:
-            await _cancel_all(t for t in (work, stopper) if t is not None)
+            raise DrainTimeout(message, pending=self.pending) from None
+        self.log.info(
+            "rebootd.drain.done",
+            evicted=len(result.evicted),
+            skipped=len(result.skipped),
+            seconds=round(self.clock.monotonic() - started, 3),
+        )
+        return result
 
     async def _drain(self) -> DrainResult:
         pods = await self.kube.list_pods(
@@ -412,15 +393,20 @@ class _Drain:
         tracker = NodePods(
             kube=self.kube, node=self.node, retry_delay=self.opt.poll, watch_timeout=self.opt.watch_timeout
         )
-        watcher = asyncio.create_task(tracker.run(), name=f"rebootd.drain.watch.{self.node}")
-        tasks = [
-            asyncio.create_task(self._evict_and_wait(p, tracker), name=f"rebootd.drain.pod.{pod_key(p)}")
-            for p in to_evict
-        ]
+        # One task group: the first failure (a pod's, or the pod watch ending) cancels the rest.
         try:
-            await _first_failure(tasks, watcher)
-        finally:
-            await _cancel_all([*tasks, watcher])
+            async with asyncio.TaskGroup() as group:
+                watcher = group.create_task(_watch_pods(tracker), name=f"rebootd.drain.watch.{self.node}")
+                tasks = [
+                    group.create_task(
+                        self._evict_and_wait(p, tracker), name=f"rebootd.drain.pod.{pod_key(p)}"
+                    )
+                    for p in to_evict
+                ]
+                await asyncio.wait(tasks)
+                watcher.cancel()
+        except BaseExceptionGroup as failures:
+            raise _first_failure(failures) from None
         return DrainResult(evicted=tuple(t.result() for t in tasks), skipped=tuple(skipped))
 
     async def _plan(self, pods: Sequence[JsonObj]) -> tuple[list[JsonObj], list[SkippedPod]]:
@@ -503,7 +489,7 @@ class _Drain:
                 self.log.warning(
                     "rebootd.drain.eviction_blocked", pod=key, reason=why, retry_in=self.opt.retry_429
                 )
-            await asyncio.sleep(self.opt.retry_429)
+            await sleep_or_stop(seconds=self.opt.retry_429, stop=None)
             if tracker.synced and tracker.get(uid) is None:
                 self._gone(key, how="gone while blocked")  # deleted by someone else meanwhile
                 return evicted
@@ -552,29 +538,51 @@ class _Drain:
         )
 
 
-async def _first_failure(tasks: Sequence[asyncio.Task[Any]], watcher: asyncio.Task[None]) -> None:
-    """Wait until every task is done; raise the first failure at once (the watcher never ends
-    normally, so it finishing means it failed)."""
-    remaining: set[asyncio.Task[Any]] = set(tasks)
-    while remaining:
-        done, _ = await asyncio.wait({*remaining, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            failure = None if task.cancelled() else task.exception()
-            if task is watcher:
-                raise DrainError(f"the pod watch ended unexpectedly: {failure!r}") from failure
-            if failure is not None:
-                raise failure
-        remaining -= done
+class _Stopped(Exception):
+    """The `stop` event was set (turned into DrainStopped by the caller)."""
 
 
-async def _cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel and reap tasks (their failures are consumed: the caller already has the one that
-    matters); shielded, so that a second cancellation cannot leave them running unreaped."""
-    tasks = list(tasks)
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.shield(asyncio.wait(tasks))
-    for task in tasks:
-        if task.done() and not task.cancelled():
-            task.exception()
+async def _raise_when_set(stop: asyncio.Event) -> NoReturn:
+    await stop.wait()
+    raise _Stopped
+
+
+async def _first_of(
+    work: Coroutine[Any, Any, DrainResult], *, stop: asyncio.Event | None, name: str
+) -> DrainResult:
+    """`work`'s result, or `_Stopped` as soon as `stop` is set (the work is then cancelled); the
+    work's own failure wins over a stop set at the same moment."""
+    if stop is None:
+        return await work
+    try:
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(work, name=name)
+            stopper = group.create_task(_raise_when_set(stop), name=f"{name}.stop")
+            await asyncio.wait([task])
+            stopper.cancel()
+    except BaseExceptionGroup as failures:
+        raise _first_failure(failures) from None
+    return task.result()
+
+
+async def _watch_pods(tracker: NodePods) -> NoReturn:
+    """The pod watch never ends on its own: its ending (a bug) fails the drain."""
+    try:
+        await tracker.run()
+    except Exception as exc:
+        raise DrainError(f"the pod watch ended unexpectedly: {exc!r}") from exc
+
+
+def _first_failure(failures: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The failure that made a task group cancel the rest: a DrainError or a fence's verdict
+    before the `_Stopped` it raced with (several fail together only when they end in one step)."""
+    flat = list(_leaves(failures))
+    return next((exc for exc in flat if not isinstance(exc, _Stopped)), flat[0])
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc

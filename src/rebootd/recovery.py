@@ -23,12 +23,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rebootd.backoff import Backoff
 from rebootd.clock import Clock
 from rebootd.kube import Expired, Kube, KubeError
+from rebootd.listwatch import ApiErrors, ListWatch
 from rebootd.logs import get_logger
 from rebootd.pods import controller_of, covering_pdbs, evictable_pods, is_finished, pod_is_ready, pod_key
+from rebootd.waits import wait_any
 
 JsonObj = dict[str, Any]
+CACHE_WATCH_TIMEOUT = 60  # seconds: each watch request's server-side timeoutSeconds
+CACHE_BACKOFF = Backoff(base=0.2, cap=5.0, jitter="full")  # after a failed list or watch
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerError"})
 
 
@@ -142,62 +147,69 @@ def pdbs_problem(pdbs: Iterable[Mapping[str, Any]], *, names: Iterable[str]) -> 
 
 
 class Cache:
-    """The objects of one list+watch, kept current; `changed` is set on every event."""
+    """The objects of one list+watch (the one loop, `rebootd.listwatch`), kept current and keyed
+    `namespace/name`; `changed` is set on every list and event, `synced` after the first list."""
 
     def __init__(
-        self, *, kube: Kube, kind: str, namespace: str | None = None, field_selector: str | None = None
+        self,
+        *,
+        kube: Kube,
+        kind: str,
+        namespace: str | None = None,
+        field_selector: str | None = None,
+        watch_timeout: int = CACHE_WATCH_TIMEOUT,
+        backoff: Backoff = CACHE_BACKOFF,
     ) -> None:
-        self._kube = kube
         self._kind = kind
-        self._namespace = namespace
-        self._field = field_selector
         self.objects: dict[str, JsonObj] = {}
         self.changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop = ListWatch(
+            api=kube,
+            errors=ApiErrors(error=KubeError, expired=Expired),
+            kind=kind,
+            namespace=namespace,
+            field_selector=field_selector,
+            watch_timeout=watch_timeout,
+            backoff=backoff,
+            on_list=self._listed,
+            on_event=self._apply,
+        )
 
     async def __aenter__(self) -> Cache:
-        self._task = asyncio.create_task(self._run(), name=f"cache-{self._kind}")
+        self._task = asyncio.create_task(self._loop.run(), name=f"rebootd.recovery.cache.{self._kind}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, KubeError):
-                await self._task
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
 
-    async def _run(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                items, version = await self._kube.list_with_version(
-                    kind=self._kind, namespace=self._namespace, field_selector=self._field
-                )
-                self.objects = {self._key(o): o for o in items}
-                self.synced.set()
-                self.changed.set()
-                while True:
-                    async for event in self._kube.watch(
-                        kind=self._kind,  # type: ignore[arg-type]
-                        namespace=self._namespace,
-                        field_selector=self._field,
-                        resource_version=version,
-                        timeout_seconds=60,
-                    ):
-                        version = str(event.object.get("metadata", {}).get("resourceVersion", version))
-                        if event.type == "BOOKMARK":
-                            continue
-                        if event.type == "DELETED":
-                            self.objects.pop(self._key(event.object), None)
-                        else:
-                            self.objects[self._key(event.object)] = event.object
-                        self.changed.set()
-                    delay = 0.2
-            except Expired:
-                continue
-            except KubeError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    def check(self) -> None:
+        """Raise what ended the loop (a bug: API errors are retried there, never raised)."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"the {self._kind} cache stopped") from task.exception()
+
+    def _listed(self, items: list[JsonObj]) -> None:
+        self.objects = {self._key(o): o for o in items}
+        self.synced.set()
+        self.changed.set()
+
+    def _apply(self, event_type: str, obj: JsonObj) -> None:
+        if event_type == "DELETED":
+            self.objects.pop(self._key(obj), None)
+        else:
+            self.objects[self._key(obj)] = obj
+        self.changed.set()
 
     @staticmethod
     def _key(obj: Mapping[str, Any]) -> str:
@@ -260,6 +272,7 @@ class WorkloadRecovery:
             problem: str | None = "not yet observed"
             while not stop.is_set():
                 for cache in caches:
+                    cache.check()
                     cache.changed.clear()  # before evaluating: a change during evaluation wakes us
                 if all(c.synced.is_set() for c in caches):
                     problem = (
@@ -273,14 +286,6 @@ class WorkloadRecovery:
                 remaining = deadline - self._clock.monotonic()
                 if remaining <= 0:
                     break
-                waiters = [asyncio.create_task(c.changed.wait()) for c in caches]
-                waiters.append(asyncio.create_task(stop.wait()))
-                try:
-                    await asyncio.wait(
-                        waiters, timeout=min(remaining, 5.0), return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    for waiter in waiters:
-                        waiter.cancel()
+                await wait_any(events=[*(c.changed for c in caches), stop], seconds=min(remaining, 5.0))
             log.warning("rebootd.recovery.unhealthy", problem=problem)
             return problem

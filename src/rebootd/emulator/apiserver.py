@@ -740,6 +740,10 @@ class ApiServer:
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        if self.faults is not None and self.faults.end_watch_at_once(client=client):
+            with contextlib.suppress(ConnectionResetError):
+                await response.write_eof()  # a clean end, no event: as the server's timeoutSeconds
+            return response
         expire = since is not None and self.faults is not None and self.faults.expire_on_resume(client=client)
         try:
             if expire:

@@ -50,7 +50,7 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
 LOST_KINDS: frozenset[FaultKind] = frozenset({"lost_reset", "lost_504"})
 _WRITE_ONLY: frozenset[FaultKind] = frozenset({"conflict409", *LOST_KINDS})
 _REQUEST_RATES: tuple[FaultKind, ...] = FAULT_KINDS
-_WATCH_COUNTERS = ("watch_drop", "watch_expire_on_resume")
+_WATCH_COUNTERS = ("watch_drop", "watch_expire_on_resume", "watch_end_at_once")
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,16 @@ class FaultConfig:
     watch_drop: float = 0.0
     watch_drop_after_seconds: tuple[float, float] = (1.0, 30.0)
     watch_expire_on_resume: float = 0.0
+    # a watch the server ends cleanly at once, no event sent (a proxy closing streams, an apiserver
+    # going away): a client that resumes at once without a back-off spins on the API
+    watch_end_at_once: float = 0.0
     lost_reset: float = 0.0  # a write applied, then the connection reset before the answer
     lost_504: float = 0.0  # a write applied, then 504 Gateway Timeout instead of the answer
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in (*_REQUEST_RATES, "watch_drop", "watch_expire_on_resume") and not (
+            if f.name in (*_REQUEST_RATES, *_WATCH_COUNTERS) and not (
                 isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= 1.0
             ):
                 raise ValueError(f"{f.name} must be a probability in [0, 1], got {value!r}")
@@ -163,7 +166,7 @@ class FaultInjector:
 
     @property
     def counts(self) -> Mapping[str, int]:
-        """Faults injected so far per kind (plus watch_drop / watch_expire_on_resume); a snapshot."""
+        """Faults injected so far per kind (plus the watch faults); a snapshot."""
         return MappingProxyType(dict(self._counts))
 
     def _stream(self, client: str, purpose: str) -> random.Random:
@@ -237,6 +240,15 @@ class FaultInjector:
         if self._stream(client, "expire").random() >= self._config.watch_expire_on_resume:
             return False
         self._counts["watch_expire_on_resume"] += 1
+        return True
+
+    def end_watch_at_once(self, *, client: str) -> bool:
+        """Whether a watch is ended cleanly at once, with no event. Called once per watch."""
+        if client in self._exempt:
+            return False
+        if self._stream(client, "end_at_once").random() >= self._config.watch_end_at_once:
+            return False
+        self._counts["watch_end_at_once"] += 1
         return True
 
     def partition(self, *, client: str, seconds: float) -> None:

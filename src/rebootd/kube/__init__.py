@@ -29,7 +29,7 @@ from rebootd.kube.errors import (
     error_from_status,
     parse_retry_after,
 )
-from rebootd.kube.follow import WATCH_STABLE_SECONDS, ObjectFollower, WatchEvent
+from rebootd.kube.follow import ObjectFollower, WatchEvent
 from rebootd.kube.paths import (
     METADATA_LIST_ACCEPT,
     PATCH_CONTENT_TYPES,
@@ -52,7 +52,6 @@ __all__ = [
     "RESOURCES",
     "WATCH_MAX_LINE",
     "WATCH_READ_TIMEOUT",
-    "WATCH_STABLE_SECONDS",
     "ConfigError",
     "Conflict",
     "Credentials",

@@ -14,13 +14,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from rebootd.kube.errors import Expired, KubeError
-from rebootd.kube.paths import RESOURCES, JsonObj, WatchKind, resource_version
+from rebootd.kube.paths import RESOURCES, JsonObj, WatchKind
+from rebootd.listwatch import ApiErrors, ListWatch
 from rebootd.logs import get_logger
 
 if TYPE_CHECKING:
     from rebootd.kube.client import Kube
-
-WATCH_STABLE_SECONDS = 1.0  # a watch up this long (or with an event) resets the follower's backoff
 
 
 @dataclass(frozen=True)
@@ -30,12 +29,11 @@ class WatchEvent:
 
 
 class ObjectFollower:
-    """The latest state of ONE named object, kept by list + watch.
+    """The latest state of ONE named object, kept by the one list+watch loop (`rebootd.listwatch`).
 
     List with `fieldSelector=metadata.name=NAME` (its resourceVersion starts the watch), then watch
-    with bookmarks and a server-side `timeoutSeconds` of `resync_seconds`; a stream the server ends
-    is resumed from the last resourceVersion seen, a 410 re-lists, a broken stream or a failed
-    request is resumed after a bounded exponential backoff with jitter (the Kube's RetryPolicy).
+    with bookmarks and a server-side `timeoutSeconds` of `resync_seconds`; resumes, re-lists and
+    back-offs (the Kube's RetryPolicy, its sleep and its random source) are the loop's.
 
     `latest` is None while the object does not exist. "What the caller last saw" is the state at
     entry, at its last read of `latest`, or at the last return of `changed` / `wait_for`.
@@ -53,10 +51,22 @@ class ObjectFollower:
         self.resync_seconds = resync_seconds
         self._latest: JsonObj | None = None
         self._seen: tuple[str, str] | None = None
-        self._rv: str | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._loop = ListWatch(
+            api=kube,
+            errors=ApiErrors(error=KubeError, expired=Expired),
+            kind=kind,
+            namespace=namespace,
+            field_selector=f"metadata.name={name}",
+            watch_timeout=resync_seconds,
+            backoff=kube.retry.backoff_policy,
+            on_list=self._listed,
+            on_event=self._apply,
+            sleep=kube._sleep,
+            rng=kube._rng,
+        )
 
     @property
     def latest(self) -> JsonObj | None:
@@ -68,7 +78,7 @@ class ObjectFollower:
         return self._latest
 
     async def __aenter__(self) -> Self:
-        await self._relist()
+        await self._loop.relist()
         self._seen = _version_key(self._latest)
         self._task = asyncio.create_task(self._run(), name=f"rebootd.kube.follow.{self.kind}.{self.name}")
         return self
@@ -143,84 +153,32 @@ class ObjectFollower:
             wakeup, self._wakeup = self._wakeup, asyncio.Event()
             wakeup.set()
 
-    async def _relist(self) -> None:
-        items, rv = await self.kube.list_with_version(
-            kind=self.kind, namespace=self.namespace, field_selector=f"metadata.name={self.name}"
-        )
+    def _listed(self, items: list[JsonObj]) -> None:
         obj = next((i for i in items if i.get("metadata", {}).get("name") == self.name), None)
         if obj is not None:
             # list items come without kind/apiVersion; give `latest` the shape of a GET or a watch event
             res = RESOURCES[self.kind]
             obj = {"kind": res.kind, "apiVersion": res.api_version, **obj}
         self._set(obj)
-        self._rv = rv
 
     async def _run(self) -> None:
-        log = get_logger(kind=self.kind, namespace=self.namespace, name=self.name)
-        loop = asyncio.get_running_loop()
-        # `failures` counts failed requests and broken or empty watches since the last stable watch
-        # (one that delivered an event or stayed up for WATCH_STABLE_SECONDS): a watch that keeps
-        # breaking, or a re-list that only leads to another 410, waits longer each time.
-        failures = 0
-        last_expired = False
         try:
-            while True:
-                started, events = loop.time(), 0
-                try:
-                    if self._rv is None:
-                        await self._relist()
-                        started = loop.time()
-                    async for event in self.kube.watch(
-                        kind=self.kind,
-                        namespace=self.namespace,
-                        field_selector=f"metadata.name={self.name}",
-                        resource_version=self._rv,
-                        timeout_seconds=self.resync_seconds,
-                    ):
-                        events += 1
-                        self._apply(event)
-                    if not events and loop.time() - started < WATCH_STABLE_SECONDS:
-                        raise KubeError(status=0, reason="WatchEmpty", message="the watch ended at once")
-                    failures, last_expired = 0, False  # the server ended it (timeoutSeconds): resume now
-                except KubeError as exc:
-                    if events or loop.time() - started >= WATCH_STABLE_SECONDS:
-                        failures, last_expired = 0, False
-                    failures += 1
-                    expired = isinstance(exc, Expired)
-                    if expired:
-                        self._rv = None
-                    if expired and not last_expired:
-                        last_expired = True
-                        log.info("rebootd.kube.follow.relist", reason=exc.reason, failures=failures)
-                        continue  # re-list at once
-                    last_expired = expired
-                    delay = self.kube.retry.backoff(attempt=failures, rng=self.kube._rng)
-                    log.info(
-                        "rebootd.kube.follow.retry",
-                        status=exc.status,
-                        reason=exc.reason,
-                        failures=failures,
-                        delay=round(delay, 3),
-                    )
-                    await self.kube._sleep(delay)
+            await self._loop.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must surface in the waiters, not vanish in a task
-            log.error("rebootd.kube.follow.failed", error=f"{type(exc).__name__}: {exc}")
+            get_logger(kind=self.kind, namespace=self.namespace, name=self.name).error(
+                "rebootd.kube.follow.failed", error=f"{type(exc).__name__}: {exc}"
+            )
             self._failure = exc
             self._wakeup.set()
 
-    def _apply(self, event: WatchEvent) -> None:
-        rv = resource_version(event.object)
-        if event.type == "BOOKMARK":
-            pass
-        elif event.type in ("ADDED", "MODIFIED"):
-            if event.object.get("metadata", {}).get("name") == self.name:
-                self._set(event.object)
-        elif event.type == "DELETED":
+    def _apply(self, event_type: str, obj: JsonObj) -> None:
+        if event_type in ("ADDED", "MODIFIED"):
+            if obj.get("metadata", {}).get("name") == self.name:
+                self._set(obj)
+        elif event_type == "DELETED":
             self._set(None)
-        if rv:
-            self._rv = rv
 
 
 def _version_key(obj: JsonObj | None) -> tuple[str, str] | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from rebootd.backoff import Backoff
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -26,9 +28,14 @@ class RetryPolicy:
         if self.attempts < 1 or self.base <= 0 or self.cap < self.base or self.max_retry_after < 0:
             raise ValueError(f"invalid retry policy {self!r}")
 
+    @property
+    def backoff_policy(self) -> Backoff:
+        """The exponential back-off with full jitter these retries use (also the follower's)."""
+        return Backoff(base=self.base, cap=self.cap, jitter="full")
+
     def backoff(self, *, attempt: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
-        return rng.uniform(0.0, min(self.cap, self.base * 2 ** max(0, attempt - 1)))
+        return self.backoff_policy.delay(attempt=attempt, rng=rng)
 
     def delay(self, *, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         if retry_after is not None:
