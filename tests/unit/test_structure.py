@@ -1,7 +1,7 @@
 """One home for each idea, proved by reading the daemon's source (its modules outside the
 simulator, the emulator and the control-plane launcher, which are test machinery):
 
-- the Kubernetes watch request is made only by the one list+watch loop (`listwatch.py`; `kube.py`
+- the Kubernetes watch request is made only by the one list+watch loop (`listwatch.py`; `kube/client.py`
   is the transport that sends it);
 - an exponential back-off formula (a power, a doubling) or a jitter draw appears only in
   `backoff.py`;
