@@ -24,11 +24,10 @@ from rebootd.lock import LeaseLock, LockConfig, put_back_node
 from rebootd.lockstate import RECLAIMING, Limits, LockState, resolve_share
 from rebootd.marks import HALT_ANNOTATION, halt_mirror, queue_of
 from rebootd.node import is_ready, set_annotations
+from rebootd.phases import DISRUPTED_PHASES as DISRUPTED_PHASES  # drained, down or not proven back
 from rebootd.schedule import Window
 
 OPERATOR = "(operator)"
-# Phases in which the holder's node may be drained, down or not yet proven back.
-DISRUPTED_PHASES = frozenset({"draining", "rebooting", "verifying"})
 REQUIRED_ANNOTATION = "rebootd.io/reboot-required"
 WAITING_ANNOTATION = "rebootd.io/waiting-for"
 

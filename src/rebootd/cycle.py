@@ -27,32 +27,22 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import aiohttp
 
 from rebootd.blockers import Blocker, BlockReason, NodeBudget
 from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
-from rebootd.heartbeat import (
-    HEARTBEAT_NAMESPACE,
-    RENEW_FRACTION,
-    HeartbeatJudge,
-    Liveness,
-    lease_seconds,
-    lease_version,
-)
-from rebootd.kube import Kube, KubeError, NotFound
-from rebootd.lock import Gated, LeaseLock, LostSlot, put_back_node
-from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder, decide_acquire, next_in_line
+from rebootd.kube import Kube, KubeError
+from rebootd.lock import Gated, LeaseLock, LostSlot
+from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, STAND_BY, Holder, decide_acquire, next_in_line
 from rebootd.logs import get_logger
 from rebootd.marks import (
-    CORDON_ANNOTATION,
     NODE_MARK_ANNOTATION,
     QUEUE_ANNOTATION,
     REQUIRED_LABEL,
     Mark,
-    cordoned_by,
     encode_queue_record,
     mark_of,
     queue_of,
@@ -62,19 +52,17 @@ from rebootd.metrics import Metrics
 from rebootd.node import (
     NodeChanged,
     boot_id,
-    cordon,
-    guarded_patch,
     is_ready,
     record_event,
     set_annotations,
     uncordon,
 )
+from rebootd.phases import PRE_REBOOT_PHASES, Baseline, Evidence, Phase
 from rebootd.reboot import Rebooter, RebootFailed
 from rebootd.recovery import read_boot_id
 from rebootd.schedule import Window
 from rebootd.signs import NodeSigns
 
-PRE_REBOOT_PHASES = frozenset({"acquiring", "draining"})
 LAST_REBOOT_ANNOTATION = "rebootd.io/last-reboot"
 REQUIRED_ANNOTATION = "rebootd.io/reboot-required"
 WAITING_ANNOTATION = "rebootd.io/waiting-for"
@@ -183,7 +171,7 @@ class Cycle:
         self.budget = budget
         self._notify = notify
         self._flush = flush_notifications
-        self.phase = "idle"
+        self.phase: str = Phase.IDLE
         self.waiting_for: BlockReason | None = None
         self._failures = 0
         self._node_uid = ""
@@ -196,9 +184,6 @@ class Cycle:
         self._renew_lost: LostSlot | None = None
         self._slot_changed = asyncio.Event()
         self._requested = False  # a reboot was requested in this pass: no backing out any more
-        self._orphan_check = False  # a failed take-over: look for a mark no record answers for
-        self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
-        self._heartbeat_poll: float | None = None  # look again this soon: a liveness is unknown
         self._log = get_logger(node=options.node)
         self.signs = NodeSigns(
             kube=kube,
@@ -339,7 +324,7 @@ class Cycle:
     # --- the loop -----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run cycles until `stop`. API trouble backs off and re-derives the phase from the Lease."""
-        self._set_phase("idle")
+        self._set_phase(Phase.IDLE)
         first = True
         errors = 0
         while not stop.is_set():
@@ -369,23 +354,15 @@ class Cycle:
         state = await self.lock.refresh()
         self.metrics.rollout_halted.set(1 if state.halted else 0)
         record = state.holders.get(self.opt.node)
-        if record is not None and record.phase == RECLAIMING:
-            # Judged dead while we were away: the reclaimer puts our node back and frees the slot.
-            # If the reclaimer died half-way, we finish its work on that grant's record.
-            self._log.warning("rebootd.cycle.slot_reclaimed", by=record.evidence.get("reclaimedBy"))
-            await put_back_node(
-                self.kube, node=self.opt.node, grant=record.grant, taken_from=record.taken_from
-            )
-            await self.lock.remove_holder(node=self.opt.node, expect=record)
-            if record.owned_by(self.lock.grant):
-                self.lock.grant = ""
+        if record is not None and record.phase == RECLAIMING:  # judged dead while we were away
+            await self.lock.finish_reclaim(record)
             self.metrics.lock_held.labels(node=self.opt.node).set(0)
             return
         if record is not None:
             holder = await self._own_record(stop, record)
             if holder is None:
                 return
-            if holder.taken_from and not await self._finish_take_over(holder):
+            if holder.taken_from and not await self.lock.finish_take_over(holder):
                 return
             self._log.info("rebootd.cycle.resume", phase=holder.phase, grant=holder.grant)
             if holder.phase in PRE_REBOOT_PHASES:
@@ -393,17 +370,16 @@ class Cycle:
             else:
                 await self._after_reboot(stop, holder=holder)
             return
-        if first or self._orphan_check:
-            self._orphan_check = False
+        if first or self.lock.check_orphans:
             await self._clean_up_orphaned_mark()
         if not self.sentinel.required:
-            self._set_phase("idle")
+            self._set_phase(Phase.IDLE)
             self._deferred.clear()
             await self._block(None)
             await self._publish(**{REQUIRED_ANNOTATION: None, QUEUE_ANNOTATION: None})
             await self._wait_sentinel_or_stop(stop, seconds=None)
             return
-        self._set_phase("required")
+        self._set_phase(Phase.REQUIRED)
         # Written with the next Node write (the waiting reason, or the mark): one write to join.
         self._defer(**{REQUIRED_ANNOTATION: "true", QUEUE_ANNOTATION: self._queue_record()})
         async with self.lock.following():  # one watch from queueing through the drain
@@ -414,19 +390,10 @@ class Cycle:
 
     async def _own_record(self, stop: asyncio.Event, record: Holder) -> Holder | None:
         """This node's record in the Lease: ours (this process's grant, or our container's before a
-        restart: same Pod uid), or another daemon's. Another daemon's grant is taken over only once
-        it has gone stale (a dead duplicate, an old Pod of a DaemonSet update) or was written by a
-        daemon of lock format 1; a live one is left alone: we stand by. Returns our record, or None."""
-        if record.owned_by(self.lock.grant):
-            return record
-        if record.pod == self.lock.config.pod and not record.legacy:
-            self.lock.adopt_grant(record)
-            return record
-        # Another Pod's grant for this node: ours to take once silent for a TTL. Observers give a
-        # post-reboot record the boot allowance before they halt; this node's own daemon takes it
-        # over first (a surge Pod gone with the reboot, a DaemonSet update mid-rollout).
-        stale = self.lock.observer.silent_for(record.node, now=self.clock.monotonic()) >= self.lock.config.ttl
-        if not (record.legacy or stale):
+        restart), taken over (another daemon's gone stale, or of lock format 1), or another live
+        daemon's: we stand by (`lockstate.claim_own_record`). Returns our record, or None."""
+        action = self.lock.claim_of(record)
+        if action == STAND_BY:
             await self._block(
                 BlockReason(
                     kind="other_daemon",
@@ -436,62 +403,13 @@ class Cycle:
             async with self.lock.following() as changed:
                 await changed(self.opt.renew_interval)
             return None
-        try:
-            holder = await self.lock.take_over(expect=record)
-            if record.legacy:  # lock format 1 kept its evidence in the record: carry it now
-                await self._carry_mark(previous=record.grant, holder=holder, evidence=record.evidence)
-        except (LostSlot, NodeChanged) as exc:
-            await self._take_over_failed(exc)
-            return None
-        return holder
-
-    async def _finish_take_over(self, holder: Holder) -> bool:
-        """A record taken over from another grant (by us now, or by our container before a
-        restart that died between the Lease write and the Node write): carry that grant's mark
-        and cordon to ours before anything reads the mark. False when the node changed under us
-        (the slot is given back)."""
-        try:
-            await self._carry_mark(previous=holder.taken_from, holder=holder, evidence={})
-        except NodeChanged as exc:
-            await self._take_over_failed(exc)
-            return False
-        return True
-
-    async def _take_over_failed(self, exc: Exception) -> None:
-        """Give back what a failed take-over holds; the node is looked at again for a mark no
-        record answers for (put back on the next pass, when our record is gone)."""
-        self._log.warning("rebootd.cycle.take_over_failed", error=str(exc))
-        self._orphan_check = True
-        if self.lock.mine is not None:
-            await self.lock.release()
-
-    async def _carry_mark(self, *, previous: str, holder: Holder, evidence: Mapping[str, Any]) -> None:
-        """After a take-over: the node's mark and cordon ownership move from grant `previous` to
-        ours (one guarded write, nothing when already carried: a retry after a lost response);
-        a mark of a third grant means someone else acted: NodeChanged."""
-
-        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
-            mark = mark_of(obj)
-            if mark is None or mark.grant == holder.grant:
-                return None
-            if mark.grant != previous:
-                raise NodeChanged(f"node {self.opt.node}: mark of grant {mark.grant}, not {previous}")
-            carried = Mark(holder=replace(holder, phase=mark.phase), evidence={**evidence, **mark.evidence})
-            annotations: dict[str, Any] = {NODE_MARK_ANNOTATION: carried.encode()}
-            if cordoned_by(obj, previous):
-                annotations[CORDON_ANNOTATION] = holder.grant
-            return {"metadata": {"annotations": annotations}}
-
-        await guarded_patch(self.kube, node=self.opt.node, plan=plan, what="take-over")
+        return await self.lock.claim(record, action)
 
     async def _clean_up_orphaned_mark(self) -> None:
         """We disrupted this node but the Lease no longer lists it (reclaimed, unlocked, or the
         Lease recreated): put the node back, and take down the pre-reboot labels of that pass."""
         node = await self._get_node()
-        mark = mark_of(node)
-        if mark is not None:
-            self._log.warning("rebootd.cycle.orphaned_mark", phase=mark.phase, grant=mark.grant)
-            await put_back_node(self.kube, node=self.opt.node, grant=mark.grant)
+        await self.lock.put_back_orphan(node)
         await self.signs.after_put_back(node=node)
 
     def _host_boot_id(self, node: Mapping[str, Any] | None = None) -> tuple[str, str]:
@@ -603,9 +521,10 @@ class Cycle:
                         stop, seconds=max(0.01, next_block_check - self.clock.monotonic())
                     )
                     continue
-                await self._handle_stale_holders()
+                for _, reason in await self.lock.reclaim_stale_holders():
+                    await self._announce_halt(reason=reason)
                 verdict = await self.lock.try_acquire(
-                    phase="draining",  # marking and cordoning follow at once
+                    phase=Phase.DRAINING,  # marking and cordoning follow at once
                     unavailable=self.budget.unavailable if self.budget is not None else None,
                     ticket=ticket,
                     join=not joined,
@@ -623,7 +542,7 @@ class Cycle:
                 await changed(
                     min(
                         check_every,
-                        self._heartbeat_poll or check_every,
+                        self.lock.heartbeat_poll or check_every,
                         max(0.05, next_block_check - self.clock.monotonic()),
                     )
                 )
@@ -676,112 +595,13 @@ class Cycle:
     async def _halt(self, *, reason: str, node: str) -> None:
         """Halt the rollout; the Event and notification go out only from whoever recorded it."""
         if await self.lock.halt(reason=reason, node=node):
-            await self._event("RebootdHalted", reason[:1000], warning=True)
-            await self._tell("halt", reason=reason)
-            self.metrics.rollout_halted.set(1)
+            await self._announce_halt(reason=reason)
 
-    async def _handle_stale_holders(self) -> None:
-        """Reclaim dead holders whose node is up and not yet rebooted; free the slot of a holder
-        whose Node is gone; halt on failed reboots and on nodes that are down.
-
-        Judged on a fresh read (a watch can lag), and reclaimed in two CAS steps scoped to the
-        stale grant: mark the record `reclaiming` (the slot stays taken), put the node back, then
-        remove the record. A holder that renews in between makes the first CAS a no-op; one that
-        comes back later finds its slot lost and puts its own node back. A Ready Node is not
-        enough to reclaim: Ready stays True for the node monitor's grace after a machine died,
-        and freeing the slot of a dead node lets a second node go down. The kubelet's heartbeat
-        Lease must be seen moving on our own clock (rebootd.heartbeat); one that stood still for
-        its lease duration means the node is down: halt, as for a NotReady node."""
-        self._heartbeat_poll = None
-        if self.lock.state.halted or not self.lock.observer.stale_holders(
-            self.lock.state, now=self.clock.monotonic()
-        ):
-            self._heartbeats.keep_only(())
-            return
-        state = await self.lock.refresh()
-        stale = self.lock.observer.stale_holders(state, now=self.clock.monotonic())
-        self._heartbeats.keep_only(h.node for h in stale)
-        for holder in stale:
-            try:
-                node: dict[str, Any] | None = await self.kube.get_node(name=holder.node)
-            except NotFound:
-                node = None
-            except KubeError:
-                continue  # cannot tell now: judge again on the next pass
-            if node is None:
-                # A Node that no longer exists disrupts nothing: free its slot (no halt).
-                if await self.lock.remove_holder(node=holder.node, expect=holder):
-                    self._log.warning(
-                        "rebootd.lock.holder_node_gone", gone_node=holder.node, phase=holder.phase
-                    )
-                continue
-            if is_ready(node) and holder.phase in {*PRE_REBOOT_PHASES, RECLAIMING}:
-                liveness, why = await self._kubelet_liveness(holder)
-                if liveness == "unknown":
-                    continue  # look again on the next pass
-                if liveness == "dead":
-                    await self._halt(reason=why, node=holder.node)
-                    continue
-                claimed = (
-                    holder
-                    if holder.phase == RECLAIMING
-                    else await self.lock.mark_reclaiming(node=holder.node, expect=holder)
-                )
-                if claimed is None:
-                    continue  # it renewed, or another observer is reclaiming it
-                # Read after the claim, written in one guarded step: a cordon racing us is
-                # undone, or refused because it requires the mark we remove.
-                await put_back_node(
-                    self.kube, node=holder.node, grant=claimed.grant, taken_from=claimed.taken_from
-                )
-                if await self.lock.remove_holder(node=holder.node, expect=claimed):
-                    self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
-                continue
-            if not is_ready(node):
-                why = (
-                    f"node {holder.node} is not Ready and its rebootd stopped renewing (phase {holder.phase})"
-                )
-            else:
-                why = f"node {holder.node} is up but its rebootd stopped renewing (phase {holder.phase})"
-            await self._halt(reason=why, node=holder.node)
-
-    async def _kubelet_liveness(self, holder: Holder) -> tuple[Liveness, str]:
-        """Look at the stale holder's kubelet heartbeat Lease: alive, dead (with the halt's
-        reason) or unknown. A daemon not allowed to read it cannot prove a node alive, ever: that
-        halts at once, naming the missing permission, rather than stalling the rollout silently."""
-        try:
-            lease: dict[str, Any] | None = await self.kube.get_lease(
-                namespace=HEARTBEAT_NAMESPACE, name=holder.node
-            )
-        except NotFound:
-            lease = None
-        except KubeError as exc:
-            if exc.status == 403:
-                return "dead", (
-                    f"cannot tell whether node {holder.node} is up (its rebootd stopped renewing in phase "
-                    f"{holder.phase}): reading its heartbeat Lease {HEARTBEAT_NAMESPACE}/{holder.node} "
-                    f"was refused ({exc.message[:200]}); rebootd needs `get` on leases in "
-                    f"{HEARTBEAT_NAMESPACE}"
-                )
-            return "unknown", ""
-        now = self.clock.monotonic()
-        duration = lease_seconds(lease)
-        liveness = self._heartbeats.judge(
-            node=holder.node, version=lease_version(lease), duration=duration, now=now
-        )
-        still = self._heartbeats.still_for(holder.node, now=now)
-        beat = "has no heartbeat Lease" if lease is None else "renewed no heartbeat"
-        why = (
-            f"node {holder.node} still shows Ready but its kubelet {beat} for {still:.0f}s "
-            f"(lease duration {duration:g}s) and its rebootd stopped renewing (phase {holder.phase}): "
-            "the node is taken to be down"
-        )
-        if liveness != "unknown":
-            self._log.info("rebootd.lock.heartbeat", stale_node=holder.node, liveness=liveness, still=still)
-        else:  # the next look must come within a renew interval of this one to prove anything
-            poll = max(0.05, duration * RENEW_FRACTION / 4)
-            self._heartbeat_poll = min(poll, self._heartbeat_poll or poll)
-        return liveness, why
+    async def _announce_halt(self, *, reason: str) -> None:
+        """A halt this daemon recorded: its Event, its notification, the gauge."""
+        await self._event("RebootdHalted", reason[:1000], warning=True)
+        await self._tell("halt", reason=reason)
+        self.metrics.rollout_halted.set(1)
 
     # --- disruption: mark, cordon, drain, reboot ----------------------------------------------
     @contextlib.asynccontextmanager
@@ -862,14 +682,7 @@ class Cycle:
 
     async def _back_out(self, *, why: str) -> None:
         """Disrupt nothing more: put our node back (mark and, if ours, cordon) and free the slot."""
-        grant = self.lock.grant
-        self._log.warning("rebootd.cycle.back_out", reason=why[:300], grant=grant)
-        if grant:
-            mine = self.lock.mine
-            taken_from = mine.taken_from if mine is not None else ""
-            await put_back_node(self.kube, node=self.opt.node, grant=grant, taken_from=taken_from)
-        await self.signs.after_put_back()
-        await self.lock.release()
+        await self.lock.back_out(why=why, then=self.signs.after_put_back)
         self.metrics.lock_held.labels(node=self.opt.node).set(0)
 
     async def _disrupt(self, stop: asyncio.Event, *, holder: Holder) -> None:
@@ -915,11 +728,9 @@ class Cycle:
         # The recovery baseline is read alongside the mark: a fresh slot needs both at once.
         baseline: asyncio.Task[dict[str, Any]] | None = None
         try:
+            if await self.lock.put_back_earlier(node, holder=holder):  # an earlier grant's mark
+                node = await self._get_node()
             mark = mark_of(node)
-            if mark is not None and mark.grant != holder.grant:
-                # A mark of an earlier grant of ours (its daemon died before cleaning up).
-                await put_back_node(self.kube, node=self.opt.node, grant=mark.grant)
-                node, mark = await self._get_node(), None
             if mark is None and not self.sentinel.required:
                 # The need went away between taking the slot and touching the node: give it back.
                 await self.lock.release()
@@ -933,26 +744,21 @@ class Cycle:
                 boot, source = self._host_boot_id(node)
                 if not boot:
                     raise Gated("no_boot_id", f"no boot id to prove a reboot with ({self.opt.boot_id_file})")
-                evidence: dict[str, Any] = {
+                evidence: Evidence = {
                     "bootID": boot,
                     "bootSource": source,
                     "wasUnschedulable": bool((node.get("spec") or {}).get("unschedulable", False)),
                 }
                 if baseline is not None:  # what "healthy again" means: read before anything moves
-                    evidence["baseline"] = await baseline
-                # Rule 2 of lock.py: mark the node (the evidence lives in the mark), then confirm
-                # on a fresh read that the Lease that took our grant still lists it.
-                mark = Mark(holder=replace(holder, phase="draining"), evidence=evidence)
+                    evidence["baseline"] = cast(Baseline, await baseline)
+                # Rule 2 of lock.py: mark the node (with the annotations deferred to this write),
+                # then confirm on a fresh read that the Lease that took our grant still lists it.
                 deferred = self._take_deferred()
                 try:
-                    await set_annotations(
-                        self.kube,
-                        node=self.opt.node,
-                        annotations={
-                            **deferred,
-                            NODE_MARK_ANNOTATION: mark.encode(),
-                            WAITING_ANNOTATION: None,
-                        },
+                    mark = await self.lock.mark(
+                        holder=holder,
+                        evidence=evidence,
+                        annotations={**deferred, WAITING_ANNOTATION: None},
                         labels={REQUIRED_LABEL: deferred[REQUIRED_ANNOTATION]}
                         if REQUIRED_ANNOTATION in deferred
                         else None,
@@ -967,7 +773,7 @@ class Cycle:
                 raise gated
             self._check_window()
             self._mark = mark
-            self._set_phase("draining")
+            self._set_phase(Phase.DRAINING)
             # kured's drain(): pre-reboot labels, the drain delay, the "drain" notification, then
             # the cordon and the drain; the gate and the window are asked again after the delay.
             await self.signs.before_cordon()
@@ -979,9 +785,7 @@ class Cycle:
                     raise gated
                 self._check_window()
             await self._tell("drain")
-            # Only while our grant's mark is there: a reclaimer that judged us dead removes it in
-            # the same guarded step as its uncordon, so our cordon cannot land after it unseen.
-            await cordon(self.kube, node=self.opt.node, grant=holder.grant)
+            await self.lock.cordon(holder=holder)  # only while our grant's mark is there
             await self._refill_queue_head()
             if self.opt.annotate_nodes:
                 await self._publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
@@ -989,7 +793,10 @@ class Cycle:
             if self.recovery is not None and "baseline" not in mark.evidence:  # a mark of an earlier version
                 mark = Mark(
                     holder=mark.holder,
-                    evidence={**mark.evidence, "baseline": await self.recovery.record(node=self.opt.node)},
+                    evidence={
+                        **mark.evidence,
+                        "baseline": cast(Baseline, await self.recovery.record(node=self.opt.node)),
+                    },
                 )
                 await self._write_mark(mark)
             gated = self.lock.gate()
@@ -1032,24 +839,14 @@ class Cycle:
                     await baseline
 
     async def _write_mark(self, mark: Mark) -> None:
-        """Rewrite our mark, only while the Node carries our grant's mark (NodeChanged otherwise):
-        a mark removed by a reclaimer or an unlock is never brought back."""
-        grant = mark.grant
-
-        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
-            current = mark_of(obj)
-            if current is None or current.grant != grant:
-                raise NodeChanged(f"node {self.opt.node}: the mark of grant {grant} is gone")
-            return {"metadata": {"annotations": {NODE_MARK_ANNOTATION: mark.encode()}}}
-
-        await guarded_patch(self.kube, node=self.opt.node, plan=plan, what="mark")
+        await self.lock.write_mark(mark)
         self._mark = mark
 
     async def _reboot(self, stop: asyncio.Event, *, holder: Holder) -> None:
         """Request the reboot behind the last gate: the window, then the `rebooting` CAS that
         refuses while halted or paused and counts the attempt, then the deadline. A retry (the
         record counts earlier attempts) waits a back-off first."""
-        self._set_phase("rebooting")
+        self._set_phase(Phase.REBOOTING)
         if self.opt.reboot_delay and await self._sleep(stop, self.opt.reboot_delay):
             return
         if holder.attempts:
@@ -1069,7 +866,7 @@ class Cycle:
         # The node's mark must say "rebooting" before the reboot is requested: a Lease recreated
         # from a stale "draining" mark would have the node drained and rebooted a second time.
         mark = self._mark or Mark(holder=holder)
-        await self._write_mark(Mark(holder=replace(holder, phase="rebooting"), evidence=mark.evidence))
+        await self._write_mark(Mark(holder=replace(holder, phase=Phase.REBOOTING), evidence=mark.evidence))
         if self.opt.annotate_nodes:
             await self._publish(**{PHASE_ANNOTATION: f"rebooting since {self.clock.now().isoformat()}"})
         await self._event("RebootdReboot", "rebooting the node")
@@ -1077,7 +874,7 @@ class Cycle:
         await self._flush_events(within=1.0)  # bounded: the reboot ends this process
         if self._flush is not None:
             await self._flush()  # bounded too
-        holder = await self.lock.set_phase(phase="rebooting", gated=True, attempts=holder.attempts + 1)
+        holder = await self.lock.set_phase(phase=Phase.REBOOTING, gated=True, attempts=holder.attempts + 1)
         self._check_window()
         self.lock.fence()
         self._requested = True
@@ -1123,7 +920,7 @@ class Cycle:
             node = await self._get_node()
             mark = mark_of(node)
             if mark is None or mark.grant != holder.grant:
-                mark = Mark(holder=holder, evidence=dict(holder.evidence))  # no mark: no evidence
+                mark = Mark(holder=holder, evidence=cast(Evidence, dict(holder.evidence)))  # no mark: none
             try:
                 await self._after_reboot_steps(stop, holder=holder, mark=mark)
             except Gated as exc:  # a resumed pass whose reboot never happened met the gate
@@ -1160,22 +957,22 @@ class Cycle:
                 # after the request, or the request failed): request it again, behind the gate.
                 await self._reboot(stop, holder=holder)
                 return
-            self._set_phase("verifying")
+            self._set_phase(Phase.VERIFYING)
             if not await self._verify_reboot(stop, holder=holder, boot=now_boot):
                 return
             # No Lease write for this step: putting the node back is idempotent, and a pass
             # resumed from "rebooting" verifies the boot again and gets here.
-            holder = replace(holder, phase="uncordoning")
-        if holder.phase == "uncordoning":  # (also the record of a daemon of an earlier version)
-            self._set_phase("uncordoning")
+            holder = replace(holder, phase=Phase.UNCORDONING)
+        if holder.phase == Phase.UNCORDONING:  # (also the record of a daemon of an earlier version)
+            self._set_phase(Phase.UNCORDONING)
             await uncordon(self.kube, node=self.opt.node, grant=holder.grant)
             await self.signs.set_taint(on=False)
             await self.signs.after_uncordon()  # kured: the post-reboot labels after the uncordon
             await self._event("RebootdUncordon", "rebooted, verified and back in service")
             await self._tell("uncordon")
-            holder = await self.lock.set_phase(phase="recovering")
-        if holder.phase == "recovering":
-            self._set_phase("recovering")
+            holder = await self.lock.set_phase(phase=Phase.RECOVERING)
+        if holder.phase == Phase.RECOVERING:
+            self._set_phase(Phase.RECOVERING)
             if self.recovery is not None:
                 problem = await self.recovery.wait_healthy(
                     node=self.opt.node, evidence=mark.evidence, within=self.opt.recovery_timeout, stop=stop
@@ -1194,7 +991,7 @@ class Cycle:
                     return
         # No Lease write for "releasing": a pass resumed during the release delay re-checks the
         # recovery (healthy at once) and waits the delay again.
-        self._set_phase("releasing")
+        self._set_phase(Phase.RELEASING)
         if self.opt.release_delay and await self._sleep(stop, self.opt.release_delay):
             return
         finished = self.clock.now().isoformat()
@@ -1230,7 +1027,7 @@ class Cycle:
         self.metrics.reboots.labels(node=self.opt.node, result="success").inc()
         self._failures = 0
         self._log.info("rebootd.cycle.done")
-        self._set_phase("idle")
+        self._set_phase(Phase.IDLE)
 
     async def _wait_for_resume(self, stop: asyncio.Event) -> None:
         """Halted by us: hold the slot until an operator clears the halt."""

@@ -86,20 +86,32 @@ import contextlib
 import json
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from rebootd.clock import Clock
-from rebootd.kube import Conflict, Kube, NotFound, ObjectFollower, format_microtime
+from rebootd.heartbeat import (
+    HEARTBEAT_NAMESPACE,
+    RENEW_FRACTION,
+    HeartbeatJudge,
+    Liveness,
+    lease_seconds,
+    lease_version,
+)
+from rebootd.kube import Conflict, Kube, KubeError, NotFound, ObjectFollower, format_microtime
 from rebootd.lockstate import (
+    ADOPT,
+    FREE,
     HEAD_MAX,
     JOIN,
     PATIENT_ACTIONS,
+    RECLAIM,
     RECLAIMING,
     STATE_ANNOTATION,
     TAKE,
     TAKE_OUTSIDE,
+    TAKE_OVER,
     WAIT,
     Holder,
     Limits,
@@ -107,8 +119,11 @@ from rebootd.lockstate import (
     Observer,
     Verdict,
     Waiter,
+    claim_own_record,
+    judge_stale_holder,
     plan_acquire,
     resolve_share,
+    state_of,
     with_head,
 )
 from rebootd.logs import get_logger
@@ -122,7 +137,8 @@ from rebootd.marks import (
     halt_mirror,
     mark_of,
 )
-from rebootd.node import guarded_patch, set_annotations
+from rebootd.node import CordonResult, NodeChanged, cordon, guarded_patch, is_ready, set_annotations
+from rebootd.phases import Evidence, Phase
 
 LOCK_FINALIZER = "rebootd.io/lock"
 MAX_CAS_ATTEMPTS = 20
@@ -218,6 +234,9 @@ class LeaseLock:
         self.valid_until = float("-inf")
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._nodes: int | None = None  # the cluster's node count, once read (`_spread`)
+        self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
+        self.heartbeat_poll: float | None = None  # look again this soon: a liveness is unknown
+        self.check_orphans = False  # a failed take-over: look for a mark no record answers for
         self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
 
     # --- reading ----------------------------------------------------------------------------
@@ -754,6 +773,260 @@ class LeaseLock:
 
         return await self.update(reclaim, event=f"reclaim:{node}") is not None
 
+    # --- the participant on its own node: records, marks, cordon, put-back (rules B, 2) -------
+    async def finish_reclaim(self, record: Holder) -> None:
+        """Our node's record was marked `reclaiming` while we were away (judged dead): the
+        reclaimer puts our node back and frees the slot; if it died half-way, we finish its work
+        on that grant's record. A grant of ours that it was is gone."""
+        self._log.warning("rebootd.lock.slot_reclaimed", by=record.evidence.get("reclaimedBy"))
+        node = self.config.node
+        await put_back_node(self.kube, node=node, grant=record.grant, taken_from=record.taken_from)
+        await self.remove_holder(node=node, expect=record)
+        if record.owned_by(self.grant):
+            self.grant = ""
+
+    def claim_of(self, record: Holder) -> str:
+        """What this daemon does with its node's record `record` (`lockstate.claim_own_record`)."""
+        silent = self.observer.silent_for(record.node, now=self.clock.monotonic())
+        return claim_own_record(
+            record, grant=self.grant, pod=self.config.pod, silent_for=silent, ttl=self.config.ttl
+        )
+
+    async def claim(self, record: Holder, action: str) -> Holder | None:
+        """Carry out `action` (OURS, ADOPT or TAKE_OVER) on our node's record: our record, or None
+        when a take-over failed (what it held is given back, and the node is looked at again
+        for a mark no record answers for: `check_orphans`)."""
+        if action == ADOPT:
+            self.adopt_grant(record)
+        if action != TAKE_OVER:
+            return record
+        try:
+            holder = await self.take_over(expect=record)
+            if record.legacy:  # lock format 1 kept its evidence in the record: carry it now
+                await self.carry_mark(previous=record.grant, holder=holder, evidence=record.evidence)
+        except (LostSlot, NodeChanged) as exc:
+            await self._take_over_failed(exc)
+            return None
+        return holder
+
+    async def finish_take_over(self, holder: Holder) -> bool:
+        """A record taken over from another grant (by us now, or by our container before a
+        restart that died between the Lease write and the Node write): carry that grant's mark
+        and cordon to ours before anything reads the mark. False when the node changed under us
+        (the slot is given back)."""
+        try:
+            await self.carry_mark(previous=holder.taken_from, holder=holder, evidence={})
+        except NodeChanged as exc:
+            await self._take_over_failed(exc)
+            return False
+        return True
+
+    async def _take_over_failed(self, exc: Exception) -> None:
+        """Give back what a failed take-over holds; the node is looked at again for a mark no
+        record answers for (put back on the next pass, when our record is gone)."""
+        self._log.warning("rebootd.lock.take_over_failed", error=str(exc))
+        self.check_orphans = True
+        if self.mine is not None:
+            await self.release()
+
+    async def carry_mark(self, *, previous: str, holder: Holder, evidence: Mapping[str, Any]) -> None:
+        """After a take-over: the node's mark and cordon ownership move from grant `previous` to
+        ours (one guarded write, nothing when already carried: a retry after a lost response);
+        a mark of a third grant means someone else acted: NodeChanged."""
+        node = self.config.node
+
+        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
+            mark = mark_of(obj)
+            if mark is None or mark.grant == holder.grant:
+                return None
+            if mark.grant != previous:
+                raise NodeChanged(f"node {node}: mark of grant {mark.grant}, not {previous}")
+            carried = Mark(
+                holder=replace(holder, phase=mark.phase),
+                evidence=cast(Evidence, {**evidence, **mark.evidence}),
+            )
+            annotations: dict[str, Any] = {NODE_MARK_ANNOTATION: carried.encode()}
+            if cordoned_by(obj, previous):
+                annotations[CORDON_ANNOTATION] = holder.grant
+            return {"metadata": {"annotations": annotations}}
+
+        await guarded_patch(self.kube, node=node, plan=plan, what="take-over")
+
+    async def put_back_orphan(self, node: Mapping[str, Any]) -> bool:
+        """We disrupted our node (`node`, as just read) but the Lease no longer lists it
+        (reclaimed, unlocked, or the Lease re-created): put it back. True when it had a mark."""
+        self.check_orphans = False
+        mark = mark_of(node)
+        if mark is None:
+            return False
+        self._log.warning("rebootd.lock.orphaned_mark", phase=mark.phase, grant=mark.grant)
+        await put_back_node(self.kube, node=self.config.node, grant=mark.grant)
+        return True
+
+    async def put_back_earlier(self, node: Mapping[str, Any], *, holder: Holder) -> bool:
+        """Before marking: a mark of an earlier grant of ours on our node (its daemon died before
+        cleaning up) is put back. True when there was one (the caller reads the node again)."""
+        mark = mark_of(node)
+        if mark is None or mark.grant == holder.grant:
+            return False
+        await put_back_node(self.kube, node=self.config.node, grant=mark.grant)
+        return True
+
+    async def mark(
+        self,
+        *,
+        holder: Holder,
+        evidence: Evidence,
+        annotations: Mapping[str, str | None] | None = None,
+        labels: Mapping[str, str | None] | None = None,
+    ) -> Mark:
+        """Rule 2, first half: mark our node for `holder`'s grant, phase draining (the evidence
+        lives in the mark; `annotations` and `labels` go in the same write). The second half,
+        before anything is disrupted, is `confirm()`."""
+        mark = Mark(holder=replace(holder, phase=Phase.DRAINING), evidence=evidence)
+        await set_annotations(
+            self.kube,
+            node=self.config.node,
+            annotations={**(annotations or {}), NODE_MARK_ANNOTATION: mark.encode()},
+            labels=labels,
+        )
+        return mark
+
+    async def write_mark(self, mark: Mark) -> None:
+        """Rewrite our mark, only while the Node carries our grant's mark (NodeChanged otherwise):
+        a mark removed by a reclaimer or an unlock is never brought back."""
+        grant, node = mark.grant, self.config.node
+
+        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
+            current = mark_of(obj)
+            if current is None or current.grant != grant:
+                raise NodeChanged(f"node {node}: the mark of grant {grant} is gone")
+            return {"metadata": {"annotations": {NODE_MARK_ANNOTATION: mark.encode()}}}
+
+        await guarded_patch(self.kube, node=node, plan=plan, what="mark")
+
+    async def cordon(self, *, holder: Holder) -> CordonResult:
+        """Cordon our node for `holder`'s grant, only while the node carries that grant's mark: a
+        reclaimer that judged us dead removes it in the same guarded step as its uncordon, so our
+        cordon cannot land after it unseen."""
+        return await cordon(self.kube, node=self.config.node, grant=holder.grant)
+
+    async def back_out(self, *, why: str, then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Disrupt nothing more: put our node back (the mark of our grant, or of the grant our
+        record was taken over from, and the cordon if one of them made it), run `then` (what the
+        node shows about it: kured's post-reboot labels), and free the slot."""
+        grant = self.grant
+        self._log.warning("rebootd.lock.back_out", reason=why[:300], grant=grant)
+        if grant:
+            mine = self.mine
+            taken_from = mine.taken_from if mine is not None else ""
+            await put_back_node(self.kube, node=self.config.node, grant=grant, taken_from=taken_from)
+        if then is not None:
+            await then()
+        await self.release()
+
+    # --- observers: dead holders (rule 5) -----------------------------------------------------
+    async def reclaim_stale_holders(self) -> list[tuple[str, str]]:
+        """Reclaim dead holders whose node is up and not yet rebooted; free the slot of a holder
+        whose Node is gone; halt on failed reboots and on nodes that are down. Returns the halts
+        this call recorded, (node, reason), for the caller to announce.
+
+        Judged on a fresh read (a watch can lag), and reclaimed in two CAS steps scoped to the
+        stale grant: mark the record `reclaiming` (the slot stays taken), put the node back, then
+        remove the record. A holder that renews in between makes the first CAS a no-op; one that
+        comes back later finds its slot lost and puts its own node back. A Ready Node is not
+        enough to reclaim: Ready stays True for the node monitor's grace after a machine died,
+        and freeing the slot of a dead node lets a second node go down. The kubelet's heartbeat
+        Lease must be seen moving on our own clock (rebootd.heartbeat); one that stood still for
+        its lease duration means the node is down: halt, as for a NotReady node. While a
+        liveness is unknown, `heartbeat_poll` says how soon to look again."""
+        self.heartbeat_poll = None
+        if self.state.halted or not self.observer.stale_holders(self.state, now=self.clock.monotonic()):
+            self._heartbeats.keep_only(())
+            return []
+        state = await self.refresh()
+        stale = self.observer.stale_holders(state, now=self.clock.monotonic())
+        self._heartbeats.keep_only(h.node for h in stale)
+        halts: list[tuple[str, str]] = []
+        for holder in stale:
+            try:
+                node: dict[str, Any] | None = await self.kube.get_node(name=holder.node)
+            except NotFound:
+                node = None
+            except KubeError:
+                continue  # cannot tell now: judge again on the next pass
+            action, why = judge_stale_holder(
+                holder, node_exists=node is not None, ready=node is not None and is_ready(node)
+            )
+            if action == FREE:
+                if await self.remove_holder(node=holder.node, expect=holder):
+                    self._log.warning(
+                        "rebootd.lock.holder_node_gone", gone_node=holder.node, phase=holder.phase
+                    )
+                continue
+            if action == RECLAIM:
+                liveness, why = await self._kubelet_liveness(holder)
+                if liveness == "unknown":
+                    continue  # look again on the next pass
+                if liveness == "alive":
+                    await self._reclaim(holder)
+                    continue
+            if await self.halt(reason=why, node=holder.node):
+                halts.append((holder.node, why))
+        return halts
+
+    async def _reclaim(self, holder: Holder) -> None:
+        claimed = (
+            holder
+            if holder.phase == RECLAIMING
+            else await self.mark_reclaiming(node=holder.node, expect=holder)
+        )
+        if claimed is None:
+            return  # it renewed, or another observer is reclaiming it
+        # Read after the claim, written in one guarded step: a cordon racing us is undone, or
+        # refused because it requires the mark we remove.
+        await put_back_node(self.kube, node=holder.node, grant=claimed.grant, taken_from=claimed.taken_from)
+        if await self.remove_holder(node=holder.node, expect=claimed):
+            self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
+
+    async def _kubelet_liveness(self, holder: Holder) -> tuple[Liveness, str]:
+        """Look at the stale holder's kubelet heartbeat Lease: alive, dead (with the halt's
+        reason) or unknown. A daemon not allowed to read it cannot prove a node alive, ever: that
+        halts at once, naming the missing permission, rather than stalling the rollout silently."""
+        try:
+            lease: dict[str, Any] | None = await self.kube.get_lease(
+                namespace=HEARTBEAT_NAMESPACE, name=holder.node
+            )
+        except NotFound:
+            lease = None
+        except KubeError as exc:
+            if exc.status == 403:
+                return "dead", (
+                    f"cannot tell whether node {holder.node} is up (its rebootd stopped renewing in phase "
+                    f"{holder.phase}): reading its heartbeat Lease {HEARTBEAT_NAMESPACE}/{holder.node} "
+                    f"was refused ({exc.message[:200]}); rebootd needs `get` on leases in "
+                    f"{HEARTBEAT_NAMESPACE}"
+                )
+            return "unknown", ""
+        now = self.clock.monotonic()
+        duration = lease_seconds(lease)
+        liveness = self._heartbeats.judge(
+            node=holder.node, version=lease_version(lease), duration=duration, now=now
+        )
+        still = self._heartbeats.still_for(holder.node, now=now)
+        beat = "has no heartbeat Lease" if lease is None else "renewed no heartbeat"
+        why = (
+            f"node {holder.node} still shows Ready but its kubelet {beat} for {still:.0f}s "
+            f"(lease duration {duration:g}s) and its rebootd stopped renewing (phase {holder.phase}): "
+            "the node is taken to be down"
+        )
+        if liveness != "unknown":
+            self._log.info("rebootd.lock.heartbeat", stale_node=holder.node, liveness=liveness, still=still)
+        else:  # the next look must come within a renew interval of this one to prove anything
+            poll = max(0.05, duration * RENEW_FRACTION / 4)
+            self.heartbeat_poll = min(poll, self.heartbeat_poll or poll)
+        return liveness, why
+
     @contextlib.asynccontextmanager
     async def following(self) -> AsyncIterator[Callable[[float], Any]]:
         """Follow the Lease by watch; yields `changed(timeout)` which waits for the next change.
@@ -803,13 +1076,6 @@ def _within_limits(state: LockState, limits: Limits) -> bool:
     for holder in state.holders.values():
         zones[holder.zone] = zones.get(holder.zone, 0) + 1
     return all(count <= limits.zone_concurrency for count in zones.values())
-
-
-def state_of(lease: Mapping[str, Any] | None) -> LockState:
-    if lease is None:
-        return LockState()
-    annotations = (lease.get("metadata") or {}).get("annotations") or {}
-    return LockState.from_annotation(annotations.get(STATE_ANNOTATION))
 
 
 async def put_back_node(
