@@ -75,6 +75,12 @@ Rules built on them:
    outside the head try when the head leaves a slot free), never seat a holder beyond the
    limits. The Lease stays O(concurrency) in size; each write of it reaches O(waiters) watchers.
 
+The split follows client-go's: `LeaseStore` reads the Lease and CAS-writes it (resourcelock;
+what the operator commands use, holding no grant); `LeaseLock` is one node's participant on it
+(LeaderElector: acquire, renew, release, the node's mark, cordon and put-back, the take-over of
+its own node's record, the reclaim of dead holders); the judgements are pure, in `lockstate.py`.
+cycle.py only sequences these steps.
+
 Step numbers in log events follow client-go's leaderelection: acquire = 1 read, 2 decide,
 3 write; renew = 1 read, 2 check we still hold, 3 write.
 """
@@ -148,6 +154,7 @@ __all__ = [
     "NODE_MARK_ANNOTATION",
     "Gated",
     "LeaseLock",
+    "LeaseStore",
     "LockConfig",
     "LostSlot",
     "Mark",
@@ -215,29 +222,26 @@ def gate_of(state: LockState, *, deleting: bool = False) -> Gated | None:
     return None
 
 
-class LeaseLock:
-    """This node's view of the Lease, and every write it makes to it."""
+class LeaseStore:
+    """The Lease as a store (client-go's resourcelock): read it (creating it when missing, rule
+    4), and compare-and-swap a new state onto the version read (rule A). It knows no grant and
+    takes no slot: the operator commands (admin.py) use it as it is; a participant (`LeaseLock`)
+    is built on it. `ttl` is written as the Lease's leaseDurationSeconds."""
 
-    def __init__(self, *, kube: Kube, config: LockConfig, clock: Clock) -> None:
+    def __init__(
+        self, *, kube: Kube, namespace: str, name: str, clock: Clock, ttl: float, identity: str
+    ) -> None:
         self.kube = kube
-        if not config.pod:
-            config = replace(config, pod=f"process-{secrets.token_hex(6)}")
-        self.config = config
+        self.identity = identity  # who writes: a node's name, or the operator's
+        self.namespace = namespace
+        self.name = name
         self.clock = clock
-        self.observer = Observer(ttl=config.ttl, grace=config.grace, boot_allowance=config.boot_allowance)
+        self.ttl = ttl
         self._lease: dict[str, Any] | None = None
         self._parsed: tuple[tuple[Any, Any, int], LockState] | None = None
         self._followers: list[ObjectFollower] = []  # watches of the Lease open now (innermost last)
-        # The grant this daemon holds ("" = none), and when it last wrote its record.
-        self.grant = ""
-        self.record_written_at = float("-inf")
-        self.valid_until = float("-inf")
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._nodes: int | None = None  # the cluster's node count, once read (`_spread`)
-        self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
-        self.heartbeat_poll: float | None = None  # look again this soon: a liveness is unknown
-        self.check_orphans = False  # a failed take-over: look for a mark no record answers for
-        self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
+        self._log = get_logger(lock=f"{namespace}/{name}")
 
     # --- reading ----------------------------------------------------------------------------
     @property
@@ -262,32 +266,11 @@ class LeaseLock:
             self._parsed = (key, state_of(self._lease))
         return self._parsed[1]
 
-    @property
-    def mine(self) -> Holder | None:
-        """Our grant's record in the Lease as last seen (None when we hold no slot)."""
-        holder = self.state.holders.get(self.config.node)
-        return holder if holder is not None and holder.owned_by(self.grant) else None
-
-    def gate(self) -> Gated | None:
-        return gate_of(self.state, deleting=self.deleting)
-
-    def fence(self) -> None:
-        """Raise SlotExpired unless our last record write is recent enough (safety mechanism C)."""
-        if self.clock.monotonic() >= self.valid_until:
-            raise SlotExpired(
-                f"{self.config.node}: no record write for longer than the lock TTL allows; "
-                "the slot may be another node's now"
-            )
-
     def adopt(self, lease: dict[str, Any] | None) -> LockState:
-        """Take a Lease seen on the watch as the latest; returns its state and updates staleness."""
+        """Take a Lease seen on a watch (or read) as the latest, if newer; returns its state."""
         if lease is not None and self._is_newer(lease):
             self._lease = lease
-        state = self.state
-        self.observer.observe(
-            state, now=self.clock.monotonic(), limits=self.config.limits, lease_uid=self.uid
-        )
-        return state
+        return self.state
 
     def _is_newer(self, lease: dict[str, Any]) -> bool:
         if self._lease is None:
@@ -313,11 +296,19 @@ class LeaseLock:
     async def refresh(self) -> LockState:
         """Step 1: read the Lease from the server (creating it when missing)."""
         try:
-            lease = await self.kube.get_lease(namespace=self.config.namespace, name=self.config.name)
+            lease = await self.kube.get_lease(namespace=self.namespace, name=self.name)
         except NotFound:
             lease = await self._create()
         self._lease = lease
         return self.adopt(None)
+
+    async def read(self) -> LockState | None:
+        """Read the Lease without creating it: its state, or None when there is none."""
+        try:
+            lease = await self.kube.get_lease(namespace=self.namespace, name=self.name)
+        except NotFound:
+            return None
+        return self.adopt(lease)
 
     async def _create(self) -> dict[str, Any]:
         """Create the Lease, copying in every node that carries a holder mark and every halt
@@ -330,7 +321,8 @@ class LeaseLock:
             mirrored = halt_mirror(node)
             if mirrored is not None and not state.halted:
                 state = replace(state, halted=mirrored)
-        if not _within_limits(state, self.config.limits):
+        limits = self._limits()
+        if limits is not None and not _within_limits(state, limits):
             # Only a holder that confirmed in its own Lease disrupts its node, and a Lease that
             # existed after a holder's mark copied it onward: so of the marked nodes beyond the
             # limits, those not yet confirmed back out at their confirmation (rule 2), and a dead
@@ -342,9 +334,9 @@ class LeaseLock:
             )
         body = self._lease_body(state, base=None)
         try:
-            created = await self.kube.create_lease(namespace=self.config.namespace, body=body)
+            created = await self.kube.create_lease(namespace=self.namespace, body=body)
         except Conflict:  # AlreadyExists: somebody else created it first
-            return await self.kube.get_lease(namespace=self.config.namespace, name=self.config.name)
+            return await self.kube.get_lease(namespace=self.namespace, name=self.name)
         self._log.info("rebootd.lock.created", holders=state.holder_identity(), halted=bool(state.halted))
         return created
 
@@ -355,8 +347,8 @@ class LeaseLock:
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {
-                    "name": self.config.name,
-                    "namespace": self.config.namespace,
+                    "name": self.name,
+                    "namespace": self.namespace,
                     "finalizers": [LOCK_FINALIZER],
                 },
                 "spec": {"acquireTime": now, "leaseTransitions": 0},
@@ -379,9 +371,16 @@ class LeaseLock:
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
             spec["acquireTime"] = now
         spec["holderIdentity"] = identity
-        spec["leaseDurationSeconds"] = max(1, round(self.config.ttl))
+        spec["leaseDurationSeconds"] = max(1, round(self.ttl))
         spec["renewTime"] = now
         return lease
+
+    def _limits(self) -> Limits | None:
+        """The limits a Lease re-created from the Nodes' marks is checked against (a warning)."""
+        return None
+
+    def _written(self, *, before: LockState, after: LockState, sent: float) -> None:
+        """Called after each successful write of `after` over `before`, sent at `sent`."""
 
     # --- writing ----------------------------------------------------------------------------
     async def update(
@@ -409,9 +408,7 @@ class LeaseLock:
             body = self._lease_body(new_state, base=self._lease)
             sent = self.clock.monotonic()
             try:
-                written = await self.kube.replace_lease(
-                    namespace=self.config.namespace, name=self.config.name, body=body
-                )
+                written = await self.kube.replace_lease(namespace=self.namespace, name=self.name, body=body)
             except Conflict:
                 self._log.debug("rebootd.lock.conflict", step="3-write", change=event, attempt=attempt)
                 if patient():  # spread over up to 2 s: 200 nodes queueing at once stop colliding
@@ -423,17 +420,167 @@ class LeaseLock:
             except NotFound:  # deleted between read and write: recreate, then decide again
                 await self.refresh()
                 continue
-            before = current.holders.get(self.config.node)
             self._lease = written
             self.adopt(None)
-            after = new_state.holders.get(self.config.node)
-            if after is not None and after != before and after.owned_by(self.grant):
-                self.record_written_at = sent
-                self.valid_until = sent + self.config.ttl - self.config.margin
+            self._written(before=current, after=new_state, sent=sent)
             self._log.info("rebootd.lock.written", change=event, holders=new_state.holder_identity())
             return new_state
         raise Conflict(status=409, reason="Conflict", message=f"gave up after {MAX_CAS_ATTEMPTS} conflicts")
 
+    async def finish_deletion(self) -> bool:
+        """Let a deleted Lease go: remove our finalizer once nobody holds a slot and the rollout is
+        neither paused nor halted (rule 4). True when removed (the next read re-creates it)."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            lease = self._lease
+            if lease is None or not self.deleting:
+                return False
+            state = self.state
+            if state.holders or state.halted or state.paused:
+                return False
+            body = json.loads(json.dumps(lease))
+            meta = body["metadata"]
+            meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != LOCK_FINALIZER]
+            try:
+                await self.kube.replace_lease(namespace=self.namespace, name=self.name, body=body)
+            except Conflict:
+                await self.refresh()
+                continue
+            except NotFound:
+                return True
+            self._log.info("rebootd.lock.deletion_finished")
+            self._lease = None
+            return True
+        return False
+
+    async def halt(self, *, reason: str, node: str) -> bool:
+        """Record a halt and mirror it on the halted node; True when this call recorded it (False:
+        the rollout was already halted)."""
+        at = format_microtime(self.clock.now())
+        halted = {"reason": reason, "node": node, "at": at}
+
+        def stop_all(state: LockState) -> LockState | None:
+            if state.halted:
+                return None
+            return replace(state, halted=halted)
+
+        written = await self.update(stop_all, event="halt") is not None
+        if written:
+            self._log.error("rebootd.lock.halted", reason=reason, halted_node=node)
+            with contextlib.suppress(NotFound):
+                await set_annotations(
+                    self.kube, node=node, annotations={HALT_ANNOTATION: encode_halt(halted)}
+                )
+        return written
+
+    async def mark_reclaiming(self, *, node: str, expect: Holder) -> Holder | None:
+        """Step 1 of reclaiming a stale holder: if its record is still exactly what we judged stale
+        (same grant, same write), mark it `reclaiming` (the slot stays taken while its node is put
+        back). The winner of this CAS, and only it, goes on; returns the marked record."""
+        by = self.identity
+
+        def claim(state: LockState) -> LockState | None:
+            current = state.holders.get(node)
+            if not _same_write(current, expect):
+                return None
+            assert current is not None
+            marked = replace(current, phase=RECLAIMING, seq=current.seq + 1, evidence={"reclaimedBy": by})
+            return state.with_holder(marked)
+
+        if await self.update(claim, event=f"reclaiming:{node}") is None:
+            return None
+        return self.state.holders.get(node)
+
+    async def remove_holder(self, *, node: str, expect: Holder) -> bool:
+        """Remove a holder's record if it is still exactly `expect` (same grant, same write)."""
+
+        def reclaim(state: LockState) -> LockState | None:
+            return state.without_holder(node) if _same_write(state.holders.get(node), expect) else None
+
+        return await self.update(reclaim, event=f"reclaim:{node}") is not None
+
+    async def reclaim(self, *, node: str, expect: Holder, keep_cordon: bool = False) -> bool | None:
+        """The reclaim protocol for the grant of `expect` (`node`'s record as judged): mark the
+        record `reclaiming` (unless it already is: a reclaimer died half-way), put the node back
+        (its mark, and its cordon unless `keep_cordon`) in one guarded write, remove the record.
+        None when the claim failed (the record changed: its daemon renewed, or another reclaims
+        it); else whether this call removed the record."""
+        claimed = (
+            expect if expect.phase == RECLAIMING else await self.mark_reclaiming(node=node, expect=expect)
+        )
+        if claimed is None:
+            return None
+        # Read after the claim, written in one guarded step: a cordon racing us is undone, or
+        # refused because it requires the mark we remove.
+        await put_back_node(
+            self.kube, node=node, grant=claimed.grant, keep_cordon=keep_cordon, taken_from=claimed.taken_from
+        )
+        return await self.remove_holder(node=node, expect=claimed)
+
+
+class LeaseLock(LeaseStore):
+    """This node's view of the Lease, and every write it makes to it: a participant of the lock
+    (client-go's LeaderElector) on its store (`LeaseStore`)."""
+
+    def __init__(self, *, kube: Kube, config: LockConfig, clock: Clock) -> None:
+        super().__init__(
+            kube=kube,
+            namespace=config.namespace,
+            name=config.name,
+            clock=clock,
+            ttl=config.ttl,
+            identity=config.node,
+        )
+        if not config.pod:
+            config = replace(config, pod=f"process-{secrets.token_hex(6)}")
+        self.config = config
+        self.observer = Observer(ttl=config.ttl, grace=config.grace, boot_allowance=config.boot_allowance)
+        # The grant this daemon holds ("" = none), and when it last wrote its record.
+        self.grant = ""
+        self.record_written_at = float("-inf")
+        self.valid_until = float("-inf")
+        self._nodes: int | None = None  # the cluster's node count, once read (`_spread`)
+        self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
+        self.heartbeat_poll: float | None = None  # look again this soon: a liveness is unknown
+        self.check_orphans = False  # a failed take-over: look for a mark no record answers for
+        self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
+
+    # --- reading ----------------------------------------------------------------------------
+    def adopt(self, lease: dict[str, Any] | None) -> LockState:
+        """Take a Lease seen on the watch as the latest; returns its state and updates staleness."""
+        state = super().adopt(lease)
+        self.observer.observe(
+            state, now=self.clock.monotonic(), limits=self.config.limits, lease_uid=self.uid
+        )
+        return state
+
+    def _limits(self) -> Limits | None:
+        return self.config.limits
+
+    def _written(self, *, before: LockState, after: LockState, sent: float) -> None:
+        """A write that changed our own grant's record renews our deadline (mechanism C)."""
+        mine = after.holders.get(self.config.node)
+        if mine is not None and mine != before.holders.get(self.config.node) and mine.owned_by(self.grant):
+            self.record_written_at = sent
+            self.valid_until = sent + self.config.ttl - self.config.margin
+
+    @property
+    def mine(self) -> Holder | None:
+        """Our grant's record in the Lease as last seen (None when we hold no slot)."""
+        holder = self.state.holders.get(self.config.node)
+        return holder if holder is not None and holder.owned_by(self.grant) else None
+
+    def gate(self) -> Gated | None:
+        return gate_of(self.state, deleting=self.deleting)
+
+    def fence(self) -> None:
+        """Raise SlotExpired unless our last record write is recent enough (safety mechanism C)."""
+        if self.clock.monotonic() >= self.valid_until:
+            raise SlotExpired(
+                f"{self.config.node}: no record write for longer than the lock TTL allows; "
+                "the slot may be another node's now"
+            )
+
+    # --- writing ----------------------------------------------------------------------------
     async def try_acquire(
         self,
         *,
@@ -511,33 +658,6 @@ class LeaseLock:
         if verdict.allowed and self.mine is None:  # written, then lost to a re-read? never assume
             return Verdict(allowed=False, reason="queued")
         return verdict
-
-    async def finish_deletion(self) -> bool:
-        """Let a deleted Lease go: remove our finalizer once nobody holds a slot and the rollout is
-        neither paused nor halted (rule 4). True when removed (the next read re-creates it)."""
-        for _ in range(MAX_CAS_ATTEMPTS):
-            lease = self._lease
-            if lease is None or not self.deleting:
-                return False
-            state = self.state
-            if state.holders or state.halted or state.paused:
-                return False
-            body = json.loads(json.dumps(lease))
-            meta = body["metadata"]
-            meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != LOCK_FINALIZER]
-            try:
-                await self.kube.replace_lease(
-                    namespace=self.config.namespace, name=self.config.name, body=body
-                )
-            except Conflict:
-                await self.refresh()
-                continue
-            except NotFound:
-                return True
-            self._log.info("rebootd.lock.deletion_finished")
-            self._lease = None
-            return True
-        return False
 
     async def _spread(self) -> float:
         """The jitter before a write that many waiting nodes may want at once (joining the head,
@@ -726,52 +846,6 @@ class LeaseLock:
         self.valid_until = float("-inf")
         if self.deleting:
             await self.finish_deletion()
-
-    async def halt(self, *, reason: str, node: str) -> bool:
-        """Record a halt and mirror it on the halted node; True when this call recorded it (False:
-        the rollout was already halted)."""
-        at = format_microtime(self.clock.now())
-        halted = {"reason": reason, "node": node, "at": at}
-
-        def stop_all(state: LockState) -> LockState | None:
-            if state.halted:
-                return None
-            return replace(state, halted=halted)
-
-        written = await self.update(stop_all, event="halt") is not None
-        if written:
-            self._log.error("rebootd.lock.halted", reason=reason, halted_node=node)
-            with contextlib.suppress(NotFound):
-                await set_annotations(
-                    self.kube, node=node, annotations={HALT_ANNOTATION: encode_halt(halted)}
-                )
-        return written
-
-    async def mark_reclaiming(self, *, node: str, expect: Holder) -> Holder | None:
-        """Step 1 of reclaiming a stale holder: if its record is still exactly what we judged stale
-        (same grant, same write), mark it `reclaiming` (the slot stays taken while its node is put
-        back). The winner of this CAS, and only it, goes on; returns the marked record."""
-        by = self.config.node
-
-        def claim(state: LockState) -> LockState | None:
-            current = state.holders.get(node)
-            if not _same_write(current, expect):
-                return None
-            assert current is not None
-            marked = replace(current, phase=RECLAIMING, seq=current.seq + 1, evidence={"reclaimedBy": by})
-            return state.with_holder(marked)
-
-        if await self.update(claim, event=f"reclaiming:{node}") is None:
-            return None
-        return self.state.holders.get(node)
-
-    async def remove_holder(self, *, node: str, expect: Holder) -> bool:
-        """Remove a holder's record if it is still exactly `expect` (same grant, same write)."""
-
-        def reclaim(state: LockState) -> LockState | None:
-            return state.without_holder(node) if _same_write(state.holders.get(node), expect) else None
-
-        return await self.update(reclaim, event=f"reclaim:{node}") is not None
 
     # --- the participant on its own node: records, marks, cordon, put-back (rules B, 2) -------
     async def finish_reclaim(self, record: Holder) -> None:
@@ -976,17 +1050,8 @@ class LeaseLock:
         return halts
 
     async def _reclaim(self, holder: Holder) -> None:
-        claimed = (
-            holder
-            if holder.phase == RECLAIMING
-            else await self.mark_reclaiming(node=holder.node, expect=holder)
-        )
-        if claimed is None:
-            return  # it renewed, or another observer is reclaiming it
-        # Read after the claim, written in one guarded step: a cordon racing us is undone, or
-        # refused because it requires the mark we remove.
-        await put_back_node(self.kube, node=holder.node, grant=claimed.grant, taken_from=claimed.taken_from)
-        if await self.remove_holder(node=holder.node, expect=claimed):
+        # None: it renewed, or another observer is reclaiming it.
+        if await self.reclaim(node=holder.node, expect=holder):
             self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
 
     async def _kubelet_liveness(self, holder: Holder) -> tuple[Liveness, str]:

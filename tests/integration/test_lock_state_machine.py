@@ -2,11 +2,12 @@
 the in-process emulator, every interleaving Hypothesis finds, the limits and the cordon rules
 asserted after every step.
 
-Each participant is a `LeaseLock` driven as `cycle.py` drives it: take a slot (`try_acquire`),
-mark the node, confirm on a fresh read, pass the gate, cordon (`node.cordon`, scoped to the
-grant), renew, finish (`uncordoning` -> uncordon -> `recovering`), give the slot back (put the node
-back, `release`), reclaim stale holders (`mark_reclaiming` -> `put_back_node` -> `remove_holder`),
-halt, or crash (its daemon replaced by one with a new Pod uid that knows nothing). The operator
+Each participant is a `LeaseLock` driven as `cycle.py` drives it, through the lock's own steps:
+take a slot (`try_acquire`), mark the node (`mark`), confirm on a fresh read, pass the gate,
+cordon (`cordon`, scoped to the grant), renew, finish (`uncordoning` -> uncordon ->
+`recovering`), give the slot back (`back_out`), reclaim stale holders (`reclaim`: mark the record
+`reclaiming`, put the node back, remove the record; the kubelet taken for alive), halt, or
+crash (its daemon replaced by one with a new Pod uid that knows nothing). The operator
 runs `rebootd pause`, `resume` and `unlock [--force]` (`rebootd.admin`) and deletes the Lease
 (its finalizer kept, or stripped by force). Lost responses come from the emulator's fault
 injection (`FaultInjector.lose_next`: the write is applied, its answer lost). Time (the lock's
@@ -62,10 +63,10 @@ from rebootd.emulator.faults import FaultConfig, FaultInjector
 from rebootd.emulator.registry import DeleteOptions
 from rebootd.emulator.resources import BY_GROUP_RESOURCE
 from rebootd.kube import Kube, RetryPolicy
-from rebootd.lock import Gated, LeaseLock, LockConfig, LostSlot, put_back_node, state_of
+from rebootd.lock import Gated, LeaseLock, LeaseStore, LockConfig, LostSlot, state_of
 from rebootd.lockstate import RECLAIMING, Holder, Limits, LockState
-from rebootd.marks import NODE_MARK_ANNOTATION, Mark, cordon_owner, mark_of
-from rebootd.node import NodeChanged, cordon, set_annotations, uncordon
+from rebootd.marks import cordon_owner, mark_of
+from rebootd.node import NodeChanged, uncordon
 from tests.fixtures.emulator import FAST_TIMING
 from tests.fixtures.tasks import leaked_tasks
 
@@ -131,7 +132,7 @@ class LockMachine(RuleBasedStateMachine):
         self.faults = FaultInjector(seed=0, config=FaultConfig(), clock=self.clock)
         self.emu = Emulator(timing=FAST_TIMING, faults=self.faults)
         self.participants: list[Participant] = []
-        self.operator_lock: LeaseLock | None = None
+        self.operator_lock: LeaseStore | None = None
         self.operator_kube: Kube | None = None
         self.limits = Limits()
         self.operator_cordons: set[str] = set()  # grants whose cordon `unlock --force` handed over
@@ -243,16 +244,13 @@ class LockMachine(RuleBasedStateMachine):
             return
         try:
             node = await p.kube.get_node(name=p.node)
-            earlier = mark_of(node)
-            if earlier is not None and earlier.grant != holder.grant:  # a predecessor's leftovers
-                await put_back_node(p.kube, node=p.node, grant=earlier.grant)
-            mark = Mark(holder=replace(holder, phase="draining"), evidence={"bootID": f"boot-{p.node}"})
-            await set_annotations(p.kube, node=p.node, annotations={NODE_MARK_ANNOTATION: mark.encode()})
+            await p.lock.put_back_earlier(node, holder=holder)  # a predecessor's leftovers
+            await p.lock.mark(holder=holder, evidence={"bootID": f"boot-{p.node}"})
             held = await p.lock.confirm()
             gated = p.lock.gate()
             if gated is not None:
                 raise gated
-            event(f"cordon: {await cordon(p.kube, node=p.node, grant=held.grant)}")
+            event(f"cordon: {await p.lock.cordon(holder=held)}")
             p.stage = "cordoned"
         except (LostSlot, Gated, NodeChanged) as exc:
             event(f"disrupt refused: {type(exc).__name__}")
@@ -281,9 +279,7 @@ class LockMachine(RuleBasedStateMachine):
 
     async def _back_out(self, p: Participant) -> None:
         """Put the node back (mark and, if ours, cordon) and give the slot back."""
-        if p.lock.grant:
-            await put_back_node(p.kube, node=p.node, grant=p.lock.grant)
-        await p.lock.release()
+        await p.lock.back_out(why="the state machine's participant backs out")
         p.stage = "idle"
 
     async def _reclaim(self, p: Participant) -> None:
@@ -300,15 +296,7 @@ class LockMachine(RuleBasedStateMachine):
                     reason=f"{holder.node} stopped renewing in {holder.phase}", node=holder.node
                 )
                 continue
-            claimed = (
-                holder
-                if holder.phase == RECLAIMING
-                else await p.lock.mark_reclaiming(node=holder.node, expect=holder)
-            )
-            if claimed is None:
-                continue
-            await put_back_node(p.kube, node=holder.node, grant=claimed.grant)
-            if await p.lock.remove_holder(node=holder.node, expect=claimed):
+            if await p.lock.reclaim(node=holder.node, expect=holder):
                 event(f"reclaimed a stale holder in {holder.phase}")
 
     def _operation(self, name: str) -> Callable[[Participant], Awaitable[None]]:
@@ -420,7 +408,7 @@ class LockMachine(RuleBasedStateMachine):
         else:
             self._delete_lease(force=what.endswith("--force"))
 
-    async def _resume(self, op: LeaseLock, *, halt_first: bool) -> None:
+    async def _resume(self, op: LeaseStore, *, halt_first: bool) -> None:
         state = await op.refresh()
         halt = state.halted if halt_first or not state.paused else None
         pause = None if halt is not None else state.paused
@@ -429,7 +417,7 @@ class LockMachine(RuleBasedStateMachine):
         except admin.Refused:
             event("resume refused")  # what it was shown changed under it (its answer lost, say)
 
-    async def _unlock(self, op: LeaseLock, *, i: int, force: bool) -> None:
+    async def _unlock(self, op: LeaseStore, *, i: int, force: bool) -> None:
         held = sorted((await op.refresh()).holders)
         node = held[i % len(held)] if held else self._p(i).node
         holder = op.state.holders.get(node)
