@@ -140,6 +140,50 @@ def published_reason(reason: BlockReason | None) -> str | None:
     return f"{reason.kind}: {reason.detail}"[:250]
 
 
+@dataclass
+class _BlockerChecks:
+    """The blockers' answers while a node queues for a slot. The periodic ones (`periodic`) are
+    asked every `period`; the at-slot ones (`at_slot`, None when there are none) with them only
+    when never asked yet, while they block, or while this node is next in line, and again right
+    before a slot would be taken when their answer is older than a period. An answer stays in
+    force until a fresh check (every period) clears it."""
+
+    periodic: Callable[[], Awaitable[BlockReason | None]]
+    at_slot: Callable[[], Awaitable[BlockReason | None]] | None
+    next_in_line: Callable[[], bool]
+    would_be_served: Callable[[], bool]
+    clock: Clock
+    period: float
+    next_check: float = 0.0  # monotonic time of the next periodic check
+    blocked: BlockReason | None = None
+    slot_blocked: BlockReason | None = None
+    slot_checked: float | None = None  # monotonic time of the last at-slot answer
+
+    async def answer(self) -> BlockReason | None:
+        """Why to wait now (None: try for a slot), asking the blockers that are due."""
+        mono = self.clock.monotonic()
+        if mono >= self.next_check:
+            self.blocked = await self.periodic()
+            if self.blocked is None and self.at_slot is not None and self._at_slot_due():
+                await self._ask_at_slot()
+            self.blocked = self.blocked or self.slot_blocked
+            self.next_check = mono + self.period
+        if self.blocked is None and self.at_slot is not None and self._stale() and self.would_be_served():
+            self.blocked = await self._ask_at_slot()  # about to take a slot on an old answer: ask now
+        return self.blocked
+
+    def _at_slot_due(self) -> bool:
+        return self.slot_checked is None or self.slot_blocked is not None or self.next_in_line()
+
+    def _stale(self) -> bool:
+        return self.slot_checked is None or self.clock.monotonic() - self.slot_checked >= self.period
+
+    async def _ask_at_slot(self) -> BlockReason | None:
+        assert self.at_slot is not None
+        self.slot_blocked, self.slot_checked = await self.at_slot(), self.clock.monotonic()
+        return self.slot_blocked
+
+
 class Cycle:
     """One node's reboot cycle."""
 
@@ -351,33 +395,18 @@ class Cycle:
             self._log.warning("rebootd.signs.taint_left", error=str(exc)[:200])
 
     async def _step(self, stop: asyncio.Event, *, first: bool) -> None:
+        """One pass: re-derive where we are from the Lease (our record) and the Node (our mark),
+        and go on from there."""
         state = await self.lock.refresh()
         self.metrics.rollout_halted.set(1 if state.halted else 0)
         record = state.holders.get(self.opt.node)
-        if record is not None and record.phase == RECLAIMING:  # judged dead while we were away
-            await self.lock.finish_reclaim(record)
-            self.metrics.lock_held.labels(node=self.opt.node).set(0)
-            return
         if record is not None:
-            holder = await self._own_record(stop, record)
-            if holder is None:
-                return
-            if holder.taken_from and not await self.lock.finish_take_over(holder):
-                return
-            self._log.info("rebootd.cycle.resume", phase=holder.phase, grant=holder.grant)
-            if holder.phase in PRE_REBOOT_PHASES:
-                await self._disrupt(stop, holder=holder)
-            else:
-                await self._after_reboot(stop, holder=holder)
+            await self._resume(stop, record=record)
             return
         if first or self.lock.check_orphans:
             await self._clean_up_orphaned_mark()
         if not self.sentinel.required:
-            self._set_phase(Phase.IDLE)
-            self._deferred.clear()
-            await self._block(None)
-            await self._publish(**{REQUIRED_ANNOTATION: None, QUEUE_ANNOTATION: None})
-            await self._wait_sentinel_or_stop(stop, seconds=None)
+            await self._idle(stop)
             return
         self._set_phase(Phase.REQUIRED)
         # Written with the next Node write (the waiting reason, or the mark): one write to join.
@@ -387,6 +416,32 @@ class Cycle:
                 holder = self.lock.mine
                 if holder is not None:
                     await self._disrupt(stop, holder=holder)
+
+    async def _resume(self, stop: asyncio.Event, *, record: Holder) -> None:
+        """This node has a record in the Lease: judged dead while we were away (the reclaim is
+        finished), another daemon's, or ours to go on with from its phase."""
+        if record.phase == RECLAIMING:
+            await self.lock.finish_reclaim(record)
+            self.metrics.lock_held.labels(node=self.opt.node).set(0)
+            return
+        holder = await self._own_record(stop, record)
+        if holder is None:
+            return
+        if holder.taken_from and not await self.lock.finish_take_over(holder):
+            return
+        self._log.info("rebootd.cycle.resume", phase=holder.phase, grant=holder.grant)
+        if holder.phase in PRE_REBOOT_PHASES:
+            await self._disrupt(stop, holder=holder)
+        else:
+            await self._after_reboot(stop, holder=holder)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """No reboot needed: nothing published about one, wait for the sentinel."""
+        self._set_phase(Phase.IDLE)
+        self._deferred.clear()
+        await self._block(None)
+        await self._publish(**{REQUIRED_ANNOTATION: None, QUEUE_ANNOTATION: None})
+        await self._wait_sentinel_or_stop(stop, seconds=None)
 
     async def _own_record(self, stop: asyncio.Event, record: Holder) -> Holder | None:
         """This node's record in the Lease: ours (this process's grant, or our container's before a
@@ -473,82 +528,87 @@ class Cycle:
         The periodic blockers are asked every period. The at-slot ones (PDB preflight: two lists)
         are asked once at the start, then every period only while they block or while this node
         is next in line, and again right before taking a slot when their answer is older than a
-        period: N waiting nodes do not list every pod and PDB every period."""
-        if LAST_REBOOT_ANNOTATION not in self._published:
-            node = await self._get_node()
-            annotations = node["metadata"].get("annotations") or {}
-            self._published[LAST_REBOOT_ANNOTATION] = annotations.get(LAST_REBOOT_ANNOTATION)
-        check_every = max(0.05, min(self.opt.period, self.lock.config.grace))
+        period: N waiting nodes do not list every pod and PDB every period (`_BlockerChecks`)."""
+        await self._read_last_reboot()
         at_slot = [b for b in self.blockers if b.at_slot]
-        next_block_check = 0.0
-        blocked: BlockReason | None = None
-        slot_blocked: BlockReason | None = None
-        slot_checked: float | None = None  # monotonic time of the last at-slot answer
-
-        async def ask_at_slot() -> BlockReason | None:
-            nonlocal slot_blocked, slot_checked
-            slot_blocked, slot_checked = await self._ask(at_slot), self.clock.monotonic()
-            return slot_blocked
-
-        def slot_answer_stale() -> bool:
-            return slot_checked is None or self.clock.monotonic() - slot_checked >= self.opt.period
-
+        checks = _BlockerChecks(
+            periodic=self._blocked_reason,
+            at_slot=(lambda: self._ask(at_slot)) if at_slot else None,
+            next_in_line=self._next_in_line,
+            would_be_served=self._would_be_served,
+            clock=self.clock,
+            period=self.opt.period,
+        )
         joined = False  # joining the head is tried once per entry into the queue (lock.py rule 8)
         await self.lock.resolve_limits()  # a share of the nodes ("10%"): against today's count
         ticket = ticket_of(self._queue_record())
         async with self.lock.following() as changed:
             while not stop.is_set() and self.sentinel.required:
-                mono = self.clock.monotonic()
-                if mono >= next_block_check:
-                    blocked = await self._blocked_reason()
-                    if (
-                        blocked is None
-                        and at_slot
-                        and (slot_checked is None or slot_blocked is not None or self._next_in_line())
-                    ):
-                        await ask_at_slot()
-                    blocked = blocked or slot_blocked
-                    next_block_check = mono + self.opt.period
-                if blocked is None and at_slot and slot_answer_stale() and self._would_be_served():
-                    blocked = await ask_at_slot()  # about to take a slot on an old answer: ask now
-                if blocked is not None:
-                    # Stays in force until a fresh check (every period) clears it.
-                    await self._block(blocked)
-                    if self.opt.node in self.lock.state.waiters:
-                        await self.lock.leave_queue()
+                blocked = await checks.answer()
+                if blocked is not None:  # in force until a fresh check (every period) clears it
+                    await self._wait_blocked(stop, blocked, until=checks.next_check)
                     joined = False
-                    await self._wait_sentinel_or_stop(
-                        stop, seconds=max(0.01, next_block_check - self.clock.monotonic())
-                    )
                     continue
-                for _, reason in await self.lock.reclaim_stale_holders():
-                    await self._announce_halt(reason=reason)
-                verdict = await self.lock.try_acquire(
-                    phase=Phase.DRAINING,  # marking and cordoning follow at once
-                    unavailable=self.budget.unavailable if self.budget is not None else None,
-                    ticket=ticket,
-                    join=not joined,
-                )
+                outcome = await self._try_slot(ticket=ticket, join=not joined)
                 joined = True
-                self.metrics.rollout_halted.set(1 if self.lock.state.halted else 0)
-                if verdict.allowed:
-                    await self._block(None, publish=False)  # cleared in the node-mark patch
-                    return True
-                if verdict.reason == "own_record":  # this node's record appeared: see `_step`
-                    return False
-                if verdict.reason == "lock_deleting" and await self.lock.finish_deletion():
-                    continue  # the deleted Lease is gone now: the next try re-creates it
-                await self._block(BlockReason(kind=verdict.reason, detail=self._slot_detail(verdict.reason)))
-                await changed(
-                    min(
-                        check_every,
-                        self.lock.heartbeat_poll or check_every,
-                        max(0.05, next_block_check - self.clock.monotonic()),
-                    )
-                )
+                if outcome == "retry":
+                    continue
+                if outcome != "wait":
+                    return outcome == "taken"
+                await changed(self._slot_wait(until=checks.next_check))
+        await self._leave_queue()
+        return False
+
+    async def _read_last_reboot(self) -> None:
+        """When this node last rebooted (reboot-loop protection), read once per process."""
+        if LAST_REBOOT_ANNOTATION not in self._published:
+            node = await self._get_node()
+            annotations = node["metadata"].get("annotations") or {}
+            self._published[LAST_REBOOT_ANNOTATION] = annotations.get(LAST_REBOOT_ANNOTATION)
+
+    async def _wait_blocked(self, stop: asyncio.Event, blocked: BlockReason, *, until: float) -> None:
+        """Something blocks: say so, leave the queue's head, wait for the next check (or a
+        change of the sentinel)."""
+        await self._block(blocked)
+        await self._leave_queue()
+        await self._wait_sentinel_or_stop(stop, seconds=max(0.01, until - self.clock.monotonic()))
+
+    async def _leave_queue(self) -> None:
         if self.opt.node in self.lock.state.waiters:
             await self.lock.leave_queue()
-        return False
+
+    async def _try_slot(self, *, ticket: int | None, join: bool) -> str:
+        """Reclaim dead holders, then try to take a slot: "taken", "own_record" (this node's
+        record appeared: see `_step`), "retry" (a deleted Lease just went: try again at once),
+        or "wait" (the reason is published)."""
+        for _, reason in await self.lock.reclaim_stale_holders():
+            await self._announce_halt(reason=reason)
+        verdict = await self.lock.try_acquire(
+            phase=Phase.DRAINING,  # marking and cordoning follow at once
+            unavailable=self.budget.unavailable if self.budget is not None else None,
+            ticket=ticket,
+            join=join,
+        )
+        self.metrics.rollout_halted.set(1 if self.lock.state.halted else 0)
+        if verdict.allowed:
+            await self._block(None, publish=False)  # cleared in the node-mark patch
+            return "taken"
+        if verdict.reason == "own_record":
+            return "own_record"
+        if verdict.reason == "lock_deleting" and await self.lock.finish_deletion():
+            return "retry"  # the deleted Lease is gone now: the next try re-creates it
+        await self._block(BlockReason(kind=verdict.reason, detail=self._slot_detail(verdict.reason)))
+        return "wait"
+
+    def _slot_wait(self, *, until: float) -> float:
+        """How long to follow the Lease before trying again: at most the grace, sooner when a
+        kubelet's liveness is unknown or the blockers are due."""
+        check_every = max(0.05, min(self.opt.period, self.lock.config.grace))
+        return min(
+            check_every,
+            self.lock.heartbeat_poll or check_every,
+            max(0.05, until - self.clock.monotonic()),
+        )
 
     async def _refill_queue_head(self) -> None:
         """Our slot taken (and our node cordoned): name the next nodes in line in the Lease's head
@@ -725,118 +785,136 @@ class Cycle:
     async def _prepare(self, stop: asyncio.Event, *, holder: Holder, node: dict[str, Any]) -> Holder | None:
         """Mark, confirm, cordon and drain; returns our record when the node is ready to reboot
         (None: nothing more to do in this pass). Runs under the slot guard."""
-        # The recovery baseline is read alongside the mark: a fresh slot needs both at once.
+        if await self.lock.put_back_earlier(node, holder=holder):  # an earlier grant's mark
+            node = await self._get_node()
+        mark = mark_of(node)
+        if mark is None and not self.sentinel.required:
+            # The need went away between taking the slot and touching the node: give it back.
+            await self.lock.release()
+            self.metrics.lock_held.labels(node=self.opt.node).set(0)
+            self._log.info("rebootd.cycle.no_longer_required")
+            return None
+        if mark is None:
+            holder, mark = await self._mark_node(holder=holder, node=node)
+        self._pass_gate()  # halted or paused since we took the slot: disrupt nothing
+        self._mark = mark
+        self._set_phase(Phase.DRAINING)
+        if not await self._cordon(stop, holder=holder):
+            return None
+        mark = await self._baseline_of_earlier_mark(mark)
+        self._pass_gate()
+        if not await self._drain(stop, mark=mark):
+            return None
+        return holder
+
+    async def _mark_node(self, *, holder: Holder, node: dict[str, Any]) -> tuple[Holder, Mark]:
+        """Rule 2 of lock.py: mark the node with the evidence (the boot id, whether an admin had
+        cordoned it, the recovery baseline read alongside), with the annotations deferred to
+        this write, then confirm on a fresh read that the Lease that took our grant still lists it."""
+        self._check_window()
         baseline: asyncio.Task[dict[str, Any]] | None = None
+        if self.recovery is not None:
+            baseline = asyncio.create_task(self.recovery.record(node=self.opt.node), name="baseline")
         try:
-            if await self.lock.put_back_earlier(node, holder=holder):  # an earlier grant's mark
-                node = await self._get_node()
-            mark = mark_of(node)
-            if mark is None and not self.sentinel.required:
-                # The need went away between taking the slot and touching the node: give it back.
-                await self.lock.release()
-                self.metrics.lock_held.labels(node=self.opt.node).set(0)
-                self._log.info("rebootd.cycle.no_longer_required")
-                return None
-            if mark is None:
-                self._check_window()
-                if self.recovery is not None:
-                    baseline = asyncio.create_task(self.recovery.record(node=self.opt.node), name="baseline")
-                boot, source = self._host_boot_id(node)
-                if not boot:
-                    raise Gated("no_boot_id", f"no boot id to prove a reboot with ({self.opt.boot_id_file})")
-                evidence: Evidence = {
-                    "bootID": boot,
-                    "bootSource": source,
-                    "wasUnschedulable": bool((node.get("spec") or {}).get("unschedulable", False)),
-                }
-                if baseline is not None:  # what "healthy again" means: read before anything moves
-                    evidence["baseline"] = cast(Baseline, await baseline)
-                # Rule 2 of lock.py: mark the node (with the annotations deferred to this write),
-                # then confirm on a fresh read that the Lease that took our grant still lists it.
-                deferred = self._take_deferred()
-                try:
-                    mark = await self.lock.mark(
-                        holder=holder,
-                        evidence=evidence,
-                        annotations={**deferred, WAITING_ANNOTATION: None},
-                        labels={REQUIRED_LABEL: deferred[REQUIRED_ANNOTATION]}
-                        if REQUIRED_ANNOTATION in deferred
-                        else None,
-                    )
-                except BaseException:
-                    self._restore_deferred(deferred)
-                    raise
-                self._published.update({**deferred, WAITING_ANNOTATION: None})
-                holder = await self.lock.confirm()
-            gated = self.lock.gate()
-            if gated is not None:  # halted or paused since we took the slot: disrupt nothing
-                raise gated
-            self._check_window()
-            self._mark = mark
-            self._set_phase(Phase.DRAINING)
-            # kured's drain(): pre-reboot labels, the drain delay, the "drain" notification, then
-            # the cordon and the drain; the gate and the window are asked again after the delay.
-            await self.signs.before_cordon()
-            if self.opt.drain_delay:
-                if await self._sleep(stop, self.opt.drain_delay):
-                    return None
-                gated = self.lock.gate()
-                if gated is not None:
-                    raise gated
-                self._check_window()
-            await self._tell("drain")
-            await self.lock.cordon(holder=holder)  # only while our grant's mark is there
-            await self._refill_queue_head()
-            if self.opt.annotate_nodes:
-                await self._publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
-            await self._event("RebootdDrain", "cordoned by rebootd; draining before reboot")
-            if self.recovery is not None and "baseline" not in mark.evidence:  # a mark of an earlier version
-                mark = Mark(
-                    holder=mark.holder,
-                    evidence={
-                        **mark.evidence,
-                        "baseline": cast(Baseline, await self.recovery.record(node=self.opt.node)),
-                    },
-                )
-                await self._write_mark(mark)
-            gated = self.lock.gate()
-            if gated is not None:
-                raise gated
-            self._check_window()
-            started = self.clock.monotonic()
-            try:
-                result = await drain_node(
-                    self.kube,
-                    node=self.opt.node,
-                    options=self.opt.drain,
-                    stop=stop,
-                    clock=self.clock,
-                    fence=self.lock.fence,
-                )
-            except DrainStopped:
-                return None  # shutting down: the next daemon resumes from the record (phase draining)
-            except DrainError as exc:
-                await self._event("RebootdDrainFailed", str(exc)[:1000], warning=True)
-                if not self.opt.force_reboot:
-                    raise _DrainFailed(f"drain failed: {exc}") from exc
-                self._log.warning("rebootd.cycle.forced_reboot", error=str(exc)[:300])
-                result = None
-            self.metrics.drain_seconds.labels(node=self.opt.node).observe(self.clock.monotonic() - started)
-            evicted = [] if result is None else [p.to_json() for p in result.evicted]
-            self._mark = Mark(
-                holder=mark.holder,
-                evidence={
-                    **mark.evidence,
-                    "evicted": evicted,
-                    "rebootRequested": self.clock.now().isoformat(),
-                },
-            )
-            return holder
+            boot, source = self._host_boot_id(node)
+            if not boot:
+                raise Gated("no_boot_id", f"no boot id to prove a reboot with ({self.opt.boot_id_file})")
+            evidence: Evidence = {
+                "bootID": boot,
+                "bootSource": source,
+                "wasUnschedulable": bool((node.get("spec") or {}).get("unschedulable", False)),
+            }
+            if baseline is not None:  # what "healthy again" means: read before anything moves
+                evidence["baseline"] = cast(Baseline, await baseline)
         finally:
             if baseline is not None and not baseline.done():
                 baseline.cancel()
                 with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
                     await baseline
+        deferred = self._take_deferred()
+        try:
+            mark = await self.lock.mark(
+                holder=holder,
+                evidence=evidence,
+                annotations={**deferred, WAITING_ANNOTATION: None},
+                labels={REQUIRED_LABEL: deferred[REQUIRED_ANNOTATION]}
+                if REQUIRED_ANNOTATION in deferred
+                else None,
+            )
+        except BaseException:
+            self._restore_deferred(deferred)
+            raise
+        self._published.update({**deferred, WAITING_ANNOTATION: None})
+        return await self.lock.confirm(), mark
+
+    def _pass_gate(self) -> None:
+        """The escalation gate (lock.py rule 1): raise Gated when halted, paused, the Lease being
+        deleted or outside the window."""
+        gated = self.lock.gate()
+        if gated is not None:
+            raise gated
+        self._check_window()
+
+    async def _cordon(self, stop: asyncio.Event, *, holder: Holder) -> bool:
+        """kured's drain(): pre-reboot labels, the drain delay, the "drain" notification, then the
+        cordon (only while our grant's mark is there); the gate and the window are asked again
+        after the delay. False when stopped during the delay."""
+        await self.signs.before_cordon()
+        if self.opt.drain_delay:
+            if await self._sleep(stop, self.opt.drain_delay):
+                return False
+            self._pass_gate()
+        await self._tell("drain")
+        await self.lock.cordon(holder=holder)
+        await self._refill_queue_head()
+        if self.opt.annotate_nodes:
+            await self._publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
+        await self._event("RebootdDrain", "cordoned by rebootd; draining before reboot")
+        return True
+
+    async def _baseline_of_earlier_mark(self, mark: Mark) -> Mark:
+        """A mark of an earlier version lacks the recovery baseline: read it now, and keep it."""
+        if self.recovery is None or "baseline" in mark.evidence:
+            return mark
+        mark = Mark(
+            holder=mark.holder,
+            evidence={
+                **mark.evidence,
+                "baseline": cast(Baseline, await self.recovery.record(node=self.opt.node)),
+            },
+        )
+        await self._write_mark(mark)
+        return mark
+
+    async def _drain(self, stop: asyncio.Event, *, mark: Mark) -> bool:
+        """Drain the node, fenced by the slot's deadline; the evicted pods and the time of the
+        reboot request go into the mark kept for the `rebooting` write. False when stopped (the
+        next daemon resumes from the record, phase draining); _DrainFailed unless forced."""
+        started = self.clock.monotonic()
+        try:
+            result = await drain_node(
+                self.kube,
+                node=self.opt.node,
+                options=self.opt.drain,
+                stop=stop,
+                clock=self.clock,
+                fence=self.lock.fence,
+            )
+        except DrainStopped:
+            return False
+        except DrainError as exc:
+            await self._event("RebootdDrainFailed", str(exc)[:1000], warning=True)
+            if not self.opt.force_reboot:
+                raise _DrainFailed(f"drain failed: {exc}") from exc
+            self._log.warning("rebootd.cycle.forced_reboot", error=str(exc)[:300])
+            result = None
+        self.metrics.drain_seconds.labels(node=self.opt.node).observe(self.clock.monotonic() - started)
+        evicted = [] if result is None else [p.to_json() for p in result.evicted]
+        self._mark = Mark(
+            holder=mark.holder,
+            evidence={**mark.evidence, "evicted": evicted, "rebootRequested": self.clock.now().isoformat()},
+        )
+        return True
 
     async def _write_mark(self, mark: Mark) -> None:
         await self.lock.write_mark(mark)
@@ -938,84 +1016,98 @@ class Cycle:
     async def _after_reboot_steps(self, stop: asyncio.Event, *, holder: Holder, mark: Mark) -> None:
         self._mark = mark
         if holder.phase in BOOTING_PHASES:
-            before = str(mark.evidence.get("bootID") or "")
-            node = await self._get_node()
-            if mark.evidence.get("bootSource") == "node":
-                now_boot = boot_id(node)
-            else:
-                now_boot, _ = self._host_boot_id(node)
-            if not before or not now_boot:
-                reason = (
-                    f"node {self.opt.node}: no boot id to prove its reboot "
-                    f"(recorded {before!r}, now {now_boot!r})"
-                )
-                await self._halt(reason=reason, node=self.opt.node)
-                await self._wait_for_resume(stop)
-                return
-            if now_boot == before:
-                # Recorded "rebooting" but this machine never went down (we died before or right
-                # after the request, or the request failed): request it again, behind the gate.
-                await self._reboot(stop, holder=holder)
-                return
-            self._set_phase(Phase.VERIFYING)
-            if not await self._verify_reboot(stop, holder=holder, boot=now_boot):
+            if not await self._prove_reboot(stop, holder=holder, mark=mark):
                 return
             # No Lease write for this step: putting the node back is idempotent, and a pass
             # resumed from "rebooting" verifies the boot again and gets here.
             holder = replace(holder, phase=Phase.UNCORDONING)
         if holder.phase == Phase.UNCORDONING:  # (also the record of a daemon of an earlier version)
-            self._set_phase(Phase.UNCORDONING)
-            await uncordon(self.kube, node=self.opt.node, grant=holder.grant)
-            await self.signs.set_taint(on=False)
-            await self.signs.after_uncordon()  # kured: the post-reboot labels after the uncordon
-            await self._event("RebootdUncordon", "rebooted, verified and back in service")
-            await self._tell("uncordon")
-            holder = await self.lock.set_phase(phase=Phase.RECOVERING)
-        if holder.phase == Phase.RECOVERING:
-            self._set_phase(Phase.RECOVERING)
-            if self.recovery is not None:
-                problem = await self.recovery.wait_healthy(
-                    node=self.opt.node, evidence=mark.evidence, within=self.opt.recovery_timeout, stop=stop
-                )
-                if stop.is_set():
-                    return
-                if problem is not None:
-                    reason = (
-                        f"workloads disrupted by the reboot of {self.opt.node} are not healthy: {problem}"
-                    )
-                    await self._event("RebootdRecoveryFailed", reason[:1000], warning=True)
-                    await self._halt(reason=reason, node=self.opt.node)
-                    self.metrics.reboots.labels(node=self.opt.node, result="recovery_failed").inc()
-                    # Keep the slot: the rollout is halted until an operator resumes it.
-                    await self._wait_for_resume(stop)
-                    return
+            holder = await self._uncordon(holder)
+        if holder.phase == Phase.RECOVERING and not await self._recover(stop, mark=mark):
+            return
         # No Lease write for "releasing": a pass resumed during the release delay re-checks the
         # recovery (healthy at once) and waits the delay again.
         self._set_phase(Phase.RELEASING)
         if self.opt.release_delay and await self._sleep(stop, self.opt.release_delay):
             return
+        await self._release()
+
+    async def _prove_reboot(self, stop: asyncio.Event, *, holder: Holder, mark: Mark) -> bool:
+        """Recorded `rebooting`: did this machine reboot? True once proven (a new boot id, then the
+        Node's own proof: `_verify_reboot`). No boot id to compare halts; the same boot id means
+        the request never took effect: it is made again, behind the gate."""
+        before = str(mark.evidence.get("bootID") or "")
+        node = await self._get_node()
+        if mark.evidence.get("bootSource") == "node":
+            now_boot = boot_id(node)
+        else:
+            now_boot, _ = self._host_boot_id(node)
+        if not before or not now_boot:
+            reason = (
+                f"node {self.opt.node}: no boot id to prove its reboot "
+                f"(recorded {before!r}, now {now_boot!r})"
+            )
+            await self._halt(reason=reason, node=self.opt.node)
+            await self._wait_for_resume(stop)
+            return False
+        if now_boot == before:
+            # Recorded "rebooting" but this machine never went down (we died before or right
+            # after the request, or the request failed): request it again, behind the gate.
+            await self._reboot(stop, holder=holder)
+            return False
+        self._set_phase(Phase.VERIFYING)
+        return await self._verify_reboot(stop, holder=holder, boot=now_boot)
+
+    async def _uncordon(self, holder: Holder) -> Holder:
+        """Back in service: our cordon lifted (only ours), kured's signs after an uncordon, then
+        the record says `recovering`."""
+        self._set_phase(Phase.UNCORDONING)
+        await uncordon(self.kube, node=self.opt.node, grant=holder.grant)
+        await self.signs.set_taint(on=False)
+        await self.signs.after_uncordon()  # kured: the post-reboot labels after the uncordon
+        await self._event("RebootdUncordon", "rebooted, verified and back in service")
+        await self._tell("uncordon")
+        return await self.lock.set_phase(phase=Phase.RECOVERING)
+
+    async def _recover(self, stop: asyncio.Event, *, mark: Mark) -> bool:
+        """Wait until the workloads the reboot disrupted are healthy again: True when they are (or
+        there is no recovery gate); on recovery-timeout the rollout halts and we keep the slot
+        until an operator resumes it."""
+        self._set_phase(Phase.RECOVERING)
+        if self.recovery is None:
+            return True
+        problem = await self.recovery.wait_healthy(
+            node=self.opt.node, evidence=mark.evidence, within=self.opt.recovery_timeout, stop=stop
+        )
+        if stop.is_set():
+            return False
+        if problem is None:
+            return True
+        reason = f"workloads disrupted by the reboot of {self.opt.node} are not healthy: {problem}"
+        await self._event("RebootdRecoveryFailed", reason[:1000], warning=True)
+        await self._halt(reason=reason, node=self.opt.node)
+        self.metrics.reboots.labels(node=self.opt.node, result="recovery_failed").inc()
+        await self._wait_for_resume(stop)
+        return False
+
+    async def _release(self) -> None:
+        """Done: the mark and the queue record go (before the release: a node that keeps a mark
+        is put back at start), the last-reboot time is written, then the slot is given back."""
         finished = self.clock.now().isoformat()
         self._deferred.clear()  # this pass's join, if never written, is over: not written after it
-        await set_annotations(  # before the release: a node that keeps a mark is put back at start
+        done: dict[str, str | None] = {
+            LAST_REBOOT_ANNOTATION: finished,
+            REQUIRED_ANNOTATION: None,
+            WAITING_ANNOTATION: None,
+            QUEUE_ANNOTATION: None,
+        }
+        await set_annotations(
             self.kube,
             node=self.opt.node,
-            annotations={
-                NODE_MARK_ANNOTATION: None,
-                LAST_REBOOT_ANNOTATION: finished,
-                REQUIRED_ANNOTATION: None,
-                WAITING_ANNOTATION: None,
-                QUEUE_ANNOTATION: None,
-            },
+            annotations={NODE_MARK_ANNOTATION: None, **done},
             labels={REQUIRED_LABEL: None},
         )
-        self._published.update(
-            {
-                LAST_REBOOT_ANNOTATION: finished,
-                REQUIRED_ANNOTATION: None,
-                WAITING_ANNOTATION: None,
-                QUEUE_ANNOTATION: None,
-            }
-        )
+        self._published.update(done)
         if self.opt.annotate_nodes:
             await self._publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})
         await self.signs.annotate(  # kured: in-progress goes before the lock, once none is needed
