@@ -25,12 +25,17 @@ After every step, read from the emulator's store (never from what a participant 
    exception is `unlock --force`, after which the operator owns the cordon.
 4. No new cordon while the gate is closed (halted, paused or the Lease being deleted) from the
    step before to the step after.
+5. A daemon reclaims (marks `reclaiming`) only a record whose heartbeat is stale: a version of it
+   first written at least the TTL before, on the lock's clock (from the emulator's history of
+   Lease writes; lock.py rule 5). The operator's `unlock` is not judged by it.
 
 `test_the_machine_fails_when_the_concurrency_check_is_off_by_one` proves the machine can fail:
 participants whose lock admits one holder more than the limit the invariants check. (lockstate
 counts the holders against the concurrency twice, in `Limits.fits` and in `eligible_waiters`: made
 off by one in one place only, the other still refuses, and the machine passes; made off by one in
 both, it fails within the first examples, shrunk to one `progress_together(i=0, j=1)`.)
+`test_the_machine_fails_when_a_reclaimer_skips_the_heartbeat_check` does the same for rule 5:
+participants that reclaim live holders too.
 """
 
 from __future__ import annotations
@@ -123,6 +128,9 @@ class LockMachine(RuleBasedStateMachine):
     # How much more the participants' lock admits than the limits the invariants check (0: the
     # real lock; 1: the off-by-one double of the test that proves the machine can fail).
     SLACK: ClassVar[int] = 0
+    # Whether the participants reclaim live holders too (True: the double of the test that proves
+    # invariant 5 can fail: a reclaimer that skips the heartbeat check).
+    RECLAIM_LIVE: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -138,6 +146,11 @@ class LockMachine(RuleBasedStateMachine):
         self.operator_cordons: set[str] = set()  # grants whose cordon `unlock --force` handed over
         self.gate = Gate(closed=False)
         self.started = False
+        # Invariant 5: when each version (node, grant, seq) of a record was first written, on the
+        # lock's clock, from the emulator's history of Lease writes read up to `history_read`.
+        self.record_written: dict[tuple[str, str, int], float] = {}
+        self.reclaims_judged: set[tuple[str, str, int]] = set()
+        self.history_read = 0
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -288,7 +301,13 @@ class LockMachine(RuleBasedStateMachine):
         state = await p.lock.refresh()
         if state.halted:
             return
-        for holder in p.lock.observer.stale_holders(state, now=self.clock.monotonic()):
+        now = self.clock.monotonic()
+        stale = (
+            list(state.holders.values())
+            if self.RECLAIM_LIVE
+            else p.lock.observer.stale_holders(state, now=now)
+        )
+        for holder in stale:
             if holder.node == p.node:
                 continue
             if holder.phase not in RECLAIMABLE:
@@ -378,6 +397,7 @@ class LockMachine(RuleBasedStateMachine):
                 await p.lock.refresh()
 
         self.run(look())
+        self._judge_lease_writes()  # writes of this step happened before the clock moves
         self.clock.advance(TTL + BOOT_ALLOWANCE + data.draw(st.floats(0.5, 5.0), label="extra"))
 
     @rule(i=st.integers(0, 5), kind=st.sampled_from(("lost_reset", "lost_504")))
@@ -491,6 +511,36 @@ class LockMachine(RuleBasedStateMachine):
                 assert holder.grant == grant, f"{name} cordoned by grant {grant}, the slot is {holder.grant}"
 
     @invariant()
+    def reclaims_only_of_records_unrenewed_for_the_ttl(self) -> None:
+        """5. A daemon marks a record `reclaiming` only when that record went unrenewed (no new
+        write of it: its heartbeat) for the TTL on the lock's clock. Judged from every Lease write
+        in the emulator's history; the operator's `unlock` is not a reclaim by staleness."""
+        if self.started:
+            self._judge_lease_writes()
+
+    def _judge_lease_writes(self) -> None:
+        """Invariant 5 on the Lease writes since the last look (before the clock moves on)."""
+        now = self.clock.monotonic()
+        writes = self.emu.history[self.history_read :]
+        self.history_read += len(writes)
+        for write in writes:
+            if write.kind != "Lease" or write.event != "write" or not write.detail:
+                continue
+            for h in LockState.from_annotation(write.detail).holders.values():
+                version = (h.node, h.grant, h.seq)
+                if h.phase != RECLAIMING or version in self.reclaims_judged:
+                    self.record_written.setdefault(version, now)
+                    continue
+                self.reclaims_judged.add(version)
+                if h.evidence.get("reclaimedBy") == admin.OPERATOR:
+                    continue
+                written = self.record_written.get((h.node, h.grant, h.seq - 1), now)
+                assert now - written >= TTL, (
+                    f"{h.evidence.get('reclaimedBy')} reclaimed {h.node} (grant {h.grant}) whose record "
+                    f"was written {now - written:g}s before, within the TTL {TTL:g}s: a fresh heartbeat"
+                )
+
+    @invariant()
     def no_new_cordon_while_the_gate_is_closed(self) -> None:
         if not self.started:
             return
@@ -549,6 +599,21 @@ def test_the_machine_fails_when_the_concurrency_check_is_off_by_one() -> None:
     fast = settings(MACHINE_SETTINGS, max_examples=50, phases=[Phase.generate], database=None)
     with pytest.raises(AssertionError, match="concurrency"):
         run_state_machine_as_test(OffByOne, settings=fast)
+
+
+class ReclaimsLive(LockMachine):
+    """The double: participants that reclaim every other holder, its heartbeat fresh or not."""
+
+    RECLAIM_LIVE = True
+
+
+def test_the_machine_fails_when_a_reclaimer_skips_the_heartbeat_check() -> None:
+    # Derandomized: the same examples every run, so the proof never depends on the draw.
+    fast = settings(
+        MACHINE_SETTINGS, max_examples=50, phases=[Phase.generate], database=None, derandomize=True
+    )
+    with pytest.raises(AssertionError, match="a fresh heartbeat"):
+        run_state_machine_as_test(ReclaimsLive, settings=fast)
 
 
 def test_a_lost_answer_to_a_lock_write_is_injected_once() -> None:
