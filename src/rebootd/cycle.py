@@ -16,6 +16,9 @@ Failures: a failed drain -> uncordon (only if we cordoned), free the slot, back 
 Event; node not back after boot-timeout, or workloads not healthy after recovery-timeout -> the
 rollout halts. The cycle never leaves the node cordoned by us while we no longer hold a slot,
 and never frees the slot while our node is still disrupted.
+The lock protocol (records, marks, cordon, put-back, reclaim) is lock.py's; what the node
+publishes about itself (annotations, Events, gauges, notifications) is nodestatus.py's, kured's
+labels and taint signs.py's: this module only sequences them.
 """
 
 from __future__ import annotations
@@ -53,10 +56,11 @@ from rebootd.node import (
     NodeChanged,
     boot_id,
     is_ready,
-    record_event,
     set_annotations,
     uncordon,
 )
+from rebootd.nodestatus import Flush, NodeStatus
+from rebootd.nodestatus import Notify as Notify  # re-exported (daemon.py)
 from rebootd.phases import PRE_REBOOT_PHASES, Baseline, Evidence, Phase
 from rebootd.reboot import Rebooter, RebootFailed
 from rebootd.recovery import read_boot_id
@@ -118,26 +122,6 @@ class RecoveryGate(Protocol):
     async def wait_healthy(
         self, *, node: str, evidence: Mapping[str, Any], within: float, stop: asyncio.Event
     ) -> str | None: ...
-
-
-Notify = Callable[[str, Mapping[str, str]], Awaitable[None]]
-Flush = Callable[[], Awaitable[None]]
-# Waiting reasons that are the ordinary course of a rollout: no "blocked" notification for them.
-QUIET_REASONS = frozenset({"window", "queued", "concurrency", "zone_concurrency", "paused", "halted"})
-
-
-SLOT_REASONS = frozenset({"queued", "concurrency", "zone_concurrency"})
-
-
-def published_reason(reason: BlockReason | None) -> str | None:
-    """The node annotation for a waiting reason. Waiting for a slot is one condition, however the
-    queue moves (full, or free but another node first): a text that changed with every hand-off
-    would cost every waiter a write per hand-off."""
-    if reason is None:
-        return None
-    if reason.kind in SLOT_REASONS:
-        return "slot: waiting for a free slot in the reboot lock"
-    return f"{reason.kind}: {reason.detail}"[:250]
 
 
 @dataclass
@@ -213,17 +197,15 @@ class Cycle:
         self.metrics = metrics
         self.recovery = recovery
         self.budget = budget
-        self._notify = notify
-        self._flush = flush_notifications
-        self.phase: str = Phase.IDLE
-        self.waiting_for: BlockReason | None = None
+        self.status = NodeStatus(
+            kube=kube,
+            node=options.node,
+            clock=clock,
+            metrics=metrics,
+            notify=notify,
+            flush_notifications=flush_notifications,
+        )
         self._failures = 0
-        self._node_uid = ""
-        self._published: dict[str, str | None] = {}
-        # Annotations to write with the next Node write (joining the queue costs no write of its own).
-        self._deferred: dict[str, str | None] = {}
-        self._seen_annotations: Mapping[str, Any] = {}  # this Node's annotations as last read
-        self._events: set[asyncio.Task[None]] = set()
         self._mark: Mark | None = None  # our node's mark as we last wrote it (the evidence)
         self._renew_lost: LostSlot | None = None
         self._slot_changed = asyncio.Event()
@@ -239,96 +221,22 @@ class Cycle:
         )
 
     # --- small helpers ------------------------------------------------------------------------
-    def _set_phase(self, phase: str) -> None:
-        if phase != self.phase:
-            self._log.info("rebootd.cycle.phase", phase=phase, previous=self.phase)
-        self.phase = phase
-        self.metrics.set_phase(node=self.opt.node, phase=phase)
+    @property
+    def phase(self) -> str:
+        return self.status.phase
 
-    async def _event(self, reason: str, message: str, *, warning: bool = False) -> None:
-        """Post an Event in the background (best effort, off the cycle's critical path); the
-        pending ones are awaited, bounded, before a reboot and when the cycle stops."""
-        task = asyncio.create_task(
-            record_event(
-                self.kube,
-                node=self.opt.node,
-                node_uid=self._node_uid,
-                reason=reason,
-                message=message,
-                type="Warning" if warning else "Normal",
-                clock=self.clock,
-            ),
-            name=f"event-{reason}",
-        )
-        self._events.add(task)
-        task.add_done_callback(self._events.discard)
-
-    async def _flush_events(self, *, within: float) -> None:
-        if self._events:
-            await asyncio.wait(set(self._events), timeout=within)
-
-    async def _tell(self, what: str, **values: str) -> None:
-        if self._notify is not None:
-            await self._notify(what, {"node": self.opt.node, **values})
-
-    async def _publish(self, **annotations: str | None) -> None:
-        """Write node annotations that changed since we last wrote them (none when unchanged),
-        with the deferred ones; `reboot-required` goes with its label (the queue's selector)."""
-        deferred = self._take_deferred()
-        changed = {**deferred, **{k: v for k, v in annotations.items() if self._published.get(k, "\0") != v}}
-        if not changed:
-            return
-        labels = {REQUIRED_LABEL: changed[REQUIRED_ANNOTATION]} if REQUIRED_ANNOTATION in changed else None
-        try:
-            await set_annotations(self.kube, node=self.opt.node, annotations=changed, labels=labels)
-        except BaseException:
-            self._restore_deferred(deferred)
-            raise
-        self._published.update(changed)
-
-    def _defer(self, **annotations: str | None) -> None:
-        """Annotations for the next Node write (`_publish` or the mark), if they changed."""
-        for key, value in annotations.items():
-            if self._published.get(key, "\0") != value:
-                self._deferred[key] = value
-            else:
-                self._deferred.pop(key, None)
-
-    def _take_deferred(self) -> dict[str, str | None]:
-        deferred, self._deferred = self._deferred, {}
-        return deferred
-
-    def _restore_deferred(self, deferred: Mapping[str, str | None]) -> None:
-        """A write that carried `deferred` failed: they go with the next one (newer values win)."""
-        self._deferred = {**deferred, **self._deferred}
+    @property
+    def waiting_for(self) -> BlockReason | None:
+        return self.status.waiting_for
 
     def _queue_record(self) -> str:
-        """Our queue record: kept across restarts (the time we first needed this reboot), and
-        across passes until written (one ticket per reboot need, however many passes it takes)."""
-        pending = self._deferred.get(QUEUE_ANNOTATION)
-        if pending:
-            return pending
-        if QUEUE_ANNOTATION in self._published:  # ours (None: removed at our last release)
-            known = self._published[QUEUE_ANNOTATION]
-        else:  # a new process: what an earlier one wrote (read by our first pass at start-up)
-            known = self._seen_annotations.get(QUEUE_ANNOTATION)
-        if isinstance(known, str) and known:
-            return known
-        return encode_queue_record(since=self.clock.now(), zone=self.lock.config.zone)
+        return self.status.queue_record(
+            new=lambda: encode_queue_record(since=self.clock.now(), zone=self.lock.config.zone)
+        )
 
     async def _block(self, reason: BlockReason | None, *, publish: bool = True) -> None:
-        previous = self.waiting_for
-        if previous is not None and (reason is None or previous.kind != reason.kind):
-            self.metrics.blocked.labels(node=self.opt.node, reason=previous.kind).set(0)
-        if reason is not None:
-            self.metrics.blocked.labels(node=self.opt.node, reason=reason.kind).set(1)
-            if previous != reason:
-                self._log.info("rebootd.cycle.waiting", reason=reason.kind, detail=reason.detail)
-            if (previous is None or previous.kind != reason.kind) and reason.kind not in QUIET_REASONS:
-                await self._tell("block", reason=reason.detail)
-        self.waiting_for = reason
-        if publish:
-            await self._publish(**{WAITING_ANNOTATION: published_reason(reason)})
+        """The node waits for `reason` (None: nothing): its status, then kured's signs."""
+        await self.status.wait_for(reason, publish=publish)
         await self._show_waiting(reason)
 
     async def _show_waiting(self, reason: BlockReason | None) -> None:
@@ -344,8 +252,7 @@ class Cycle:
 
     async def _get_node(self) -> dict[str, Any]:
         node = await self.kube.get_node(name=self.opt.node)
-        self._node_uid = node["metadata"].get("uid", "")
-        self._seen_annotations = node["metadata"].get("annotations") or {}
+        self.status.seen(node)
         return node
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> bool:
@@ -368,7 +275,7 @@ class Cycle:
     # --- the loop -----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run cycles until `stop`. API trouble backs off and re-derives the phase from the Lease."""
-        self._set_phase(Phase.IDLE)
+        self.status.set_phase(Phase.IDLE)
         first = True
         errors = 0
         while not stop.is_set():
@@ -382,7 +289,9 @@ class Cycle:
                 delay = min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0)  # noqa: S311
                 self._log.warning("rebootd.cycle.api_error", error=str(exc)[:300], retry_in=round(delay, 2))
                 await self._sleep(stop, delay)
-        await self._flush_events(within=2.0)  # a clean stop (SIGTERM); a killed process posts nothing more
+        await self.status.flush_events(
+            within=2.0
+        )  # a clean stop (SIGTERM); a killed process posts nothing more
 
     async def take_down_signs(self, *, within: float) -> None:
         """A daemon that stops gracefully leaves no PreferNoSchedule taint behind: called by the
@@ -398,7 +307,7 @@ class Cycle:
         """One pass: re-derive where we are from the Lease (our record) and the Node (our mark),
         and go on from there."""
         state = await self.lock.refresh()
-        self.metrics.rollout_halted.set(1 if state.halted else 0)
+        self.status.rollout_halted(bool(state.halted))
         record = state.holders.get(self.opt.node)
         if record is not None:
             await self._resume(stop, record=record)
@@ -408,9 +317,9 @@ class Cycle:
         if not self.sentinel.required:
             await self._idle(stop)
             return
-        self._set_phase(Phase.REQUIRED)
+        self.status.set_phase(Phase.REQUIRED)
         # Written with the next Node write (the waiting reason, or the mark): one write to join.
-        self._defer(**{REQUIRED_ANNOTATION: "true", QUEUE_ANNOTATION: self._queue_record()})
+        self.status.defer(**{REQUIRED_ANNOTATION: "true", QUEUE_ANNOTATION: self._queue_record()})
         async with self.lock.following():  # one watch from queueing through the drain
             if await self._wait_for_slot(stop):
                 holder = self.lock.mine
@@ -422,7 +331,7 @@ class Cycle:
         finished), another daemon's, or ours to go on with from its phase."""
         if record.phase == RECLAIMING:
             await self.lock.finish_reclaim(record)
-            self.metrics.lock_held.labels(node=self.opt.node).set(0)
+            self.status.holding(False)
             return
         holder = await self._own_record(stop, record)
         if holder is None:
@@ -437,10 +346,10 @@ class Cycle:
 
     async def _idle(self, stop: asyncio.Event) -> None:
         """No reboot needed: nothing published about one, wait for the sentinel."""
-        self._set_phase(Phase.IDLE)
-        self._deferred.clear()
+        self.status.set_phase(Phase.IDLE)
+        self.status.deferred.clear()
         await self._block(None)
-        await self._publish(**{REQUIRED_ANNOTATION: None, QUEUE_ANNOTATION: None})
+        await self.status.publish(**{REQUIRED_ANNOTATION: None, QUEUE_ANNOTATION: None})
         await self._wait_sentinel_or_stop(stop, seconds=None)
 
     async def _own_record(self, stop: asyncio.Event, record: Holder) -> Holder | None:
@@ -491,7 +400,7 @@ class Cycle:
         if not self.opt.window.contains(now):
             opens = self.opt.window.next_open(now)
             return BlockReason(kind="window", detail=f"maintenance window opens at {opens.isoformat()}")
-        last = self._published.get(LAST_REBOOT_ANNOTATION)
+        last = self.status.published.get(LAST_REBOOT_ANNOTATION)
         if self.opt.min_reboot_interval and last:
             with contextlib.suppress(ValueError):
                 next_allowed = datetime.fromisoformat(last) + timedelta(seconds=self.opt.min_reboot_interval)
@@ -561,10 +470,10 @@ class Cycle:
 
     async def _read_last_reboot(self) -> None:
         """When this node last rebooted (reboot-loop protection), read once per process."""
-        if LAST_REBOOT_ANNOTATION not in self._published:
+        if LAST_REBOOT_ANNOTATION not in self.status.published:
             node = await self._get_node()
             annotations = node["metadata"].get("annotations") or {}
-            self._published[LAST_REBOOT_ANNOTATION] = annotations.get(LAST_REBOOT_ANNOTATION)
+            self.status.published[LAST_REBOOT_ANNOTATION] = annotations.get(LAST_REBOOT_ANNOTATION)
 
     async def _wait_blocked(self, stop: asyncio.Event, blocked: BlockReason, *, until: float) -> None:
         """Something blocks: say so, leave the queue's head, wait for the next check (or a
@@ -582,14 +491,14 @@ class Cycle:
         record appeared: see `_step`), "retry" (a deleted Lease just went: try again at once),
         or "wait" (the reason is published)."""
         for _, reason in await self.lock.reclaim_stale_holders():
-            await self._announce_halt(reason=reason)
+            await self.status.halted(reason=reason)
         verdict = await self.lock.try_acquire(
             phase=Phase.DRAINING,  # marking and cordoning follow at once
             unavailable=self.budget.unavailable if self.budget is not None else None,
             ticket=ticket,
             join=join,
         )
-        self.metrics.rollout_halted.set(1 if self.lock.state.halted else 0)
+        self.status.rollout_halted(bool(self.lock.state.halted))
         if verdict.allowed:
             await self._block(None, publish=False)  # cleared in the node-mark patch
             return "taken"
@@ -655,13 +564,7 @@ class Cycle:
     async def _halt(self, *, reason: str, node: str) -> None:
         """Halt the rollout; the Event and notification go out only from whoever recorded it."""
         if await self.lock.halt(reason=reason, node=node):
-            await self._announce_halt(reason=reason)
-
-    async def _announce_halt(self, *, reason: str) -> None:
-        """A halt this daemon recorded: its Event, its notification, the gauge."""
-        await self._event("RebootdHalted", reason[:1000], warning=True)
-        await self._tell("halt", reason=reason)
-        self.metrics.rollout_halted.set(1)
+            await self.status.halted(reason=reason)
 
     # --- disruption: mark, cordon, drain, reboot ----------------------------------------------
     @contextlib.asynccontextmanager
@@ -694,7 +597,7 @@ class Cycle:
         # start from the newest version instead of meeting a 409.
         async with self.lock.following():
             task = asyncio.create_task(renew(), name=f"renew-{self.opt.node}")
-            self.metrics.lock_held.labels(node=self.opt.node).set(1)
+            self.status.holding(True)
             try:
                 yield
             finally:
@@ -743,7 +646,7 @@ class Cycle:
     async def _back_out(self, *, why: str) -> None:
         """Disrupt nothing more: put our node back (mark and, if ours, cordon) and free the slot."""
         await self.lock.back_out(why=why, then=self.signs.after_put_back)
-        self.metrics.lock_held.labels(node=self.opt.node).set(0)
+        self.status.holding(False)
 
     async def _disrupt(self, stop: asyncio.Event, *, holder: Holder) -> None:
         self._requested = False
@@ -791,14 +694,14 @@ class Cycle:
         if mark is None and not self.sentinel.required:
             # The need went away between taking the slot and touching the node: give it back.
             await self.lock.release()
-            self.metrics.lock_held.labels(node=self.opt.node).set(0)
+            self.status.holding(False)
             self._log.info("rebootd.cycle.no_longer_required")
             return None
         if mark is None:
             holder, mark = await self._mark_node(holder=holder, node=node)
         self._pass_gate()  # halted or paused since we took the slot: disrupt nothing
         self._mark = mark
-        self._set_phase(Phase.DRAINING)
+        self.status.set_phase(Phase.DRAINING)
         if not await self._cordon(stop, holder=holder):
             return None
         mark = await self._baseline_of_earlier_mark(mark)
@@ -831,7 +734,7 @@ class Cycle:
                 baseline.cancel()
                 with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
                     await baseline
-        deferred = self._take_deferred()
+        deferred = self.status.take_deferred()
         try:
             mark = await self.lock.mark(
                 holder=holder,
@@ -842,9 +745,9 @@ class Cycle:
                 else None,
             )
         except BaseException:
-            self._restore_deferred(deferred)
+            self.status.restore_deferred(deferred)
             raise
-        self._published.update({**deferred, WAITING_ANNOTATION: None})
+        self.status.published.update({**deferred, WAITING_ANNOTATION: None})
         return await self.lock.confirm(), mark
 
     def _pass_gate(self) -> None:
@@ -864,12 +767,12 @@ class Cycle:
             if await self._sleep(stop, self.opt.drain_delay):
                 return False
             self._pass_gate()
-        await self._tell("drain")
+        await self.status.tell("drain")
         await self.lock.cordon(holder=holder)
         await self._refill_queue_head()
         if self.opt.annotate_nodes:
-            await self._publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
-        await self._event("RebootdDrain", "cordoned by rebootd; draining before reboot")
+            await self.status.publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
+        await self.status.event("RebootdDrain", "cordoned by rebootd; draining before reboot")
         return True
 
     async def _baseline_of_earlier_mark(self, mark: Mark) -> Mark:
@@ -903,12 +806,12 @@ class Cycle:
         except DrainStopped:
             return False
         except DrainError as exc:
-            await self._event("RebootdDrainFailed", str(exc)[:1000], warning=True)
+            await self.status.event("RebootdDrainFailed", str(exc)[:1000], warning=True)
             if not self.opt.force_reboot:
                 raise _DrainFailed(f"drain failed: {exc}") from exc
             self._log.warning("rebootd.cycle.forced_reboot", error=str(exc)[:300])
             result = None
-        self.metrics.drain_seconds.labels(node=self.opt.node).observe(self.clock.monotonic() - started)
+        self.status.drained_in(self.clock.monotonic() - started)
         evicted = [] if result is None else [p.to_json() for p in result.evicted]
         self._mark = Mark(
             holder=mark.holder,
@@ -924,7 +827,7 @@ class Cycle:
         """Request the reboot behind the last gate: the window, then the `rebooting` CAS that
         refuses while halted or paused and counts the attempt, then the deadline. A retry (the
         record counts earlier attempts) waits a back-off first."""
-        self._set_phase(Phase.REBOOTING)
+        self.status.set_phase(Phase.REBOOTING)
         if self.opt.reboot_delay and await self._sleep(stop, self.opt.reboot_delay):
             return
         if holder.attempts:
@@ -946,12 +849,11 @@ class Cycle:
         mark = self._mark or Mark(holder=holder)
         await self._write_mark(Mark(holder=replace(holder, phase=Phase.REBOOTING), evidence=mark.evidence))
         if self.opt.annotate_nodes:
-            await self._publish(**{PHASE_ANNOTATION: f"rebooting since {self.clock.now().isoformat()}"})
-        await self._event("RebootdReboot", "rebooting the node")
-        await self._tell("reboot")
-        await self._flush_events(within=1.0)  # bounded: the reboot ends this process
-        if self._flush is not None:
-            await self._flush()  # bounded too
+            await self.status.publish(**{PHASE_ANNOTATION: f"rebooting since {self.clock.now().isoformat()}"})
+        await self.status.event("RebootdReboot", "rebooting the node")
+        await self.status.tell("reboot")
+        await self.status.flush_events(within=1.0)  # bounded: the reboot ends this process
+        await self.status.flush_notifications()  # bounded too
         holder = await self.lock.set_phase(phase=Phase.REBOOTING, gated=True, attempts=holder.attempts + 1)
         self._check_window()
         self.lock.fence()
@@ -974,16 +876,16 @@ class Cycle:
         up to `reboot_attempts` times, then the rollout halts and this node waits, holding its
         slot, for `rebootd resume` (each resume allows that many attempts again)."""
         self._log.warning("rebootd.cycle.reboot_failed", reason=reason[:300], attempts=holder.attempts)
-        await self._event("RebootdRebootFailed", reason[:1000], warning=True)
+        await self.status.event("RebootdRebootFailed", reason[:1000], warning=True)
         if holder.attempts % max(1, self.opt.reboot_attempts) == 0:
             await self._halt(reason=f"{reason} ({holder.attempts} attempts)", node=self.opt.node)
-            self.metrics.reboots.labels(node=self.opt.node, result="reboot_failed").inc()
+            self.status.outcome("reboot_failed")
             await self._wait_for_resume(stop)
 
     async def _give_up(self, stop: asyncio.Event, *, reason: str) -> None:
         """Drain failed: put the node back (our cordon only), free the slot, back off."""
         await self._back_out(why=reason)
-        self.metrics.reboots.labels(node=self.opt.node, result="drain_failed").inc()
+        self.status.outcome("drain_failed")
         self._failures += 1
         backoff = min(self.opt.backoff_max, self.opt.period * 2 ** min(self._failures, 12))
         backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
@@ -1027,7 +929,7 @@ class Cycle:
             return
         # No Lease write for "releasing": a pass resumed during the release delay re-checks the
         # recovery (healthy at once) and waits the delay again.
-        self._set_phase(Phase.RELEASING)
+        self.status.set_phase(Phase.RELEASING)
         if self.opt.release_delay and await self._sleep(stop, self.opt.release_delay):
             return
         await self._release()
@@ -1055,25 +957,25 @@ class Cycle:
             # after the request, or the request failed): request it again, behind the gate.
             await self._reboot(stop, holder=holder)
             return False
-        self._set_phase(Phase.VERIFYING)
+        self.status.set_phase(Phase.VERIFYING)
         return await self._verify_reboot(stop, holder=holder, boot=now_boot)
 
     async def _uncordon(self, holder: Holder) -> Holder:
         """Back in service: our cordon lifted (only ours), kured's signs after an uncordon, then
         the record says `recovering`."""
-        self._set_phase(Phase.UNCORDONING)
+        self.status.set_phase(Phase.UNCORDONING)
         await uncordon(self.kube, node=self.opt.node, grant=holder.grant)
         await self.signs.set_taint(on=False)
         await self.signs.after_uncordon()  # kured: the post-reboot labels after the uncordon
-        await self._event("RebootdUncordon", "rebooted, verified and back in service")
-        await self._tell("uncordon")
+        await self.status.event("RebootdUncordon", "rebooted, verified and back in service")
+        await self.status.tell("uncordon")
         return await self.lock.set_phase(phase=Phase.RECOVERING)
 
     async def _recover(self, stop: asyncio.Event, *, mark: Mark) -> bool:
         """Wait until the workloads the reboot disrupted are healthy again: True when they are (or
         there is no recovery gate); on recovery-timeout the rollout halts and we keep the slot
         until an operator resumes it."""
-        self._set_phase(Phase.RECOVERING)
+        self.status.set_phase(Phase.RECOVERING)
         if self.recovery is None:
             return True
         problem = await self.recovery.wait_healthy(
@@ -1084,9 +986,9 @@ class Cycle:
         if problem is None:
             return True
         reason = f"workloads disrupted by the reboot of {self.opt.node} are not healthy: {problem}"
-        await self._event("RebootdRecoveryFailed", reason[:1000], warning=True)
+        await self.status.event("RebootdRecoveryFailed", reason[:1000], warning=True)
         await self._halt(reason=reason, node=self.opt.node)
-        self.metrics.reboots.labels(node=self.opt.node, result="recovery_failed").inc()
+        self.status.outcome("recovery_failed")
         await self._wait_for_resume(stop)
         return False
 
@@ -1094,7 +996,7 @@ class Cycle:
         """Done: the mark and the queue record go (before the release: a node that keeps a mark
         is put back at start), the last-reboot time is written, then the slot is given back."""
         finished = self.clock.now().isoformat()
-        self._deferred.clear()  # this pass's join, if never written, is over: not written after it
+        self.status.deferred.clear()  # this pass's join, if never written, is over: not written after it
         done: dict[str, str | None] = {
             LAST_REBOOT_ANNOTATION: finished,
             REQUIRED_ANNOTATION: None,
@@ -1107,19 +1009,19 @@ class Cycle:
             annotations={NODE_MARK_ANNOTATION: None, **done},
             labels={REQUIRED_LABEL: None},
         )
-        self._published.update(done)
+        self.status.published.update(done)
         if self.opt.annotate_nodes:
-            await self._publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})
+            await self.status.publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})
         await self.signs.annotate(  # kured: in-progress goes before the lock, once none is needed
             required=self.sentinel.required, in_window=True, rebooted=True, now=self.clock.now()
         )
         await self.lock.release()
         self._mark = None
-        self.metrics.lock_held.labels(node=self.opt.node).set(0)
-        self.metrics.reboots.labels(node=self.opt.node, result="success").inc()
+        self.status.holding(False)
+        self.status.outcome("success")
         self._failures = 0
         self._log.info("rebootd.cycle.done")
-        self._set_phase(Phase.IDLE)
+        self.status.set_phase(Phase.IDLE)
 
     async def _wait_for_resume(self, stop: asyncio.Event) -> None:
         """Halted by us: hold the slot until an operator clears the halt."""
@@ -1136,8 +1038,8 @@ class Cycle:
             while not stop.is_set():
                 node = follower.latest
                 if node is not None and boot_id(node) == boot and is_ready(node):
-                    self._node_uid = node["metadata"].get("uid", self._node_uid)
-                    self.metrics.reboot_seconds.labels(node=self.opt.node).observe(
+                    self.status.node_uid = node["metadata"].get("uid", self.status.node_uid)
+                    self.status.rebooted_in(
                         self._since((self._mark.evidence if self._mark else {}).get("rebootRequested"))
                     )
                     return True
@@ -1151,9 +1053,9 @@ class Cycle:
             f"node {self.opt.node}: its kubelet did not report the new boot ({boot}) and Ready "
             f"within {self.opt.boot_timeout:g}s of the reboot"
         )
-        await self._event("RebootdRebootNotProven", reason, warning=True)
+        await self.status.event("RebootdRebootNotProven", reason, warning=True)
         await self._halt(reason=reason, node=self.opt.node)
-        self.metrics.reboots.labels(node=self.opt.node, result="not_proven").inc()
+        self.status.outcome("not_proven")
         return False
 
     def _since(self, iso: object) -> float:
