@@ -19,16 +19,15 @@ from datetime import datetime
 from typing import Any
 
 from rebootd.clock import Clock
-from rebootd.kube import Kube, NotFound, format_microtime
-from rebootd.lock import LeaseLock, LockConfig, put_back_node
-from rebootd.lockstate import RECLAIMING, Limits, LockState, resolve_share
+from rebootd.kube import Kube, format_microtime
+from rebootd.lock import LeaseStore
+from rebootd.lockstate import LockState, resolve_share
 from rebootd.marks import HALT_ANNOTATION, halt_mirror, queue_of
 from rebootd.node import is_ready, set_annotations
+from rebootd.phases import DISRUPTED_PHASES as DISRUPTED_PHASES  # drained, down or not proven back
 from rebootd.schedule import Window
 
 OPERATOR = "(operator)"
-# Phases in which the holder's node may be drained, down or not yet proven back.
-DISRUPTED_PHASES = frozenset({"draining", "rebooting", "verifying"})
 REQUIRED_ANNOTATION = "rebootd.io/reboot-required"
 WAITING_ANNOTATION = "rebootd.io/waiting-for"
 
@@ -37,18 +36,11 @@ class Refused(Exception):
     """The command would leave the cluster in a state an operator would not want."""
 
 
-def operator_lock(*, kube: Kube, namespace: str, name: str, clock: Clock) -> LeaseLock:
-    config = LockConfig(
-        namespace=namespace,
-        name=name,
-        node=OPERATOR,
-        zone="",
-        limits=Limits(),
-        ttl=300.0,
-        renew_interval=30.0,
-        boot_allowance=0.0,
-    )
-    return LeaseLock(kube=kube, config=config, clock=clock)
+def operator_lock(*, kube: Kube, namespace: str, name: str, clock: Clock) -> LeaseStore:
+    """The operator's handle on the lock: the Lease store itself (no grant, no slot), as the
+    daemons' `LeaseLock` is built on it. Its writes set leaseDurationSeconds to 300 s, as they
+    always did (the daemons judge staleness by their own TTL, never by this field)."""
+    return LeaseStore(kube=kube, namespace=namespace, name=name, clock=clock, ttl=300.0, identity=OPERATOR)
 
 
 def operator_name() -> str:
@@ -87,7 +79,7 @@ def resolved_limits(
 
 async def status(
     *,
-    lock: LeaseLock,
+    lock: LeaseStore,
     window: Window,
     now: datetime,
     concurrency: int | str = 1,
@@ -97,13 +89,8 @@ async def status(
     """Holders with phase and age, pause/halt, the whole queue, nodes needing a reboot and why
     they wait, the limits resolved against today's node count, the window. Reads only: a missing
     Lease is reported (`lease_exists` false), never created."""
-    try:
-        lease: dict[str, Any] | None = await lock.kube.get_lease(
-            namespace=lock.config.namespace, name=lock.config.name
-        )
-    except NotFound:
-        lease = None
-    state = lock.adopt(lease) if lease is not None else LockState()
+    read = await lock.read()
+    state = read if read is not None else LockState()
     nodes = await lock.kube.list_nodes()
     holders = []
     for holder in sorted(state.holders.values(), key=lambda h: h.node):
@@ -130,8 +117,8 @@ async def status(
                 }
             )
     return {
-        "lock": f"{lock.config.namespace}/{lock.config.name}",
-        "lease_exists": lease is not None,
+        "lock": f"{lock.namespace}/{lock.name}",
+        "lease_exists": read is not None,
         "holders": holders,
         # The whole queue: the head the Lease names (served first), then the Nodes' queue records.
         "waiters": [w.node for w in head] + [w.node for w in queue_of(nodes) if w.node not in named],
@@ -217,14 +204,14 @@ def render_status(report: dict[str, Any], *, wide: bool = False) -> str:
     return "\n".join(lines)
 
 
-async def pause(*, lock: LeaseLock, reason: str, clock: Clock) -> LockState:
+async def pause(*, lock: LeaseStore, reason: str, clock: Clock) -> LockState:
     entry = {"reason": reason, "by": operator_name(), "at": format_microtime(clock.now())}
     written = await lock.update(lambda s: replace(s, paused=entry), event="pause")
     return written if written is not None else lock.state
 
 
 async def resume(
-    *, lock: LeaseLock, halt: Mapping[str, Any] | None, pause: Mapping[str, Any] | None
+    *, lock: LeaseStore, halt: Mapping[str, Any] | None, pause: Mapping[str, Any] | None
 ) -> LockState:
     """Clear exactly the halt `halt` (when given) or else lift exactly the pause `pause`: what the
     operator was shown. A halt or pause recorded since then is left in place (Refused)."""
@@ -250,7 +237,7 @@ async def resume(
     return written if written is not None else lock.state
 
 
-async def unlock(*, lock: LeaseLock, node: str, force: bool) -> bool:
+async def unlock(*, lock: LeaseStore, node: str, force: bool) -> bool:
     """Free `node`'s slot by the reclaim protocol, scoped to the grant read. Refused while the node
     may be disrupted (draining, rebooting, verifying) unless `force`; with `force` the node's mark
     goes but any cordon stays (the operator takes the node over)."""
@@ -264,10 +251,7 @@ async def unlock(*, lock: LeaseLock, node: str, force: bool) -> bool:
             f"another node be disrupted beside it; wait for it to finish, or pass --force to take "
             f"the node over (it stays cordoned)"
         )
-    claimed = holder if holder.phase == RECLAIMING else await lock.mark_reclaiming(node=node, expect=holder)
-    if claimed is None:
+    freed = await lock.reclaim(node=node, expect=holder, keep_cordon=force)
+    if freed is None:
         raise Refused(f"the record of {node} changed while unlocking (its daemon is alive); run again")
-    await put_back_node(
-        lock.kube, node=node, grant=claimed.grant, keep_cordon=force, taken_from=claimed.taken_from
-    )
-    return await lock.remove_holder(node=node, expect=claimed)
+    return freed

@@ -16,6 +16,9 @@ Failures: a failed drain -> uncordon (only if we cordoned), free the slot, back 
 Event; node not back after boot-timeout, or workloads not healthy after recovery-timeout -> the
 rollout halts. The cycle never leaves the node cordoned by us while we no longer hold a slot,
 and never frees the slot while our node is still disrupted.
+The lock protocol (records, marks, cordon, put-back, reclaim) is lock.py's; what the node
+publishes about itself (annotations, Events, gauges, notifications) is nodestatus.py's, kured's
+labels and taint signs.py's: this module only sequences them.
 """
 
 from __future__ import annotations
@@ -27,32 +30,22 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import aiohttp
 
 from rebootd.blockers import Blocker, BlockReason, NodeBudget
 from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
-from rebootd.heartbeat import (
-    HEARTBEAT_NAMESPACE,
-    RENEW_FRACTION,
-    HeartbeatJudge,
-    Liveness,
-    lease_seconds,
-    lease_version,
-)
-from rebootd.kube import Kube, KubeError, NotFound
-from rebootd.lock import Gated, LeaseLock, LostSlot, put_back_node
-from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, Holder, decide_acquire, next_in_line
+from rebootd.kube import Kube, KubeError
+from rebootd.lock import Gated, LeaseLock, LostSlot
+from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, STAND_BY, Holder, decide_acquire, next_in_line
 from rebootd.logs import get_logger
 from rebootd.marks import (
-    CORDON_ANNOTATION,
     NODE_MARK_ANNOTATION,
     QUEUE_ANNOTATION,
     REQUIRED_LABEL,
     Mark,
-    cordoned_by,
     encode_queue_record,
     mark_of,
     queue_of,
@@ -62,19 +55,18 @@ from rebootd.metrics import Metrics
 from rebootd.node import (
     NodeChanged,
     boot_id,
-    cordon,
-    guarded_patch,
     is_ready,
-    record_event,
     set_annotations,
     uncordon,
 )
+from rebootd.nodestatus import Flush, NodeStatus
+from rebootd.nodestatus import Notify as Notify  # re-exported (daemon.py)
+from rebootd.phases import PRE_REBOOT_PHASES, Baseline, Evidence, Phase
 from rebootd.reboot import Rebooter, RebootFailed
 from rebootd.recovery import read_boot_id
 from rebootd.schedule import Window
 from rebootd.signs import NodeSigns
 
-PRE_REBOOT_PHASES = frozenset({"acquiring", "draining"})
 LAST_REBOOT_ANNOTATION = "rebootd.io/last-reboot"
 REQUIRED_ANNOTATION = "rebootd.io/reboot-required"
 WAITING_ANNOTATION = "rebootd.io/waiting-for"
@@ -132,24 +124,48 @@ class RecoveryGate(Protocol):
     ) -> str | None: ...
 
 
-Notify = Callable[[str, Mapping[str, str]], Awaitable[None]]
-Flush = Callable[[], Awaitable[None]]
-# Waiting reasons that are the ordinary course of a rollout: no "blocked" notification for them.
-QUIET_REASONS = frozenset({"window", "queued", "concurrency", "zone_concurrency", "paused", "halted"})
+@dataclass
+class _BlockerChecks:
+    """The blockers' answers while a node queues for a slot. The periodic ones (`periodic`) are
+    asked every `period`; the at-slot ones (`at_slot`, None when there are none) with them only
+    when never asked yet, while they block, or while this node is next in line, and again right
+    before a slot would be taken when their answer is older than a period. An answer stays in
+    force until a fresh check (every period) clears it."""
 
+    periodic: Callable[[], Awaitable[BlockReason | None]]
+    at_slot: Callable[[], Awaitable[BlockReason | None]] | None
+    next_in_line: Callable[[], bool]
+    would_be_served: Callable[[], bool]
+    clock: Clock
+    period: float
+    next_check: float = 0.0  # monotonic time of the next periodic check
+    blocked: BlockReason | None = None
+    slot_blocked: BlockReason | None = None
+    slot_checked: float | None = None  # monotonic time of the last at-slot answer
 
-SLOT_REASONS = frozenset({"queued", "concurrency", "zone_concurrency"})
+    async def answer(self) -> BlockReason | None:
+        """Why to wait now (None: try for a slot), asking the blockers that are due."""
+        mono = self.clock.monotonic()
+        if mono >= self.next_check:
+            self.blocked = await self.periodic()
+            if self.blocked is None and self.at_slot is not None and self._at_slot_due():
+                await self._ask_at_slot()
+            self.blocked = self.blocked or self.slot_blocked
+            self.next_check = mono + self.period
+        if self.blocked is None and self.at_slot is not None and self._stale() and self.would_be_served():
+            self.blocked = await self._ask_at_slot()  # about to take a slot on an old answer: ask now
+        return self.blocked
 
+    def _at_slot_due(self) -> bool:
+        return self.slot_checked is None or self.slot_blocked is not None or self.next_in_line()
 
-def published_reason(reason: BlockReason | None) -> str | None:
-    """The node annotation for a waiting reason. Waiting for a slot is one condition, however the
-    queue moves (full, or free but another node first): a text that changed with every hand-off
-    would cost every waiter a write per hand-off."""
-    if reason is None:
-        return None
-    if reason.kind in SLOT_REASONS:
-        return "slot: waiting for a free slot in the reboot lock"
-    return f"{reason.kind}: {reason.detail}"[:250]
+    def _stale(self) -> bool:
+        return self.slot_checked is None or self.clock.monotonic() - self.slot_checked >= self.period
+
+    async def _ask_at_slot(self) -> BlockReason | None:
+        assert self.at_slot is not None
+        self.slot_blocked, self.slot_checked = await self.at_slot(), self.clock.monotonic()
+        return self.slot_blocked
 
 
 class Cycle:
@@ -181,24 +197,19 @@ class Cycle:
         self.metrics = metrics
         self.recovery = recovery
         self.budget = budget
-        self._notify = notify
-        self._flush = flush_notifications
-        self.phase = "idle"
-        self.waiting_for: BlockReason | None = None
+        self.status = NodeStatus(
+            kube=kube,
+            node=options.node,
+            clock=clock,
+            metrics=metrics,
+            notify=notify,
+            flush_notifications=flush_notifications,
+        )
         self._failures = 0
-        self._node_uid = ""
-        self._published: dict[str, str | None] = {}
-        # Annotations to write with the next Node write (joining the queue costs no write of its own).
-        self._deferred: dict[str, str | None] = {}
-        self._seen_annotations: Mapping[str, Any] = {}  # this Node's annotations as last read
-        self._events: set[asyncio.Task[None]] = set()
         self._mark: Mark | None = None  # our node's mark as we last wrote it (the evidence)
         self._renew_lost: LostSlot | None = None
         self._slot_changed = asyncio.Event()
         self._requested = False  # a reboot was requested in this pass: no backing out any more
-        self._orphan_check = False  # a failed take-over: look for a mark no record answers for
-        self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
-        self._heartbeat_poll: float | None = None  # look again this soon: a liveness is unknown
         self._log = get_logger(node=options.node)
         self.signs = NodeSigns(
             kube=kube,
@@ -210,96 +221,22 @@ class Cycle:
         )
 
     # --- small helpers ------------------------------------------------------------------------
-    def _set_phase(self, phase: str) -> None:
-        if phase != self.phase:
-            self._log.info("rebootd.cycle.phase", phase=phase, previous=self.phase)
-        self.phase = phase
-        self.metrics.set_phase(node=self.opt.node, phase=phase)
+    @property
+    def phase(self) -> str:
+        return self.status.phase
 
-    async def _event(self, reason: str, message: str, *, warning: bool = False) -> None:
-        """Post an Event in the background (best effort, off the cycle's critical path); the
-        pending ones are awaited, bounded, before a reboot and when the cycle stops."""
-        task = asyncio.create_task(
-            record_event(
-                self.kube,
-                node=self.opt.node,
-                node_uid=self._node_uid,
-                reason=reason,
-                message=message,
-                type="Warning" if warning else "Normal",
-                clock=self.clock,
-            ),
-            name=f"event-{reason}",
-        )
-        self._events.add(task)
-        task.add_done_callback(self._events.discard)
-
-    async def _flush_events(self, *, within: float) -> None:
-        if self._events:
-            await asyncio.wait(set(self._events), timeout=within)
-
-    async def _tell(self, what: str, **values: str) -> None:
-        if self._notify is not None:
-            await self._notify(what, {"node": self.opt.node, **values})
-
-    async def _publish(self, **annotations: str | None) -> None:
-        """Write node annotations that changed since we last wrote them (none when unchanged),
-        with the deferred ones; `reboot-required` goes with its label (the queue's selector)."""
-        deferred = self._take_deferred()
-        changed = {**deferred, **{k: v for k, v in annotations.items() if self._published.get(k, "\0") != v}}
-        if not changed:
-            return
-        labels = {REQUIRED_LABEL: changed[REQUIRED_ANNOTATION]} if REQUIRED_ANNOTATION in changed else None
-        try:
-            await set_annotations(self.kube, node=self.opt.node, annotations=changed, labels=labels)
-        except BaseException:
-            self._restore_deferred(deferred)
-            raise
-        self._published.update(changed)
-
-    def _defer(self, **annotations: str | None) -> None:
-        """Annotations for the next Node write (`_publish` or the mark), if they changed."""
-        for key, value in annotations.items():
-            if self._published.get(key, "\0") != value:
-                self._deferred[key] = value
-            else:
-                self._deferred.pop(key, None)
-
-    def _take_deferred(self) -> dict[str, str | None]:
-        deferred, self._deferred = self._deferred, {}
-        return deferred
-
-    def _restore_deferred(self, deferred: Mapping[str, str | None]) -> None:
-        """A write that carried `deferred` failed: they go with the next one (newer values win)."""
-        self._deferred = {**deferred, **self._deferred}
+    @property
+    def waiting_for(self) -> BlockReason | None:
+        return self.status.waiting_for
 
     def _queue_record(self) -> str:
-        """Our queue record: kept across restarts (the time we first needed this reboot), and
-        across passes until written (one ticket per reboot need, however many passes it takes)."""
-        pending = self._deferred.get(QUEUE_ANNOTATION)
-        if pending:
-            return pending
-        if QUEUE_ANNOTATION in self._published:  # ours (None: removed at our last release)
-            known = self._published[QUEUE_ANNOTATION]
-        else:  # a new process: what an earlier one wrote (read by our first pass at start-up)
-            known = self._seen_annotations.get(QUEUE_ANNOTATION)
-        if isinstance(known, str) and known:
-            return known
-        return encode_queue_record(since=self.clock.now(), zone=self.lock.config.zone)
+        return self.status.queue_record(
+            new=lambda: encode_queue_record(since=self.clock.now(), zone=self.lock.config.zone)
+        )
 
     async def _block(self, reason: BlockReason | None, *, publish: bool = True) -> None:
-        previous = self.waiting_for
-        if previous is not None and (reason is None or previous.kind != reason.kind):
-            self.metrics.blocked.labels(node=self.opt.node, reason=previous.kind).set(0)
-        if reason is not None:
-            self.metrics.blocked.labels(node=self.opt.node, reason=reason.kind).set(1)
-            if previous != reason:
-                self._log.info("rebootd.cycle.waiting", reason=reason.kind, detail=reason.detail)
-            if (previous is None or previous.kind != reason.kind) and reason.kind not in QUIET_REASONS:
-                await self._tell("block", reason=reason.detail)
-        self.waiting_for = reason
-        if publish:
-            await self._publish(**{WAITING_ANNOTATION: published_reason(reason)})
+        """The node waits for `reason` (None: nothing): its status, then kured's signs."""
+        await self.status.wait_for(reason, publish=publish)
         await self._show_waiting(reason)
 
     async def _show_waiting(self, reason: BlockReason | None) -> None:
@@ -315,8 +252,7 @@ class Cycle:
 
     async def _get_node(self) -> dict[str, Any]:
         node = await self.kube.get_node(name=self.opt.node)
-        self._node_uid = node["metadata"].get("uid", "")
-        self._seen_annotations = node["metadata"].get("annotations") or {}
+        self.status.seen(node)
         return node
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> bool:
@@ -339,7 +275,7 @@ class Cycle:
     # --- the loop -----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run cycles until `stop`. API trouble backs off and re-derives the phase from the Lease."""
-        self._set_phase("idle")
+        self.status.set_phase(Phase.IDLE)
         first = True
         errors = 0
         while not stop.is_set():
@@ -353,7 +289,9 @@ class Cycle:
                 delay = min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0)  # noqa: S311
                 self._log.warning("rebootd.cycle.api_error", error=str(exc)[:300], retry_in=round(delay, 2))
                 await self._sleep(stop, delay)
-        await self._flush_events(within=2.0)  # a clean stop (SIGTERM); a killed process posts nothing more
+        await self.status.flush_events(
+            within=2.0
+        )  # a clean stop (SIGTERM); a killed process posts nothing more
 
     async def take_down_signs(self, *, within: float) -> None:
         """A daemon that stops gracefully leaves no PreferNoSchedule taint behind: called by the
@@ -366,67 +304,60 @@ class Cycle:
             self._log.warning("rebootd.signs.taint_left", error=str(exc)[:200])
 
     async def _step(self, stop: asyncio.Event, *, first: bool) -> None:
+        """One pass: re-derive where we are from the Lease (our record) and the Node (our mark),
+        and go on from there."""
         state = await self.lock.refresh()
-        self.metrics.rollout_halted.set(1 if state.halted else 0)
+        self.status.rollout_halted(bool(state.halted))
         record = state.holders.get(self.opt.node)
-        if record is not None and record.phase == RECLAIMING:
-            # Judged dead while we were away: the reclaimer puts our node back and frees the slot.
-            # If the reclaimer died half-way, we finish its work on that grant's record.
-            self._log.warning("rebootd.cycle.slot_reclaimed", by=record.evidence.get("reclaimedBy"))
-            await put_back_node(
-                self.kube, node=self.opt.node, grant=record.grant, taken_from=record.taken_from
-            )
-            await self.lock.remove_holder(node=self.opt.node, expect=record)
-            if record.owned_by(self.lock.grant):
-                self.lock.grant = ""
-            self.metrics.lock_held.labels(node=self.opt.node).set(0)
-            return
         if record is not None:
-            holder = await self._own_record(stop, record)
-            if holder is None:
-                return
-            if holder.taken_from and not await self._finish_take_over(holder):
-                return
-            self._log.info("rebootd.cycle.resume", phase=holder.phase, grant=holder.grant)
-            if holder.phase in PRE_REBOOT_PHASES:
-                await self._disrupt(stop, holder=holder)
-            else:
-                await self._after_reboot(stop, holder=holder)
+            await self._resume(stop, record=record)
             return
-        if first or self._orphan_check:
-            self._orphan_check = False
+        if first or self.lock.check_orphans:
             await self._clean_up_orphaned_mark()
         if not self.sentinel.required:
-            self._set_phase("idle")
-            self._deferred.clear()
-            await self._block(None)
-            await self._publish(**{REQUIRED_ANNOTATION: None, QUEUE_ANNOTATION: None})
-            await self._wait_sentinel_or_stop(stop, seconds=None)
+            await self._idle(stop)
             return
-        self._set_phase("required")
+        self.status.set_phase(Phase.REQUIRED)
         # Written with the next Node write (the waiting reason, or the mark): one write to join.
-        self._defer(**{REQUIRED_ANNOTATION: "true", QUEUE_ANNOTATION: self._queue_record()})
+        self.status.defer(**{REQUIRED_ANNOTATION: "true", QUEUE_ANNOTATION: self._queue_record()})
         async with self.lock.following():  # one watch from queueing through the drain
             if await self._wait_for_slot(stop):
                 holder = self.lock.mine
                 if holder is not None:
                     await self._disrupt(stop, holder=holder)
 
+    async def _resume(self, stop: asyncio.Event, *, record: Holder) -> None:
+        """This node has a record in the Lease: judged dead while we were away (the reclaim is
+        finished), another daemon's, or ours to go on with from its phase."""
+        if record.phase == RECLAIMING:
+            await self.lock.finish_reclaim(record)
+            self.status.holding(False)
+            return
+        holder = await self._own_record(stop, record)
+        if holder is None:
+            return
+        if holder.taken_from and not await self.lock.finish_take_over(holder):
+            return
+        self._log.info("rebootd.cycle.resume", phase=holder.phase, grant=holder.grant)
+        if holder.phase in PRE_REBOOT_PHASES:
+            await self._disrupt(stop, holder=holder)
+        else:
+            await self._after_reboot(stop, holder=holder)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """No reboot needed: nothing published about one, wait for the sentinel."""
+        self.status.set_phase(Phase.IDLE)
+        self.status.deferred.clear()
+        await self._block(None)
+        await self.status.publish(**{REQUIRED_ANNOTATION: None, QUEUE_ANNOTATION: None})
+        await self._wait_sentinel_or_stop(stop, seconds=None)
+
     async def _own_record(self, stop: asyncio.Event, record: Holder) -> Holder | None:
         """This node's record in the Lease: ours (this process's grant, or our container's before a
-        restart: same Pod uid), or another daemon's. Another daemon's grant is taken over only once
-        it has gone stale (a dead duplicate, an old Pod of a DaemonSet update) or was written by a
-        daemon of lock format 1; a live one is left alone: we stand by. Returns our record, or None."""
-        if record.owned_by(self.lock.grant):
-            return record
-        if record.pod == self.lock.config.pod and not record.legacy:
-            self.lock.adopt_grant(record)
-            return record
-        # Another Pod's grant for this node: ours to take once silent for a TTL. Observers give a
-        # post-reboot record the boot allowance before they halt; this node's own daemon takes it
-        # over first (a surge Pod gone with the reboot, a DaemonSet update mid-rollout).
-        stale = self.lock.observer.silent_for(record.node, now=self.clock.monotonic()) >= self.lock.config.ttl
-        if not (record.legacy or stale):
+        restart), taken over (another daemon's gone stale, or of lock format 1), or another live
+        daemon's: we stand by (`lockstate.claim_own_record`). Returns our record, or None."""
+        action = self.lock.claim_of(record)
+        if action == STAND_BY:
             await self._block(
                 BlockReason(
                     kind="other_daemon",
@@ -436,62 +367,13 @@ class Cycle:
             async with self.lock.following() as changed:
                 await changed(self.opt.renew_interval)
             return None
-        try:
-            holder = await self.lock.take_over(expect=record)
-            if record.legacy:  # lock format 1 kept its evidence in the record: carry it now
-                await self._carry_mark(previous=record.grant, holder=holder, evidence=record.evidence)
-        except (LostSlot, NodeChanged) as exc:
-            await self._take_over_failed(exc)
-            return None
-        return holder
-
-    async def _finish_take_over(self, holder: Holder) -> bool:
-        """A record taken over from another grant (by us now, or by our container before a
-        restart that died between the Lease write and the Node write): carry that grant's mark
-        and cordon to ours before anything reads the mark. False when the node changed under us
-        (the slot is given back)."""
-        try:
-            await self._carry_mark(previous=holder.taken_from, holder=holder, evidence={})
-        except NodeChanged as exc:
-            await self._take_over_failed(exc)
-            return False
-        return True
-
-    async def _take_over_failed(self, exc: Exception) -> None:
-        """Give back what a failed take-over holds; the node is looked at again for a mark no
-        record answers for (put back on the next pass, when our record is gone)."""
-        self._log.warning("rebootd.cycle.take_over_failed", error=str(exc))
-        self._orphan_check = True
-        if self.lock.mine is not None:
-            await self.lock.release()
-
-    async def _carry_mark(self, *, previous: str, holder: Holder, evidence: Mapping[str, Any]) -> None:
-        """After a take-over: the node's mark and cordon ownership move from grant `previous` to
-        ours (one guarded write, nothing when already carried: a retry after a lost response);
-        a mark of a third grant means someone else acted: NodeChanged."""
-
-        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
-            mark = mark_of(obj)
-            if mark is None or mark.grant == holder.grant:
-                return None
-            if mark.grant != previous:
-                raise NodeChanged(f"node {self.opt.node}: mark of grant {mark.grant}, not {previous}")
-            carried = Mark(holder=replace(holder, phase=mark.phase), evidence={**evidence, **mark.evidence})
-            annotations: dict[str, Any] = {NODE_MARK_ANNOTATION: carried.encode()}
-            if cordoned_by(obj, previous):
-                annotations[CORDON_ANNOTATION] = holder.grant
-            return {"metadata": {"annotations": annotations}}
-
-        await guarded_patch(self.kube, node=self.opt.node, plan=plan, what="take-over")
+        return await self.lock.claim(record, action)
 
     async def _clean_up_orphaned_mark(self) -> None:
         """We disrupted this node but the Lease no longer lists it (reclaimed, unlocked, or the
         Lease recreated): put the node back, and take down the pre-reboot labels of that pass."""
         node = await self._get_node()
-        mark = mark_of(node)
-        if mark is not None:
-            self._log.warning("rebootd.cycle.orphaned_mark", phase=mark.phase, grant=mark.grant)
-            await put_back_node(self.kube, node=self.opt.node, grant=mark.grant)
+        await self.lock.put_back_orphan(node)
         await self.signs.after_put_back(node=node)
 
     def _host_boot_id(self, node: Mapping[str, Any] | None = None) -> tuple[str, str]:
@@ -518,7 +400,7 @@ class Cycle:
         if not self.opt.window.contains(now):
             opens = self.opt.window.next_open(now)
             return BlockReason(kind="window", detail=f"maintenance window opens at {opens.isoformat()}")
-        last = self._published.get(LAST_REBOOT_ANNOTATION)
+        last = self.status.published.get(LAST_REBOOT_ANNOTATION)
         if self.opt.min_reboot_interval and last:
             with contextlib.suppress(ValueError):
                 next_allowed = datetime.fromisoformat(last) + timedelta(seconds=self.opt.min_reboot_interval)
@@ -555,81 +437,87 @@ class Cycle:
         The periodic blockers are asked every period. The at-slot ones (PDB preflight: two lists)
         are asked once at the start, then every period only while they block or while this node
         is next in line, and again right before taking a slot when their answer is older than a
-        period: N waiting nodes do not list every pod and PDB every period."""
-        if LAST_REBOOT_ANNOTATION not in self._published:
-            node = await self._get_node()
-            annotations = node["metadata"].get("annotations") or {}
-            self._published[LAST_REBOOT_ANNOTATION] = annotations.get(LAST_REBOOT_ANNOTATION)
-        check_every = max(0.05, min(self.opt.period, self.lock.config.grace))
+        period: N waiting nodes do not list every pod and PDB every period (`_BlockerChecks`)."""
+        await self._read_last_reboot()
         at_slot = [b for b in self.blockers if b.at_slot]
-        next_block_check = 0.0
-        blocked: BlockReason | None = None
-        slot_blocked: BlockReason | None = None
-        slot_checked: float | None = None  # monotonic time of the last at-slot answer
-
-        async def ask_at_slot() -> BlockReason | None:
-            nonlocal slot_blocked, slot_checked
-            slot_blocked, slot_checked = await self._ask(at_slot), self.clock.monotonic()
-            return slot_blocked
-
-        def slot_answer_stale() -> bool:
-            return slot_checked is None or self.clock.monotonic() - slot_checked >= self.opt.period
-
+        checks = _BlockerChecks(
+            periodic=self._blocked_reason,
+            at_slot=(lambda: self._ask(at_slot)) if at_slot else None,
+            next_in_line=self._next_in_line,
+            would_be_served=self._would_be_served,
+            clock=self.clock,
+            period=self.opt.period,
+        )
         joined = False  # joining the head is tried once per entry into the queue (lock.py rule 8)
         await self.lock.resolve_limits()  # a share of the nodes ("10%"): against today's count
         ticket = ticket_of(self._queue_record())
         async with self.lock.following() as changed:
             while not stop.is_set() and self.sentinel.required:
-                mono = self.clock.monotonic()
-                if mono >= next_block_check:
-                    blocked = await self._blocked_reason()
-                    if (
-                        blocked is None
-                        and at_slot
-                        and (slot_checked is None or slot_blocked is not None or self._next_in_line())
-                    ):
-                        await ask_at_slot()
-                    blocked = blocked or slot_blocked
-                    next_block_check = mono + self.opt.period
-                if blocked is None and at_slot and slot_answer_stale() and self._would_be_served():
-                    blocked = await ask_at_slot()  # about to take a slot on an old answer: ask now
-                if blocked is not None:
-                    # Stays in force until a fresh check (every period) clears it.
-                    await self._block(blocked)
-                    if self.opt.node in self.lock.state.waiters:
-                        await self.lock.leave_queue()
+                blocked = await checks.answer()
+                if blocked is not None:  # in force until a fresh check (every period) clears it
+                    await self._wait_blocked(stop, blocked, until=checks.next_check)
                     joined = False
-                    await self._wait_sentinel_or_stop(
-                        stop, seconds=max(0.01, next_block_check - self.clock.monotonic())
-                    )
                     continue
-                await self._handle_stale_holders()
-                verdict = await self.lock.try_acquire(
-                    phase="draining",  # marking and cordoning follow at once
-                    unavailable=self.budget.unavailable if self.budget is not None else None,
-                    ticket=ticket,
-                    join=not joined,
-                )
+                outcome = await self._try_slot(ticket=ticket, join=not joined)
                 joined = True
-                self.metrics.rollout_halted.set(1 if self.lock.state.halted else 0)
-                if verdict.allowed:
-                    await self._block(None, publish=False)  # cleared in the node-mark patch
-                    return True
-                if verdict.reason == "own_record":  # this node's record appeared: see `_step`
-                    return False
-                if verdict.reason == "lock_deleting" and await self.lock.finish_deletion():
-                    continue  # the deleted Lease is gone now: the next try re-creates it
-                await self._block(BlockReason(kind=verdict.reason, detail=self._slot_detail(verdict.reason)))
-                await changed(
-                    min(
-                        check_every,
-                        self._heartbeat_poll or check_every,
-                        max(0.05, next_block_check - self.clock.monotonic()),
-                    )
-                )
+                if outcome == "retry":
+                    continue
+                if outcome != "wait":
+                    return outcome == "taken"
+                await changed(self._slot_wait(until=checks.next_check))
+        await self._leave_queue()
+        return False
+
+    async def _read_last_reboot(self) -> None:
+        """When this node last rebooted (reboot-loop protection), read once per process."""
+        if LAST_REBOOT_ANNOTATION not in self.status.published:
+            node = await self._get_node()
+            annotations = node["metadata"].get("annotations") or {}
+            self.status.published[LAST_REBOOT_ANNOTATION] = annotations.get(LAST_REBOOT_ANNOTATION)
+
+    async def _wait_blocked(self, stop: asyncio.Event, blocked: BlockReason, *, until: float) -> None:
+        """Something blocks: say so, leave the queue's head, wait for the next check (or a
+        change of the sentinel)."""
+        await self._block(blocked)
+        await self._leave_queue()
+        await self._wait_sentinel_or_stop(stop, seconds=max(0.01, until - self.clock.monotonic()))
+
+    async def _leave_queue(self) -> None:
         if self.opt.node in self.lock.state.waiters:
             await self.lock.leave_queue()
-        return False
+
+    async def _try_slot(self, *, ticket: int | None, join: bool) -> str:
+        """Reclaim dead holders, then try to take a slot: "taken", "own_record" (this node's
+        record appeared: see `_step`), "retry" (a deleted Lease just went: try again at once),
+        or "wait" (the reason is published)."""
+        for _, reason in await self.lock.reclaim_stale_holders():
+            await self.status.halted(reason=reason)
+        verdict = await self.lock.try_acquire(
+            phase=Phase.DRAINING,  # marking and cordoning follow at once
+            unavailable=self.budget.unavailable if self.budget is not None else None,
+            ticket=ticket,
+            join=join,
+        )
+        self.status.rollout_halted(bool(self.lock.state.halted))
+        if verdict.allowed:
+            await self._block(None, publish=False)  # cleared in the node-mark patch
+            return "taken"
+        if verdict.reason == "own_record":
+            return "own_record"
+        if verdict.reason == "lock_deleting" and await self.lock.finish_deletion():
+            return "retry"  # the deleted Lease is gone now: the next try re-creates it
+        await self._block(BlockReason(kind=verdict.reason, detail=self._slot_detail(verdict.reason)))
+        return "wait"
+
+    def _slot_wait(self, *, until: float) -> float:
+        """How long to follow the Lease before trying again: at most the grace, sooner when a
+        kubelet's liveness is unknown or the blockers are due."""
+        check_every = max(0.05, min(self.opt.period, self.lock.config.grace))
+        return min(
+            check_every,
+            self.lock.heartbeat_poll or check_every,
+            max(0.05, until - self.clock.monotonic()),
+        )
 
     async def _refill_queue_head(self) -> None:
         """Our slot taken (and our node cordoned): name the next nodes in line in the Lease's head
@@ -676,112 +564,7 @@ class Cycle:
     async def _halt(self, *, reason: str, node: str) -> None:
         """Halt the rollout; the Event and notification go out only from whoever recorded it."""
         if await self.lock.halt(reason=reason, node=node):
-            await self._event("RebootdHalted", reason[:1000], warning=True)
-            await self._tell("halt", reason=reason)
-            self.metrics.rollout_halted.set(1)
-
-    async def _handle_stale_holders(self) -> None:
-        """Reclaim dead holders whose node is up and not yet rebooted; free the slot of a holder
-        whose Node is gone; halt on failed reboots and on nodes that are down.
-
-        Judged on a fresh read (a watch can lag), and reclaimed in two CAS steps scoped to the
-        stale grant: mark the record `reclaiming` (the slot stays taken), put the node back, then
-        remove the record. A holder that renews in between makes the first CAS a no-op; one that
-        comes back later finds its slot lost and puts its own node back. A Ready Node is not
-        enough to reclaim: Ready stays True for the node monitor's grace after a machine died,
-        and freeing the slot of a dead node lets a second node go down. The kubelet's heartbeat
-        Lease must be seen moving on our own clock (rebootd.heartbeat); one that stood still for
-        its lease duration means the node is down: halt, as for a NotReady node."""
-        self._heartbeat_poll = None
-        if self.lock.state.halted or not self.lock.observer.stale_holders(
-            self.lock.state, now=self.clock.monotonic()
-        ):
-            self._heartbeats.keep_only(())
-            return
-        state = await self.lock.refresh()
-        stale = self.lock.observer.stale_holders(state, now=self.clock.monotonic())
-        self._heartbeats.keep_only(h.node for h in stale)
-        for holder in stale:
-            try:
-                node: dict[str, Any] | None = await self.kube.get_node(name=holder.node)
-            except NotFound:
-                node = None
-            except KubeError:
-                continue  # cannot tell now: judge again on the next pass
-            if node is None:
-                # A Node that no longer exists disrupts nothing: free its slot (no halt).
-                if await self.lock.remove_holder(node=holder.node, expect=holder):
-                    self._log.warning(
-                        "rebootd.lock.holder_node_gone", gone_node=holder.node, phase=holder.phase
-                    )
-                continue
-            if is_ready(node) and holder.phase in {*PRE_REBOOT_PHASES, RECLAIMING}:
-                liveness, why = await self._kubelet_liveness(holder)
-                if liveness == "unknown":
-                    continue  # look again on the next pass
-                if liveness == "dead":
-                    await self._halt(reason=why, node=holder.node)
-                    continue
-                claimed = (
-                    holder
-                    if holder.phase == RECLAIMING
-                    else await self.lock.mark_reclaiming(node=holder.node, expect=holder)
-                )
-                if claimed is None:
-                    continue  # it renewed, or another observer is reclaiming it
-                # Read after the claim, written in one guarded step: a cordon racing us is
-                # undone, or refused because it requires the mark we remove.
-                await put_back_node(
-                    self.kube, node=holder.node, grant=claimed.grant, taken_from=claimed.taken_from
-                )
-                if await self.lock.remove_holder(node=holder.node, expect=claimed):
-                    self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
-                continue
-            if not is_ready(node):
-                why = (
-                    f"node {holder.node} is not Ready and its rebootd stopped renewing (phase {holder.phase})"
-                )
-            else:
-                why = f"node {holder.node} is up but its rebootd stopped renewing (phase {holder.phase})"
-            await self._halt(reason=why, node=holder.node)
-
-    async def _kubelet_liveness(self, holder: Holder) -> tuple[Liveness, str]:
-        """Look at the stale holder's kubelet heartbeat Lease: alive, dead (with the halt's
-        reason) or unknown. A daemon not allowed to read it cannot prove a node alive, ever: that
-        halts at once, naming the missing permission, rather than stalling the rollout silently."""
-        try:
-            lease: dict[str, Any] | None = await self.kube.get_lease(
-                namespace=HEARTBEAT_NAMESPACE, name=holder.node
-            )
-        except NotFound:
-            lease = None
-        except KubeError as exc:
-            if exc.status == 403:
-                return "dead", (
-                    f"cannot tell whether node {holder.node} is up (its rebootd stopped renewing in phase "
-                    f"{holder.phase}): reading its heartbeat Lease {HEARTBEAT_NAMESPACE}/{holder.node} "
-                    f"was refused ({exc.message[:200]}); rebootd needs `get` on leases in "
-                    f"{HEARTBEAT_NAMESPACE}"
-                )
-            return "unknown", ""
-        now = self.clock.monotonic()
-        duration = lease_seconds(lease)
-        liveness = self._heartbeats.judge(
-            node=holder.node, version=lease_version(lease), duration=duration, now=now
-        )
-        still = self._heartbeats.still_for(holder.node, now=now)
-        beat = "has no heartbeat Lease" if lease is None else "renewed no heartbeat"
-        why = (
-            f"node {holder.node} still shows Ready but its kubelet {beat} for {still:.0f}s "
-            f"(lease duration {duration:g}s) and its rebootd stopped renewing (phase {holder.phase}): "
-            "the node is taken to be down"
-        )
-        if liveness != "unknown":
-            self._log.info("rebootd.lock.heartbeat", stale_node=holder.node, liveness=liveness, still=still)
-        else:  # the next look must come within a renew interval of this one to prove anything
-            poll = max(0.05, duration * RENEW_FRACTION / 4)
-            self._heartbeat_poll = min(poll, self._heartbeat_poll or poll)
-        return liveness, why
+            await self.status.halted(reason=reason)
 
     # --- disruption: mark, cordon, drain, reboot ----------------------------------------------
     @contextlib.asynccontextmanager
@@ -814,7 +597,7 @@ class Cycle:
         # start from the newest version instead of meeting a 409.
         async with self.lock.following():
             task = asyncio.create_task(renew(), name=f"renew-{self.opt.node}")
-            self.metrics.lock_held.labels(node=self.opt.node).set(1)
+            self.status.holding(True)
             try:
                 yield
             finally:
@@ -862,15 +645,8 @@ class Cycle:
 
     async def _back_out(self, *, why: str) -> None:
         """Disrupt nothing more: put our node back (mark and, if ours, cordon) and free the slot."""
-        grant = self.lock.grant
-        self._log.warning("rebootd.cycle.back_out", reason=why[:300], grant=grant)
-        if grant:
-            mine = self.lock.mine
-            taken_from = mine.taken_from if mine is not None else ""
-            await put_back_node(self.kube, node=self.opt.node, grant=grant, taken_from=taken_from)
-        await self.signs.after_put_back()
-        await self.lock.release()
-        self.metrics.lock_held.labels(node=self.opt.node).set(0)
+        await self.lock.back_out(why=why, then=self.signs.after_put_back)
+        self.status.holding(False)
 
     async def _disrupt(self, stop: asyncio.Event, *, holder: Holder) -> None:
         self._requested = False
@@ -912,144 +688,146 @@ class Cycle:
     async def _prepare(self, stop: asyncio.Event, *, holder: Holder, node: dict[str, Any]) -> Holder | None:
         """Mark, confirm, cordon and drain; returns our record when the node is ready to reboot
         (None: nothing more to do in this pass). Runs under the slot guard."""
-        # The recovery baseline is read alongside the mark: a fresh slot needs both at once.
+        if await self.lock.put_back_earlier(node, holder=holder):  # an earlier grant's mark
+            node = await self._get_node()
+        mark = mark_of(node)
+        if mark is None and not self.sentinel.required:
+            # The need went away between taking the slot and touching the node: give it back.
+            await self.lock.release()
+            self.status.holding(False)
+            self._log.info("rebootd.cycle.no_longer_required")
+            return None
+        if mark is None:
+            holder, mark = await self._mark_node(holder=holder, node=node)
+        self._pass_gate()  # halted or paused since we took the slot: disrupt nothing
+        self._mark = mark
+        self.status.set_phase(Phase.DRAINING)
+        if not await self._cordon(stop, holder=holder):
+            return None
+        mark = await self._baseline_of_earlier_mark(mark)
+        self._pass_gate()
+        if not await self._drain(stop, mark=mark):
+            return None
+        return holder
+
+    async def _mark_node(self, *, holder: Holder, node: dict[str, Any]) -> tuple[Holder, Mark]:
+        """Rule 2 of lock.py: mark the node with the evidence (the boot id, whether an admin had
+        cordoned it, the recovery baseline read alongside), with the annotations deferred to
+        this write, then confirm on a fresh read that the Lease that took our grant still lists it."""
+        self._check_window()
         baseline: asyncio.Task[dict[str, Any]] | None = None
+        if self.recovery is not None:
+            baseline = asyncio.create_task(self.recovery.record(node=self.opt.node), name="baseline")
         try:
-            mark = mark_of(node)
-            if mark is not None and mark.grant != holder.grant:
-                # A mark of an earlier grant of ours (its daemon died before cleaning up).
-                await put_back_node(self.kube, node=self.opt.node, grant=mark.grant)
-                node, mark = await self._get_node(), None
-            if mark is None and not self.sentinel.required:
-                # The need went away between taking the slot and touching the node: give it back.
-                await self.lock.release()
-                self.metrics.lock_held.labels(node=self.opt.node).set(0)
-                self._log.info("rebootd.cycle.no_longer_required")
-                return None
-            if mark is None:
-                self._check_window()
-                if self.recovery is not None:
-                    baseline = asyncio.create_task(self.recovery.record(node=self.opt.node), name="baseline")
-                boot, source = self._host_boot_id(node)
-                if not boot:
-                    raise Gated("no_boot_id", f"no boot id to prove a reboot with ({self.opt.boot_id_file})")
-                evidence: dict[str, Any] = {
-                    "bootID": boot,
-                    "bootSource": source,
-                    "wasUnschedulable": bool((node.get("spec") or {}).get("unschedulable", False)),
-                }
-                if baseline is not None:  # what "healthy again" means: read before anything moves
-                    evidence["baseline"] = await baseline
-                # Rule 2 of lock.py: mark the node (the evidence lives in the mark), then confirm
-                # on a fresh read that the Lease that took our grant still lists it.
-                mark = Mark(holder=replace(holder, phase="draining"), evidence=evidence)
-                deferred = self._take_deferred()
-                try:
-                    await set_annotations(
-                        self.kube,
-                        node=self.opt.node,
-                        annotations={
-                            **deferred,
-                            NODE_MARK_ANNOTATION: mark.encode(),
-                            WAITING_ANNOTATION: None,
-                        },
-                        labels={REQUIRED_LABEL: deferred[REQUIRED_ANNOTATION]}
-                        if REQUIRED_ANNOTATION in deferred
-                        else None,
-                    )
-                except BaseException:
-                    self._restore_deferred(deferred)
-                    raise
-                self._published.update({**deferred, WAITING_ANNOTATION: None})
-                holder = await self.lock.confirm()
-            gated = self.lock.gate()
-            if gated is not None:  # halted or paused since we took the slot: disrupt nothing
-                raise gated
-            self._check_window()
-            self._mark = mark
-            self._set_phase("draining")
-            # kured's drain(): pre-reboot labels, the drain delay, the "drain" notification, then
-            # the cordon and the drain; the gate and the window are asked again after the delay.
-            await self.signs.before_cordon()
-            if self.opt.drain_delay:
-                if await self._sleep(stop, self.opt.drain_delay):
-                    return None
-                gated = self.lock.gate()
-                if gated is not None:
-                    raise gated
-                self._check_window()
-            await self._tell("drain")
-            # Only while our grant's mark is there: a reclaimer that judged us dead removes it in
-            # the same guarded step as its uncordon, so our cordon cannot land after it unseen.
-            await cordon(self.kube, node=self.opt.node, grant=holder.grant)
-            await self._refill_queue_head()
-            if self.opt.annotate_nodes:
-                await self._publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
-            await self._event("RebootdDrain", "cordoned by rebootd; draining before reboot")
-            if self.recovery is not None and "baseline" not in mark.evidence:  # a mark of an earlier version
-                mark = Mark(
-                    holder=mark.holder,
-                    evidence={**mark.evidence, "baseline": await self.recovery.record(node=self.opt.node)},
-                )
-                await self._write_mark(mark)
-            gated = self.lock.gate()
-            if gated is not None:
-                raise gated
-            self._check_window()
-            started = self.clock.monotonic()
-            try:
-                result = await drain_node(
-                    self.kube,
-                    node=self.opt.node,
-                    options=self.opt.drain,
-                    stop=stop,
-                    clock=self.clock,
-                    fence=self.lock.fence,
-                )
-            except DrainStopped:
-                return None  # shutting down: the next daemon resumes from the record (phase draining)
-            except DrainError as exc:
-                await self._event("RebootdDrainFailed", str(exc)[:1000], warning=True)
-                if not self.opt.force_reboot:
-                    raise _DrainFailed(f"drain failed: {exc}") from exc
-                self._log.warning("rebootd.cycle.forced_reboot", error=str(exc)[:300])
-                result = None
-            self.metrics.drain_seconds.labels(node=self.opt.node).observe(self.clock.monotonic() - started)
-            evicted = [] if result is None else [p.to_json() for p in result.evicted]
-            self._mark = Mark(
-                holder=mark.holder,
-                evidence={
-                    **mark.evidence,
-                    "evicted": evicted,
-                    "rebootRequested": self.clock.now().isoformat(),
-                },
-            )
-            return holder
+            boot, source = self._host_boot_id(node)
+            if not boot:
+                raise Gated("no_boot_id", f"no boot id to prove a reboot with ({self.opt.boot_id_file})")
+            evidence: Evidence = {
+                "bootID": boot,
+                "bootSource": source,
+                "wasUnschedulable": bool((node.get("spec") or {}).get("unschedulable", False)),
+            }
+            if baseline is not None:  # what "healthy again" means: read before anything moves
+                evidence["baseline"] = cast(Baseline, await baseline)
         finally:
             if baseline is not None and not baseline.done():
                 baseline.cancel()
                 with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
                     await baseline
+        deferred = self.status.take_deferred()
+        try:
+            mark = await self.lock.mark(
+                holder=holder,
+                evidence=evidence,
+                annotations={**deferred, WAITING_ANNOTATION: None},
+                labels={REQUIRED_LABEL: deferred[REQUIRED_ANNOTATION]}
+                if REQUIRED_ANNOTATION in deferred
+                else None,
+            )
+        except BaseException:
+            self.status.restore_deferred(deferred)
+            raise
+        self.status.published.update({**deferred, WAITING_ANNOTATION: None})
+        return await self.lock.confirm(), mark
+
+    def _pass_gate(self) -> None:
+        """The escalation gate (lock.py rule 1): raise Gated when halted, paused, the Lease being
+        deleted or outside the window."""
+        gated = self.lock.gate()
+        if gated is not None:
+            raise gated
+        self._check_window()
+
+    async def _cordon(self, stop: asyncio.Event, *, holder: Holder) -> bool:
+        """kured's drain(): pre-reboot labels, the drain delay, the "drain" notification, then the
+        cordon (only while our grant's mark is there); the gate and the window are asked again
+        after the delay. False when stopped during the delay."""
+        await self.signs.before_cordon()
+        if self.opt.drain_delay:
+            if await self._sleep(stop, self.opt.drain_delay):
+                return False
+            self._pass_gate()
+        await self.status.tell("drain")
+        await self.lock.cordon(holder=holder)
+        await self._refill_queue_head()
+        if self.opt.annotate_nodes:
+            await self.status.publish(**{PHASE_ANNOTATION: f"draining since {self.clock.now().isoformat()}"})
+        await self.status.event("RebootdDrain", "cordoned by rebootd; draining before reboot")
+        return True
+
+    async def _baseline_of_earlier_mark(self, mark: Mark) -> Mark:
+        """A mark of an earlier version lacks the recovery baseline: read it now, and keep it."""
+        if self.recovery is None or "baseline" in mark.evidence:
+            return mark
+        mark = Mark(
+            holder=mark.holder,
+            evidence={
+                **mark.evidence,
+                "baseline": cast(Baseline, await self.recovery.record(node=self.opt.node)),
+            },
+        )
+        await self._write_mark(mark)
+        return mark
+
+    async def _drain(self, stop: asyncio.Event, *, mark: Mark) -> bool:
+        """Drain the node, fenced by the slot's deadline; the evicted pods and the time of the
+        reboot request go into the mark kept for the `rebooting` write. False when stopped (the
+        next daemon resumes from the record, phase draining); _DrainFailed unless forced."""
+        started = self.clock.monotonic()
+        try:
+            result = await drain_node(
+                self.kube,
+                node=self.opt.node,
+                options=self.opt.drain,
+                stop=stop,
+                clock=self.clock,
+                fence=self.lock.fence,
+            )
+        except DrainStopped:
+            return False
+        except DrainError as exc:
+            await self.status.event("RebootdDrainFailed", str(exc)[:1000], warning=True)
+            if not self.opt.force_reboot:
+                raise _DrainFailed(f"drain failed: {exc}") from exc
+            self._log.warning("rebootd.cycle.forced_reboot", error=str(exc)[:300])
+            result = None
+        self.status.drained_in(self.clock.monotonic() - started)
+        evicted = [] if result is None else [p.to_json() for p in result.evicted]
+        self._mark = Mark(
+            holder=mark.holder,
+            evidence={**mark.evidence, "evicted": evicted, "rebootRequested": self.clock.now().isoformat()},
+        )
+        return True
 
     async def _write_mark(self, mark: Mark) -> None:
-        """Rewrite our mark, only while the Node carries our grant's mark (NodeChanged otherwise):
-        a mark removed by a reclaimer or an unlock is never brought back."""
-        grant = mark.grant
-
-        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
-            current = mark_of(obj)
-            if current is None or current.grant != grant:
-                raise NodeChanged(f"node {self.opt.node}: the mark of grant {grant} is gone")
-            return {"metadata": {"annotations": {NODE_MARK_ANNOTATION: mark.encode()}}}
-
-        await guarded_patch(self.kube, node=self.opt.node, plan=plan, what="mark")
+        await self.lock.write_mark(mark)
         self._mark = mark
 
     async def _reboot(self, stop: asyncio.Event, *, holder: Holder) -> None:
         """Request the reboot behind the last gate: the window, then the `rebooting` CAS that
         refuses while halted or paused and counts the attempt, then the deadline. A retry (the
         record counts earlier attempts) waits a back-off first."""
-        self._set_phase("rebooting")
+        self.status.set_phase(Phase.REBOOTING)
         if self.opt.reboot_delay and await self._sleep(stop, self.opt.reboot_delay):
             return
         if holder.attempts:
@@ -1069,15 +847,14 @@ class Cycle:
         # The node's mark must say "rebooting" before the reboot is requested: a Lease recreated
         # from a stale "draining" mark would have the node drained and rebooted a second time.
         mark = self._mark or Mark(holder=holder)
-        await self._write_mark(Mark(holder=replace(holder, phase="rebooting"), evidence=mark.evidence))
+        await self._write_mark(Mark(holder=replace(holder, phase=Phase.REBOOTING), evidence=mark.evidence))
         if self.opt.annotate_nodes:
-            await self._publish(**{PHASE_ANNOTATION: f"rebooting since {self.clock.now().isoformat()}"})
-        await self._event("RebootdReboot", "rebooting the node")
-        await self._tell("reboot")
-        await self._flush_events(within=1.0)  # bounded: the reboot ends this process
-        if self._flush is not None:
-            await self._flush()  # bounded too
-        holder = await self.lock.set_phase(phase="rebooting", gated=True, attempts=holder.attempts + 1)
+            await self.status.publish(**{PHASE_ANNOTATION: f"rebooting since {self.clock.now().isoformat()}"})
+        await self.status.event("RebootdReboot", "rebooting the node")
+        await self.status.tell("reboot")
+        await self.status.flush_events(within=1.0)  # bounded: the reboot ends this process
+        await self.status.flush_notifications()  # bounded too
+        holder = await self.lock.set_phase(phase=Phase.REBOOTING, gated=True, attempts=holder.attempts + 1)
         self._check_window()
         self.lock.fence()
         self._requested = True
@@ -1099,16 +876,16 @@ class Cycle:
         up to `reboot_attempts` times, then the rollout halts and this node waits, holding its
         slot, for `rebootd resume` (each resume allows that many attempts again)."""
         self._log.warning("rebootd.cycle.reboot_failed", reason=reason[:300], attempts=holder.attempts)
-        await self._event("RebootdRebootFailed", reason[:1000], warning=True)
+        await self.status.event("RebootdRebootFailed", reason[:1000], warning=True)
         if holder.attempts % max(1, self.opt.reboot_attempts) == 0:
             await self._halt(reason=f"{reason} ({holder.attempts} attempts)", node=self.opt.node)
-            self.metrics.reboots.labels(node=self.opt.node, result="reboot_failed").inc()
+            self.status.outcome("reboot_failed")
             await self._wait_for_resume(stop)
 
     async def _give_up(self, stop: asyncio.Event, *, reason: str) -> None:
         """Drain failed: put the node back (our cordon only), free the slot, back off."""
         await self._back_out(why=reason)
-        self.metrics.reboots.labels(node=self.opt.node, result="drain_failed").inc()
+        self.status.outcome("drain_failed")
         self._failures += 1
         backoff = min(self.opt.backoff_max, self.opt.period * 2 ** min(self._failures, 12))
         backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
@@ -1123,7 +900,7 @@ class Cycle:
             node = await self._get_node()
             mark = mark_of(node)
             if mark is None or mark.grant != holder.grant:
-                mark = Mark(holder=holder, evidence=dict(holder.evidence))  # no mark: no evidence
+                mark = Mark(holder=holder, evidence=cast(Evidence, dict(holder.evidence)))  # no mark: none
             try:
                 await self._after_reboot_steps(stop, holder=holder, mark=mark)
             except Gated as exc:  # a resumed pass whose reboot never happened met the gate
@@ -1141,96 +918,110 @@ class Cycle:
     async def _after_reboot_steps(self, stop: asyncio.Event, *, holder: Holder, mark: Mark) -> None:
         self._mark = mark
         if holder.phase in BOOTING_PHASES:
-            before = str(mark.evidence.get("bootID") or "")
-            node = await self._get_node()
-            if mark.evidence.get("bootSource") == "node":
-                now_boot = boot_id(node)
-            else:
-                now_boot, _ = self._host_boot_id(node)
-            if not before or not now_boot:
-                reason = (
-                    f"node {self.opt.node}: no boot id to prove its reboot "
-                    f"(recorded {before!r}, now {now_boot!r})"
-                )
-                await self._halt(reason=reason, node=self.opt.node)
-                await self._wait_for_resume(stop)
-                return
-            if now_boot == before:
-                # Recorded "rebooting" but this machine never went down (we died before or right
-                # after the request, or the request failed): request it again, behind the gate.
-                await self._reboot(stop, holder=holder)
-                return
-            self._set_phase("verifying")
-            if not await self._verify_reboot(stop, holder=holder, boot=now_boot):
+            if not await self._prove_reboot(stop, holder=holder, mark=mark):
                 return
             # No Lease write for this step: putting the node back is idempotent, and a pass
             # resumed from "rebooting" verifies the boot again and gets here.
-            holder = replace(holder, phase="uncordoning")
-        if holder.phase == "uncordoning":  # (also the record of a daemon of an earlier version)
-            self._set_phase("uncordoning")
-            await uncordon(self.kube, node=self.opt.node, grant=holder.grant)
-            await self.signs.set_taint(on=False)
-            await self.signs.after_uncordon()  # kured: the post-reboot labels after the uncordon
-            await self._event("RebootdUncordon", "rebooted, verified and back in service")
-            await self._tell("uncordon")
-            holder = await self.lock.set_phase(phase="recovering")
-        if holder.phase == "recovering":
-            self._set_phase("recovering")
-            if self.recovery is not None:
-                problem = await self.recovery.wait_healthy(
-                    node=self.opt.node, evidence=mark.evidence, within=self.opt.recovery_timeout, stop=stop
-                )
-                if stop.is_set():
-                    return
-                if problem is not None:
-                    reason = (
-                        f"workloads disrupted by the reboot of {self.opt.node} are not healthy: {problem}"
-                    )
-                    await self._event("RebootdRecoveryFailed", reason[:1000], warning=True)
-                    await self._halt(reason=reason, node=self.opt.node)
-                    self.metrics.reboots.labels(node=self.opt.node, result="recovery_failed").inc()
-                    # Keep the slot: the rollout is halted until an operator resumes it.
-                    await self._wait_for_resume(stop)
-                    return
+            holder = replace(holder, phase=Phase.UNCORDONING)
+        if holder.phase == Phase.UNCORDONING:  # (also the record of a daemon of an earlier version)
+            holder = await self._uncordon(holder)
+        if holder.phase == Phase.RECOVERING and not await self._recover(stop, mark=mark):
+            return
         # No Lease write for "releasing": a pass resumed during the release delay re-checks the
         # recovery (healthy at once) and waits the delay again.
-        self._set_phase("releasing")
+        self.status.set_phase(Phase.RELEASING)
         if self.opt.release_delay and await self._sleep(stop, self.opt.release_delay):
             return
+        await self._release()
+
+    async def _prove_reboot(self, stop: asyncio.Event, *, holder: Holder, mark: Mark) -> bool:
+        """Recorded `rebooting`: did this machine reboot? True once proven (a new boot id, then the
+        Node's own proof: `_verify_reboot`). No boot id to compare halts; the same boot id means
+        the request never took effect: it is made again, behind the gate."""
+        before = str(mark.evidence.get("bootID") or "")
+        node = await self._get_node()
+        if mark.evidence.get("bootSource") == "node":
+            now_boot = boot_id(node)
+        else:
+            now_boot, _ = self._host_boot_id(node)
+        if not before or not now_boot:
+            reason = (
+                f"node {self.opt.node}: no boot id to prove its reboot "
+                f"(recorded {before!r}, now {now_boot!r})"
+            )
+            await self._halt(reason=reason, node=self.opt.node)
+            await self._wait_for_resume(stop)
+            return False
+        if now_boot == before:
+            # Recorded "rebooting" but this machine never went down (we died before or right
+            # after the request, or the request failed): request it again, behind the gate.
+            await self._reboot(stop, holder=holder)
+            return False
+        self.status.set_phase(Phase.VERIFYING)
+        return await self._verify_reboot(stop, holder=holder, boot=now_boot)
+
+    async def _uncordon(self, holder: Holder) -> Holder:
+        """Back in service: our cordon lifted (only ours), kured's signs after an uncordon, then
+        the record says `recovering`."""
+        self.status.set_phase(Phase.UNCORDONING)
+        await uncordon(self.kube, node=self.opt.node, grant=holder.grant)
+        await self.signs.set_taint(on=False)
+        await self.signs.after_uncordon()  # kured: the post-reboot labels after the uncordon
+        await self.status.event("RebootdUncordon", "rebooted, verified and back in service")
+        await self.status.tell("uncordon")
+        return await self.lock.set_phase(phase=Phase.RECOVERING)
+
+    async def _recover(self, stop: asyncio.Event, *, mark: Mark) -> bool:
+        """Wait until the workloads the reboot disrupted are healthy again: True when they are (or
+        there is no recovery gate); on recovery-timeout the rollout halts and we keep the slot
+        until an operator resumes it."""
+        self.status.set_phase(Phase.RECOVERING)
+        if self.recovery is None:
+            return True
+        problem = await self.recovery.wait_healthy(
+            node=self.opt.node, evidence=mark.evidence, within=self.opt.recovery_timeout, stop=stop
+        )
+        if stop.is_set():
+            return False
+        if problem is None:
+            return True
+        reason = f"workloads disrupted by the reboot of {self.opt.node} are not healthy: {problem}"
+        await self.status.event("RebootdRecoveryFailed", reason[:1000], warning=True)
+        await self._halt(reason=reason, node=self.opt.node)
+        self.status.outcome("recovery_failed")
+        await self._wait_for_resume(stop)
+        return False
+
+    async def _release(self) -> None:
+        """Done: the mark and the queue record go (before the release: a node that keeps a mark
+        is put back at start), the last-reboot time is written, then the slot is given back."""
         finished = self.clock.now().isoformat()
-        self._deferred.clear()  # this pass's join, if never written, is over: not written after it
-        await set_annotations(  # before the release: a node that keeps a mark is put back at start
+        self.status.deferred.clear()  # this pass's join, if never written, is over: not written after it
+        done: dict[str, str | None] = {
+            LAST_REBOOT_ANNOTATION: finished,
+            REQUIRED_ANNOTATION: None,
+            WAITING_ANNOTATION: None,
+            QUEUE_ANNOTATION: None,
+        }
+        await set_annotations(
             self.kube,
             node=self.opt.node,
-            annotations={
-                NODE_MARK_ANNOTATION: None,
-                LAST_REBOOT_ANNOTATION: finished,
-                REQUIRED_ANNOTATION: None,
-                WAITING_ANNOTATION: None,
-                QUEUE_ANNOTATION: None,
-            },
+            annotations={NODE_MARK_ANNOTATION: None, **done},
             labels={REQUIRED_LABEL: None},
         )
-        self._published.update(
-            {
-                LAST_REBOOT_ANNOTATION: finished,
-                REQUIRED_ANNOTATION: None,
-                WAITING_ANNOTATION: None,
-                QUEUE_ANNOTATION: None,
-            }
-        )
+        self.status.published.update(done)
         if self.opt.annotate_nodes:
-            await self._publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})
+            await self.status.publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})
         await self.signs.annotate(  # kured: in-progress goes before the lock, once none is needed
             required=self.sentinel.required, in_window=True, rebooted=True, now=self.clock.now()
         )
         await self.lock.release()
         self._mark = None
-        self.metrics.lock_held.labels(node=self.opt.node).set(0)
-        self.metrics.reboots.labels(node=self.opt.node, result="success").inc()
+        self.status.holding(False)
+        self.status.outcome("success")
         self._failures = 0
         self._log.info("rebootd.cycle.done")
-        self._set_phase("idle")
+        self.status.set_phase(Phase.IDLE)
 
     async def _wait_for_resume(self, stop: asyncio.Event) -> None:
         """Halted by us: hold the slot until an operator clears the halt."""
@@ -1247,8 +1038,8 @@ class Cycle:
             while not stop.is_set():
                 node = follower.latest
                 if node is not None and boot_id(node) == boot and is_ready(node):
-                    self._node_uid = node["metadata"].get("uid", self._node_uid)
-                    self.metrics.reboot_seconds.labels(node=self.opt.node).observe(
+                    self.status.node_uid = node["metadata"].get("uid", self.status.node_uid)
+                    self.status.rebooted_in(
                         self._since((self._mark.evidence if self._mark else {}).get("rebootRequested"))
                     )
                     return True
@@ -1262,9 +1053,9 @@ class Cycle:
             f"node {self.opt.node}: its kubelet did not report the new boot ({boot}) and Ready "
             f"within {self.opt.boot_timeout:g}s of the reboot"
         )
-        await self._event("RebootdRebootNotProven", reason, warning=True)
+        await self.status.event("RebootdRebootNotProven", reason, warning=True)
         await self._halt(reason=reason, node=self.opt.node)
-        self.metrics.reboots.labels(node=self.opt.node, result="not_proven").inc()
+        self.status.outcome("not_proven")
         return False
 
     def _since(self, iso: object) -> float:

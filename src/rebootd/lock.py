@@ -75,6 +75,12 @@ Rules built on them:
    outside the head try when the head leaves a slot free), never seat a holder beyond the
    limits. The Lease stays O(concurrency) in size; each write of it reaches O(waiters) watchers.
 
+The split follows client-go's: `LeaseStore` reads the Lease and CAS-writes it (resourcelock;
+what the operator commands use, holding no grant); `LeaseLock` is one node's participant on it
+(LeaderElector: acquire, renew, release, the node's mark, cordon and put-back, the take-over of
+its own node's record, the reclaim of dead holders); the judgements are pure, in `lockstate.py`.
+cycle.py only sequences these steps.
+
 Step numbers in log events follow client-go's leaderelection: acquire = 1 read, 2 decide,
 3 write; renew = 1 read, 2 check we still hold, 3 write.
 """
@@ -86,20 +92,32 @@ import contextlib
 import json
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from rebootd.clock import Clock
-from rebootd.kube import Conflict, Kube, NotFound, ObjectFollower, format_microtime
+from rebootd.heartbeat import (
+    HEARTBEAT_NAMESPACE,
+    RENEW_FRACTION,
+    HeartbeatJudge,
+    Liveness,
+    lease_seconds,
+    lease_version,
+)
+from rebootd.kube import Conflict, Kube, KubeError, NotFound, ObjectFollower, format_microtime
 from rebootd.lockstate import (
+    ADOPT,
+    FREE,
     HEAD_MAX,
     JOIN,
     PATIENT_ACTIONS,
+    RECLAIM,
     RECLAIMING,
     STATE_ANNOTATION,
     TAKE,
     TAKE_OUTSIDE,
+    TAKE_OVER,
     WAIT,
     Holder,
     Limits,
@@ -107,8 +125,11 @@ from rebootd.lockstate import (
     Observer,
     Verdict,
     Waiter,
+    claim_own_record,
+    judge_stale_holder,
     plan_acquire,
     resolve_share,
+    state_of,
     with_head,
 )
 from rebootd.logs import get_logger
@@ -122,7 +143,8 @@ from rebootd.marks import (
     halt_mirror,
     mark_of,
 )
-from rebootd.node import guarded_patch, set_annotations
+from rebootd.node import CordonResult, NodeChanged, cordon, guarded_patch, is_ready, set_annotations
+from rebootd.phases import Evidence, Phase
 
 LOCK_FINALIZER = "rebootd.io/lock"
 MAX_CAS_ATTEMPTS = 20
@@ -132,6 +154,7 @@ __all__ = [
     "NODE_MARK_ANNOTATION",
     "Gated",
     "LeaseLock",
+    "LeaseStore",
     "LockConfig",
     "LostSlot",
     "Mark",
@@ -199,26 +222,26 @@ def gate_of(state: LockState, *, deleting: bool = False) -> Gated | None:
     return None
 
 
-class LeaseLock:
-    """This node's view of the Lease, and every write it makes to it."""
+class LeaseStore:
+    """The Lease as a store (client-go's resourcelock): read it (creating it when missing, rule
+    4), and compare-and-swap a new state onto the version read (rule A). It knows no grant and
+    takes no slot: the operator commands (admin.py) use it as it is; a participant (`LeaseLock`)
+    is built on it. `ttl` is written as the Lease's leaseDurationSeconds."""
 
-    def __init__(self, *, kube: Kube, config: LockConfig, clock: Clock) -> None:
+    def __init__(
+        self, *, kube: Kube, namespace: str, name: str, clock: Clock, ttl: float, identity: str
+    ) -> None:
         self.kube = kube
-        if not config.pod:
-            config = replace(config, pod=f"process-{secrets.token_hex(6)}")
-        self.config = config
+        self.identity = identity  # who writes: a node's name, or the operator's
+        self.namespace = namespace
+        self.name = name
         self.clock = clock
-        self.observer = Observer(ttl=config.ttl, grace=config.grace, boot_allowance=config.boot_allowance)
+        self.ttl = ttl
         self._lease: dict[str, Any] | None = None
         self._parsed: tuple[tuple[Any, Any, int], LockState] | None = None
         self._followers: list[ObjectFollower] = []  # watches of the Lease open now (innermost last)
-        # The grant this daemon holds ("" = none), and when it last wrote its record.
-        self.grant = ""
-        self.record_written_at = float("-inf")
-        self.valid_until = float("-inf")
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._nodes: int | None = None  # the cluster's node count, once read (`_spread`)
-        self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
+        self._log = get_logger(lock=f"{namespace}/{name}")
 
     # --- reading ----------------------------------------------------------------------------
     @property
@@ -243,32 +266,11 @@ class LeaseLock:
             self._parsed = (key, state_of(self._lease))
         return self._parsed[1]
 
-    @property
-    def mine(self) -> Holder | None:
-        """Our grant's record in the Lease as last seen (None when we hold no slot)."""
-        holder = self.state.holders.get(self.config.node)
-        return holder if holder is not None and holder.owned_by(self.grant) else None
-
-    def gate(self) -> Gated | None:
-        return gate_of(self.state, deleting=self.deleting)
-
-    def fence(self) -> None:
-        """Raise SlotExpired unless our last record write is recent enough (safety mechanism C)."""
-        if self.clock.monotonic() >= self.valid_until:
-            raise SlotExpired(
-                f"{self.config.node}: no record write for longer than the lock TTL allows; "
-                "the slot may be another node's now"
-            )
-
     def adopt(self, lease: dict[str, Any] | None) -> LockState:
-        """Take a Lease seen on the watch as the latest; returns its state and updates staleness."""
+        """Take a Lease seen on a watch (or read) as the latest, if newer; returns its state."""
         if lease is not None and self._is_newer(lease):
             self._lease = lease
-        state = self.state
-        self.observer.observe(
-            state, now=self.clock.monotonic(), limits=self.config.limits, lease_uid=self.uid
-        )
-        return state
+        return self.state
 
     def _is_newer(self, lease: dict[str, Any]) -> bool:
         if self._lease is None:
@@ -294,11 +296,19 @@ class LeaseLock:
     async def refresh(self) -> LockState:
         """Step 1: read the Lease from the server (creating it when missing)."""
         try:
-            lease = await self.kube.get_lease(namespace=self.config.namespace, name=self.config.name)
+            lease = await self.kube.get_lease(namespace=self.namespace, name=self.name)
         except NotFound:
             lease = await self._create()
         self._lease = lease
         return self.adopt(None)
+
+    async def read(self) -> LockState | None:
+        """Read the Lease without creating it: its state, or None when there is none."""
+        try:
+            lease = await self.kube.get_lease(namespace=self.namespace, name=self.name)
+        except NotFound:
+            return None
+        return self.adopt(lease)
 
     async def _create(self) -> dict[str, Any]:
         """Create the Lease, copying in every node that carries a holder mark and every halt
@@ -311,7 +321,8 @@ class LeaseLock:
             mirrored = halt_mirror(node)
             if mirrored is not None and not state.halted:
                 state = replace(state, halted=mirrored)
-        if not _within_limits(state, self.config.limits):
+        limits = self._limits()
+        if limits is not None and not _within_limits(state, limits):
             # Only a holder that confirmed in its own Lease disrupts its node, and a Lease that
             # existed after a holder's mark copied it onward: so of the marked nodes beyond the
             # limits, those not yet confirmed back out at their confirmation (rule 2), and a dead
@@ -323,9 +334,9 @@ class LeaseLock:
             )
         body = self._lease_body(state, base=None)
         try:
-            created = await self.kube.create_lease(namespace=self.config.namespace, body=body)
+            created = await self.kube.create_lease(namespace=self.namespace, body=body)
         except Conflict:  # AlreadyExists: somebody else created it first
-            return await self.kube.get_lease(namespace=self.config.namespace, name=self.config.name)
+            return await self.kube.get_lease(namespace=self.namespace, name=self.name)
         self._log.info("rebootd.lock.created", holders=state.holder_identity(), halted=bool(state.halted))
         return created
 
@@ -336,8 +347,8 @@ class LeaseLock:
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {
-                    "name": self.config.name,
-                    "namespace": self.config.namespace,
+                    "name": self.name,
+                    "namespace": self.namespace,
                     "finalizers": [LOCK_FINALIZER],
                 },
                 "spec": {"acquireTime": now, "leaseTransitions": 0},
@@ -360,9 +371,16 @@ class LeaseLock:
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
             spec["acquireTime"] = now
         spec["holderIdentity"] = identity
-        spec["leaseDurationSeconds"] = max(1, round(self.config.ttl))
+        spec["leaseDurationSeconds"] = max(1, round(self.ttl))
         spec["renewTime"] = now
         return lease
+
+    def _limits(self) -> Limits | None:
+        """The limits a Lease re-created from the Nodes' marks is checked against (a warning)."""
+        return None
+
+    def _written(self, *, before: LockState, after: LockState, sent: float) -> None:
+        """Called after each successful write of `after` over `before`, sent at `sent`."""
 
     # --- writing ----------------------------------------------------------------------------
     async def update(
@@ -390,9 +408,7 @@ class LeaseLock:
             body = self._lease_body(new_state, base=self._lease)
             sent = self.clock.monotonic()
             try:
-                written = await self.kube.replace_lease(
-                    namespace=self.config.namespace, name=self.config.name, body=body
-                )
+                written = await self.kube.replace_lease(namespace=self.namespace, name=self.name, body=body)
             except Conflict:
                 self._log.debug("rebootd.lock.conflict", step="3-write", change=event, attempt=attempt)
                 if patient():  # spread over up to 2 s: 200 nodes queueing at once stop colliding
@@ -404,17 +420,167 @@ class LeaseLock:
             except NotFound:  # deleted between read and write: recreate, then decide again
                 await self.refresh()
                 continue
-            before = current.holders.get(self.config.node)
             self._lease = written
             self.adopt(None)
-            after = new_state.holders.get(self.config.node)
-            if after is not None and after != before and after.owned_by(self.grant):
-                self.record_written_at = sent
-                self.valid_until = sent + self.config.ttl - self.config.margin
+            self._written(before=current, after=new_state, sent=sent)
             self._log.info("rebootd.lock.written", change=event, holders=new_state.holder_identity())
             return new_state
         raise Conflict(status=409, reason="Conflict", message=f"gave up after {MAX_CAS_ATTEMPTS} conflicts")
 
+    async def finish_deletion(self) -> bool:
+        """Let a deleted Lease go: remove our finalizer once nobody holds a slot and the rollout is
+        neither paused nor halted (rule 4). True when removed (the next read re-creates it)."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            lease = self._lease
+            if lease is None or not self.deleting:
+                return False
+            state = self.state
+            if state.holders or state.halted or state.paused:
+                return False
+            body = json.loads(json.dumps(lease))
+            meta = body["metadata"]
+            meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != LOCK_FINALIZER]
+            try:
+                await self.kube.replace_lease(namespace=self.namespace, name=self.name, body=body)
+            except Conflict:
+                await self.refresh()
+                continue
+            except NotFound:
+                return True
+            self._log.info("rebootd.lock.deletion_finished")
+            self._lease = None
+            return True
+        return False
+
+    async def halt(self, *, reason: str, node: str) -> bool:
+        """Record a halt and mirror it on the halted node; True when this call recorded it (False:
+        the rollout was already halted)."""
+        at = format_microtime(self.clock.now())
+        halted = {"reason": reason, "node": node, "at": at}
+
+        def stop_all(state: LockState) -> LockState | None:
+            if state.halted:
+                return None
+            return replace(state, halted=halted)
+
+        written = await self.update(stop_all, event="halt") is not None
+        if written:
+            self._log.error("rebootd.lock.halted", reason=reason, halted_node=node)
+            with contextlib.suppress(NotFound):
+                await set_annotations(
+                    self.kube, node=node, annotations={HALT_ANNOTATION: encode_halt(halted)}
+                )
+        return written
+
+    async def mark_reclaiming(self, *, node: str, expect: Holder) -> Holder | None:
+        """Step 1 of reclaiming a stale holder: if its record is still exactly what we judged stale
+        (same grant, same write), mark it `reclaiming` (the slot stays taken while its node is put
+        back). The winner of this CAS, and only it, goes on; returns the marked record."""
+        by = self.identity
+
+        def claim(state: LockState) -> LockState | None:
+            current = state.holders.get(node)
+            if not _same_write(current, expect):
+                return None
+            assert current is not None
+            marked = replace(current, phase=RECLAIMING, seq=current.seq + 1, evidence={"reclaimedBy": by})
+            return state.with_holder(marked)
+
+        if await self.update(claim, event=f"reclaiming:{node}") is None:
+            return None
+        return self.state.holders.get(node)
+
+    async def remove_holder(self, *, node: str, expect: Holder) -> bool:
+        """Remove a holder's record if it is still exactly `expect` (same grant, same write)."""
+
+        def reclaim(state: LockState) -> LockState | None:
+            return state.without_holder(node) if _same_write(state.holders.get(node), expect) else None
+
+        return await self.update(reclaim, event=f"reclaim:{node}") is not None
+
+    async def reclaim(self, *, node: str, expect: Holder, keep_cordon: bool = False) -> bool | None:
+        """The reclaim protocol for the grant of `expect` (`node`'s record as judged): mark the
+        record `reclaiming` (unless it already is: a reclaimer died half-way), put the node back
+        (its mark, and its cordon unless `keep_cordon`) in one guarded write, remove the record.
+        None when the claim failed (the record changed: its daemon renewed, or another reclaims
+        it); else whether this call removed the record."""
+        claimed = (
+            expect if expect.phase == RECLAIMING else await self.mark_reclaiming(node=node, expect=expect)
+        )
+        if claimed is None:
+            return None
+        # Read after the claim, written in one guarded step: a cordon racing us is undone, or
+        # refused because it requires the mark we remove.
+        await put_back_node(
+            self.kube, node=node, grant=claimed.grant, keep_cordon=keep_cordon, taken_from=claimed.taken_from
+        )
+        return await self.remove_holder(node=node, expect=claimed)
+
+
+class LeaseLock(LeaseStore):
+    """This node's view of the Lease, and every write it makes to it: a participant of the lock
+    (client-go's LeaderElector) on its store (`LeaseStore`)."""
+
+    def __init__(self, *, kube: Kube, config: LockConfig, clock: Clock) -> None:
+        super().__init__(
+            kube=kube,
+            namespace=config.namespace,
+            name=config.name,
+            clock=clock,
+            ttl=config.ttl,
+            identity=config.node,
+        )
+        if not config.pod:
+            config = replace(config, pod=f"process-{secrets.token_hex(6)}")
+        self.config = config
+        self.observer = Observer(ttl=config.ttl, grace=config.grace, boot_allowance=config.boot_allowance)
+        # The grant this daemon holds ("" = none), and when it last wrote its record.
+        self.grant = ""
+        self.record_written_at = float("-inf")
+        self.valid_until = float("-inf")
+        self._nodes: int | None = None  # the cluster's node count, once read (`_spread`)
+        self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
+        self.heartbeat_poll: float | None = None  # look again this soon: a liveness is unknown
+        self.check_orphans = False  # a failed take-over: look for a mark no record answers for
+        self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
+
+    # --- reading ----------------------------------------------------------------------------
+    def adopt(self, lease: dict[str, Any] | None) -> LockState:
+        """Take a Lease seen on the watch as the latest; returns its state and updates staleness."""
+        state = super().adopt(lease)
+        self.observer.observe(
+            state, now=self.clock.monotonic(), limits=self.config.limits, lease_uid=self.uid
+        )
+        return state
+
+    def _limits(self) -> Limits | None:
+        return self.config.limits
+
+    def _written(self, *, before: LockState, after: LockState, sent: float) -> None:
+        """A write that changed our own grant's record renews our deadline (mechanism C)."""
+        mine = after.holders.get(self.config.node)
+        if mine is not None and mine != before.holders.get(self.config.node) and mine.owned_by(self.grant):
+            self.record_written_at = sent
+            self.valid_until = sent + self.config.ttl - self.config.margin
+
+    @property
+    def mine(self) -> Holder | None:
+        """Our grant's record in the Lease as last seen (None when we hold no slot)."""
+        holder = self.state.holders.get(self.config.node)
+        return holder if holder is not None and holder.owned_by(self.grant) else None
+
+    def gate(self) -> Gated | None:
+        return gate_of(self.state, deleting=self.deleting)
+
+    def fence(self) -> None:
+        """Raise SlotExpired unless our last record write is recent enough (safety mechanism C)."""
+        if self.clock.monotonic() >= self.valid_until:
+            raise SlotExpired(
+                f"{self.config.node}: no record write for longer than the lock TTL allows; "
+                "the slot may be another node's now"
+            )
+
+    # --- writing ----------------------------------------------------------------------------
     async def try_acquire(
         self,
         *,
@@ -492,33 +658,6 @@ class LeaseLock:
         if verdict.allowed and self.mine is None:  # written, then lost to a re-read? never assume
             return Verdict(allowed=False, reason="queued")
         return verdict
-
-    async def finish_deletion(self) -> bool:
-        """Let a deleted Lease go: remove our finalizer once nobody holds a slot and the rollout is
-        neither paused nor halted (rule 4). True when removed (the next read re-creates it)."""
-        for _ in range(MAX_CAS_ATTEMPTS):
-            lease = self._lease
-            if lease is None or not self.deleting:
-                return False
-            state = self.state
-            if state.holders or state.halted or state.paused:
-                return False
-            body = json.loads(json.dumps(lease))
-            meta = body["metadata"]
-            meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != LOCK_FINALIZER]
-            try:
-                await self.kube.replace_lease(
-                    namespace=self.config.namespace, name=self.config.name, body=body
-                )
-            except Conflict:
-                await self.refresh()
-                continue
-            except NotFound:
-                return True
-            self._log.info("rebootd.lock.deletion_finished")
-            self._lease = None
-            return True
-        return False
 
     async def _spread(self) -> float:
         """The jitter before a write that many waiting nodes may want at once (joining the head,
@@ -708,51 +847,250 @@ class LeaseLock:
         if self.deleting:
             await self.finish_deletion()
 
-    async def halt(self, *, reason: str, node: str) -> bool:
-        """Record a halt and mirror it on the halted node; True when this call recorded it (False:
-        the rollout was already halted)."""
-        at = format_microtime(self.clock.now())
-        halted = {"reason": reason, "node": node, "at": at}
+    # --- the participant on its own node: records, marks, cordon, put-back (rules B, 2) -------
+    async def finish_reclaim(self, record: Holder) -> None:
+        """Our node's record was marked `reclaiming` while we were away (judged dead): the
+        reclaimer puts our node back and frees the slot; if it died half-way, we finish its work
+        on that grant's record. A grant of ours that it was is gone."""
+        self._log.warning("rebootd.lock.slot_reclaimed", by=record.evidence.get("reclaimedBy"))
+        node = self.config.node
+        await put_back_node(self.kube, node=node, grant=record.grant, taken_from=record.taken_from)
+        await self.remove_holder(node=node, expect=record)
+        if record.owned_by(self.grant):
+            self.grant = ""
 
-        def stop_all(state: LockState) -> LockState | None:
-            if state.halted:
-                return None
-            return replace(state, halted=halted)
+    def claim_of(self, record: Holder) -> str:
+        """What this daemon does with its node's record `record` (`lockstate.claim_own_record`)."""
+        silent = self.observer.silent_for(record.node, now=self.clock.monotonic())
+        return claim_own_record(
+            record, grant=self.grant, pod=self.config.pod, silent_for=silent, ttl=self.config.ttl
+        )
 
-        written = await self.update(stop_all, event="halt") is not None
-        if written:
-            self._log.error("rebootd.lock.halted", reason=reason, halted_node=node)
-            with contextlib.suppress(NotFound):
-                await set_annotations(
-                    self.kube, node=node, annotations={HALT_ANNOTATION: encode_halt(halted)}
-                )
-        return written
-
-    async def mark_reclaiming(self, *, node: str, expect: Holder) -> Holder | None:
-        """Step 1 of reclaiming a stale holder: if its record is still exactly what we judged stale
-        (same grant, same write), mark it `reclaiming` (the slot stays taken while its node is put
-        back). The winner of this CAS, and only it, goes on; returns the marked record."""
-        by = self.config.node
-
-        def claim(state: LockState) -> LockState | None:
-            current = state.holders.get(node)
-            if not _same_write(current, expect):
-                return None
-            assert current is not None
-            marked = replace(current, phase=RECLAIMING, seq=current.seq + 1, evidence={"reclaimedBy": by})
-            return state.with_holder(marked)
-
-        if await self.update(claim, event=f"reclaiming:{node}") is None:
+    async def claim(self, record: Holder, action: str) -> Holder | None:
+        """Carry out `action` (OURS, ADOPT or TAKE_OVER) on our node's record: our record, or None
+        when a take-over failed (what it held is given back, and the node is looked at again
+        for a mark no record answers for: `check_orphans`)."""
+        if action == ADOPT:
+            self.adopt_grant(record)
+        if action != TAKE_OVER:
+            return record
+        try:
+            holder = await self.take_over(expect=record)
+            if record.legacy:  # lock format 1 kept its evidence in the record: carry it now
+                await self.carry_mark(previous=record.grant, holder=holder, evidence=record.evidence)
+        except (LostSlot, NodeChanged) as exc:
+            await self._take_over_failed(exc)
             return None
-        return self.state.holders.get(node)
+        return holder
 
-    async def remove_holder(self, *, node: str, expect: Holder) -> bool:
-        """Remove a holder's record if it is still exactly `expect` (same grant, same write)."""
+    async def finish_take_over(self, holder: Holder) -> bool:
+        """A record taken over from another grant (by us now, or by our container before a
+        restart that died between the Lease write and the Node write): carry that grant's mark
+        and cordon to ours before anything reads the mark. False when the node changed under us
+        (the slot is given back)."""
+        try:
+            await self.carry_mark(previous=holder.taken_from, holder=holder, evidence={})
+        except NodeChanged as exc:
+            await self._take_over_failed(exc)
+            return False
+        return True
 
-        def reclaim(state: LockState) -> LockState | None:
-            return state.without_holder(node) if _same_write(state.holders.get(node), expect) else None
+    async def _take_over_failed(self, exc: Exception) -> None:
+        """Give back what a failed take-over holds; the node is looked at again for a mark no
+        record answers for (put back on the next pass, when our record is gone)."""
+        self._log.warning("rebootd.lock.take_over_failed", error=str(exc))
+        self.check_orphans = True
+        if self.mine is not None:
+            await self.release()
 
-        return await self.update(reclaim, event=f"reclaim:{node}") is not None
+    async def carry_mark(self, *, previous: str, holder: Holder, evidence: Mapping[str, Any]) -> None:
+        """After a take-over: the node's mark and cordon ownership move from grant `previous` to
+        ours (one guarded write, nothing when already carried: a retry after a lost response);
+        a mark of a third grant means someone else acted: NodeChanged."""
+        node = self.config.node
+
+        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
+            mark = mark_of(obj)
+            if mark is None or mark.grant == holder.grant:
+                return None
+            if mark.grant != previous:
+                raise NodeChanged(f"node {node}: mark of grant {mark.grant}, not {previous}")
+            carried = Mark(
+                holder=replace(holder, phase=mark.phase),
+                evidence=cast(Evidence, {**evidence, **mark.evidence}),
+            )
+            annotations: dict[str, Any] = {NODE_MARK_ANNOTATION: carried.encode()}
+            if cordoned_by(obj, previous):
+                annotations[CORDON_ANNOTATION] = holder.grant
+            return {"metadata": {"annotations": annotations}}
+
+        await guarded_patch(self.kube, node=node, plan=plan, what="take-over")
+
+    async def put_back_orphan(self, node: Mapping[str, Any]) -> bool:
+        """We disrupted our node (`node`, as just read) but the Lease no longer lists it
+        (reclaimed, unlocked, or the Lease re-created): put it back. True when it had a mark."""
+        self.check_orphans = False
+        mark = mark_of(node)
+        if mark is None:
+            return False
+        self._log.warning("rebootd.lock.orphaned_mark", phase=mark.phase, grant=mark.grant)
+        await put_back_node(self.kube, node=self.config.node, grant=mark.grant)
+        return True
+
+    async def put_back_earlier(self, node: Mapping[str, Any], *, holder: Holder) -> bool:
+        """Before marking: a mark of an earlier grant of ours on our node (its daemon died before
+        cleaning up) is put back. True when there was one (the caller reads the node again)."""
+        mark = mark_of(node)
+        if mark is None or mark.grant == holder.grant:
+            return False
+        await put_back_node(self.kube, node=self.config.node, grant=mark.grant)
+        return True
+
+    async def mark(
+        self,
+        *,
+        holder: Holder,
+        evidence: Evidence,
+        annotations: Mapping[str, str | None] | None = None,
+        labels: Mapping[str, str | None] | None = None,
+    ) -> Mark:
+        """Rule 2, first half: mark our node for `holder`'s grant, phase draining (the evidence
+        lives in the mark; `annotations` and `labels` go in the same write). The second half,
+        before anything is disrupted, is `confirm()`."""
+        mark = Mark(holder=replace(holder, phase=Phase.DRAINING), evidence=evidence)
+        await set_annotations(
+            self.kube,
+            node=self.config.node,
+            annotations={**(annotations or {}), NODE_MARK_ANNOTATION: mark.encode()},
+            labels=labels,
+        )
+        return mark
+
+    async def write_mark(self, mark: Mark) -> None:
+        """Rewrite our mark, only while the Node carries our grant's mark (NodeChanged otherwise):
+        a mark removed by a reclaimer or an unlock is never brought back."""
+        grant, node = mark.grant, self.config.node
+
+        def plan(obj: dict[str, Any]) -> dict[str, Any] | None:
+            current = mark_of(obj)
+            if current is None or current.grant != grant:
+                raise NodeChanged(f"node {node}: the mark of grant {grant} is gone")
+            return {"metadata": {"annotations": {NODE_MARK_ANNOTATION: mark.encode()}}}
+
+        await guarded_patch(self.kube, node=node, plan=plan, what="mark")
+
+    async def cordon(self, *, holder: Holder) -> CordonResult:
+        """Cordon our node for `holder`'s grant, only while the node carries that grant's mark: a
+        reclaimer that judged us dead removes it in the same guarded step as its uncordon, so our
+        cordon cannot land after it unseen."""
+        return await cordon(self.kube, node=self.config.node, grant=holder.grant)
+
+    async def back_out(self, *, why: str, then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Disrupt nothing more: put our node back (the mark of our grant, or of the grant our
+        record was taken over from, and the cordon if one of them made it), run `then` (what the
+        node shows about it: kured's post-reboot labels), and free the slot."""
+        grant = self.grant
+        self._log.warning("rebootd.lock.back_out", reason=why[:300], grant=grant)
+        if grant:
+            mine = self.mine
+            taken_from = mine.taken_from if mine is not None else ""
+            await put_back_node(self.kube, node=self.config.node, grant=grant, taken_from=taken_from)
+        if then is not None:
+            await then()
+        await self.release()
+
+    # --- observers: dead holders (rule 5) -----------------------------------------------------
+    async def reclaim_stale_holders(self) -> list[tuple[str, str]]:
+        """Reclaim dead holders whose node is up and not yet rebooted; free the slot of a holder
+        whose Node is gone; halt on failed reboots and on nodes that are down. Returns the halts
+        this call recorded, (node, reason), for the caller to announce.
+
+        Judged on a fresh read (a watch can lag), and reclaimed in two CAS steps scoped to the
+        stale grant: mark the record `reclaiming` (the slot stays taken), put the node back, then
+        remove the record. A holder that renews in between makes the first CAS a no-op; one that
+        comes back later finds its slot lost and puts its own node back. A Ready Node is not
+        enough to reclaim: Ready stays True for the node monitor's grace after a machine died,
+        and freeing the slot of a dead node lets a second node go down. The kubelet's heartbeat
+        Lease must be seen moving on our own clock (rebootd.heartbeat); one that stood still for
+        its lease duration means the node is down: halt, as for a NotReady node. While a
+        liveness is unknown, `heartbeat_poll` says how soon to look again."""
+        self.heartbeat_poll = None
+        if self.state.halted or not self.observer.stale_holders(self.state, now=self.clock.monotonic()):
+            self._heartbeats.keep_only(())
+            return []
+        state = await self.refresh()
+        stale = self.observer.stale_holders(state, now=self.clock.monotonic())
+        self._heartbeats.keep_only(h.node for h in stale)
+        halts: list[tuple[str, str]] = []
+        for holder in stale:
+            try:
+                node: dict[str, Any] | None = await self.kube.get_node(name=holder.node)
+            except NotFound:
+                node = None
+            except KubeError:
+                continue  # cannot tell now: judge again on the next pass
+            action, why = judge_stale_holder(
+                holder, node_exists=node is not None, ready=node is not None and is_ready(node)
+            )
+            if action == FREE:
+                if await self.remove_holder(node=holder.node, expect=holder):
+                    self._log.warning(
+                        "rebootd.lock.holder_node_gone", gone_node=holder.node, phase=holder.phase
+                    )
+                continue
+            if action == RECLAIM:
+                liveness, why = await self._kubelet_liveness(holder)
+                if liveness == "unknown":
+                    continue  # look again on the next pass
+                if liveness == "alive":
+                    await self._reclaim(holder)
+                    continue
+            if await self.halt(reason=why, node=holder.node):
+                halts.append((holder.node, why))
+        return halts
+
+    async def _reclaim(self, holder: Holder) -> None:
+        # None: it renewed, or another observer is reclaiming it.
+        if await self.reclaim(node=holder.node, expect=holder):
+            self._log.warning("rebootd.lock.reclaimed", stale_node=holder.node, phase=holder.phase)
+
+    async def _kubelet_liveness(self, holder: Holder) -> tuple[Liveness, str]:
+        """Look at the stale holder's kubelet heartbeat Lease: alive, dead (with the halt's
+        reason) or unknown. A daemon not allowed to read it cannot prove a node alive, ever: that
+        halts at once, naming the missing permission, rather than stalling the rollout silently."""
+        try:
+            lease: dict[str, Any] | None = await self.kube.get_lease(
+                namespace=HEARTBEAT_NAMESPACE, name=holder.node
+            )
+        except NotFound:
+            lease = None
+        except KubeError as exc:
+            if exc.status == 403:
+                return "dead", (
+                    f"cannot tell whether node {holder.node} is up (its rebootd stopped renewing in phase "
+                    f"{holder.phase}): reading its heartbeat Lease {HEARTBEAT_NAMESPACE}/{holder.node} "
+                    f"was refused ({exc.message[:200]}); rebootd needs `get` on leases in "
+                    f"{HEARTBEAT_NAMESPACE}"
+                )
+            return "unknown", ""
+        now = self.clock.monotonic()
+        duration = lease_seconds(lease)
+        liveness = self._heartbeats.judge(
+            node=holder.node, version=lease_version(lease), duration=duration, now=now
+        )
+        still = self._heartbeats.still_for(holder.node, now=now)
+        beat = "has no heartbeat Lease" if lease is None else "renewed no heartbeat"
+        why = (
+            f"node {holder.node} still shows Ready but its kubelet {beat} for {still:.0f}s "
+            f"(lease duration {duration:g}s) and its rebootd stopped renewing (phase {holder.phase}): "
+            "the node is taken to be down"
+        )
+        if liveness != "unknown":
+            self._log.info("rebootd.lock.heartbeat", stale_node=holder.node, liveness=liveness, still=still)
+        else:  # the next look must come within a renew interval of this one to prove anything
+            poll = max(0.05, duration * RENEW_FRACTION / 4)
+            self.heartbeat_poll = min(poll, self.heartbeat_poll or poll)
+        return liveness, why
 
     @contextlib.asynccontextmanager
     async def following(self) -> AsyncIterator[Callable[[float], Any]]:
@@ -803,13 +1141,6 @@ def _within_limits(state: LockState, limits: Limits) -> bool:
     for holder in state.holders.values():
         zones[holder.zone] = zones.get(holder.zone, 0) + 1
     return all(count <= limits.zone_concurrency for count in zones.values())
-
-
-def state_of(lease: Mapping[str, Any] | None) -> LockState:
-    if lease is None:
-        return LockState()
-    annotations = (lease.get("metadata") or {}).get("annotations") or {}
-    return LockState.from_annotation(annotations.get(STATE_ANNOTATION))
 
 
 async def put_back_node(

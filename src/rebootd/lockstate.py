@@ -40,6 +40,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rebootd.phases import ALLOWANCE_PHASES as ALLOWANCE_PHASES  # re-exported (older imports)
+from rebootd.phases import BOOTING_PHASES as BOOTING_PHASES
+from rebootd.phases import PRE_REBOOT_PHASES, Phase
+
 STATE_ANNOTATION = "rebootd.io/state"
 STATE_VERSION = 3
 READABLE_VERSIONS = frozenset({1, 2, 3})
@@ -47,16 +51,16 @@ READABLE_VERSIONS = frozenset({1, 2, 3})
 # while every slot is taken), at least 2, at most HEAD_MAX (a Lease of 4 KiB at concurrency 5 with
 # cloud-style node names); with a zone limit, up to HEAD_MAX so that every zone has its next nodes.
 HEAD_MAX = 16
-# The phase during which the node itself is down: its daemon cannot renew.
-BOOTING_PHASES = frozenset({"rebooting"})
-# Phases whose holder gets the boot allowance on top of the TTL before observers act on it: the
-# node is down, or freshly booted with its daemon restarting (a reclaim cannot help a rebooted
-# node, and a halt there needs more than one missed TTL to be justified).
-ALLOWANCE_PHASES = frozenset({"rebooting", "verifying", "uncordoning", "recovering"})
-# A stale holder's record while an observer puts its node back: still counted as a holder, so
-# nobody else disrupts a node until the stale one is schedulable again; the old holder, if it
-# comes back, finds its slot lost.
-RECLAIMING = "reclaiming"
+# BOOTING_PHASES (phases.py): the node itself is down, its daemon cannot renew. ALLOWANCE_PHASES:
+# the holder gets the boot allowance on top of the TTL before observers act on it (the node is
+# down, or freshly booted with its daemon restarting: a reclaim cannot help a rebooted node, and a
+# halt there needs more than one missed TTL to be justified).
+# RECLAIMING: a stale holder's record while an observer puts its node back: still counted as a
+# holder, so nobody else disrupts a node until the stale one is schedulable again; the old holder,
+# if it comes back, finds its slot lost.
+RECLAIMING = Phase.RECLAIMING
+# The phase of the stand-in holders `eligible_waiters` counts for the waiters it already chose.
+_WAITING = Phase.ACQUIRING
 
 
 class StateFormatError(ValueError):
@@ -117,7 +121,7 @@ class Holder:
         return cls(
             node=node,
             zone=str(data.get("zone", "")),
-            phase=str(data.get("phase", "acquiring")),
+            phase=str(data.get("phase", Phase.ACQUIRING)),
             seq=int(data.get("seq", 0)),
             acquired=str(data.get("acquired", "")),
             grant=str(data.get("grant", "") or ""),
@@ -221,6 +225,15 @@ class LockState:
         return replace(self, waiters={n: w for n, w in self.waiters.items() if n not in drop})
 
 
+def state_of(lease: Mapping[str, Any] | None) -> LockState:
+    """The lock state a Lease object carries (an empty state for no Lease): the one reading of a
+    Lease's holders; a node mark's record is read by the same `Holder.from_json` (marks.py)."""
+    if lease is None:
+        return LockState()
+    annotations = (lease.get("metadata") or {}).get("annotations") or {}
+    return LockState.from_annotation(annotations.get(STATE_ANNOTATION))
+
+
 @functools.lru_cache(maxsize=8)
 def _parse(raw: str) -> LockState:
     """A pure function of the annotation, memoised: daemons that share a process (the
@@ -287,7 +300,10 @@ def eligible_waiters(state: LockState, *, limits: Limits, stalled: frozenset[str
     for waiter in sorted(state.waiters.values(), key=serve_order):
         if waiter.node in stalled:
             continue
-        taken = [*holders, *(Holder(node=n, zone=state.waiters[n].zone, phase="acquiring") for n in chosen)]
+        taken = [
+            *holders,
+            *(Holder(node=n, zone=state.waiters[n].zone, phase=Phase.ACQUIRING) for n in chosen),
+        ]
         if len(taken) >= limits.concurrency:
             break
         if limits.fits(holders=taken, zone=waiter.zone):
@@ -484,3 +500,50 @@ class Observer:
 
     def stalled_waiters(self, *, now: float) -> frozenset[str]:
         return frozenset(n for n, since in self._eligible_since.items() if now - since > self.grace)
+
+
+# --- judgements of the participant algorithm (lock.py) ----------------------------------------
+# A stale holder in one of these, its node up, is reclaimed: its node was not rebooted yet, or an
+# observer was already putting it back (`reclaiming`, the reclaimer died half-way).
+RECLAIMABLE_PHASES = frozenset({*PRE_REBOOT_PHASES, Phase.RECLAIMING})
+
+# What a daemon does with its node's record (`claim_own_record`).
+OURS = "ours"  # our grant: go on
+ADOPT = "adopt"  # our container's before a restart (same Pod uid): make the grant ours again
+TAKE_OVER = "take_over"  # another daemon's, silent for a TTL or of lock format 1: take it over
+STAND_BY = "stand_by"  # another live daemon's: leave it alone
+
+# What an observer does with a stale holder (`judge_stale_holder`).
+FREE = "free"  # its Node is gone: it disrupts nothing, free the slot (no halt)
+RECLAIM = "reclaim"  # its node is up, not yet rebooted: put it back and free the slot, once its
+# kubelet's heartbeat is seen moving (a Ready condition outlives a dead machine)
+HALT = "halt"  # down, or past its reboot request: a failed reboot
+
+
+def claim_own_record(record: Holder, *, grant: str, pod: str, silent_for: float, ttl: float) -> str:
+    """This node's record in the Lease, as its daemon (grant `grant`, Pod uid `pod`) sees it:
+    ours, our container's before a restart (same Pod uid, never a format-1 record), or another
+    daemon's, taken over only once silent for a TTL on our clock (a dead duplicate, an old Pod of a
+    DaemonSet update) or written by a daemon of lock format 1; a live one is left alone."""
+    if record.owned_by(grant):
+        return OURS
+    if record.pod == pod and not record.legacy:
+        return ADOPT
+    if record.legacy or silent_for >= ttl:
+        return TAKE_OVER
+    return STAND_BY
+
+
+def judge_stale_holder(holder: Holder, *, node_exists: bool, ready: bool) -> tuple[str, str]:
+    """What to do with a holder that stopped renewing, from its Node: (FREE | RECLAIM | HALT, the
+    halt's reason). RECLAIM is only a candidate: the kubelet's heartbeat decides (lock.py)."""
+    if not node_exists:
+        return FREE, ""
+    if ready and holder.phase in RECLAIMABLE_PHASES:
+        return RECLAIM, ""
+    if not ready:
+        return (
+            HALT,
+            f"node {holder.node} is not Ready and its rebootd stopped renewing (phase {holder.phase})",
+        )
+    return HALT, f"node {holder.node} is up but its rebootd stopped renewing (phase {holder.phase})"

@@ -31,9 +31,10 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from rebootd.lockstate import Holder, Waiter
+from rebootd.phases import Evidence
 
 NODE_MARK_ANNOTATION = "rebootd.io/holder"
 CORDON_ANNOTATION = "rebootd.io/cordoned-by"
@@ -51,7 +52,7 @@ class Mark:
     """A holder's mark on its Node: the record as the holder last wrote it, and the evidence."""
 
     holder: Holder
-    evidence: Mapping[str, Any] = field(default_factory=dict)
+    evidence: Evidence = field(default_factory=lambda: Evidence())
 
     @property
     def phase(self) -> str:
@@ -115,7 +116,10 @@ def decode_mark(node: str, raw: object) -> Mark | None:
         holder = Holder.from_json(node, record)
     except (TypeError, ValueError):
         return None
-    return Mark(holder=holder, evidence=dict(evidence) if isinstance(evidence, Mapping) else {})
+    # Read as written: keys of a newer version are kept (and carried), never interpreted.
+    return Mark(
+        holder=holder, evidence=cast(Evidence, dict(evidence) if isinstance(evidence, Mapping) else {})
+    )
 
 
 def cordon_owner(node: Mapping[str, Any]) -> str:

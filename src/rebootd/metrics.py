@@ -15,17 +15,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-PHASES = (
-    "idle",
-    "required",
-    "acquiring",
-    "draining",
-    "rebooting",
-    "verifying",
-    "uncordoning",
-    "recovering",
-    "releasing",
-)
+from rebootd.phases import CYCLE_PHASES
+
+PHASES = tuple(phase.value for phase in CYCLE_PHASES)
 
 
 class _Children:

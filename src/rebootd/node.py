@@ -25,7 +25,7 @@ from typing import Any, Literal
 from rebootd.clock import Clock
 from rebootd.kube import Conflict, Invalid, Kube, KubeError
 from rebootd.logs import get_logger
-from rebootd.marks import CORDON_ANNOTATION, cordon_owner, cordoned_by, mark_of
+from rebootd.marks import CORDON_ANNOTATION, cordoned_by, mark_of
 
 EVENT_NAMESPACE = "default"
 MAX_WRITE_ATTEMPTS = 10
@@ -183,7 +183,7 @@ async def cordon(kube: Kube, *, node: str, grant: str) -> CordonResult:
         if mark is None or mark.grant != grant:
             raise NodeChanged(f"node {node}: the mark of grant {grant} this cordon requires is gone")
         if (obj.get("spec") or {}).get("unschedulable"):
-            found = "ours" if cordon_owner(obj) == grant else "admin"
+            found = "ours" if cordoned_by(obj, grant) else "admin"
             return None
         found = "cordoned"
         return {"spec": {"unschedulable": True}, "metadata": {"annotations": {CORDON_ANNOTATION: grant}}}

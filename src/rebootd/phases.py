@@ -45,11 +45,12 @@ class Phase(StrEnum):
     RECLAIMING = "reclaiming"  # another node judged this holder dead and is putting its node back
 
 
-# Every phase of a node's own cycle, in order: the `rebootd_phase` gauge's labels (metrics.PHASES).
+# Every phase a node's own cycle sets, in order: the `rebootd_phase` gauge's labels (metrics.PHASES).
+# ACQUIRING is not one: no cycle is ever in it (a node queueing for a slot is `required`, one that
+# took it `draining`); it only names the phase of a lock-format-1 record that carries none.
 CYCLE_PHASES: tuple[Phase, ...] = (
     Phase.IDLE,
     Phase.REQUIRED,
-    Phase.ACQUIRING,
     Phase.DRAINING,
     Phase.REBOOTING,
     Phase.VERIFYING,
@@ -57,7 +58,7 @@ CYCLE_PHASES: tuple[Phase, ...] = (
     Phase.RECOVERING,
     Phase.RELEASING,
 )
-# Not rebooted yet: a stale holder in one of these whose node is up is reclaimed (cycle.py).
+# Not rebooted yet: a stale holder in one of these whose node is up is reclaimed (lock.py).
 PRE_REBOOT_PHASES = frozenset({Phase.ACQUIRING, Phase.DRAINING})
 # The reboot was requested: never drain and reboot a second time (lockstate.BOOTING_PHASES).
 BOOTING_PHASES = frozenset({Phase.REBOOTING})

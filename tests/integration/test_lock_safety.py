@@ -23,7 +23,7 @@ from rebootd.emulator.emulator import Emulator
 from rebootd.emulator.registry import DeleteOptions
 from rebootd.emulator.resources import BY_GROUP_RESOURCE
 from rebootd.kube import Kube, RetryPolicy
-from rebootd.lock import LOCK_FINALIZER, LeaseLock, LockConfig, LostSlot
+from rebootd.lock import LOCK_FINALIZER, LeaseLock, LeaseStore, LockConfig, LostSlot
 from rebootd.lockstate import STATE_ANNOTATION, Holder, Limits, LockState
 from rebootd.marks import HALT_ANNOTATION, NODE_MARK_ANNOTATION, Mark
 from rebootd.node import set_annotations
@@ -510,7 +510,7 @@ def _config(node: str, *, pod: str = "") -> LockConfig:
 
 
 @pytest.fixture
-async def operator(emulator_factory: EmulatorFactory, tmp_path: Path) -> AsyncIterator[LeaseLock]:
+async def operator(emulator_factory: EmulatorFactory, tmp_path: Path) -> AsyncIterator[LeaseStore]:
     emu = await emulator_factory()
     kube = await Kube.connect(kubeconfig=emu.write_kubeconfig(tmp_path / "op"), retry=FAST_RETRY)
     try:
@@ -521,7 +521,7 @@ async def operator(emulator_factory: EmulatorFactory, tmp_path: Path) -> AsyncIt
         await kube.close()
 
 
-async def test_resume_clears_only_the_halt_it_was_shown(operator: LeaseLock) -> None:
+async def test_resume_clears_only_the_halt_it_was_shown(operator: LeaseStore) -> None:
     """Failure 9: resume re-decided after a conflict and cleared a halt nobody had seen."""
     await operator.halt(reason="first", node="n1")
     shown = (await operator.refresh()).halted
@@ -535,7 +535,7 @@ async def test_resume_clears_only_the_halt_it_was_shown(operator: LeaseLock) -> 
     assert (await operator.refresh()).halted is not None
 
 
-async def test_clearing_a_halt_leaves_a_pause_and_the_other_way_round(operator: LeaseLock) -> None:
+async def test_clearing_a_halt_leaves_a_pause_and_the_other_way_round(operator: LeaseStore) -> None:
     await admin.pause(lock=operator, reason="freeze", clock=SystemClock())
     await operator.halt(reason="broken", node="n1")
     state = await operator.refresh()

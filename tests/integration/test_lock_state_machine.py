@@ -2,11 +2,12 @@
 the in-process emulator, every interleaving Hypothesis finds, the limits and the cordon rules
 asserted after every step.
 
-Each participant is a `LeaseLock` driven as `cycle.py` drives it: take a slot (`try_acquire`),
-mark the node, confirm on a fresh read, pass the gate, cordon (`node.cordon`, scoped to the
-grant), renew, finish (`uncordoning` -> uncordon -> `recovering`), give the slot back (put the node
-back, `release`), reclaim stale holders (`mark_reclaiming` -> `put_back_node` -> `remove_holder`),
-halt, or crash (its daemon replaced by one with a new Pod uid that knows nothing). The operator
+Each participant is a `LeaseLock` driven as `cycle.py` drives it, through the lock's own steps:
+take a slot (`try_acquire`), mark the node (`mark`), confirm on a fresh read, pass the gate,
+cordon (`cordon`, scoped to the grant), renew, finish (`uncordoning` -> uncordon ->
+`recovering`), give the slot back (`back_out`), reclaim stale holders (`reclaim`: mark the record
+`reclaiming`, put the node back, remove the record; the kubelet taken for alive), halt, or
+crash (its daemon replaced by one with a new Pod uid that knows nothing). The operator
 runs `rebootd pause`, `resume` and `unlock [--force]` (`rebootd.admin`) and deletes the Lease
 (its finalizer kept, or stripped by force). Lost responses come from the emulator's fault
 injection (`FaultInjector.lose_next`: the write is applied, its answer lost). Time (the lock's
@@ -24,12 +25,17 @@ After every step, read from the emulator's store (never from what a participant 
    exception is `unlock --force`, after which the operator owns the cordon.
 4. No new cordon while the gate is closed (halted, paused or the Lease being deleted) from the
    step before to the step after.
+5. A daemon reclaims (marks `reclaiming`) only a record whose heartbeat is stale: a version of it
+   first written at least the TTL before, on the lock's clock (from the emulator's history of
+   Lease writes; lock.py rule 5). The operator's `unlock` is not judged by it.
 
 `test_the_machine_fails_when_the_concurrency_check_is_off_by_one` proves the machine can fail:
 participants whose lock admits one holder more than the limit the invariants check. (lockstate
 counts the holders against the concurrency twice, in `Limits.fits` and in `eligible_waiters`: made
 off by one in one place only, the other still refuses, and the machine passes; made off by one in
 both, it fails within the first examples, shrunk to one `progress_together(i=0, j=1)`.)
+`test_the_machine_fails_when_a_reclaimer_skips_the_heartbeat_check` does the same for rule 5:
+participants that reclaim live holders too.
 """
 
 from __future__ import annotations
@@ -62,10 +68,10 @@ from rebootd.emulator.faults import FaultConfig, FaultInjector
 from rebootd.emulator.registry import DeleteOptions
 from rebootd.emulator.resources import BY_GROUP_RESOURCE
 from rebootd.kube import Kube, RetryPolicy
-from rebootd.lock import Gated, LeaseLock, LockConfig, LostSlot, put_back_node, state_of
+from rebootd.lock import Gated, LeaseLock, LeaseStore, LockConfig, LostSlot, state_of
 from rebootd.lockstate import RECLAIMING, Holder, Limits, LockState
-from rebootd.marks import NODE_MARK_ANNOTATION, Mark, cordon_owner, mark_of
-from rebootd.node import NodeChanged, cordon, set_annotations, uncordon
+from rebootd.marks import cordon_owner, mark_of
+from rebootd.node import NodeChanged, uncordon
 from tests.fixtures.emulator import FAST_TIMING
 from tests.fixtures.tasks import leaked_tasks
 
@@ -122,6 +128,9 @@ class LockMachine(RuleBasedStateMachine):
     # How much more the participants' lock admits than the limits the invariants check (0: the
     # real lock; 1: the off-by-one double of the test that proves the machine can fail).
     SLACK: ClassVar[int] = 0
+    # Whether the participants reclaim live holders too (True: the double of the test that proves
+    # invariant 5 can fail: a reclaimer that skips the heartbeat check).
+    RECLAIM_LIVE: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -131,12 +140,17 @@ class LockMachine(RuleBasedStateMachine):
         self.faults = FaultInjector(seed=0, config=FaultConfig(), clock=self.clock)
         self.emu = Emulator(timing=FAST_TIMING, faults=self.faults)
         self.participants: list[Participant] = []
-        self.operator_lock: LeaseLock | None = None
+        self.operator_lock: LeaseStore | None = None
         self.operator_kube: Kube | None = None
         self.limits = Limits()
         self.operator_cordons: set[str] = set()  # grants whose cordon `unlock --force` handed over
         self.gate = Gate(closed=False)
         self.started = False
+        # Invariant 5: when each version (node, grant, seq) of a record was first written, on the
+        # lock's clock, from the emulator's history of Lease writes read up to `history_read`.
+        self.record_written: dict[tuple[str, str, int], float] = {}
+        self.reclaims_judged: set[tuple[str, str, int]] = set()
+        self.history_read = 0
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -243,16 +257,13 @@ class LockMachine(RuleBasedStateMachine):
             return
         try:
             node = await p.kube.get_node(name=p.node)
-            earlier = mark_of(node)
-            if earlier is not None and earlier.grant != holder.grant:  # a predecessor's leftovers
-                await put_back_node(p.kube, node=p.node, grant=earlier.grant)
-            mark = Mark(holder=replace(holder, phase="draining"), evidence={"bootID": f"boot-{p.node}"})
-            await set_annotations(p.kube, node=p.node, annotations={NODE_MARK_ANNOTATION: mark.encode()})
+            await p.lock.put_back_earlier(node, holder=holder)  # a predecessor's leftovers
+            await p.lock.mark(holder=holder, evidence={"bootID": f"boot-{p.node}"})
             held = await p.lock.confirm()
             gated = p.lock.gate()
             if gated is not None:
                 raise gated
-            event(f"cordon: {await cordon(p.kube, node=p.node, grant=held.grant)}")
+            event(f"cordon: {await p.lock.cordon(holder=held)}")
             p.stage = "cordoned"
         except (LostSlot, Gated, NodeChanged) as exc:
             event(f"disrupt refused: {type(exc).__name__}")
@@ -281,9 +292,7 @@ class LockMachine(RuleBasedStateMachine):
 
     async def _back_out(self, p: Participant) -> None:
         """Put the node back (mark and, if ours, cordon) and give the slot back."""
-        if p.lock.grant:
-            await put_back_node(p.kube, node=p.node, grant=p.lock.grant)
-        await p.lock.release()
+        await p.lock.back_out(why="the state machine's participant backs out")
         p.stage = "idle"
 
     async def _reclaim(self, p: Participant) -> None:
@@ -292,7 +301,13 @@ class LockMachine(RuleBasedStateMachine):
         state = await p.lock.refresh()
         if state.halted:
             return
-        for holder in p.lock.observer.stale_holders(state, now=self.clock.monotonic()):
+        now = self.clock.monotonic()
+        stale = (
+            list(state.holders.values())
+            if self.RECLAIM_LIVE
+            else p.lock.observer.stale_holders(state, now=now)
+        )
+        for holder in stale:
             if holder.node == p.node:
                 continue
             if holder.phase not in RECLAIMABLE:
@@ -300,15 +315,7 @@ class LockMachine(RuleBasedStateMachine):
                     reason=f"{holder.node} stopped renewing in {holder.phase}", node=holder.node
                 )
                 continue
-            claimed = (
-                holder
-                if holder.phase == RECLAIMING
-                else await p.lock.mark_reclaiming(node=holder.node, expect=holder)
-            )
-            if claimed is None:
-                continue
-            await put_back_node(p.kube, node=holder.node, grant=claimed.grant)
-            if await p.lock.remove_holder(node=holder.node, expect=claimed):
+            if await p.lock.reclaim(node=holder.node, expect=holder):
                 event(f"reclaimed a stale holder in {holder.phase}")
 
     def _operation(self, name: str) -> Callable[[Participant], Awaitable[None]]:
@@ -390,6 +397,7 @@ class LockMachine(RuleBasedStateMachine):
                 await p.lock.refresh()
 
         self.run(look())
+        self._judge_lease_writes()  # writes of this step happened before the clock moves
         self.clock.advance(TTL + BOOT_ALLOWANCE + data.draw(st.floats(0.5, 5.0), label="extra"))
 
     @rule(i=st.integers(0, 5), kind=st.sampled_from(("lost_reset", "lost_504")))
@@ -420,7 +428,7 @@ class LockMachine(RuleBasedStateMachine):
         else:
             self._delete_lease(force=what.endswith("--force"))
 
-    async def _resume(self, op: LeaseLock, *, halt_first: bool) -> None:
+    async def _resume(self, op: LeaseStore, *, halt_first: bool) -> None:
         state = await op.refresh()
         halt = state.halted if halt_first or not state.paused else None
         pause = None if halt is not None else state.paused
@@ -429,7 +437,7 @@ class LockMachine(RuleBasedStateMachine):
         except admin.Refused:
             event("resume refused")  # what it was shown changed under it (its answer lost, say)
 
-    async def _unlock(self, op: LeaseLock, *, i: int, force: bool) -> None:
+    async def _unlock(self, op: LeaseStore, *, i: int, force: bool) -> None:
         held = sorted((await op.refresh()).holders)
         node = held[i % len(held)] if held else self._p(i).node
         holder = op.state.holders.get(node)
@@ -503,6 +511,36 @@ class LockMachine(RuleBasedStateMachine):
                 assert holder.grant == grant, f"{name} cordoned by grant {grant}, the slot is {holder.grant}"
 
     @invariant()
+    def reclaims_only_of_records_unrenewed_for_the_ttl(self) -> None:
+        """5. A daemon marks a record `reclaiming` only when that record went unrenewed (no new
+        write of it: its heartbeat) for the TTL on the lock's clock. Judged from every Lease write
+        in the emulator's history; the operator's `unlock` is not a reclaim by staleness."""
+        if self.started:
+            self._judge_lease_writes()
+
+    def _judge_lease_writes(self) -> None:
+        """Invariant 5 on the Lease writes since the last look (before the clock moves on)."""
+        now = self.clock.monotonic()
+        writes = self.emu.history[self.history_read :]
+        self.history_read += len(writes)
+        for write in writes:
+            if write.kind != "Lease" or write.event != "write" or not write.detail:
+                continue
+            for h in LockState.from_annotation(write.detail).holders.values():
+                version = (h.node, h.grant, h.seq)
+                if h.phase != RECLAIMING or version in self.reclaims_judged:
+                    self.record_written.setdefault(version, now)
+                    continue
+                self.reclaims_judged.add(version)
+                if h.evidence.get("reclaimedBy") == admin.OPERATOR:
+                    continue
+                written = self.record_written.get((h.node, h.grant, h.seq - 1), now)
+                assert now - written >= TTL, (
+                    f"{h.evidence.get('reclaimedBy')} reclaimed {h.node} (grant {h.grant}) whose record "
+                    f"was written {now - written:g}s before, within the TTL {TTL:g}s: a fresh heartbeat"
+                )
+
+    @invariant()
     def no_new_cordon_while_the_gate_is_closed(self) -> None:
         if not self.started:
             return
@@ -561,6 +599,21 @@ def test_the_machine_fails_when_the_concurrency_check_is_off_by_one() -> None:
     fast = settings(MACHINE_SETTINGS, max_examples=50, phases=[Phase.generate], database=None)
     with pytest.raises(AssertionError, match="concurrency"):
         run_state_machine_as_test(OffByOne, settings=fast)
+
+
+class ReclaimsLive(LockMachine):
+    """The double: participants that reclaim every other holder, its heartbeat fresh or not."""
+
+    RECLAIM_LIVE = True
+
+
+def test_the_machine_fails_when_a_reclaimer_skips_the_heartbeat_check() -> None:
+    # Derandomized: the same examples every run, so the proof never depends on the draw.
+    fast = settings(
+        MACHINE_SETTINGS, max_examples=50, phases=[Phase.generate], database=None, derandomize=True
+    )
+    with pytest.raises(AssertionError, match="a fresh heartbeat"):
+        run_state_machine_as_test(ReclaimsLive, settings=fast)
 
 
 def test_a_lost_answer_to_a_lock_write_is_injected_once() -> None:

@@ -31,7 +31,11 @@ def test_the_phase_sets_are_the_ones_the_modules_use_today() -> None:
     assert BOOTING_PHASES == lockstate.BOOTING_PHASES
     assert ALLOWANCE_PHASES == lockstate.ALLOWANCE_PHASES
     assert DISRUPTED_PHASES == admin.DISRUPTED_PHASES
-    assert set(Phase) == {*CYCLE_PHASES, Phase.RECLAIMING}
+    assert set(Phase) == {*CYCLE_PHASES, Phase.RECLAIMING, Phase.ACQUIRING}
+
+
+def test_no_metric_phase_is_exported_that_no_cycle_ever_sets() -> None:
+    assert "acquiring" not in metrics.PHASES  # only the phase of a lock-format-1 record
 
 
 def test_evidence_names_every_key_a_bounded_mark_keeps() -> None:

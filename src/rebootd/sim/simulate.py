@@ -38,7 +38,7 @@ from rebootd.emulator.resources import BY_GROUP_RESOURCE
 from rebootd.emulator.scripted import NodeWriteRule, ScriptedWrites
 from rebootd.emulator.store import StoreEvent
 from rebootd.kube import Kube, KubeError, RetryPolicy
-from rebootd.lock import LeaseLock, mark_of, state_of
+from rebootd.lock import LeaseStore, mark_of, state_of
 from rebootd.lockstate import StateFormatError
 from rebootd.logs import get_logger
 from rebootd.node import is_ready
@@ -399,7 +399,7 @@ class Simulation:
             )
             self.emulator.api.write_hook = self.scripted
         self._operator: Kube | None = None
-        self._operator_lock: LeaseLock | None = None
+        self._operator_lock: LeaseStore | None = None
         # One operator at a terminal: their commands run one after another, in the plan's order
         # (a pause and a resume drawn for the same instant must not race each other).
         self._operator_turn = asyncio.Lock()
@@ -869,7 +869,7 @@ class Simulation:
                 self._freeze(replace(action, verb="", nth=1), node)
                 return
 
-    async def operator_lock(self) -> LeaseLock:
+    async def operator_lock(self) -> LeaseStore:
         """The operator's own client (its token, not a daemon's) and lock, as `rebootd status`
         builds them."""
         if self._operator_lock is None:
