@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import aiohttp
 
+from rebootd.backoff import Backoff
 from rebootd.blockers import Blocker, BlockReason, NodeBudget
 from rebootd.clock import Clock
 from rebootd.drain import DrainError, DrainOptions, DrainStopped, drain_node
@@ -66,6 +67,7 @@ from rebootd.reboot import Rebooter, RebootFailed
 from rebootd.recovery import read_boot_id
 from rebootd.schedule import Window
 from rebootd.signs import NodeSigns
+from rebootd.waits import sleep_or_stop, wait_any
 
 LAST_REBOOT_ANNOTATION = "rebootd.io/last-reboot"
 REQUIRED_ANNOTATION = "rebootd.io/reboot-required"
@@ -73,6 +75,8 @@ WAITING_ANNOTATION = "rebootd.io/waiting-for"
 PHASE_ANNOTATION = "rebootd.io/phase"
 TRANSIENT = (KubeError, aiohttp.ClientError, TimeoutError)
 T = TypeVar("T")
+# the cycle's retry after an API error: 1 s doubling to 30 s, each delay in its upper half
+API_ERROR_BACKOFF = Backoff(base=1.0, cap=30.0, jitter="scaled", low=0.5, high=1.0)
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,7 @@ class Cycle:
         self.kube = kube
         self.lock = lock
         self.opt = options
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self.sentinel = sentinel
         self.rebooter = rebooter
         self.blockers = list(blockers)
@@ -255,21 +260,8 @@ class Cycle:
         self.status.seen(node)
         return node
 
-    async def _sleep(self, stop: asyncio.Event, seconds: float) -> bool:
-        """Interruptible sleep; True when `stop` was set. (`asyncio.timeout`: on Python 3.11
-        `wait_for` can swallow a cancellation racing the wake-up, and the slot guard cancels.)"""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, seconds)):
-                await stop.wait()
-        return stop.is_set()
-
     async def _wait_sentinel_or_stop(self, stop: asyncio.Event, *, seconds: float | None) -> None:
-        waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(self.sentinel.changed.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waiters:
-                task.cancel()
+        await wait_any(events=[stop, self.sentinel.changed], seconds=seconds)
         self.sentinel.changed.clear()
 
     # --- the loop -----------------------------------------------------------------------------
@@ -286,9 +278,9 @@ class Cycle:
             except TRANSIENT as exc:
                 first = True  # after an outage, check again for a mark we left behind
                 errors += 1
-                delay = min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0)  # noqa: S311
+                delay = API_ERROR_BACKOFF.delay(attempt=errors, rng=self._rng)
                 self._log.warning("rebootd.cycle.api_error", error=str(exc)[:300], retry_in=round(delay, 2))
-                await self._sleep(stop, delay)
+                await sleep_or_stop(seconds=delay, stop=stop)
         await self.status.flush_events(
             within=2.0
         )  # a clean stop (SIGTERM); a killed process posts nothing more
@@ -579,7 +571,7 @@ class Cycle:
             interval = self.opt.renew_interval
             next_at = self.clock.monotonic() + interval
             while True:
-                await asyncio.sleep(max(0.0, next_at - self.clock.monotonic()))
+                await sleep_or_stop(seconds=next_at - self.clock.monotonic(), stop=None)
                 next_at = self.lock.record_written_at + interval
                 if next_at > self.clock.monotonic():
                     continue
@@ -764,7 +756,7 @@ class Cycle:
         after the delay. False when stopped during the delay."""
         await self.signs.before_cordon()
         if self.opt.drain_delay:
-            if await self._sleep(stop, self.opt.drain_delay):
+            if await sleep_or_stop(seconds=self.opt.drain_delay, stop=stop):
                 return False
             self._pass_gate()
         await self.status.tell("drain")
@@ -828,17 +820,19 @@ class Cycle:
         refuses while halted or paused and counts the attempt, then the deadline. A retry (the
         record counts earlier attempts) waits a back-off first."""
         self.status.set_phase(Phase.REBOOTING)
-        if self.opt.reboot_delay and await self._sleep(stop, self.opt.reboot_delay):
+        if self.opt.reboot_delay and await sleep_or_stop(seconds=self.opt.reboot_delay, stop=stop):
             return
         if holder.attempts:
-            delay = min(self.opt.backoff_max, self.opt.period * 2 ** min(holder.attempts - 1, 12))
+            delay = Backoff(base=self.opt.period, cap=self.opt.backoff_max, jitter="none").delay(
+                attempt=holder.attempts
+            )
             await self._block(
                 BlockReason(
                     kind="reboot_retry",
                     detail=f"retrying the reboot (attempt {holder.attempts + 1}) in {delay:.0f}s",
                 )
             )
-            if await self._sleep(stop, delay):
+            if await sleep_or_stop(seconds=delay, stop=stop):
                 return
         self._check_window()
         gated = self.lock.gate()
@@ -864,7 +858,7 @@ class Cycle:
             await self._reboot_failed(stop, holder=holder, reason=f"reboot of {self.opt.node} failed: {exc}")
             return
         # A real reboot ends this process. Still here after boot-timeout: it did not happen.
-        if await self._sleep(stop, self.opt.boot_timeout):
+        if await sleep_or_stop(seconds=self.opt.boot_timeout, stop=stop):
             return
         now_boot, _ = self._host_boot_id(await self._get_node())
         if now_boot == (self._mark.evidence if self._mark else {}).get("bootID"):
@@ -887,11 +881,12 @@ class Cycle:
         await self._back_out(why=reason)
         self.status.outcome("drain_failed")
         self._failures += 1
-        backoff = min(self.opt.backoff_max, self.opt.period * 2 ** min(self._failures, 12))
-        backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
+        backoff = Backoff(
+            base=self.opt.period, cap=self.opt.backoff_max, jitter="scaled", low=0.8, high=1.2
+        ).delay(attempt=self._failures + 1, rng=self._rng)
         await self._block(BlockReason(kind="backoff", detail=f"{reason}; retrying in {backoff:.0f}s"))
         self._log.warning("rebootd.cycle.gave_up", reason=reason[:300], backoff=round(backoff, 3))
-        await self._sleep(stop, backoff)
+        await sleep_or_stop(seconds=backoff, stop=stop)
 
     # --- after the reboot ---------------------------------------------------------------------
     async def _after_reboot(self, stop: asyncio.Event, *, holder: Holder) -> None:
@@ -930,7 +925,7 @@ class Cycle:
         # No Lease write for "releasing": a pass resumed during the release delay re-checks the
         # recovery (healthy at once) and waits the delay again.
         self.status.set_phase(Phase.RELEASING)
-        if self.opt.release_delay and await self._sleep(stop, self.opt.release_delay):
+        if self.opt.release_delay and await sleep_or_stop(seconds=self.opt.release_delay, stop=stop):
             return
         await self._release()
 

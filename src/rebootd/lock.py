@@ -87,7 +87,6 @@ Step numbers in log events follow client-go's leaderelection: acquire = 1 read, 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import random
@@ -96,6 +95,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
+from rebootd.backoff import Backoff, spread
 from rebootd.clock import Clock
 from rebootd.heartbeat import (
     HEARTBEAT_NAMESPACE,
@@ -145,9 +145,14 @@ from rebootd.marks import (
 )
 from rebootd.node import CordonResult, NodeChanged, cordon, guarded_patch, is_ready, set_annotations
 from rebootd.phases import Evidence, Phase
+from rebootd.waits import sleep_or_stop
 
 LOCK_FINALIZER = "rebootd.io/lock"
 MAX_CAS_ATTEMPTS = 20
+# the pause before retrying a CAS write that lost to another writer (full jitter): a patient
+# writer (a release, a halt) waits longer than one contending for a slot
+PATIENT_CONFLICT_BACKOFF = Backoff(base=0.05, cap=2.0, jitter="full")
+CONFLICT_BACKOFF = Backoff(base=0.02, cap=1.0, jitter="full")
 
 __all__ = [
     "LOCK_FINALIZER",
@@ -412,9 +417,13 @@ class LeaseStore:
             except Conflict:
                 self._log.debug("rebootd.lock.conflict", step="3-write", change=event, attempt=attempt)
                 if patient():  # spread over up to 2 s: 200 nodes queueing at once stop colliding
-                    await asyncio.sleep(self._rng.uniform(0, min(2.0, 0.05 * 2**attempt)))
+                    await sleep_or_stop(
+                        seconds=PATIENT_CONFLICT_BACKOFF.delay(attempt=attempt + 1, rng=self._rng), stop=None
+                    )
                 elif attempt:  # a second conflict in a row: back off (jittered) before deciding again
-                    await asyncio.sleep(self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
+                    await sleep_or_stop(
+                        seconds=CONFLICT_BACKOFF.delay(attempt=attempt + 1, rng=self._rng), stop=None
+                    )
                 await self.refresh()
                 continue
             except NotFound:  # deleted between read and write: recreate, then decide again
@@ -647,7 +656,7 @@ class LeaseLock(LeaseStore):
             return None
 
         if self._lease is not None and plan(self.state) in PATIENT_ACTIONS:
-            await asyncio.sleep(self._rng.uniform(0.0, await self._spread()))
+            await sleep_or_stop(seconds=spread(seconds=await self._spread(), rng=self._rng), stop=None)
             self._catch_up()
         self.grant = grant  # so that the write of our new record counts as ours
         try:

@@ -8,9 +8,8 @@ simulator, the emulator and the control-plane launcher, which are test machinery
 - the interruptible sleep (a wait on a stop event bounded by a timeout, or a bare
   `asyncio.sleep`) is written only in `waits.py`.
 
-`KNOWN` lists the places still to move (cycle.py and lock.py, rewritten in parallel by the lock
-work): a finding there is tolerated, and a listed place with no finding left fails, so the list
-only shrinks.
+`KNOWN` lists places still to move (none now): a finding there is tolerated, and a listed place
+with no finding left fails, so the list only shrinks.
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ MACHINERY = ("sim", "emulator", "controlplane")  # not the daemon: simulated tim
 HOMES = {"watch": {"listwatch.py"}, "backoff": {"backoff.py"}, "sleep": {"waits.py"}}
 KNOWN: dict[str, set[str]] = {
     "watch": set(),
-    "backoff": {"cycle.py", "lock.py"},
-    "sleep": {"cycle.py", "lock.py"},
+    "backoff": set(),
+    "sleep": set(),
 }
 
 
