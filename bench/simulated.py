@@ -94,20 +94,33 @@ def releases_and_acquisitions(history: Sequence[HistoryRecord]) -> tuple[list[fl
     return releases, first
 
 
-def lock_members(record: HistoryRecord) -> set[str]:
-    """Nodes a lock Lease write lists as holders or waiters (empty for other records)."""
+def _lock_state(record: HistoryRecord) -> dict[str, Any] | None:
+    """The lock state a lock Lease write recorded (None for other records)."""
     if record.kind != "Lease" or record.event != "write" or record.name != LOCK_NAME or not record.detail:
-        return set()
+        return None
     try:
         state = json.loads(record.detail)
     except ValueError:
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def lock_members(record: HistoryRecord) -> set[str]:
+    """Nodes a record shows in the queue or holding a slot, read as `rebootd status` reads the
+    queue (lock format 3): a lock Lease write's holders and head, or the node of a Node write
+    carrying a queue record (`rebootd.io/queued`, recorded in the history's `detail`)."""
+    if record.kind == "Node" and record.event == "write":
+        return {record.name} if record.detail else set()
+    state = _lock_state(record)
+    if state is None:
         return set()
     return set(state.get("holders") or {}) | set(state.get("waiters") or {})
 
 
 def queue_formed_at(history: Sequence[HistoryRecord], *, needed: Sequence[str]) -> float | None:
-    """When every node that needs a reboot had been in the Lease (holder or waiter) at least once:
-    from then on a hand-off is steady state, with no node still joining the queue."""
+    """When every node that needs a reboot had been queued (its queue record on its Node, or in
+    the Lease as holder or head) at least once: from then on a hand-off is steady state, with no
+    node still joining the queue."""
     wanted, seen = set(needed), set()
     for record in history:
         seen |= lock_members(record) & wanted
@@ -117,16 +130,23 @@ def queue_formed_at(history: Sequence[HistoryRecord], *, needed: Sequence[str]) 
 
 
 def lease_waiters(history: Sequence[HistoryRecord]) -> dict[float, int]:
-    """Commit time of each lock Lease write -> the number of waiters queued in it."""
+    """Commit time of each lock Lease write -> the number of nodes waiting then: the whole queue
+    as `rebootd status` lists it (the Lease's head, and every Node whose latest write carries a
+    queue record), holders excluded."""
     out: dict[float, int] = {}
+    queued: set[str] = set()
     for record in history:
-        if record.kind != "Lease" or record.event != "write" or record.name != LOCK_NAME or not record.detail:
+        if record.kind == "Node" and record.event == "write":
+            if record.detail and not record.removed:
+                queued.add(record.name)
+            else:
+                queued.discard(record.name)
             continue
-        try:
-            state = json.loads(record.detail)
-        except ValueError:
+        state = _lock_state(record)
+        if state is None:
             continue
-        out[record.monotonic] = len(state.get("waiters") or {})
+        holders = set(state.get("holders") or {})
+        out[record.monotonic] = len((queued | set(state.get("waiters") or {})) - holders)
     return out
 
 

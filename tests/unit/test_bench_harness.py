@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from bench.imports import parse_importtime
 from bench.procfs import parse_cpu_seconds, parse_status
-from bench.simulated import measured_handoffs, queue_formed_at
+from bench.simulated import lease_waiters, measured_handoffs, queue_formed_at
 from bench.stats import Figure, Request, handoff_costs, pair_handoffs, per_hour, render_table, slope
 
 from rebootd.emulator.history import HistoryRecord
@@ -182,6 +182,35 @@ def test_hand_offs_are_read_from_the_history_with_the_waiters_left_at_each_relea
     assert first.lease_committed == 2
     assert queue_formed_at(history, needed=["a", "b", "c"]) == 1.2
     assert queue_formed_at(history, needed=["a", "b", "c", "d"]) is None
+
+
+def queue_record(at: float, node: str, *, queued: bool) -> HistoryRecord:
+    """A Node write as the history records it: `detail` is its queue record after the write."""
+    return HistoryRecord(
+        monotonic=at,
+        time=T0,
+        event="write",
+        client=f"rebootd@{node}",
+        verb="patch",
+        kind="Node",
+        namespace="",
+        name=node,
+        detail='{"since":"2026-12-06T10:00:00.000000Z","zone":"z"}' if queued else "",
+    )
+
+
+def test_under_lock_format_3_the_waiters_are_the_head_and_the_queue_records_on_the_nodes() -> None:
+    """As `rebootd status` reads the queue: the Lease names only the head; the rest of the
+    queue is the Nodes' queue records."""
+    history = [
+        *(queue_record(0.1 * i, n, queued=True) for i, n in enumerate("abcde", 1)),
+        lease_write(1.0, holders=["a"], waiters=["b", "c"], client="rebootd@a"),
+        queue_record(5.0, "a", queued=False),  # a's release clears its record...
+        lease_write(5.1, holders=[], waiters=["b", "c"], client="rebootd@a"),  # ...and its slot
+        lease_write(5.2, holders=["b"], waiters=["c", "d"], client="rebootd@b"),
+    ]
+    assert list(lease_waiters(history).values()) == [4, 4, 3]
+    assert queue_formed_at(history, needed=list("abcde")) == pytest.approx(0.5), "e never in the Lease"
 
 
 def test_the_scale_growth_exponent_is_the_log_log_slope() -> None:

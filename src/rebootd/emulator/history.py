@@ -119,6 +119,7 @@ class HistoryRecord:
     pdb: str | None = None
     disruptions_allowed: int | None = None
     # Lease writes: the `rebootd.io/state` annotation written (the lock state, for halt checks);
+    # Node writes: the `rebootd.io/queued` annotation after the write ("" when absent: not queued);
     # reboot_started: the bootID before the reboot; eviction_refused: the refusal's message.
     detail: str = ""
     # Pod writes: the pod after the write; eviction requests and pod deletes: the pod as it was

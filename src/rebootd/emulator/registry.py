@@ -732,6 +732,8 @@ class Registry:
         detail = ""
         if info.plural == "leases":  # the lock state, for halt checks over the history
             detail = (meta.get("annotations") or {}).get("rebootd.io/state", "")
+        elif info.storage == "nodes":  # the node's queue record (lock format 3), for queue figures
+            detail = (meta.get("annotations") or {}).get("rebootd.io/queued", "")
         pod = PodFacts.of(stored) if info.storage == "pods" else None
         budgets = (BudgetFacts.of(stored),) if info.storage == PDBS else ()
         replicas = None
