@@ -204,7 +204,7 @@ async def measure(
             lock, name = locks[index], names[index]
             await all_joined.wait()
             await lock.confirm()
-            listed = await kube.list_nodes(label_selector=f"{REQUIRED_LABEL}=true")
+            listed = await kube.list_nodes(label_selector=f"{REQUIRED_LABEL}=true", metadata_only=True)
             await lock.refill_head(queue_of(listed))
             point.head = max(point.head, len(lock.state.waiters))
             await lock.set_phase(phase="rebooting", gated=True, attempts=1)

@@ -598,7 +598,7 @@ class Cycle:
         (lock.py rule 8), from one list of the Nodes that need a reboot. Best effort: without it
         the nodes outside the head take the next free slot by contention, in no particular order."""
         try:
-            nodes = await self.kube.list_nodes(label_selector=f"{REQUIRED_LABEL}=true")
+            nodes = await self.kube.list_nodes(label_selector=f"{REQUIRED_LABEL}=true", metadata_only=True)
             await self.lock.refill_head(queue_of(nodes))
         except TRANSIENT as exc:
             self._log.warning("rebootd.lock.refill_failed", error=str(exc)[:200])

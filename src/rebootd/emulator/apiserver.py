@@ -661,6 +661,23 @@ class ApiServer:
             metadata["continue"] = page.continue_token
         if page.remaining is not None:
             metadata["remainingItemCount"] = page.remaining
+        if wants_metadata_list(request.headers.get("Accept", "")):
+            # As kube-apiserver's asPartialObjectMetadataList: each item's metadata only.
+            return json_response(
+                {
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                    "items": [
+                        {
+                            "kind": "PartialObjectMetadata",
+                            "apiVersion": "meta.k8s.io/v1",
+                            "metadata": obj["metadata"],
+                        }
+                        for obj in items
+                    ],
+                }
+            )
         body = {
             "kind": f"{info.kind}List",
             "apiVersion": info.api_version,
@@ -834,6 +851,12 @@ class ApiServer:
         kind = "Event" if info.plural == "events" else info.kind
         obj = {"kind": kind, "apiVersion": info.api_version, "metadata": metadata}
         return dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+
+def wants_metadata_list(accept: str) -> bool:
+    """`Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` (what client-go's
+    metadata client sends): a list of the items' metadata only."""
+    return "as=PartialObjectMetadataList" in accept and "g=meta.k8s.io" in accept
 
 
 def _watch_index(info: ResourceInfo, selection: Selection) -> tuple[str, str] | None:

@@ -186,3 +186,29 @@ async def test_query_booleans_anything_but_zero_or_false_is_true(cluster: Cluste
     assert events[0]["type"] == "ADDED"
     listing = await raw.get(f"{NODES}?watch=false")
     assert listing.body["kind"] == "NodeList"
+
+
+async def test_a_metadata_only_list_sends_each_items_metadata_and_nothing_else(
+    cluster: Cluster, raw: RawApi
+) -> None:
+    """What client-go's metadata client asks (and the queue's refill uses): a
+    PartialObjectMetadataList, each item a PartialObjectMetadata carrying the object's metadata
+    (labels and annotations included), never its spec or status; the selector still applies."""
+    await cluster.add_node(name="node-queued", labels={"rebootd.io/reboot-required": "true"})
+    await cluster.add_node(name="node-other")
+    reply = await raw.get(
+        f"{NODES}?labelSelector=rebootd.io%2Freboot-required%3Dtrue",
+        headers={
+            "Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+        },
+    )
+    assert reply.status == 200
+    assert (reply.body["kind"], reply.body["apiVersion"]) == ("PartialObjectMetadataList", "meta.k8s.io/v1")
+    assert reply.body["metadata"]["resourceVersion"]
+    [item] = reply.body["items"]
+    assert (item["kind"], item["apiVersion"]) == ("PartialObjectMetadata", "meta.k8s.io/v1")
+    assert set(item) == {"kind", "apiVersion", "metadata"}
+    assert item["metadata"]["name"] == "node-queued"
+    assert item["metadata"]["labels"]["rebootd.io/reboot-required"] == "true"
+    assert item["metadata"]["uid"]
+    assert item["metadata"]["resourceVersion"]
