@@ -411,9 +411,12 @@ def plan_acquire(
 ) -> tuple[Verdict, str]:
     """`decide_acquire`'s verdict and what to write. A node in the head takes its slot when
     allowed. A node outside it takes the slot when allowed all the same (the head leaves a slot
-    free: empty, full zones, stalled nodes skipped); else it joins the head when it belongs there
-    (room, or an earlier ticket than the head's last) and `join` (once per entry into the queue:
-    afterwards the refills of the holders that take slots name it)."""
+    free: empty, full zones, stalled nodes skipped); else it joins the head when there is room
+    for it and `join` (once per entry into the queue: afterwards the refills of the holders that
+    take slots name it). Joining never pushes a node out of the head, even with an earlier
+    ticket: reordering is the refills' job, from the whole queue, so that thousands of nodes
+    needing a reboot at once do not race each other to reorder the head (each such write is sent
+    to the head, and most of them meet a 409)."""
     verdict = decide_acquire(
         state, node=node, zone=zone, limits=limits, stalled=stalled, unavailable=unavailable
     )
@@ -426,7 +429,8 @@ def plan_acquire(
     if verdict.allowed:
         return verdict, TAKE_OUTSIDE
     me = Waiter(node=node, zone=zone, ticket=state.next_ticket if ticket is None else ticket)
-    if join and node in select_head(state, limits=limits, candidates=[me]):
+    head = select_head(state, limits=limits, candidates=[me])
+    if join and node in head and set(state.waiters) <= set(head):
         return verdict, JOIN
     return verdict, WAIT
 

@@ -10,6 +10,8 @@ import pytest
 
 from rebootd.lockstate import (
     HEAD_MAX,
+    JOIN,
+    WAIT,
     Holder,
     Limits,
     LockState,
@@ -17,6 +19,7 @@ from rebootd.lockstate import (
     Waiter,
     decide_acquire,
     head_capacity,
+    plan_acquire,
     select_head,
     with_head,
 )
@@ -104,3 +107,15 @@ def test_format_2_waiters_keep_their_order_ahead_of_format_3_tickets() -> None:
 def test_a_newer_lock_format_is_refused_naming_the_versions_read() -> None:
     with pytest.raises(StateFormatError, match=r"reads versions \[1, 2, 3\]"):
         LockState.from_annotation('{"version":4,"holders":{}}')
+
+
+def test_a_joining_node_takes_room_in_the_head_but_never_pushes_a_node_out() -> None:
+    """Reordering the head is the refills' job: a node joining with an earlier ticket waits for
+    the next refill instead of racing the others to displace the head's last."""
+    state = LockState().with_holder(Holder(node="h", zone="z", phase="draining"))
+    state = state.with_waiter(node="late", zone="z", ticket=100)
+    assert plan_acquire(state, node="early", zone="z", limits=Limits(1), ticket=50)[1] == JOIN, "room"
+    full = state.with_waiter(node="later", zone="z", ticket=200)
+    assert plan_acquire(full, node="early", zone="z", limits=Limits(1), ticket=50)[1] == WAIT
+    refilled = with_head(full, limits=Limits(1), candidates=queue(("early", "z", 50)))
+    assert list(refilled.waiters) == ["early", "late"], "the next refill puts it in its place"
