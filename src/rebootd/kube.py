@@ -595,11 +595,22 @@ class Kube:
             resp.close()
 
     def follow(
-        self, *, kind: WatchKind, namespace: str | None, name: str, resync_seconds: int = 300
+        self,
+        *,
+        kind: WatchKind,
+        namespace: str | None,
+        name: str,
+        resync_seconds: int = 300,
+        label_selector: str | None = None,
     ) -> ObjectFollower:
         """Keep the latest state of one named object (see `ObjectFollower`)."""
         return ObjectFollower(
-            kube=self, kind=kind, namespace=namespace, name=name, resync_seconds=resync_seconds
+            kube=self,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            resync_seconds=resync_seconds,
+            label_selector=label_selector,
         )
 
     # --- transport ---
@@ -759,10 +770,21 @@ class ObjectFollower:
 
     `latest` is None while the object does not exist. "What the caller last saw" is the state at
     entry, at its last read of `latest`, or at the last return of `changed` / `wait_for`.
+
+    With `label_selector` the server sends the object only while it matches (entering: ADDED,
+    leaving: DELETED, as kube's cacheWatcher does): `latest` is then None also while it exists but
+    does not match, and the server sends nothing for the writes that leave it unmatched.
     """
 
     def __init__(
-        self, *, kube: Kube, kind: WatchKind, namespace: str | None, name: str, resync_seconds: int = 300
+        self,
+        *,
+        kube: Kube,
+        kind: WatchKind,
+        namespace: str | None,
+        name: str,
+        resync_seconds: int = 300,
+        label_selector: str | None = None,
     ) -> None:
         if resync_seconds < 1:
             raise ValueError("resync_seconds must be at least 1")
@@ -771,6 +793,7 @@ class ObjectFollower:
         self.namespace = namespace
         self.name = name
         self.resync_seconds = resync_seconds
+        self.label_selector = label_selector
         self._latest: JsonObj | None = None
         self._seen: tuple[str, str] | None = None
         self._rv: str | None = None
@@ -865,7 +888,10 @@ class ObjectFollower:
 
     async def _relist(self) -> None:
         items, rv = await self.kube.list_with_version(
-            kind=self.kind, namespace=self.namespace, field_selector=f"metadata.name={self.name}"
+            kind=self.kind,
+            namespace=self.namespace,
+            field_selector=f"metadata.name={self.name}",
+            label_selector=self.label_selector,
         )
         obj = next((i for i in items if i.get("metadata", {}).get("name") == self.name), None)
         if obj is not None:
@@ -894,6 +920,7 @@ class ObjectFollower:
                         kind=self.kind,
                         namespace=self.namespace,
                         field_selector=f"metadata.name={self.name}",
+                        label_selector=self.label_selector,
                         resource_version=self._rv,
                         timeout_seconds=self.resync_seconds,
                     ):
