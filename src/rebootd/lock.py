@@ -140,6 +140,7 @@ MAX_CAS_ATTEMPTS = 20
 # OUTSIDE_LOOK_MAX seconds.
 OUTSIDE_LOOKS_PER_SECOND = 25.0
 OUTSIDE_LOOK_MAX = 120.0
+WATCH_RESYNC_SECONDS = 300
 
 __all__ = [
     "LOCK_FINALIZER",
@@ -805,6 +806,9 @@ class LeaseLock:
             namespace=self.config.namespace,
             name=self.config.name,
             label_selector=wake_label(self.config.node),
+            # client-go's reflector: a watch's timeout jittered between one and two resyncs, so the
+            # watches of daemons started together do not all end and re-open in the same second
+            resync_seconds=round(WATCH_RESYNC_SECONDS * self._rng.uniform(1.0, 2.0)),
         ) as f:
             if f.latest is not None:
                 self.adopt(f.latest)
