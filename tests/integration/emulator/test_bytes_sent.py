@@ -15,14 +15,13 @@ LEASES = "/apis/coordination.k8s.io/v1/namespaces/default/leases"
 async def test_bytes_sent_counts_each_event_sent_to_an_open_watch(emulator: Emulator, raw: RawApi) -> None:
     created = (await raw.post(LEASES, lease("l"))).body
     rv = created["metadata"]["resourceVersion"]
-    stream = raw.watch_stream(f"{LEASES}?watch=1&resourceVersion={rv}", max_events=1, within=10.0)
-    reader = asyncio.create_task(anext(stream))
+    path = f"{LEASES}?watch=1&resourceVersion={rv}"
+    reader = asyncio.create_task(raw.watch(path, max_events=1, within=10.0))
     await asyncio.sleep(0.3)  # the watch is open and has sent nothing (no backlog after rv)
     before = emulator.api.bytes_sent
     updated = dict(created, spec=dict(created["spec"], holderIdentity="b"))
     put = await raw.put(f"{LEASES}/l", updated)
-    event = await reader
-    await stream.aclose()
+    (event,) = await reader
     assert event["type"] == "MODIFIED"
     body_bytes = len(json.dumps(put.body, separators=(",", ":")))
     event_bytes = len(json.dumps(event, separators=(",", ":")))
