@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Backoff", "Jitter", "decorrelated", "exponential", "spread"]
+__all__ = ["Backoff", "Jitter", "decorrelated", "exponential", "scaled", "spread"]
 
 Jitter = Literal["full", "scaled", "none"]
 
@@ -56,6 +56,14 @@ def decorrelated(*, previous: float, base: float, cap: float, rng: random.Random
 def spread(*, seconds: float, rng: random.Random) -> float:
     """Uniform in [0, seconds] (0 for seconds <= 0)."""
     return rng.uniform(0.0, seconds) if seconds > 0 else 0.0
+
+
+def scaled(*, seconds: float, low: float, high: float, rng: random.Random) -> float:
+    """`seconds` times a factor uniform in [low, high]: an interval spread around its mean, so
+    that processes started together do not act in step."""
+    if not 0 <= low <= high:
+        raise ValueError(f"invalid jitter range [{low!r}, {high!r}]")
+    return seconds * rng.uniform(low, high)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,14 @@ Rules built on them:
 7. Waiters watch the Lease and act on changes at once; only the waiters that the queue order
    serves attempt a write, so a hand-off costs a constant number of writes however many wait.
    Holders follow it too while they hold a slot: each CAS starts from the newest version seen.
+   Each daemon's watch selects the Lease by its own wake label (`lockstate.wake_label`), which
+   every write puts on the holders and the head only: a write is sent to O(concurrency)
+   watchers, not to every waiting node, and the write that names a node in the head wakes it
+   (ADDED). A node outside the head hears nothing; it reads the Lease now and then (`_look`:
+   every `outside_look_interval`, about nodes / 25 seconds, 20 s to 2 minutes), so the queue
+   still moves when the head cannot (empty after failed refills, or every head node dead:
+   judged stalled on two looks with no slot taken or given back in between, `Observer`
+   epochs), and before any write it decides on a fresh read, never on an old look.
 8. The queue (lock format 3) is not part of the safety argument, only of the order: each waiting
    node keeps its place on its own Node (`rebootd.io/queued`: when it first needed the reboot),
    and the Lease names only the head (at most HEAD_MAX nodes), which the holder that takes a slot
@@ -95,7 +103,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
-from rebootd.backoff import Backoff, spread
+from rebootd.backoff import Backoff, scaled, spread
 from rebootd.clock import Clock
 from rebootd.heartbeat import (
     HEARTBEAT_NAMESPACE,
@@ -119,6 +127,7 @@ from rebootd.lockstate import (
     TAKE_OUTSIDE,
     TAKE_OVER,
     WAIT,
+    WAKE_LABEL_PREFIX,
     Holder,
     Limits,
     LockState,
@@ -130,6 +139,7 @@ from rebootd.lockstate import (
     plan_acquire,
     resolve_share,
     state_of,
+    wake_label,
     with_head,
 )
 from rebootd.logs import get_logger
@@ -153,6 +163,11 @@ MAX_CAS_ATTEMPTS = 20
 # writer (a release, a halt) waits longer than one contending for a slot
 PATIENT_CONFLICT_BACKOFF = Backoff(base=0.05, cap=2.0, jitter="full")
 CONFLICT_BACKOFF = Backoff(base=0.02, cap=1.0, jitter="full")
+# Nodes outside the head read the Lease about this often together (rule 7), each at most every
+# OUTSIDE_LOOK_MAX seconds.
+OUTSIDE_LOOKS_PER_SECOND = 25.0
+OUTSIDE_LOOK_MAX = 120.0
+WATCH_RESYNC_SECONDS = 300
 
 __all__ = [
     "LOCK_FINALIZER",
@@ -370,6 +385,10 @@ class LeaseStore:
         meta = lease["metadata"]
         meta.setdefault("annotations", {})
         meta["annotations"] = {**(meta["annotations"] or {}), STATE_ANNOTATION: state.to_annotation()}
+        labels = {k: v for k, v in (meta.get("labels") or {}).items() if not k.startswith(WAKE_LABEL_PREFIX)}
+        labels.update(state.wake_labels())  # who is sent this write (rule 7)
+        if labels or "labels" in meta:
+            meta["labels"] = labels
         spec = lease.setdefault("spec", {})
         identity = state.holder_identity()
         if base is not None and spec.get("holderIdentity", "") != identity:
@@ -551,15 +570,33 @@ class LeaseLock(LeaseStore):
         self._heartbeats = HeartbeatJudge()  # our looks at stale holders' kubelet heartbeats
         self.heartbeat_poll: float | None = None  # look again this soon: a liveness is unknown
         self.check_orphans = False  # a failed take-over: look for a mark no record answers for
+        # Outside the head (rule 7): when the Lease is read next, and whether our last look at it
+        # came from a watch that sees every version (our wake label was on it).
+        self._next_look = float("-inf")
+        self._observed_awake = False
         self._log = get_logger(node=config.node, lock=f"{config.namespace}/{config.name}")
 
     # --- reading ----------------------------------------------------------------------------
+    @property
+    def awake(self) -> bool:
+        """Does the Lease as last seen carry our wake label (a holder or in the head), so that
+        our watch is sent its every write (rule 7)?"""
+        labels = ((self._lease or {}).get("metadata") or {}).get("labels") or {}
+        return wake_label(self.config.node) in labels
+
     def adopt(self, lease: dict[str, Any] | None) -> LockState:
-        """Take a Lease seen on the watch as the latest; returns its state and updates staleness."""
+        """Take a Lease seen on the watch as the latest; returns its state and updates staleness.
+        An observer that did not see every version since its last look (outside the head) judges
+        stalled waiters by epochs: see `Observer.observe`."""
         state = super().adopt(lease)
+        epoch: object = None
+        if not self._observed_awake:
+            spec = (self._lease or {}).get("spec") or {}
+            epoch = (self.uid, spec.get("leaseTransitions"), spec.get("holderIdentity"))
         self.observer.observe(
-            state, now=self.clock.monotonic(), limits=self.config.limits, lease_uid=self.uid
+            state, now=self.clock.monotonic(), limits=self.config.limits, lease_uid=self.uid, epoch=epoch
         )
+        self._observed_awake = self.awake
         return state
 
     def _limits(self) -> Limits | None:
@@ -657,7 +694,10 @@ class LeaseLock(LeaseStore):
 
         if self._lease is not None and plan(self.state) in PATIENT_ACTIONS:
             await sleep_or_stop(seconds=spread(seconds=await self._spread(), rng=self._rng), stop=None)
-            self._catch_up()
+            if self.awake:
+                self._catch_up()
+            else:  # our watch is not sent every write (rule 7): decide on a fresh read
+                await self.refresh()
         self.grant = grant  # so that the write of our new record counts as ours
         try:
             await self.update(take, event="acquire", patient=lambda: not verdict.allowed or outside)
@@ -1109,10 +1149,20 @@ class LeaseLock(LeaseStore):
             yield self._changed_of(self._followers[-1])
             return
         async with self.kube.follow(
-            kind="leases", namespace=self.config.namespace, name=self.config.name
+            kind="leases",
+            namespace=self.config.namespace,
+            name=self.config.name,
+            label_selector=wake_label(self.config.node),
+            # client-go's reflector: a watch's timeout jittered between one and two resyncs, so the
+            # watches of daemons started together do not all end and re-open in the same second
+            resync_seconds=round(scaled(seconds=WATCH_RESYNC_SECONDS, low=1.0, high=2.0, rng=self._rng)),
         ) as f:
             if f.latest is not None:
                 self.adopt(f.latest)
+            interval = await self.outside_look_interval()  # the caller has just read the Lease
+            self._next_look = self.clock.monotonic() + scaled(
+                seconds=interval, low=0.5, high=1.5, rng=self._rng
+            )
             self._followers.append(f)
             try:
                 yield self._changed_of(f)
@@ -1120,16 +1170,52 @@ class LeaseLock(LeaseStore):
                 self._followers.remove(f)
 
     def _changed_of(self, f: ObjectFollower) -> Callable[[float], Any]:
+        """`changed(seconds)`: wait for the next version of the Lease that concerns us (rule 7).
+        Our watch sends the Lease while it carries our wake label; when it stops (DELETED: we left
+        the head, our record went, or the Lease was deleted) one read tells which. Outside the
+        head, the Lease is also read when a look is due (`_look`)."""
+
         async def changed(seconds: float) -> bool:
-            moved = await f.changed(timeout=seconds)
-            if f.latest is not None:
-                self.adopt(f.latest)
-            else:
-                self._lease = None
-                self.adopt(None)
-            return bool(moved)
+            wait = seconds
+            if not self.awake:
+                wait = min(seconds, max(0.0, self._next_look - self.clock.monotonic()))
+            moved = await f.changed(timeout=wait)
+            latest = f.latest
+            if latest is not None:
+                self.adopt(latest)
+                return bool(moved)
+            if moved or (not self.awake and self.clock.monotonic() >= self._next_look):
+                before = self.state
+                await self._look()
+                return bool(moved) or self.state is not before
+            self.adopt(None)
+            return False
 
         return changed
+
+    async def _look(self) -> None:
+        """Read the Lease (no re-creation: a deleted Lease is seen as gone, as on a watch) and
+        schedule the next look, jittered."""
+        try:
+            self._lease = await self.kube.get_lease(namespace=self.config.namespace, name=self.config.name)
+        except NotFound:
+            self._lease = None
+        self.adopt(None)
+        interval = await self.outside_look_interval()
+        self._next_look = self.clock.monotonic() + scaled(seconds=interval, low=0.5, high=1.5, rng=self._rng)
+
+    async def outside_look_interval(self) -> float:
+        """How often a node outside the head reads the Lease: about nodes / 25 seconds (so all of
+        them together read it about 25 times a second), at least 10 graces (20 s), at most two
+        minutes; one grace while the Lease names us without our wake label (a Lease written by
+        a rebootd older than the wake labels, during an upgrade)."""
+        cfg = self.config
+        state = self.state
+        if cfg.node in state.holders or cfg.node in state.waiters:
+            return cfg.grace
+        if self._nodes is None:
+            self._nodes = await self.kube.count_nodes()
+        return max(10.0 * cfg.grace, min(OUTSIDE_LOOK_MAX, self._nodes / OUTSIDE_LOOKS_PER_SECOND))
 
 
 def _same_write(current: Holder | None, expect: Holder) -> bool:

@@ -34,6 +34,7 @@ adopts (see `Holder.legacy`). A newer version is refused, never guessed around.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -61,6 +62,18 @@ HEAD_MAX = 16
 RECLAIMING = Phase.RECLAIMING
 # The phase of the stand-in holders `eligible_waiters` counts for the waiters it already chose.
 _WAITING = Phase.ACQUIRING
+# Who is woken by a write of the Lease (lock format 3, "wake labels"): the Lease carries one label
+# per holder and per node in the head, `rebootd.io/wake-<digest of the node name>`, rewritten with
+# every write; each daemon watches the Lease with its own label as the selector, so a write is
+# sent to the holders and the head only (O(concurrency) watchers, not O(waiters)), and a node
+# entering the head is woken by that very write (the watch reports the object as ADDED).
+WAKE_LABEL_PREFIX = "rebootd.io/wake-"
+
+
+def wake_label(node: str) -> str:
+    """The label key that wakes `node`: 80 bits of its name's SHA-256 (a label name is at most 63
+    characters, a node name up to 253). A collision only wakes one node more often."""
+    return WAKE_LABEL_PREFIX + hashlib.sha256(node.encode()).hexdigest()[:20]
 
 
 class StateFormatError(ValueError):
@@ -196,6 +209,12 @@ class LockState:
             "halted": dict(self.halted) if self.halted else None,
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def wake_labels(self) -> dict[str, str]:
+        """The Lease's wake labels for this state: its holders and its head."""
+        labels = {wake_label(node): "head" for node in self.waiters}
+        labels.update({wake_label(node): "holder" for node in self.holders})
+        return labels
 
     def holder_identity(self) -> str:
         """What `kubectl get lease` shows: the holders' node names, sorted, comma-separated."""
@@ -420,9 +439,12 @@ def plan_acquire(
 ) -> tuple[Verdict, str]:
     """`decide_acquire`'s verdict and what to write. A node in the head takes its slot when
     allowed. A node outside it takes the slot when allowed all the same (the head leaves a slot
-    free: empty, full zones, stalled nodes skipped); else it joins the head when it belongs there
-    (room, or an earlier ticket than the head's last) and `join` (once per entry into the queue:
-    afterwards the refills of the holders that take slots name it)."""
+    free: empty, full zones, stalled nodes skipped); else it joins the head when there is room
+    for it and `join` (once per entry into the queue: afterwards the refills of the holders that
+    take slots name it). Joining never pushes a node out of the head, even with an earlier
+    ticket: reordering is the refills' job, from the whole queue, so that thousands of nodes
+    needing a reboot at once do not race each other to reorder the head (each such write is sent
+    to the head, and most of them meet a 409)."""
     verdict = decide_acquire(
         state, node=node, zone=zone, limits=limits, stalled=stalled, unavailable=unavailable
     )
@@ -435,7 +457,8 @@ def plan_acquire(
     if verdict.allowed:
         return verdict, TAKE_OUTSIDE
     me = Waiter(node=node, zone=zone, ticket=state.next_ticket if ticket is None else ticket)
-    if join and node in select_head(state, limits=limits, candidates=[me]):
+    head = select_head(state, limits=limits, candidates=[me])
+    if join and node in head and set(state.waiters) <= set(head):
         return verdict, JOIN
     return verdict, WAIT
 
@@ -458,8 +481,19 @@ class Observer:
     boot_allowance: float
     _holder_seen: dict[str, tuple[str, float]] = field(default_factory=dict)
     _eligible_since: dict[str, float] = field(default_factory=dict)
+    _epoch: object = None
 
-    def observe(self, state: LockState, *, now: float, limits: Limits, lease_uid: str = "") -> None:
+    def observe(
+        self, state: LockState, *, now: float, limits: Limits, lease_uid: str = "", epoch: object = None
+    ) -> None:
+        """`epoch`: given by an observer that sees the Lease only now and then (a node outside the
+        head, woken by no write: `lock.py` rule 7), a key that changes whenever a slot is taken or
+        given back (the Lease's uid and leaseTransitions). Between two such looks with the same
+        epoch no slot changed hands, so a waiter eligible at both was eligible throughout; a
+        changed epoch starts the waiters' stall clocks again. None: every version is seen."""
+        if epoch is not None and epoch != self._epoch:
+            self._eligible_since.clear()
+        self._epoch = epoch
         # Every write to a record bumps its seq (a new record starts again at 0 with a new grant),
         # so these tell one version of a record from another. The Lease's uid is part of it: a
         # record copied into a re-created Lease is new to us, and gets a whole TTL to renew.

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rebootd.backoff import Backoff, decorrelated, exponential, spread
+from rebootd.backoff import Backoff, decorrelated, exponential, scaled, spread
 
 
 def test_exponential_doubles_from_base_and_stops_at_the_cap() -> None:
@@ -81,3 +81,13 @@ def test_spread_is_a_point_between_zero_and_its_seconds_and_zero_for_none() -> N
     assert all(0.0 <= d <= 2.0 for d in draws)
     assert max(draws) > 1.5
     assert spread(seconds=0.0, rng=rng) == spread(seconds=-1.0, rng=rng) == 0.0
+
+
+def test_scaled_spreads_an_interval_around_its_mean_within_its_range() -> None:
+    rng = random.Random(5)  # noqa: S311 - seeded test jitter, not crypto
+    draws = [scaled(seconds=10.0, low=0.5, high=1.5, rng=rng) for _ in range(200)]
+    assert all(5.0 <= d <= 15.0 for d in draws)
+    assert min(draws) < 6.0
+    assert max(draws) > 14.0
+    with pytest.raises(ValueError, match="jitter range"):
+        scaled(seconds=10.0, low=1.5, high=0.5, rng=rng)

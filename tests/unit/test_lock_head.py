@@ -221,11 +221,16 @@ def test_a_node_outside_a_head_with_room_joins_it_once() -> None:
     assert plan_acquire(state, node="me", zone="z", limits=Limits(1), join=False)[1] == WAIT
 
 
-def test_a_node_outside_a_full_head_joins_only_with_an_earlier_ticket_than_the_heads_last() -> None:
-    state = head_of(("first", 10), ("second", 20))
-    assert plan_acquire(state, node="me", zone="z", limits=Limits(1), ticket=15)[1] == JOIN
-    assert plan_acquire(state, node="me", zone="z", limits=Limits(1), ticket=25)[1] == WAIT
-    assert plan_acquire(state, node="me", zone="z", limits=Limits(1))[1] == WAIT, "no ticket: last in line"
+def test_a_joining_node_takes_room_in_the_head_but_never_pushes_a_node_out() -> None:
+    """Reordering the head is the refills' job: a node joining with an earlier ticket waits for
+    the next refill instead of racing the others to displace the head's last."""
+    state = LockState().with_holder(Holder(node="h", zone="z", phase="draining"))
+    state = state.with_waiter(node="late", zone="z", ticket=100)
+    assert plan_acquire(state, node="early", zone="z", limits=Limits(1), ticket=50)[1] == JOIN, "room"
+    full = state.with_waiter(node="later", zone="z", ticket=200)
+    assert plan_acquire(full, node="early", zone="z", limits=Limits(1), ticket=50)[1] == WAIT
+    refilled = with_head(full, limits=Limits(1), candidates=queue(("early", "z", 50)))
+    assert list(refilled.waiters) == ["early", "late"], "the next refill puts it in its place"
 
 
 def test_a_node_outside_the_head_does_not_join_it_when_its_zone_has_its_share_of_the_head() -> None:

@@ -235,3 +235,16 @@ def test_a_holder_after_its_reboot_gets_the_boot_allowance_too(phase: str) -> No
     draining = LockState().with_holder(Holder(node="b", zone="z", phase="draining", grant="g"))
     observer.observe(draining, now=0.0, limits=Limits(1))
     assert len(observer.stale_holders(draining, now=11.0)) == 1
+
+
+def test_an_observer_looking_now_and_then_judges_a_stall_only_across_looks_with_no_hand_off() -> None:
+    """A node outside the head sees the Lease only at its looks (lock.py rule 7): a waiter
+    eligible at two looks was eligible throughout only if no slot changed hands in between
+    (same epoch); otherwise its stall clock starts again."""
+    state = LockState().with_waiter(node="next", zone="z", ticket=1)  # a free slot, "next" first
+    observer = Observer(ttl=10, grace=1, boot_allowance=0)
+    observer.observe(state, now=0.0, limits=Limits(1), epoch=("uid", 3))
+    observer.observe(state, now=5.0, limits=Limits(1), epoch=("uid", 5))  # hand-offs in between
+    assert observer.stalled_waiters(now=5.0) == frozenset()
+    observer.observe(state, now=7.0, limits=Limits(1), epoch=("uid", 5))
+    assert observer.stalled_waiters(now=7.0) == frozenset({"next"})

@@ -835,7 +835,9 @@ class ApiServer:
                     items.append(watcher.queue.get_nowait())
                 if watcher.overflowed or watcher.closed:
                     break
-                await response.write(b"".join(line(kind, obj) for kind, obj in items))
+                chunk = b"".join(line(kind, obj) for kind, obj in items)
+                self.bytes_sent += len(chunk)  # the events themselves, not only backlogs and bookmarks
+                await response.write(chunk)
             if watcher.overflowed:
                 await response.write(self._error_line(None))
             await response.write_eof()

@@ -366,11 +366,22 @@ class Kube:
             resp.close()
 
     def follow(
-        self, *, kind: WatchKind, namespace: str | None, name: str, resync_seconds: int = 300
+        self,
+        *,
+        kind: WatchKind,
+        namespace: str | None,
+        name: str,
+        resync_seconds: int = 300,
+        label_selector: str | None = None,
     ) -> ObjectFollower:
         """Keep the latest state of one named object (see `ObjectFollower`)."""
         return ObjectFollower(
-            kube=self, kind=kind, namespace=namespace, name=name, resync_seconds=resync_seconds
+            kube=self,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            resync_seconds=resync_seconds,
+            label_selector=label_selector,
         )
 
     # --- transport ---

@@ -37,10 +37,21 @@ class ObjectFollower:
 
     `latest` is None while the object does not exist. "What the caller last saw" is the state at
     entry, at its last read of `latest`, or at the last return of `changed` / `wait_for`.
+
+    With `label_selector` the server sends the object only while it matches (entering: ADDED,
+    leaving: DELETED, as kube's cacheWatcher does): `latest` is then None also while it exists but
+    does not match, and the server sends nothing for the writes that leave it unmatched.
     """
 
     def __init__(
-        self, *, kube: Kube, kind: WatchKind, namespace: str | None, name: str, resync_seconds: int = 300
+        self,
+        *,
+        kube: Kube,
+        kind: WatchKind,
+        namespace: str | None,
+        name: str,
+        resync_seconds: int = 300,
+        label_selector: str | None = None,
     ) -> None:
         if resync_seconds < 1:
             raise ValueError("resync_seconds must be at least 1")
@@ -49,6 +60,7 @@ class ObjectFollower:
         self.namespace = namespace
         self.name = name
         self.resync_seconds = resync_seconds
+        self.label_selector = label_selector
         self._latest: JsonObj | None = None
         self._seen: tuple[str, str] | None = None
         self._wakeup = asyncio.Event()
@@ -60,6 +72,7 @@ class ObjectFollower:
             kind=kind,
             namespace=namespace,
             field_selector=f"metadata.name={name}",
+            label_selector=label_selector,
             watch_timeout=resync_seconds,
             backoff=kube.retry.backoff_policy,
             on_list=self._listed,
