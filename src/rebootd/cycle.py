@@ -43,7 +43,6 @@ from rebootd.lock import Gated, LeaseLock, LostSlot
 from rebootd.lockstate import BOOTING_PHASES, RECLAIMING, STAND_BY, Holder, decide_acquire, next_in_line
 from rebootd.logs import get_logger
 from rebootd.marks import (
-    NODE_MARK_ANNOTATION,
     QUEUE_ANNOTATION,
     REQUIRED_LABEL,
     Mark,
@@ -57,7 +56,6 @@ from rebootd.node import (
     NodeChanged,
     boot_id,
     is_ready,
-    set_annotations,
     uncordon,
 )
 from rebootd.nodestatus import Flush, NodeStatus
@@ -648,10 +646,9 @@ class Cycle:
                     await self.lock.renew()  # a resumed pass: no eviction before a fresh write
                 node = await self._get_node()
                 mark = mark_of(node)
-                if mark is not None and mark.grant == holder.grant and mark.phase in BOOTING_PHASES:
-                    # Our mark says the reboot was requested, but our record says it was not: the
-                    # Lease was recreated from the mark written before. The mark is the newer:
-                    # never drain and reboot a second time. The write proves we hold the slot.
+                if mark is not None and self.lock.mark_ahead_of_record(mark, holder=holder):
+                    # The mark is the newer: never drain and reboot a second time. The write
+                    # proves we hold the slot.
                     self._log.warning(
                         "rebootd.cycle.record_behind_mark", record=holder.phase, mark=mark.phase
                     )
@@ -998,12 +995,7 @@ class Cycle:
             WAITING_ANNOTATION: None,
             QUEUE_ANNOTATION: None,
         }
-        await set_annotations(
-            self.kube,
-            node=self.opt.node,
-            annotations={NODE_MARK_ANNOTATION: None, **done},
-            labels={REQUIRED_LABEL: None},
-        )
+        await self.lock.unmark(annotations=done, labels={REQUIRED_LABEL: None})
         self.status.published.update(done)
         if self.opt.annotate_nodes:
             await self.status.publish(**{PHASE_ANNOTATION: f"rebooted at {finished}"})

@@ -154,7 +154,7 @@ from rebootd.marks import (
     mark_of,
 )
 from rebootd.node import CordonResult, NodeChanged, cordon, guarded_patch, is_ready, set_annotations
-from rebootd.phases import Evidence, Phase
+from rebootd.phases import BOOTING_PHASES, Evidence, Phase
 from rebootd.waits import sleep_or_stop
 
 LOCK_FINALIZER = "rebootd.io/lock"
@@ -895,6 +895,26 @@ class LeaseLock(LeaseStore):
         self.valid_until = float("-inf")
         if self.deleting:
             await self.finish_deletion()
+
+    async def unmark(
+        self, *, annotations: Mapping[str, str | None], labels: Mapping[str, str | None]
+    ) -> None:
+        """The pass is over: our mark leaves our Node, in one write with the caller's own
+        annotations and labels, before `release` (a node that keeps a mark is put back at start).
+        Idempotent: a retry after a lost response writes the same."""
+        await set_annotations(
+            self.kube,
+            node=self.config.node,
+            annotations={NODE_MARK_ANNOTATION: None, **annotations},
+            labels=labels,
+        )
+
+    @staticmethod
+    def mark_ahead_of_record(mark: Mark, *, holder: Holder) -> bool:
+        """Does our grant's mark say the reboot was requested while our record does not? (The
+        Lease was recreated from the mark written before: the mark is the newer, and the node must
+        never be drained and rebooted a second time.)"""
+        return mark.grant == holder.grant and mark.phase in BOOTING_PHASES
 
     # --- the participant on its own node: records, marks, cordon, put-back (rules B, 2) -------
     async def finish_reclaim(self, record: Holder) -> None:
