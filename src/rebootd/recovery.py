@@ -29,7 +29,7 @@ from rebootd.kube import Expired, Kube, KubeError
 from rebootd.listwatch import ApiErrors, ListWatch
 from rebootd.logs import get_logger
 from rebootd.pods import controller_of, covering_pdbs, evictable_pods, is_finished, pod_is_ready, pod_key
-from rebootd.waits import wait_any
+from rebootd.waits import reap, wait_any
 
 JsonObj = dict[str, Any]
 CACHE_WATCH_TIMEOUT = 60  # seconds: each watch request's server-side timeoutSeconds
@@ -183,15 +183,7 @@ class Cache:
 
     async def __aexit__(self, *exc: object) -> None:
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
+        await reap(task)
 
     def check(self) -> None:
         """Raise what ended the loop (a bug: API errors are retried there, never raised)."""

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["sleep_or_stop", "wait_any"]
+__all__ = ["reap", "sleep_or_stop", "wait_any"]
 
 
 async def sleep_or_stop(*, seconds: float, stop: asyncio.Event | None) -> bool:
@@ -48,3 +49,17 @@ async def wait_any(*, events: Sequence[asyncio.Event], seconds: float | None) ->
             for waiter in waiters:
                 waiter.cancel()
     return any(event.is_set() for event in events)
+
+
+async def reap(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has ended (None: nothing to do). Its own
+    cancellation is swallowed; a cancellation of the caller itself still propagates."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from rebootd.waits import sleep_or_stop, wait_any
+from rebootd.waits import reap, sleep_or_stop, wait_any
 
 
 async def test_sleep_or_stop_sleeps_its_seconds_when_nothing_stops_it() -> None:
@@ -75,3 +75,40 @@ async def test_wait_any_without_a_bound_waits_for_an_event() -> None:
     asyncio.get_running_loop().call_later(0.02, stop.set)
     async with asyncio.timeout(5.0):
         assert await wait_any(events=[asyncio.Event(), stop], seconds=None) is True
+
+
+async def test_reap_ends_a_background_task_and_lets_the_callers_own_cancellation_through() -> None:
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(forever())
+    await started.wait()
+    await reap(task)
+    assert task.cancelled()
+    await reap(None)  # nothing to reap
+
+    async def slow_to_end() -> None:  # takes a while to end once cancelled
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)
+            raise
+
+    went_on = False
+
+    async def reaper() -> None:
+        nonlocal went_on
+        inner = asyncio.create_task(slow_to_end())
+        await asyncio.sleep(0)
+        await reap(inner)  # the reaper itself is cancelled while it waits here
+        went_on = True
+
+    outer = asyncio.create_task(reaper())
+    await asyncio.sleep(0.01)
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert not went_on

@@ -17,6 +17,7 @@ from rebootd.kube.errors import Expired, KubeError
 from rebootd.kube.paths import RESOURCES, JsonObj, WatchKind
 from rebootd.listwatch import ApiErrors, ListWatch
 from rebootd.logs import get_logger
+from rebootd.waits import reap
 
 if TYPE_CHECKING:
     from rebootd.kube.client import Kube
@@ -100,15 +101,7 @@ class ObjectFollower:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
+        await reap(task)
 
     async def changed(self, *, timeout: float) -> bool:  # noqa: ASYNC109 - the waiters' interface
         """Wait until the object's version differs from what the caller last saw (True), or the
