@@ -480,14 +480,18 @@ class LeaseStore:
             return True
         return False
 
-    async def halt(self, *, reason: str, node: str) -> bool:
+    async def halt(self, *, reason: str, node: str, expect: Holder | None = None) -> bool:
         """Record a halt and mirror it on the halted node; True when this call recorded it (False:
-        the rollout was already halted)."""
+        the rollout was already halted, or `expect` was given and the node's record is no longer
+        the one judged: a holder that renewed since, then rebooted its node, is not halted for
+        the down node its own reboot made)."""
         at = format_microtime(self.clock.now())
         halted = {"reason": reason, "node": node, "at": at}
 
         def stop_all(state: LockState) -> LockState | None:
             if state.halted:
+                return None
+            if expect is not None and state.holders.get(node) != expect:
                 return None
             return replace(state, halted=halted)
 
@@ -1114,7 +1118,7 @@ class LeaseLock(LeaseStore):
                 if liveness == "alive":
                     await self._reclaim(holder)
                     continue
-            if await self.halt(reason=why, node=holder.node):
+            if await self.halt(reason=why, node=holder.node, expect=holder):
                 halts.append((holder.node, why))
         return halts
 

@@ -27,6 +27,7 @@ from rebootd.lock import LOCK_FINALIZER, LeaseLock, LeaseStore, LockConfig, Lost
 from rebootd.lockstate import STATE_ANNOTATION, Holder, Limits, LockState
 from rebootd.marks import HALT_ANNOTATION, NODE_MARK_ANNOTATION, Mark
 from rebootd.node import set_annotations
+from rebootd.phases import Phase
 from rebootd.sim.harness import DaemonSeams, SimCluster, SimNode, sim_pod_uid
 from rebootd.sim.invariants import reboot_counts
 from tests.fixtures.cluster import FAST_ENV, ClusterFactory, all_done, wait_phase
@@ -532,6 +533,23 @@ async def test_resume_clears_only_the_halt_it_was_shown(operator: LeaseStore) ->
     )
     with pytest.raises(admin.Refused, match="changed since it was read"):
         await admin.resume(lock=operator, halt=shown, pause=None)
+    assert (await operator.refresh()).halted is not None
+
+
+async def test_a_stale_holders_halt_is_dropped_when_its_record_changed_since_it_was_judged(
+    operator: LeaseStore,
+) -> None:
+    """Chaos seed 113: an observer judged a holder dead on a fresh read (phase draining, not
+    renewed), then read its Node; meanwhile the holder came back, wrote `rebooting` and rebooted,
+    so the Node was NotReady, and the halt was recorded against a record that no longer
+    existed. The halt is now conditional on the record judged."""
+    judged = Holder(node="n1", zone="z", phase=Phase.DRAINING, seq=3, grant="g1")
+    await operator.update(lambda s: s.with_holder(judged), event="seed a holder")
+    renewed = replace(judged, phase=Phase.REBOOTING, seq=4)
+    await operator.update(lambda s: s.with_holder(renewed), event="the holder renews")
+    assert not await operator.halt(reason="n1 is not Ready", node="n1", expect=judged)
+    assert (await operator.refresh()).halted is None
+    assert await operator.halt(reason="n1 is not Ready", node="n1", expect=renewed)
     assert (await operator.refresh()).halted is not None
 
 
